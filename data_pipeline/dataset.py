@@ -1,0 +1,201 @@
+"""The dataset on disk: a contract that training, generation and analysis build on.
+
+Layout of a dataset directory ``DIR``::
+
+    DIR/manifest.json        format version, tiling, channels, parameters, cities, attribution
+    DIR/tiles.parquet        one row per tile: id, city, CRS, bounds, region, parameters
+    DIR/rasters/CITY.zarr    uint8 array (n_tiles_of_city, H, W, C), one chunk per tile
+
+A dataset is written into a sibling temporary directory and moved into
+place in one ``rename`` only when complete, so an interrupted build never
+leaves a directory that looks like a dataset.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from data_pipeline.errors import DatasetError
+
+FORMAT_VERSION = 1
+ATTRIBUTION = "© OpenStreetMap contributors (ODbL)"
+MANIFEST = "manifest.json"
+TILES = "tiles.parquet"
+RASTERS = "rasters"
+#: Columns of tiles.parquet before the parameter columns.
+TILE_COLUMNS = ("tile_id", "city", "crs", "x0", "y0", "x1", "y1", "region", "raster_index", "buildings_known")
+
+
+def _zarr_compressor():
+    import zarr
+
+    # Binary masks: bit-shuffled zstd stores a 256 x 256 x 6 tile in a few KB.
+    return zarr.codecs.BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle")
+
+
+class DatasetWriter:
+    """Writes a dataset into a temporary directory; :meth:`commit` publishes it.
+
+    Use as a context manager: leaving the block with an exception removes the
+    temporary directory and leaves ``out_dir`` as it was.
+    """
+
+    def __init__(self, out_dir: str | Path, *, overwrite: bool = False) -> None:
+        self.out_dir = Path(out_dir)
+        if self.out_dir.exists() and not overwrite:
+            raise DatasetError(f"{self.out_dir} exists; pass overwrite=True (--overwrite) to replace it")
+        self.out_dir.parent.mkdir(parents=True, exist_ok=True)
+        for stale in self.out_dir.parent.glob(f".{self.out_dir.name}.partial-*"):
+            shutil.rmtree(stale, ignore_errors=True)  # left by a killed build
+        self.tmp_dir = self.out_dir.parent / f".{self.out_dir.name}.partial-{uuid.uuid4().hex[:8]}"
+        (self.tmp_dir / RASTERS).mkdir(parents=True)
+        self._frames: list[pd.DataFrame] = []
+        self._cities: dict[str, dict[str, Any]] = {}
+        self._arrays: dict[str, Any] = {}
+
+    def __enter__(self) -> DatasetWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None or self.tmp_dir.exists():
+            shutil.rmtree(self.tmp_dir, ignore_errors=True)
+
+    def add_city(self, city: str, n_tiles: int, tile_px: int, n_channels: int, info: dict[str, Any]) -> None:
+        """Create the raster array of a city before its tiles are written."""
+        import zarr
+
+        if city in self._cities:
+            raise DatasetError(f"city {city!r} is in the dataset twice; give each a unique name")
+        self._cities[city] = dict(info, n_tiles=n_tiles)
+        self._arrays[city] = zarr.create_array(
+            store=str(self.tmp_dir / RASTERS / f"{city}.zarr"),
+            shape=(n_tiles, tile_px, tile_px, n_channels),
+            chunks=(1, tile_px, tile_px, n_channels),
+            dtype="uint8",
+            compressors=_zarr_compressor(),
+        )
+
+    def write_tiles(self, city: str, indices: np.ndarray, tiles: np.ndarray) -> None:
+        array = self._arrays[city]
+        for i, tile in zip(indices, tiles):
+            array[int(i)] = tile
+
+    def add_rows(self, frame: pd.DataFrame) -> None:
+        self._frames.append(frame)
+
+    def commit(self, manifest: dict[str, Any]) -> Path:
+        """Write the table and manifest, then move the dataset into place atomically."""
+        table = pd.concat(self._frames, ignore_index=True)
+        table.to_parquet(self.tmp_dir / TILES, index=False)
+        manifest = dict(manifest, format_version=FORMAT_VERSION, attribution=ATTRIBUTION)
+        manifest["cities"] = self._cities
+        manifest["n_tiles"] = len(table)
+        # The manifest is written last: a directory without one is not a dataset.
+        tmp_manifest = self.tmp_dir / (MANIFEST + ".tmp")
+        tmp_manifest.write_text(json.dumps(manifest, indent=2, default=str))
+        os.replace(tmp_manifest, self.tmp_dir / MANIFEST)
+        old = None
+        if self.out_dir.exists():
+            old = self.out_dir.parent / f".{self.out_dir.name}.old-{uuid.uuid4().hex[:8]}"
+            os.replace(self.out_dir, old)
+        os.replace(self.tmp_dir, self.out_dir)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        return self.out_dir
+
+
+@dataclass
+class TileDataset:
+    """A dataset opened for reading.
+
+    Examples
+    --------
+    >>> ds = open_dataset("data/helsinki")          # doctest: +SKIP
+    >>> ds.read_tile(0).shape                        # doctest: +SKIP
+    (256, 256, 6)
+    >>> ds.tiles[["city", "building_coverage"]]      # doctest: +SKIP
+    """
+
+    path: Path
+    manifest: dict[str, Any]
+    tiles: pd.DataFrame
+
+    @property
+    def channels(self) -> list[str]:
+        return [c["name"] for c in self.manifest["channels"]]
+
+    @property
+    def parameter_names(self) -> list[str]:
+        return [p["name"] for p in self.manifest["parameters"]]
+
+    @property
+    def meters_per_pixel(self) -> float:
+        return float(self.manifest["tiling"]["meters_per_pixel"])
+
+    @property
+    def tile_px(self) -> int:
+        return int(self.manifest["tiling"]["tile_px"])
+
+    def __len__(self) -> int:
+        return len(self.tiles)
+
+    @cached_property
+    def _arrays(self) -> dict[str, Any]:
+        import zarr
+
+        return {
+            city: zarr.open_array(str(self.path / RASTERS / f"{city}.zarr"), mode="r")
+            for city in self.manifest["cities"]
+        }
+
+    def read_tile(self, i: int) -> np.ndarray:
+        """Tile ``i`` (row ``i`` of :attr:`tiles`) as a uint8 (H, W, C) array of 0/1 masks."""
+        row = self.tiles.iloc[int(i)]
+        return np.asarray(self._arrays[row["city"]][int(row["raster_index"])])
+
+    def read_tiles(self, indices) -> np.ndarray:
+        return np.stack([self.read_tile(i) for i in indices])
+
+    def parameters(self, indices=None) -> np.ndarray:
+        """(n, P) float64 parameter matrix in :attr:`parameter_names` order."""
+        frame = self.tiles if indices is None else self.tiles.iloc[np.asarray(indices)]
+        return frame[self.parameter_names].to_numpy(dtype=np.float64)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Worker processes re-open the zarr arrays themselves.
+        state = dict(self.__dict__)
+        state.pop("_arrays", None)
+        return state
+
+
+def open_dataset(path: str | Path) -> TileDataset:
+    """Open a dataset directory written by ``urbangen data build``.
+
+    Raises
+    ------
+    DatasetError
+        If the directory is missing, incomplete (no manifest) or of another format version.
+    """
+    path = Path(path)
+    manifest_path = path / MANIFEST
+    if not path.is_dir():
+        raise DatasetError(f"{path}: no such dataset directory")
+    if not manifest_path.is_file():
+        raise DatasetError(f"{path}: no {MANIFEST}; not a dataset, or its build did not finish")
+    manifest = json.loads(manifest_path.read_text())
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise DatasetError(
+            f"{path}: dataset format {manifest.get('format_version')}, this urbangen reads {FORMAT_VERSION}"
+        )
+    tiles = pd.read_parquet(path / TILES)
+    return TileDataset(path=path, manifest=manifest, tiles=tiles)

@@ -1,0 +1,193 @@
+"""Per-tile urban-form parameters, measured on the clipped vector geometry.
+
+Everything here works on projected (metre) coordinates and never looks at
+pixels, so the parameters are independent of the raster resolution.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import shapely
+
+from data_pipeline import classify
+from data_pipeline.config import TilingConfig
+from data_pipeline.features import OSMFeatures
+from data_pipeline.street_graph import (
+    StreetGraph,
+    build_street_graph,
+    intersection_clusters,
+    orientation_entropy,
+)
+
+#: name -> (unit, description). The order is the column order of tiles.parquet.
+PARAMETERS: dict[str, tuple[str, str]] = {
+    "building_coverage": ("fraction", "building footprint area in the tile / tile area (overlaps counted once)"),
+    "buildings_per_ha": ("1/ha", "buildings whose representative point lies in the tile, per hectare"),
+    "mean_footprint_m2": ("m2", "mean full footprint area of those buildings (0 when there are none)"),
+    "intersection_density_per_km2": ("1/km2", "drive-network intersections (>= 3 streets, nodes within 2 x 10 m merged) per km2"),
+    "walk_network_density_km_per_km2": ("km/km2", "length of every street class but motorway and trunk (and their links)"),
+    "major_road_density_km_per_km2": ("km/km2", "length of motorway, trunk, primary, secondary and links"),
+    "minor_road_density_km_per_km2": ("km/km2", "length of tertiary, residential, unclassified, living_street, service, road"),
+    "cycle_foot_density_km_per_km2": ("km/km2", "length of cycle/foot ways plus streets with a cycle track or lane"),
+    "cycle_foot_share": ("fraction", "cycle/foot length (as above) / length of all streets"),
+    "major_road_share": ("fraction", "major road length / length of all streets"),
+    "orientation_entropy": ("nats", "osmnx orientation entropy (36 bins) of drive-network edges whose midpoint is in the tile"),
+    "dead_end_share": ("fraction", "drive-network nodes in the tile with one street / all its nodes"),
+    "open_space_share": ("fraction", "open space area in the tile / tile area"),
+    "water_share": ("fraction", "water area in the tile / tile area"),
+}
+#: Parameters that are unknown (NaN) when a layer is missing from the source.
+DEPENDS_ON_LAYER: dict[str, tuple[str, ...]] = {
+    "buildings": ("building_coverage", "buildings_per_ha", "mean_footprint_m2"),
+    "cycle_foot": ("walk_network_density_km_per_km2", "cycle_foot_density_km_per_km2", "cycle_foot_share"),
+    "open_space": ("open_space_share",),
+    "water": ("water_share",),
+}
+
+
+def drive_graph(features: OSMFeatures) -> StreetGraph:
+    """Street graph of the drivable classes of projected features."""
+    streets = features.streets[features.streets["street_class"].isin(classify.DRIVE_CLASSES)]
+    lonlat = streets.to_crs("EPSG:4326").geometry.values
+    return build_street_graph(streets.geometry.values, lonlat)
+
+
+def _clipped_union_fraction(polygons: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """Per box: area of the union of the polygons clipped to it, over the box area."""
+    out = np.zeros(len(boxes))
+    if len(polygons) == 0:
+        return out
+    tree = shapely.STRtree(polygons)
+    tile_idx, poly_idx = tree.query(boxes, predicate="intersects")
+    order = np.argsort(tile_idx, kind="stable")
+    tile_idx, poly_idx = tile_idx[order], poly_idx[order]
+    splits = np.flatnonzero(np.diff(tile_idx)) + 1
+    for tiles, polys in zip(np.split(tile_idx, splits), np.split(poly_idx, splits)):
+        if len(tiles) == 0:
+            continue
+        t = tiles[0]
+        pieces = shapely.intersection(polygons[polys], boxes[t])
+        out[t] = shapely.area(shapely.union_all(pieces)) / shapely.area(boxes[t])
+    return out
+
+
+def _clipped_lengths(lines: np.ndarray, boxes: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """(n_boxes, n_weights) summed length of the lines inside each box, per weight column."""
+    out = np.zeros((len(boxes), weights.shape[1]))
+    if len(lines) == 0:
+        return out
+    tile_idx, line_idx = shapely.STRtree(lines).query(boxes, predicate="intersects")
+    length = shapely.length(shapely.intersection(lines[line_idx], boxes[tile_idx]))
+    for j in range(weights.shape[1]):
+        out[:, j] = np.bincount(tile_idx, weights=length * weights[line_idx, j], minlength=len(boxes))
+    return out
+
+
+def _points_in_boxes(points: np.ndarray, bounds: np.ndarray) -> list[np.ndarray]:
+    """Indices of the points inside each box, half-open [x0, x1) x [y0, y1)."""
+    if len(points) == 0:
+        return [np.zeros(0, dtype=np.int64) for _ in bounds]
+    order = np.argsort(points[:, 0])
+    xs = points[order, 0]
+    result = []
+    for x0, y0, x1, y1 in bounds:
+        lo, hi = np.searchsorted(xs, [x0, x1], side="left")
+        cand = order[lo:hi]
+        y = points[cand, 1]
+        result.append(cand[(y >= y0) & (y < y1)])
+    return result
+
+
+def tile_parameters(
+    features: OSMFeatures,
+    bounds: np.ndarray,
+    config: TilingConfig,
+    graph: StreetGraph | None = None,
+) -> pd.DataFrame:
+    """Measure :data:`PARAMETERS` for each tile.
+
+    Parameters
+    ----------
+    features
+        Projected features (metre CRS).
+    bounds
+        (n, 4) tile bounds ``x0, y0, x1, y1`` in the features' CRS.
+    config
+        Tiling settings (the intersection tolerance is used).
+    graph
+        The drive-network graph, if already built (see :func:`drive_graph`).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per tile, one column per parameter. Parameters of a layer the
+        source does not know (``features.layers_known``) are NaN.
+    """
+    bounds = np.asarray(bounds, dtype=np.float64)
+    boxes = shapely.box(*bounds.T)
+    area_m2 = (bounds[:, 2] - bounds[:, 0]) * (bounds[:, 3] - bounds[:, 1])
+    area_km2 = area_m2 / 1e6
+    out: dict[str, Any] = {}
+
+    # Density.
+    buildings = features.buildings.geometry.values
+    out["building_coverage"] = _clipped_union_fraction(buildings, boxes)
+    rep = shapely.get_coordinates(shapely.point_on_surface(buildings)) if len(buildings) else np.zeros((0, 2))
+    footprint = shapely.area(buildings)
+    members = _points_in_boxes(rep, bounds)
+    out["buildings_per_ha"] = np.array([len(m) for m in members]) / (area_m2 / 1e4)
+    out["mean_footprint_m2"] = np.array([footprint[m].mean() if len(m) else 0.0 for m in members])
+
+    # Street lengths by class.
+    streets = features.streets
+    cls = streets["street_class"].to_numpy()
+    highway = streets["highway"].to_numpy()
+    cycle = (cls == "cycle_foot") | streets["cycle_infra"].to_numpy(dtype=bool)
+    walkable = ~np.isin(highway, list(classify.NOT_WALKABLE_HIGHWAYS))
+    weights = np.stack(
+        [cls == "major", cls == "minor", cls == "cycle_foot", cycle, walkable], axis=1
+    ).astype(np.float64)
+    km = _clipped_lengths(streets.geometry.values, boxes, weights) / 1000.0
+    major, minor, cycle_only, cycle_all, walk = km.T
+    total = major + minor + cycle_only
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out["walk_network_density_km_per_km2"] = walk / area_km2
+        out["major_road_density_km_per_km2"] = major / area_km2
+        out["minor_road_density_km_per_km2"] = minor / area_km2
+        out["cycle_foot_density_km_per_km2"] = cycle_all / area_km2
+        out["cycle_foot_share"] = np.where(total > 0, cycle_all / np.where(total > 0, total, 1), 0.0)
+        out["major_road_share"] = np.where(total > 0, major / np.where(total > 0, total, 1), 0.0)
+
+    # People flow and network form, on the drive graph.
+    graph = drive_graph(features) if graph is None else graph
+    centres = intersection_clusters(graph, config.intersection_tolerance_m)
+    out["intersection_density_per_km2"] = np.array(
+        [len(m) for m in _points_in_boxes(centres, bounds)]
+    ) / area_km2
+    mid = (graph.node_xy[graph.u] + graph.node_xy[graph.v]) / 2.0
+    edges_in = _points_in_boxes(mid, bounds)
+    out["orientation_entropy"] = np.array([orientation_entropy(graph, e) for e in edges_in])
+    count = graph.street_count
+    nodes_in = _points_in_boxes(graph.node_xy, bounds)
+    out["dead_end_share"] = np.array(
+        [(count[m] == 1).mean() if len(m) else 0.0 for m in nodes_in]
+    )
+
+    out["open_space_share"] = _clipped_union_fraction(features.open_space.geometry.values, boxes)
+    out["water_share"] = _clipped_union_fraction(features.water.geometry.values, boxes)
+
+    frame = pd.DataFrame({name: np.asarray(out[name], dtype=np.float64) for name in PARAMETERS})
+    for layer, names in DEPENDS_ON_LAYER.items():
+        if not features.layers_known.get(layer, True):
+            frame.loc[:, list(names)] = np.nan
+    return frame
+
+
+def parameter_table(names: Sequence[str] | None = None) -> list[dict[str, str]]:
+    """Name, unit and description of parameters, as written to the manifest."""
+    names = list(PARAMETERS) if names is None else list(names)
+    return [{"name": n, "unit": PARAMETERS[n][0], "description": PARAMETERS[n][1]} for n in names]

