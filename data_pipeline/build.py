@@ -22,7 +22,7 @@ from data_pipeline.grid import make_grid, project_to_utm
 from data_pipeline.parameters import PARAMETERS, drive_graph, parameter_table, tile_parameters
 from data_pipeline.rasterize import rasterize_tiles
 
-_NAME = re.compile(r"^[A-Za-z0-9_\-]+$")
+_NAME = re.compile(r"^[\w\-]+$")
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ class CitySpec:
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
-            raise ValueError(f"city name {self.name!r}: use letters, digits, '_' and '-' only")
+            raise ValueError(f"city name {self.name!r}: use letters, digits, '_' and '-' only (it names files)")
         given = [s for s in (self.osm_file, self.place, self.bbox) if s is not None]
         if len(given) != 1:
             raise ValueError(f"city {self.name!r}: give exactly one of osm_file, place, bbox")
@@ -140,7 +140,8 @@ def build_dataset(
     with DatasetWriter(out_dir, overwrite=overwrite) as writer, _progress() as progress:
         for city in cities:
             task = progress.add_task(f"{city.name}: reading", total=None)
-            features = project_to_utm(city.load())
+            lonlat = city.load()
+            features = project_to_utm(lonlat)
             grid = make_grid(features, config)
             progress.update(task, description=f"{city.name}: parameters", total=len(grid), completed=0)
             params = tile_parameters(features, grid.bounds, config, graph=drive_graph(features))
@@ -155,7 +156,7 @@ def build_dataset(
                     "osm_timestamp": features.timestamp,
                     "group": city.group,
                     "layers_known": features.layers_known,
-                    "extent": None if features.extent is None else [float(v) for v in features.extent],
+                    "extent_lonlat": None if lonlat.extent is None else [float(v) for v in lonlat.extent],
                 },
             )
             progress.update(task, description=f"{city.name}: rasterizing")

@@ -211,13 +211,38 @@ def read_graphml(path: str | Path, *, source: str | None = None) -> OSMFeatures:
     )
 
 
+def check_reachable(url: str, timeout_s: float = 5.0) -> None:
+    """Fail fast when a server cannot be reached.
+
+    Offline, osmnx would first wait out a 60 s default Overpass pause before
+    its request fails; one TCP connection attempt tells the user at once.
+    """
+    import socket
+    from urllib.parse import urlparse
+
+    parts = urlparse(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((parts.hostname, port), timeout=timeout_s).close()
+    except OSError as exc:
+        raise NetworkUnavailableError(
+            f"cannot reach the OSM servers at {parts.hostname} ({exc}). "
+            "Check the network, or build from a local file with --osm-file."
+        ) from exc
+
+
 def _download(query: str, fetch) -> OSMFeatures:
-    """Run an osmnx download and turn its failures into the pipeline's errors."""
+    """Run an osmnx download and turn its failures into the pipeline's errors.
+
+    ``fetch(ox)`` returns the features frame and the lon/lat box the query covers.
+    """
     import osmnx as ox
     import requests
 
+    if ox.settings.use_cache is False or not any(Path(ox.settings.cache_folder).glob("*.json")):
+        check_reachable(ox.settings.overpass_url)
     try:
-        frame = fetch(ox)
+        frame, extent = fetch(ox)
     except ox._errors.InsufficientResponseError as exc:
         raise UnknownPlaceError(f"{query}: OSM returned nothing for this query ({exc})") from exc
     except requests.exceptions.RequestException as exc:
@@ -225,17 +250,18 @@ def _download(query: str, fetch) -> OSMFeatures:
             f"{query}: cannot reach the OSM servers ({exc.__class__.__name__}). "
             "Check the network, or build from a local file with --osm-file."
         ) from exc
-    frame = frame.reset_index()
     return features_from_tagged_frame(
-        frame.to_crs(WGS84),
+        frame.reset_index().to_crs(WGS84),
         source=query,
         timestamp=None,
-        extent=tuple(float(v) for v in frame.to_crs(WGS84).total_bounds),
+        extent=tuple(float(v) for v in extent),
     )
 
 
 def download_place(place: str) -> OSMFeatures:
-    """Download a named place's layers through osmnx (geocoded by Nominatim, cached).
+    """Download a named place's layers through osmnx (geocoded by Nominatim; both cached).
+
+    The tiled extent is the bounding box of the place's boundary polygon.
 
     Raises
     ------
@@ -244,28 +270,24 @@ def download_place(place: str) -> OSMFeatures:
     NetworkUnavailableError
         If the servers cannot be reached.
     """
-    import osmnx as ox
 
-    def fetch(ox_module):
+    def fetch(ox):
         try:
-            boundary = ox_module.geocode_to_gdf(place)
-        except (ox._errors.InsufficientResponseError, TypeError, ValueError) as exc:
+            boundary = ox.geocode_to_gdf(place)
+        except (ox._errors.InsufficientResponseError, TypeError) as exc:
             raise UnknownPlaceError(f"{place!r}: no such place known to Nominatim ({exc})") from exc
         polygon = boundary.union_all()
-        return ox_module.features_from_polygon(polygon, tags=DOWNLOAD_TAGS)
+        return ox.features_from_polygon(polygon, tags=DOWNLOAD_TAGS), polygon.bounds
 
-    features = _download(f"place: {place}", fetch)
-    return features
+    return _download(f"place: {place}", fetch)
 
 
 def download_bbox(west: float, south: float, east: float, north: float) -> OSMFeatures:
     """Download the layers inside a lon/lat bounding box through osmnx (cached)."""
     if not (-180 <= west < east <= 180 and -90 <= south < north <= 90):
         raise ValueError(f"bad bounding box W S E N = {west} {south} {east} {north}")
-    features = _download(
+    bbox = (west, south, east, north)
+    return _download(
         f"bbox: {west} {south} {east} {north}",
-        lambda ox: ox.features_from_bbox((west, south, east, north), tags=DOWNLOAD_TAGS),
+        lambda ox: (ox.features_from_bbox(bbox, tags=DOWNLOAD_TAGS), bbox),
     )
-    from dataclasses import replace
-
-    return replace(features, extent=(west, south, east, north))

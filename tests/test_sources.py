@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import bz2
 import gzip
-import json
+import time
 
 import geopandas as gpd
 import numpy as np
@@ -91,6 +92,7 @@ def test_bbox_download_through_osmnx_with_recorded_response(osm_path, monkeypatc
         return response
 
     monkeypatch.setattr(ox.settings, "use_cache", False)
+    monkeypatch.setattr(sources, "check_reachable", lambda url: None)
     monkeypatch.setattr(ox._overpass, "_overpass_request", recorded)
     bbox = (12.4989, 55.6713, 12.6242, 55.7516)
     downloaded = sources.download_bbox(*bbox)
@@ -107,10 +109,45 @@ def test_bbox_download_through_osmnx_with_recorded_response(osm_path, monkeypatc
     assert 0.8 * all_buildings < way_buildings <= all_buildings * 1.001  # relations were not recorded
 
 
+def test_place_download_through_the_cli_with_recorded_responses(osm_path, monkeypatch, tmp_path):
+    """``--place``: osmnx geocodes with Nominatim, then asks Overpass inside the polygon."""
+    import osmnx as ox
+    from typer.testing import CliRunner
+
+    from data_pipeline.dataset import open_dataset
+    from urbangen.cli import app
+
+    west, south, east, north = 12.5601, 55.6911, 12.5918, 55.7167  # Østerbro's core (SOURCES.md)
+    ring = [[west, south], [east, south], [east, north], [west, north], [west, south]]
+    nominatim = [{
+        "place_id": 1, "osm_type": "relation", "osm_id": 1, "lat": "55.70", "lon": "12.57",
+        "class": "boundary", "type": "administrative", "importance": 0.6,
+        "display_name": "Østerbro, Copenhagen, Denmark",
+        "boundingbox": [str(south), str(north), str(west), str(east)],
+        "geojson": {"type": "Polygon", "coordinates": [ring]},
+    }]
+    response = _overpass_json(osm_path(OSTERBRO))
+    monkeypatch.setattr(ox.settings, "use_cache", False)
+    monkeypatch.setattr(sources, "check_reachable", lambda url: None)
+    monkeypatch.setattr(ox._nominatim, "_nominatim_request", lambda *a, **k: nominatim)
+    monkeypatch.setattr(ox._overpass, "_overpass_request", lambda *a, **k: response)
+    out = tmp_path / "ds"
+    result = CliRunner().invoke(app, ["data", "build", "--place", "Østerbro, Copenhagen", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    ds = open_dataset(out)
+    city = ds.manifest["cities"]["østerbro"]
+    assert city["source"] == "place: Østerbro, Copenhagen"
+    assert city["extent_lonlat"] == pytest.approx([west, south, east, north])
+    tiles = ds.tiles
+    assert len(tiles) >= 9  # the 2.0 x 2.8 km core holds 3 x 5 tiles of 512 m
+    assert tiles["building_coverage"].median() > 0.1
+
+
 def test_unknown_place_is_a_specific_error(monkeypatch, tmp_path):
     import osmnx as ox
 
     monkeypatch.setattr(ox.settings, "use_cache", False)
+    monkeypatch.setattr(sources, "check_reachable", lambda url: None)
     monkeypatch.setattr(ox._nominatim, "_nominatim_request", lambda *a, **k: [])
     with pytest.raises(UnknownPlaceError, match="Atlantis"):
         build_dataset([CitySpec("atlantis", place="Atlantis, Nowhere")], tmp_path / "ds")
@@ -121,8 +158,12 @@ def test_no_network_is_a_specific_error(monkeypatch, tmp_path):
     import osmnx as ox
 
     monkeypatch.setattr(ox.settings, "use_cache", False)
+    start = time.monotonic()
     with pytest.raises(NetworkUnavailableError, match="cannot reach"):
         build_dataset([CitySpec("copenhagen", place="Copenhagen, Denmark")], tmp_path / "ds")
+    with pytest.raises(NetworkUnavailableError, match="cannot reach"):
+        build_dataset([CitySpec("box", bbox=(12.55, 55.68, 12.60, 55.71))], tmp_path / "ds")
+    assert time.monotonic() - start < 10  # no 60 s Overpass pause
     assert list(tmp_path.iterdir()) == []
 
 
@@ -171,11 +212,11 @@ def test_bad_files_give_specific_errors_and_no_output(make, error, osm_path, tmp
     assert not out.exists() or list(out.iterdir()) == []
 
 
-def test_gzip_and_plain_xml_read_the_same(osm_path, tmp_path):
-    plain = tmp_path / "osterbro.osm"
-    plain.write_bytes(gzip.decompress(osm_path(OSTERBRO).read_bytes()))
-    a = sources.read_osm_file(plain)
+@pytest.mark.parametrize("name, pack", [("osterbro.osm", lambda b: b), ("osterbro.osm.bz2", bz2.compress)])
+def test_plain_and_bz2_xml_read_like_gzip(osm_path, tmp_path, name, pack):
+    other = tmp_path / name
+    other.write_bytes(pack(gzip.decompress(osm_path(OSTERBRO).read_bytes())))
+    a = sources.read_osm_file(other)
     b = sources.read_osm_file(osm_path(OSTERBRO))
     assert len(a.streets) == len(b.streets) and len(a.buildings) == len(b.buildings)
     assert a.timestamp == b.timestamp == "2022-10-28T08:50:41Z"
-    json.dumps(a.layers_known)

@@ -82,7 +82,7 @@ def _city_name(place, bbox, osm_file) -> str:
         stem = place.split(",")[0]
     else:
         stem = "bbox"
-    return re.sub(r"[^A-Za-z0-9_\-]+", "_", stem).strip("_").lower() or "city"
+    return re.sub(r"[^\w\-]+", "_", stem).strip("_").lower() or "city"
 
 
 @data_app.command("show")
