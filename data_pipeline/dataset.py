@@ -67,8 +67,8 @@ class DatasetWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is not None or self.tmp_dir.exists():
-            shutil.rmtree(self.tmp_dir, ignore_errors=True)
+        # After a commit the directory has been renamed away; otherwise it is scrap.
+        shutil.rmtree(self.tmp_dir, ignore_errors=True)
 
     def add_city(self, city: str, n_tiles: int, tile_px: int, n_channels: int, info: dict[str, Any]) -> None:
         """Create the raster array of a city before its tiles are written."""

@@ -186,16 +186,16 @@ def read_graphml(path: str | Path, *, source: str | None = None) -> OSMFeatures:
     A network that has no cycle or foot way at all (osmnx's ``drive`` type)
     is marked as not knowing the cycle/foot layer either.
     """
+    from xml.etree.ElementTree import ParseError
+
     import networkx as nx
     import osmnx as ox
 
     path = Path(path)
     try:
         graph = ox.load_graphml(path)
-    except (nx.NetworkXError, ValueError, KeyError, SyntaxError) as exc:
+    except (ParseError, nx.NetworkXError, ValueError, KeyError) as exc:
         raise CorruptOSMFileError(f"{path.name}: not an osmnx GraphML file ({exc})") from exc
-    except Exception as exc:  # ElementTree.ParseError and friends
-        raise CorruptOSMFileError(f"{path.name}: not readable as GraphML ({exc})") from exc
     if graph.number_of_edges() == 0:
         raise EmptyOSMFileError(f"{path.name}: the graph has no edges")
     edges = ox.graph_to_gdfs(ox.convert.to_undirected(graph), nodes=False)
