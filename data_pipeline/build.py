@@ -22,7 +22,14 @@ from data_pipeline.grid import make_grid, project_to_utm
 from data_pipeline.parameters import PARAMETERS, drive_graph, parameter_table, tile_parameters
 from data_pipeline.rasterize import rasterize_tiles
 
-_NAME = re.compile(r"^[\w\-]+$")
+#: Characters a city name may hold (it names files); anything else becomes "_".
+_NAME_CHARS = r"\w\-"
+_NAME = re.compile(rf"^[{_NAME_CHARS}]+$")
+
+
+def city_name_from(text: str) -> str:
+    """A valid city name made from free text such as a file name or a place name."""
+    return re.sub(rf"[^{_NAME_CHARS}]+", "_", text).strip("_").lower() or "city"
 
 
 @dataclass(frozen=True)

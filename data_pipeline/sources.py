@@ -211,6 +211,9 @@ def read_graphml(path: str | Path, *, source: str | None = None) -> OSMFeatures:
     )
 
 
+_OFFLINE_HINT = "Check the network, or build from a local file with --osm-file."
+
+
 def check_reachable(url: str, timeout_s: float = 5.0) -> None:
     """Fail fast when a server cannot be reached.
 
@@ -226,8 +229,7 @@ def check_reachable(url: str, timeout_s: float = 5.0) -> None:
         socket.create_connection((parts.hostname, port), timeout=timeout_s).close()
     except OSError as exc:
         raise NetworkUnavailableError(
-            f"cannot reach the OSM servers at {parts.hostname} ({exc}). "
-            "Check the network, or build from a local file with --osm-file."
+            f"cannot reach the OSM servers at {parts.hostname} ({exc}). {_OFFLINE_HINT}"
         ) from exc
 
 
@@ -247,8 +249,7 @@ def _download(query: str, fetch) -> OSMFeatures:
         raise UnknownPlaceError(f"{query}: OSM returned nothing for this query ({exc})") from exc
     except requests.exceptions.RequestException as exc:
         raise NetworkUnavailableError(
-            f"{query}: cannot reach the OSM servers ({exc.__class__.__name__}). "
-            "Check the network, or build from a local file with --osm-file."
+            f"{query}: cannot reach the OSM servers ({exc.__class__.__name__}). {_OFFLINE_HINT}"
         ) from exc
     return features_from_tagged_frame(
         frame.reset_index().to_crs(WGS84),

@@ -74,7 +74,7 @@ def data_build(
 
 
 def _city_name(place, bbox, osm_file) -> str:
-    import re
+    from data_pipeline.build import city_name_from
 
     if osm_file is not None:
         stem = Path(osm_file).name.split(".")[0]
@@ -82,7 +82,7 @@ def _city_name(place, bbox, osm_file) -> str:
         stem = place.split(",")[0]
     else:
         stem = "bbox"
-    return re.sub(r"[^\w\-]+", "_", stem).strip("_").lower() or "city"
+    return city_name_from(stem)
 
 
 @data_app.command("show")
