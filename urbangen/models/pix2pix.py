@@ -1,0 +1,109 @@
+"""pix2pix: U-Net generator and 70x70 PatchGAN discriminator (Isola et al. 2017).
+
+The architecture follows the reference code (junyanz/pytorch-CycleGAN-and-pix2pix,
+``unet_256`` and ``basic``), with one deliberate change: the decoder upsamples
+with :class:`~urbangen.models.layers.Upsample2x` (sub-pixel convolution) by
+default instead of a transposed convolution; see that class for why.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from urbangen.models.layers import Upsample2x, pix2pix_init
+
+
+def unet_depth(tile_px: int) -> int:
+    """Number of stride-2 downsamplings that take ``tile_px`` to 1 pixel (8 for 256)."""
+    depth = int(math.log2(tile_px))
+    if 2**depth != tile_px or depth < 5:
+        raise ValueError(f"the U-Net needs a power-of-two tile size of at least 32 px, got {tile_px}")
+    return depth
+
+
+class UNetGenerator(nn.Module):
+    """U-Net from condition maps to layout channels in [-1, 1].
+
+    Attributes
+    ----------
+    out_channels
+        Layout channels generated.
+    depth
+        Downsamplings; ``unet_depth(tile_px)`` reaches a 1x1 bottleneck.
+    ngf
+        Filters of the outermost layer; deeper layers use up to ``8 * ngf``.
+    upsample
+        ``"subpixel"`` or ``"transpose"`` (:class:`Upsample2x`).
+    dtype
+        Computation dtype (``bfloat16`` for mixed precision); parameters stay float32.
+    """
+
+    out_channels: int
+    depth: int = 8
+    ngf: int = 64
+    dropout_rate: float = 0.5
+    upsample: str = "subpixel"
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, *, train: bool, dropout: bool | None = None) -> jnp.ndarray:
+        """Generate layouts.
+
+        ``train`` selects batch statistics (and updates them); ``dropout``
+        (default: ``train``) is pix2pix's only noise source and is kept on when
+        generating, as in the reference implementation.
+        """
+        dropout = train if dropout is None else dropout
+        n = self.depth
+        feats = [self.ngf * min(2**i, 8) for i in range(n)]
+        bn = lambda: nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype)  # noqa: E731
+        conv = lambda f: nn.Conv(f, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)), use_bias=False,  # noqa: E731
+                                 kernel_init=pix2pix_init, dtype=self.dtype)
+
+        x = x.astype(self.dtype)
+        skips = []
+        h = x
+        for i in range(n):
+            if i > 0:
+                h = nn.leaky_relu(h, 0.2)
+            h = conv(feats[i])(h)
+            if 0 < i < n - 1:
+                h = bn()(h)
+            skips.append(h)
+
+        y = skips[-1]
+        for i in range(n - 1, 0, -1):
+            y = Upsample2x(feats[i - 1], mode=self.upsample, dtype=self.dtype)(nn.relu(y))
+            y = bn()(y)
+            if n - 4 <= i <= n - 2:  # the three 8*ngf blocks around the innermost one
+                y = nn.Dropout(self.dropout_rate, deterministic=not dropout)(y)
+            y = jnp.concatenate([y, skips[i - 1]], axis=-1)
+        y = Upsample2x(self.out_channels, mode=self.upsample, use_bias=True, dtype=self.dtype)(nn.relu(y))
+        return jnp.tanh(y).astype(jnp.float32)
+
+
+class PatchDiscriminator(nn.Module):
+    """70x70 PatchGAN: one real/fake logit per overlapping patch (30x30 at 256 px)."""
+
+    ndf: int = 64
+    n_layers: int = 3
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, condition: jnp.ndarray, layout: jnp.ndarray, *, train: bool) -> jnp.ndarray:
+        pad = ((1, 1), (1, 1))
+        h = jnp.concatenate([condition, layout], axis=-1).astype(self.dtype)
+        h = nn.Conv(self.ndf, (4, 4), strides=(2, 2), padding=pad, kernel_init=pix2pix_init, dtype=self.dtype)(h)
+        h = nn.leaky_relu(h, 0.2)
+        for i in range(1, self.n_layers + 1):
+            stride = 2 if i < self.n_layers else 1
+            h = nn.Conv(self.ndf * min(2**i, 8), (4, 4), strides=(stride, stride), padding=pad, use_bias=False,
+                        kernel_init=pix2pix_init, dtype=self.dtype)(h)
+            h = nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype)(h)
+            h = nn.leaky_relu(h, 0.2)
+        h = nn.Conv(1, (4, 4), strides=(1, 1), padding=pad, kernel_init=pix2pix_init, dtype=self.dtype)(h)
+        return h.astype(jnp.float32)

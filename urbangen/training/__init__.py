@@ -1,0 +1,1 @@
+"""Trainers: one task module per model, a shared loop, checkpoints, logging and data splits."""

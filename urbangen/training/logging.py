@@ -1,0 +1,103 @@
+"""Run logging: a local ``metrics.jsonl`` always, Weights & Biases when enabled.
+
+The W&B mode comes from ``config.wandb.mode`` when set, else from the
+``WANDB_MODE`` environment variable, else ``disabled``. With W&B disabled
+everything else (metrics file, sample PNGs, checkpoints) is unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+WANDB_MODES = ("online", "offline", "disabled")
+
+
+def wandb_mode(config_mode: str | None) -> str:
+    mode = config_mode or os.environ.get("WANDB_MODE") or "disabled"
+    if mode == "dryrun":  # W&B's old name for offline
+        mode = "offline"
+    if mode not in WANDB_MODES:
+        raise ValueError(f"wandb mode must be one of {WANDB_MODES}, got {mode!r}")
+    return mode
+
+
+class RunLogger:
+    """Log scalars and images for one run in ``workdir``; only the main host writes.
+
+    Parameters
+    ----------
+    workdir
+        The run directory. ``metrics.jsonl`` and ``samples/`` go there, and
+        W&B's own ``wandb/`` folder when enabled.
+    config
+        Logged as the run's config.
+    wandb_settings
+        ``mode``, ``project``, ``entity``, ``name``, ``tags`` (``config.wandb``).
+    """
+
+    def __init__(self, workdir: str | Path, config: dict[str, Any], wandb_settings: dict[str, Any] | None = None,
+                 *, is_main: bool = True) -> None:
+        self.workdir = Path(workdir)
+        self.is_main = is_main
+        self.run = None
+        settings = dict(wandb_settings or {})
+        self.mode = wandb_mode(settings.get("mode"))
+        if not is_main:
+            return
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.metrics_path = self.workdir / "metrics.jsonl"
+        if self.mode != "disabled":
+            import wandb
+
+            id_file = self.workdir / "wandb_run_id"  # the same W&B run continues after a resume
+            run_id = id_file.read_text().strip() if id_file.exists() else wandb.util.generate_id()
+            id_file.write_text(run_id)
+            self.run = wandb.init(project=settings.get("project") or "urbangen", entity=settings.get("entity") or None,
+                                  name=settings.get("name") or self.workdir.name, tags=list(settings.get("tags") or []),
+                                  id=run_id, resume="allow", dir=str(self.workdir), mode=self.mode, config=config)
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        if not self.is_main:
+            return
+        clean = {k: float(v) for k, v in metrics.items()}
+        with open(self.metrics_path, "a") as f:
+            f.write(json.dumps({"step": step, **clean}) + "\n")
+        if self.run is not None:
+            self.run.log(clean, step=step)
+
+    def truncate_after(self, step: int) -> None:
+        """Drop rows logged after ``step``: a resumed run logs those steps again."""
+        if self.is_main and self.metrics_path.exists():
+            rows = [r for r in read_metrics(self.workdir) if r["step"] <= step]
+            self.metrics_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    def log_image(self, step: int, key: str, image: np.ndarray, caption: str = "") -> Path | None:
+        """Save an RGB uint8 image as ``samples/KEY_STEP.png`` and log it to W&B."""
+        if not self.is_main:
+            return None
+        import matplotlib.image
+
+        path = self.workdir / "samples" / f"{key.replace('/', '_')}_{step:07d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        matplotlib.image.imsave(path, image)
+        if self.run is not None:
+            import wandb
+
+            self.run.log({key: wandb.Image(str(path), caption=caption)}, step=step)
+        return path
+
+    def finish(self) -> None:
+        if self.run is not None:
+            self.run.finish()
+            self.run = None
+
+
+def read_metrics(workdir: str | Path) -> list[dict[str, float]]:
+    """The rows of a run's ``metrics.jsonl``."""
+    path = Path(workdir) / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []

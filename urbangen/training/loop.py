@@ -1,0 +1,185 @@
+"""The training loop shared by every model.
+
+A task (:mod:`urbangen.training.pix2pix`, ``vae``, ``encoder``) says how to
+initialise its state, what one train step and one eval step compute, and how
+to draw samples; this loop does the rest, top to bottom: open and split the
+data, build the mesh, restore the latest checkpoint, then step, log, check
+for NaN, evaluate, checkpoint and stop early.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any, Protocol
+
+import jax
+import ml_collections
+import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from urbangen.conditioning import ParameterScaler
+from urbangen.training.checkpoints import Checkpointer, NonFiniteLossError
+from urbangen.training.data import TrainingData
+from urbangen.training.logging import RunLogger
+from urbangen.training.parallel import (
+    batch_sharded,
+    local_batch_size,
+    make_mesh,
+    maybe_initialize_distributed,
+    replicate,
+    replicated,
+    to_global,
+)
+
+
+class Task(Protocol):
+    """What a model's trainer provides to :func:`fit`."""
+
+    name: str
+    best_metric: str  # validation metric that picks the best checkpoint (lower is better)
+    headline: tuple[str, ...]  # train metrics shown on the progress bar
+
+    def __init__(self, config: ml_collections.ConfigDict, spec: dict[str, Any]) -> None: ...
+    def init_state(self, rng: jax.Array) -> dict[str, Any]: ...
+    def train_step(self, state: dict[str, Any], batch: dict[str, jax.Array]) -> tuple[dict[str, Any], dict]: ...
+    def eval_step(self, state: dict[str, Any], batch: dict[str, jax.Array]) -> dict[str, jax.Array]: ...
+    def learning_rate(self, step: int) -> float: ...
+    def sample_grid(self, state: dict[str, Any], batch: dict[str, jax.Array]) -> np.ndarray: ...
+
+
+def _progress(disable: bool) -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                    disable=disable or os.environ.get("URBANGEN_NO_PROGRESS") == "1")
+
+
+def _check_finite(rows: list[dict[str, float]], first_step: int, checkpointer: Checkpointer) -> None:
+    for offset, row in enumerate(rows):
+        bad = [k for k, v in row.items() if not np.isfinite(v)]
+        if bad:
+            last = checkpointer.latest_step()
+            where = (f"the last good checkpoint is step {last} in {checkpointer.directory}; rerun the same "
+                     "command with a lower learning rate to resume from it") if last is not None else \
+                "no checkpoint had been written yet"
+            raise NonFiniteLossError(f"{', '.join(bad)} became non-finite at step {first_step + offset}; "
+                                     f"stopped without saving: {where}")
+
+
+def fit(task_cls: type[Task], config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
+    """Train ``task_cls`` as ``config`` says, in ``workdir``, resuming from its latest checkpoint.
+
+    Returns
+    -------
+    dict
+        ``step`` reached, ``best_step``, the last training and validation
+        metrics, and ``stopped_early``.
+    """
+    maybe_initialize_distributed(config.get("distributed", False))
+    workdir = Path(workdir).absolute()
+    is_main = jax.process_index() == 0
+    mesh = make_mesh()
+
+    # Data: a resumed run reuses the scaler its checkpoint was trained with.
+    checkpointer = Checkpointer(workdir / "checkpoints", keep=config.keep_checkpoints, best_metric=task_cls.best_metric)
+    resumed_meta = checkpointer.restore_meta() if checkpointer.latest_step() is not None else None
+    scaler = ParameterScaler.from_dict(resumed_meta["spec"]["scaler"]) if resumed_meta else None
+    data = TrainingData.open(config.dataset, parameters=tuple(config.parameters), val_fraction=config.val_fraction,
+                             seed=config.seed, scaler=scaler)
+    task = task_cls(config, data.spec)
+
+    # State: fresh, or restored with its step, RNG key and optimizer state.
+    state = replicate(task.init_state(jax.random.key(config.seed)), mesh)
+    start = 0
+    if resumed_meta is not None:
+        try:
+            state, _ = checkpointer.restore(state)
+        except Exception as err:  # noqa: BLE001 - a shape mismatch reads badly from orbax; say what it means
+            raise ValueError(f"the checkpoint in {checkpointer.directory} does not fit this config's model "
+                             f"(was the model config changed?): {err}") from err
+        start = int(resumed_meta["step"])
+    meta = {"task": task.name, "config": config.to_dict(), "spec": data.spec, "dataset": str(config.dataset),
+            "train_tiles": int(len(data.train_indices)), "val_tiles": int(len(data.val_indices))}
+
+    logger = RunLogger(workdir, config.to_dict(), config.wandb.to_dict(), is_main=is_main)
+    logger.truncate_after(start)
+
+    # Batches: batch k of the training stream is the same whether or not the run was interrupted.
+    host_batch = local_batch_size(config.batch_size, mesh)
+    shard = dict(shard_index=jax.process_index(), shard_count=jax.process_count())
+    train_batches = data.batches("train", host_batch, seed=config.seed, training=True, **shard)
+    n_dev = mesh.devices.size
+    val_batch = min(config.batch_size, (len(data.val_indices) // n_dev) * n_dev)
+    val_batches = data.batches("val", val_batch // jax.process_count(), training=False, **shard) if val_batch else None
+    eval_batches = [] if val_batches is None else \
+        [to_global(val_batches[i], mesh) for i in range(min(len(val_batches), config.eval_batches))]
+    if not eval_batches:
+        Console(stderr=True).print("[yellow]no validation tiles: no evaluation, early stopping or best checkpoint")
+
+    step_fn = jax.jit(task.train_step, in_shardings=(replicated(mesh), batch_sharded(mesh)),
+                      out_shardings=(replicated(mesh), replicated(mesh)), donate_argnums=0)
+    eval_fn = jax.jit(task.eval_step, in_shardings=(replicated(mesh), batch_sharded(mesh)),
+                      out_shardings=replicated(mesh))
+
+    def evaluate(state) -> dict[str, float]:
+        rows = jax.device_get([eval_fn(state, b) for b in eval_batches])
+        return {f"val/{k}": float(np.mean([r[k] for r in rows])) for k in rows[0]}
+
+    pending: list[dict[str, jax.Array]] = []
+    train_metrics: dict[str, float] = {}
+    val_metrics: dict[str, float] = {}
+    best, evals_without_gain, stopped_early = np.inf, 0, False
+    tic, images_since = time.perf_counter(), 0
+    stream = iter(train_batches[start:config.num_steps].to_iter_dataset())
+    done = start
+    with _progress(not is_main) as progress:
+        bar = progress.add_task(f"train {task.name}", total=config.num_steps, completed=start, status="")
+        try:
+            for step in range(start, config.num_steps):
+                state, metrics = step_fn(state, to_global(next(stream), mesh))
+                pending.append(metrics)
+                done = step + 1
+                images_since += config.batch_size
+                at_eval = bool(eval_batches) and (done % config.eval_every == 0 or done == config.num_steps)
+                if done % config.log_every == 0 or at_eval or done == config.num_steps:
+                    rows = [{k: float(v) for k, v in r.items()} for r in jax.device_get(pending)]
+                    _check_finite(rows, done - len(rows) + 1, checkpointer)
+                    pending = []
+                    elapsed = time.perf_counter() - tic
+                    train_metrics = {f"train/{k}": float(np.mean([r[k] for r in rows])) for k in rows[0]}
+                    logger.log(done, {**train_metrics, "train/learning_rate": task.learning_rate(done),
+                                      "perf/img_per_s": images_since / elapsed, "perf/step_s": elapsed / len(rows)})
+                    tic, images_since = time.perf_counter(), 0
+                    progress.update(bar, status=" ".join(f"{k}={train_metrics['train/' + k]:.3g}" for k in task.headline))
+                if at_eval:
+                    val_metrics = evaluate(state)
+                    logger.log(done, val_metrics)
+                    checkpointer.save(done, state, {**meta, "step": done}, metrics=val_metrics)
+                    current = val_metrics[task.best_metric]
+                    best, evals_without_gain = (current, 0) if current < best else (best, evals_without_gain + 1)
+                    if config.early_stopping_patience and evals_without_gain >= config.early_stopping_patience:
+                        stopped_early = True
+                if config.sample_every and done % config.sample_every == 0 and eval_batches:
+                    logger.log_image(done, "samples", task.sample_grid(state, eval_batches[0]),
+                                     caption="condition | generated | real")
+                    tic = time.perf_counter()  # sampling is not training throughput
+                progress.update(bar, completed=done)
+                if stopped_early:
+                    break
+            if not eval_batches or checkpointer.latest_step() != done:
+                checkpointer.save(done, state, {**meta, "step": done})
+            checkpointer.wait()
+            best_step = checkpointer.best_step()
+        except KeyboardInterrupt:
+            # Keep what was learned: save where we are unless the state may already be bad.
+            rows = [{k: float(v) for k, v in r.items()} for r in jax.device_get(pending)]
+            if all(np.isfinite(list(r.values())).all() for r in rows) and checkpointer.latest_step() != done:
+                checkpointer.save(done, state, {**meta, "step": done})
+            raise
+        finally:
+            checkpointer.close()
+            logger.finish()
+    return {"step": done, "best_step": best_step, "train": train_metrics, "val": val_metrics,
+            "stopped_early": stopped_early}

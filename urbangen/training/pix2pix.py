@@ -1,0 +1,163 @@
+"""Training pix2pix: one discriminator step, then one generator step.
+
+The generator maps condition maps (standardized parameters broadcast over
+the tile, plus any layout channels given as input) to the output layout
+channels; the discriminator judges (condition, layout) pairs patch by patch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from urbangen.conditioning import channel_indices, layout_to_signed, parameter_maps
+from urbangen.models.pix2pix import PatchDiscriminator, UNetGenerator, unet_depth
+from urbangen.training.optim import adam, learning_rate_schedule
+from urbangen.training.samples import panel_grid
+
+GAN_LOSSES = ("vanilla", "lsgan")
+
+
+def gan_loss(logits: jnp.ndarray, is_real: bool, kind: str) -> jnp.ndarray:
+    """Vanilla (BCE on logits) or least-squares GAN loss against an all-real or all-fake target."""
+    target = jnp.full_like(logits, 1.0 if is_real else 0.0)
+    if kind == "vanilla":
+        return optax.sigmoid_binary_cross_entropy(logits, target).mean()
+    if kind == "lsgan":
+        return jnp.mean((logits - target) ** 2)
+    raise ValueError(f"gan_loss must be one of {GAN_LOSSES}, got {kind!r}")
+
+
+class Pix2PixTask:
+    """pix2pix on a tile dataset (see :class:`urbangen.training.loop.Task`)."""
+
+    name = "pix2pix"
+    best_metric = "val/l1"
+    headline = ("g_loss", "d_loss", "l1")
+
+    def __init__(self, config: ml_collections.ConfigDict, spec: dict[str, Any]) -> None:
+        self.config = config
+        self.channels = list(spec["channels"])
+        self.tile_px = int(spec["tile_px"])
+        self.n_params = len(spec["parameters"])
+        cfg = config.pix2pix
+        self.input_channels = list(cfg.input_channels)
+        self.output_channels = list(cfg.output_channels) or [c for c in self.channels if c not in self.input_channels]
+        overlap = set(self.input_channels) & set(self.output_channels)
+        if overlap:
+            raise ValueError(f"channels {sorted(overlap)} cannot be both generator input and output")
+        self.in_idx = channel_indices(self.channels, self.input_channels)
+        self.out_idx = channel_indices(self.channels, self.output_channels)
+        if cfg.gan_loss not in GAN_LOSSES:
+            raise ValueError(f"pix2pix.gan_loss must be one of {GAN_LOSSES}, got {cfg.gan_loss!r}")
+        dtype = jnp.bfloat16 if config.precision == "bfloat16" else jnp.float32
+        self.generator = UNetGenerator(out_channels=len(self.out_idx), depth=unet_depth(self.tile_px), ngf=cfg.ngf,
+                                       dropout_rate=cfg.dropout, upsample=cfg.upsample, dtype=dtype)
+        self.discriminator = PatchDiscriminator(ndf=cfg.ndf, n_layers=cfg.d_layers, dtype=dtype)
+        self.tx = adam(config.optim, config.num_steps)
+        self.schedule = learning_rate_schedule(config.optim, config.num_steps)
+
+    @property
+    def condition_channels(self) -> int:
+        return self.n_params + len(self.in_idx)
+
+    def condition(self, batch: dict[str, jax.Array]) -> jnp.ndarray:
+        """Generator input: parameter maps, then the given layout channels in [-1, 1]."""
+        tile = batch["tile"]
+        maps = parameter_maps(batch["params"], tile.shape[1], tile.shape[2])
+        given = layout_to_signed(tile[..., self.in_idx]) if self.in_idx else maps[..., :0]
+        return jnp.concatenate([maps, given], axis=-1)
+
+    def target(self, batch: dict[str, jax.Array]) -> jnp.ndarray:
+        return layout_to_signed(batch["tile"][..., self.out_idx])
+
+    def init_state(self, rng: jax.Array) -> dict[str, Any]:
+        g_key, d_key, drop_key, train_key = jax.random.split(rng, 4)
+        cond = jnp.zeros((1, self.tile_px, self.tile_px, self.condition_channels))
+        layout = jnp.zeros((1, self.tile_px, self.tile_px, len(self.out_idx)))
+        g_vars = self.generator.init({"params": g_key, "dropout": drop_key}, cond, train=False)
+        d_vars = self.discriminator.init(d_key, cond, layout, train=False)
+        return {
+            "step": jnp.zeros((), jnp.int32),
+            "rng": jax.random.key_data(train_key),
+            "g": {"params": g_vars["params"], "batch_stats": g_vars["batch_stats"],
+                  "opt": self.tx.init(g_vars["params"])},
+            "d": {"params": d_vars["params"], "batch_stats": d_vars["batch_stats"],
+                  "opt": self.tx.init(d_vars["params"])},
+        }
+
+    def train_step(self, state: dict[str, Any], batch: dict[str, jax.Array]) -> tuple[dict[str, Any], dict]:
+        cfg = self.config.pix2pix
+        rng = jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), state["step"])
+        cond, real = self.condition(batch), self.target(batch)
+        g, d = state["g"], state["d"]
+
+        # The generator runs once; its backward pass is kept for the G step.
+        def generate(g_params):
+            fake, updates = self.generator.apply({"params": g_params, "batch_stats": g["batch_stats"]}, cond,
+                                                 train=True, rngs={"dropout": rng}, mutable=["batch_stats"])
+            return fake, updates["batch_stats"]
+
+        fake, generator_vjp, g_stats = jax.vjp(generate, g["params"], has_aux=True)
+
+        # D step: real pairs towards 1, generated pairs towards 0; the loss is halved as in the reference.
+        def d_loss_fn(d_params):
+            variables = {"params": d_params, "batch_stats": d["batch_stats"]}
+            fake_logits, upd = self.discriminator.apply(variables, cond, jax.lax.stop_gradient(fake), train=True,
+                                                        mutable=["batch_stats"])
+            variables = {"params": d_params, "batch_stats": upd["batch_stats"]}
+            real_logits, upd = self.discriminator.apply(variables, cond, real, train=True, mutable=["batch_stats"])
+            loss = 0.5 * (gan_loss(fake_logits, False, cfg.gan_loss) + gan_loss(real_logits, True, cfg.gan_loss))
+            return loss, (upd["batch_stats"], jax.nn.sigmoid(real_logits).mean(), jax.nn.sigmoid(fake_logits).mean())
+
+        (d_loss, (d_stats, d_real, d_fake)), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(d["params"])
+        d_updates, d_opt = self.tx.update(d_grads, d["opt"], d["params"])
+        d_params = optax.apply_updates(d["params"], d_updates)
+
+        # G step: fool the updated D, and stay close to the real layout (lambda_L1).
+        def g_loss_fn(fake):
+            logits, upd = self.discriminator.apply({"params": d_params, "batch_stats": d_stats}, cond, fake,
+                                                   train=True, mutable=["batch_stats"])
+            adversarial = gan_loss(logits, True, cfg.gan_loss)
+            l1 = jnp.mean(jnp.abs(fake - real))
+            return adversarial + cfg.lambda_l1 * l1, (adversarial, l1, upd["batch_stats"])
+
+        (g_loss, (g_adv, l1, d_stats)), d_fake_grad = jax.value_and_grad(g_loss_fn, has_aux=True)(fake)
+        (g_grads,) = generator_vjp(d_fake_grad)
+        g_updates, g_opt = self.tx.update(g_grads, g["opt"], g["params"])
+        g_params = optax.apply_updates(g["params"], g_updates)
+
+        new_state = {"step": state["step"] + 1, "rng": state["rng"],
+                     "g": {"params": g_params, "batch_stats": g_stats, "opt": g_opt},
+                     "d": {"params": d_params, "batch_stats": d_stats, "opt": d_opt}}
+        metrics = {"g_loss": g_loss, "g_gan": g_adv, "l1": l1, "d_loss": d_loss, "d_real": d_real, "d_fake": d_fake}
+        return new_state, metrics
+
+    def generate(self, state: dict[str, Any], cond: jnp.ndarray, rng: jax.Array, *, noise: bool = True) -> jnp.ndarray:
+        """Layouts in [-1, 1] for condition maps; dropout (``noise``) on, batch norm on running statistics."""
+        g = state["g"]
+        return self.generator.apply({"params": g["params"], "batch_stats": g["batch_stats"]}, cond, train=False,
+                                    dropout=noise, rngs={"dropout": rng})
+
+    def eval_step(self, state: dict[str, Any], batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+        fake = self.generate(state, self.condition(batch), jax.random.key(0), noise=False)
+        real = self.target(batch)
+        agree = (fake > 0) == (real > 0)
+        return {"l1": jnp.mean(jnp.abs(fake - real)), "pixel_accuracy": agree.mean()}
+
+    def learning_rate(self, step: int) -> float:
+        return float(self.schedule(step))
+
+    def sample_grid(self, state: dict[str, Any], batch: dict[str, jax.Array]) -> np.ndarray:
+        n = min(4, batch["tile"].shape[0])
+        sub = {k: v[:n] for k, v in batch.items()}
+        fake = np.asarray(jax.jit(self.generate)(state, self.condition(sub), jax.random.key(1)))
+        tiles = np.asarray(sub["tile"], np.float32)
+        given = tiles[..., self.in_idx] if self.in_idx else np.zeros(tiles.shape[:3] + (0,), np.float32)
+        return panel_grid([(given, self.input_channels), ((fake + 1) / 2, self.output_channels),
+                           (tiles[..., self.out_idx], self.output_channels)])
