@@ -78,7 +78,9 @@ class TrainingData:
 
     def batches(self, split: str, batch_size: int, *, seed: int = 0, training: bool = True,
                 shard_index: int = 0, shard_count: int = 1) -> grain.MapDataset:
-        """Batches of ``{"tile": uint8 (B, H, W, C), "params": float32 (B, P) standardized}``.
+        """Batches of ``{"tile": uint8 (B, H, W, C), "params": float32 (B, P), "known": bool (B, P)}``.
+
+        ``params`` are standardized (0 where unknown); ``known`` says which were measured.
 
         ``training`` shuffles, augments and repeats for ever; otherwise one
         ordered pass. Batch ``k`` is ``batches(...)[k]``.
@@ -90,7 +92,8 @@ class TrainingData:
         scaler = self.scaler
 
         def standardize(batch: dict[str, Any]) -> dict[str, np.ndarray]:
-            return {"tile": batch["tile"], "params": scaler.transform(batch["params"][:, columns])}
+            raw = batch["params"][:, columns]
+            return {"tile": batch["tile"], "params": scaler.transform(raw), "known": np.isfinite(raw)}
 
         ds = tile_batches(self.dataset, batch_size, indices=indices, seed=seed, shuffle=training,
                           augment_tiles=training, shard_index=shard_index, shard_count=shard_count, repeat=training)

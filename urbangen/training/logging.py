@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +56,7 @@ class RunLogger:
             import wandb
 
             id_file = self.workdir / "wandb_run_id"  # the same W&B run continues after a resume
-            run_id = id_file.read_text().strip() if id_file.exists() else wandb.util.generate_id()
+            run_id = id_file.read_text().strip() if id_file.exists() else uuid.uuid4().hex[:12]
             id_file.write_text(run_id)
             self.run = wandb.init(project=settings.get("project") or "urbangen", entity=settings.get("entity") or None,
                                   name=settings.get("name") or self.workdir.name, tags=list(settings.get("tags") or []),

@@ -152,7 +152,8 @@ def fit(task_cls: type[Task], config: ml_collections.ConfigDict, workdir: str | 
                     logger.log(done, {**train_metrics, "train/learning_rate": task.learning_rate(done),
                                       "perf/img_per_s": images_since / elapsed, "perf/step_s": elapsed / len(rows)})
                     tic, images_since = time.perf_counter(), 0
-                    progress.update(bar, status=" ".join(f"{k}={train_metrics['train/' + k]:.3g}" for k in task.headline))
+                    progress.update(bar, status=" ".join(f"{k}={train_metrics['train/' + k]:.3g}" for k in task.headline
+                                                              if "train/" + k in train_metrics))
                 if at_eval:
                     val_metrics = evaluate(state)
                     logger.log(done, val_metrics)

@@ -8,9 +8,12 @@ from typing import Any
 import ml_collections
 
 from urbangen.training.loop import Task, fit
+from urbangen.training.checkpoints import Checkpointer
+from urbangen.training.encoder import EncoderTask
 from urbangen.training.pix2pix import Pix2PixTask
+from urbangen.training.vae import VAETask
 
-TASKS: dict[str, type[Task]] = {"pix2pix": Pix2PixTask}
+TASKS: dict[str, type[Task]] = {"pix2pix": Pix2PixTask, "vae": VAETask, "encoder": EncoderTask}
 
 
 def task_class(name: str) -> type[Task]:
@@ -22,3 +25,36 @@ def task_class(name: str) -> type[Task]:
 def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
     """Train ``config.model`` in ``workdir`` (resuming when it holds checkpoints)."""
     return fit(task_class(config.model), config, workdir)
+
+
+def load_trained(workdir: str | Path, step: int | None = None, *, best: bool = False) -> tuple[Task, dict, dict]:
+    """The task, train state and metadata of a run's checkpoint.
+
+    Parameters
+    ----------
+    workdir
+        The run directory given to ``train``.
+    step
+        Which checkpoint; default the latest, or the best by the validation
+        metric when ``best``.
+    """
+    import jax
+
+    checkpointer = Checkpointer(Path(workdir) / "checkpoints")
+    try:
+        if step is None:
+            step = checkpointer.best_step() if best else checkpointer.latest_step()
+            if step is None and best:  # no metrics recorded: fall back to the latest
+                step = checkpointer.latest_step()
+        if step is None:
+            raise FileNotFoundError(f"no checkpoint in {Path(workdir) / 'checkpoints'}")
+        meta = checkpointer.restore_meta(step)
+        config = ml_collections.ConfigDict(meta["config"])
+        task = task_class(config.model)(config, meta["spec"])
+        device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        like = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
+                            jax.eval_shape(task.init_state, jax.random.key(0)))
+        state, meta = checkpointer.restore(like, step)
+    finally:
+        checkpointer.close()
+    return task, state, meta

@@ -1,0 +1,55 @@
+"""Attention (ViT) encoder, trained without city labels.
+
+Masked-patch reconstruction (MAE) plus prediction of the tile's urban-form
+parameters; ``:mae`` or ``:params`` keeps one objective; ``:test`` is a tiny
+variant for CPU tests and the quickstart.
+"""
+
+import ml_collections
+
+from urbangen.training.config import base_config
+
+
+def get_config(variant: str = "") -> ml_collections.ConfigDict:
+    c = base_config()
+    c.model = "encoder"
+    c.batch_size = 64
+    c.num_steps = 20_000
+    c.optim.learning_rate = 1.5e-4 * 64 / 256  # MAE's base rate scaled by batch / 256
+    c.optim.b2 = 0.95
+    c.optim.weight_decay = 0.05
+    c.optim.warmup_steps = 1_000
+    c.optim.decay_fraction = 0.5
+
+    c.encoder = ml_collections.ConfigDict()
+    c.encoder.objective = "mae+params"
+    c.encoder.patch = 16
+    c.encoder.dim = 192
+    c.encoder.depth = 6
+    c.encoder.heads = 3
+    c.encoder.decoder_dim = 128
+    c.encoder.decoder_depth = 2
+    c.encoder.mask_ratio = 0.75
+    c.encoder.params_weight = 1.0
+
+    for v in variant.split(",") if variant else []:
+        if v in ("mae", "params"):
+            c.encoder.objective = v
+        elif v == "test":
+            c.batch_size = 8
+            c.num_steps = 40
+            c.eval_every = 20
+            c.eval_batches = 2
+            c.log_every = 5
+            c.sample_every = 20
+            c.optim.learning_rate = 1e-3
+            c.optim.warmup_steps = 5
+            c.encoder.patch = 8
+            c.encoder.dim = 64
+            c.encoder.depth = 2
+            c.encoder.heads = 2
+            c.encoder.decoder_dim = 64
+            c.encoder.decoder_depth = 1
+        else:
+            raise ValueError(f"unknown encoder config variant {v!r}")
+    return c

@@ -1,0 +1,46 @@
+"""Conditional VAE over layout tiles.
+
+``:unconditional`` ignores the parameters (the latent must hold everything);
+``:test`` is a tiny variant for CPU tests and the quickstart.
+"""
+
+import ml_collections
+
+from urbangen.training.config import base_config
+
+
+def get_config(variant: str = "") -> ml_collections.ConfigDict:
+    c = base_config()
+    c.model = "vae"
+    c.batch_size = 32
+    c.num_steps = 20_000
+    c.optim.learning_rate = 1e-3
+    c.optim.warmup_steps = 500
+    c.optim.decay_fraction = 0.2
+    c.optim.grad_clip_norm = 1.0
+
+    c.vae = ml_collections.ConfigDict()
+    c.vae.features = (32, 64, 128, 256, 256)  # one stride-2 level each: 256 px -> 8 x 8
+    c.vae.latent_dim = 32
+    c.vae.conditional = True
+    c.vae.beta = 1.0
+    c.vae.kl_warmup_steps = 2_000  # beta ramps up linearly from 0 (avoids posterior collapse early on)
+
+    variants = variant.split(",") if variant else []
+    for v in variants:
+        if v == "unconditional":
+            c.vae.conditional = False
+        elif v == "test":
+            c.batch_size = 8
+            c.num_steps = 40
+            c.eval_every = 20
+            c.eval_batches = 2
+            c.log_every = 5
+            c.sample_every = 20
+            c.optim.warmup_steps = 5
+            c.vae.features = (16, 32, 32)
+            c.vae.latent_dim = 8
+            c.vae.kl_warmup_steps = 20
+        else:
+            raise ValueError(f"unknown vae config variant {v!r}")
+    return c
