@@ -23,12 +23,22 @@ HELSINKI = "helsinki/Helsinki.osm.pbf"
 
 @pytest.fixture(autouse=True)
 def no_network(monkeypatch):
-    """Any attempt to open a network connection fails at once instead of hanging."""
+    """Any attempt to open a network connection fails at once instead of hanging.
+
+    Unix-domain sockets stay allowed: they are local IPC (W&B's offline service uses one), not network.
+    """
 
     def refuse(*args, **kwargs):
         raise OSError("network access is disabled in tests")
 
-    monkeypatch.setattr(socket.socket, "connect", refuse)
+    real_connect = socket.socket.connect
+
+    def connect(sock, address):
+        if sock.family == getattr(socket, "AF_UNIX", None):
+            return real_connect(sock, address)
+        refuse()
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
     monkeypatch.setattr(socket, "create_connection", refuse)
     monkeypatch.setattr(socket, "getaddrinfo", refuse)
 

@@ -45,7 +45,8 @@ class Checkpointer:
                                                 n=1, keep_checkpoints_without_metrics=False))
         options = ocp.CheckpointManagerOptions(
             preservation_policy=policies.AnyPreservationPolicy(keep_policies), create=True,
-            cleanup_tmp_directories=True)
+            cleanup_tmp_directories=True,
+            best_fn=(lambda m: m[best_metric]) if best_metric else None, best_mode=best_mode)
         self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "meta"))
         self.best_metric = best_metric
 

@@ -1,0 +1,293 @@
+"""Models and training on real tiles: architecture, equivalences, resume, NaN, W&B, learning."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import KENNESAW, OSTERBRO
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "experiments" / "configs"
+
+
+def load_config(model: str, variant: str = "test", **overrides):
+    """An experiment config (``experiments/configs/MODEL.py:VARIANT``) with overrides, as the CLI would build it."""
+    from ml_collections import config_flags
+
+    config = config_flags.config_flags._LoadConfigModule("cfg", str(CONFIGS / f"{model}.py")).get_config(variant)
+    for key, value in overrides.items():
+        target = config
+        *parents, leaf = key.split(".")
+        for p in parents:
+            target = target[p]
+        target[leaf] = value
+    return config
+
+
+@pytest.fixture(scope="session")
+def small_tiles(osm_path, tmp_path_factory) -> Path:
+    """Real Østerbro (micromobility) and Kennesaw (car-centric) tiles: 64 px at 4 m/px, 1 km regions."""
+    from data_pipeline.build import CitySpec, build_dataset
+    from data_pipeline.config import TilingConfig
+
+    out = tmp_path_factory.mktemp("tiles") / "cph_kennesaw"
+    cities = [CitySpec(name="osterbro", osm_file=str(osm_path(OSTERBRO)), group="micromobility"),
+              CitySpec(name="kennesaw", osm_file=str(osm_path(KENNESAW)), group="car-centric")]
+    build_dataset(cities, out, TilingConfig(meters_per_pixel=4.0, tile_px=64, region_m=1024))
+    return out
+
+
+# --- architecture ---------------------------------------------------------------------------------------------
+
+
+def test_pix2pix_matches_the_reference_architecture():
+    """unet_256 and the 70x70 PatchGAN have the parameter counts the reference code prints (54.414 M, 2.769 M)."""
+    from urbangen.models.pix2pix import PatchDiscriminator, UNetGenerator
+
+    def count(tree):
+        return sum(x.size for x in jax.tree.leaves(tree))
+
+    x = jnp.zeros((1, 256, 256, 3))
+    keys = {"params": jax.random.key(0), "dropout": jax.random.key(1)}
+    g = jax.eval_shape(lambda: UNetGenerator(3, upsample="transpose").init(keys, x, train=False))
+    d_model = PatchDiscriminator()
+    d = jax.eval_shape(lambda: d_model.init(jax.random.key(0), x, x, train=False))
+    assert round(count(g["params"]) / 1e3) / 1e3 == 54.414
+    assert round(count(d["params"]) / 1e3) / 1e3 == 2.769
+    logits = jax.eval_shape(lambda v: d_model.apply(v, x, x, train=False), d)
+    assert logits.shape == (1, 30, 30, 1)  # one logit per 70x70 patch
+
+
+def test_subpixel_upsampling_spans_the_transposed_convolution():
+    """A random ConvTranspose(4, stride 2) is reproduced exactly by some subpixel kernel (least squares)."""
+    from urbangen.models.layers import Upsample2x
+
+    x = jax.random.normal(jax.random.key(0), (2, 5, 6, 3))
+    transpose = Upsample2x(2, mode="transpose")
+    target = np.asarray(transpose.apply(transpose.init(jax.random.key(1), x), x)).ravel()
+    subpixel = Upsample2x(2, mode="subpixel")
+    shape = subpixel.init(jax.random.key(2), x)["params"]["Conv_0"]["kernel"].shape
+    basis = np.eye(int(np.prod(shape)), dtype=np.float32).reshape(-1, *shape)
+    response = np.stack([np.asarray(subpixel.apply({"params": {"Conv_0": {"kernel": b}}}, x)).ravel()
+                         for b in basis], axis=1)
+    solution = np.linalg.lstsq(response, target, rcond=None)[0]
+    assert np.abs(response @ solution - target).max() < 1e-5 * np.abs(target).max()
+    # ... and the converse fails: a generic subpixel output is not a transposed convolution's.
+    nearest = Upsample2x(2, mode="transpose")
+    t_shape = nearest.init(jax.random.key(1), x)["params"]["ConvTranspose_0"]["kernel"].shape
+    t_basis = np.eye(int(np.prod(t_shape)), dtype=np.float32).reshape(-1, *t_shape)
+    t_response = np.stack([np.asarray(nearest.apply({"params": {"ConvTranspose_0": {"kernel": b}}}, x)).ravel()
+                           for b in t_basis], axis=1)
+    generic = response @ np.random.default_rng(0).normal(size=response.shape[1])
+    fit = t_response @ np.linalg.lstsq(t_response, generic, rcond=None)[0]
+    assert np.abs(fit - generic).max() > 0.1 * np.abs(generic).max()
+
+
+# --- data split and checkpoints -------------------------------------------------------------------------------
+
+
+def test_validation_regions_are_held_out_whole(small_tiles):
+    from data_pipeline.dataset import open_dataset
+    from urbangen.training.data import geographic_split
+
+    tiles = open_dataset(small_tiles).tiles
+    train, val = geographic_split(tiles, 0.2, seed=0)
+    assert len(train) + len(val) == len(tiles)
+    assert not set(tiles.region.iloc[train]) & set(tiles.region.iloc[val])
+    for city in ("osterbro", "kennesaw"):  # every city is validated on
+        assert (tiles.city.iloc[val] == city).any() and (tiles.city.iloc[train] == city).any()
+    again = geographic_split(tiles, 0.2, seed=0)[1]
+    other = geographic_split(tiles, 0.2, seed=1)[1]
+    assert np.array_equal(val, again) and not np.array_equal(val, other)
+
+
+def test_checkpointer_keeps_latest_n_and_the_best(tmp_path):
+    from urbangen.training.checkpoints import Checkpointer
+
+    ckpt = Checkpointer(tmp_path / "ckpt", keep=2, best_metric="val/loss")
+    for step, loss in zip(range(1, 6), [5.0, 1.0, 4.0, 3.0, 2.5]):
+        ckpt.save(step, {"w": jnp.full((3,), float(step))}, {"step": step}, metrics={"val/loss": loss})
+    ckpt.wait()
+    assert sorted(ckpt.all_steps()) == [2, 4, 5] and ckpt.best_step() == 2
+    state, meta = ckpt.restore({"w": jnp.zeros(3)}, step=2)
+    assert meta["step"] == 2 and np.array_equal(state["w"], np.full(3, 2.0))
+    ckpt.close()
+
+
+# --- training --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("model", "loss"), [("pix2pix", "train/l1"), ("vae", "train/recon"), ("encoder", "train/loss")])
+def test_short_run_on_real_tiles_lowers_the_loss(small_tiles, tmp_path, model, loss):
+    from urbangen.training.logging import read_metrics
+    from urbangen.training.tasks import train
+
+    config = load_config(model, dataset=str(small_tiles), num_steps=60, sample_every=0, eval_every=30)
+    summary = train(config, tmp_path / model)
+    rows = [r for r in read_metrics(tmp_path / model) if loss in r]
+    first, last = rows[0][loss], np.mean([r[loss] for r in rows[-2:]])
+    assert last < 0.85 * first, f"{model}: {loss} went from {first:.4g} to {last:.4g}"
+    assert summary["step"] == 60 and summary["best_step"] in (30, 60)
+    assert np.isfinite(list(summary["val"].values())).all()
+
+
+def _run_script(code: str, env: dict[str, str], timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], env={**os.environ, **env}, cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout, check=False)
+
+
+def test_eight_devices_train_like_one(small_tiles, tmp_path):
+    """pix2pix (batch norm, dropout, Adam) on 8 simulated devices matches 1 device after a few steps."""
+    code = """
+import sys, json, jax, numpy as np
+sys.path.insert(0, 'tests')
+from test_training import load_config
+from urbangen.training.tasks import train, load_trained
+from urbangen.training.logging import read_metrics
+workdir, dataset = sys.argv[1], sys.argv[2]
+config = load_config('pix2pix', dataset=dataset, num_steps=4, log_every=1, eval_every=4, sample_every=0)
+train(config, workdir)
+task, state, _ = load_trained(workdir)
+def flat(tree):
+    return {jax.tree_util.keystr(k): np.asarray(v) for k, v in jax.tree_util.tree_leaves_with_path(tree)}
+np.savez(workdir + '/final.npz', **flat(state))
+np.savez(workdir + '/init.npz', **flat(task.init_state(jax.random.key(config.seed))))
+print(json.dumps({'devices': jax.device_count()}))
+"""
+    results = {}
+    for n in (1, 8):
+        workdir = tmp_path / f"dev{n}"
+        proc = subprocess.run([sys.executable, "-c", code, str(workdir), str(small_tiles)], cwd=ROOT,
+                              env={**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={n}",
+                                   "JAX_PLATFORMS": "cpu"}, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert json.loads(proc.stdout.strip().splitlines()[-1])["devices"] == n
+        from urbangen.training.logging import read_metrics
+
+        results[n] = (read_metrics(workdir), np.load(workdir / "final.npz"), np.load(workdir / "init.npz"))
+    (m1, p1, init), (m8, p8, _) = results[1], results[8]
+    losses = [k for k in m1[0] if k.startswith("train/") and "learning_rate" not in k]
+    for r1, r8 in zip(m1, m8):
+        for k in losses:
+            if k in r1:
+                np.testing.assert_allclose(r8[k], r1[k], rtol=2e-4, atol=1e-5, err_msg=k)
+    # Compare what training changed (final - init) leaf by leaf: parameters, batch-norm statistics and Adam
+    # moments. Unsynchronized batch norm (statistics of 1 tile per device) would differ by tens of percent;
+    # float32 reduction order gives under 3 % (the worst: momentum of a cancelling bias gradient).
+    assert set(p1.files) == set(p8.files) == set(init.files)
+    for k in p1.files:
+        change = np.linalg.norm(p1[k].astype(np.float64) - init[k])
+        if change == 0:
+            assert np.array_equal(p8[k], p1[k]), k
+            continue
+        assert np.linalg.norm(p8[k].astype(np.float64) - p1[k]) / change < 0.05, k
+
+
+def test_sigkill_then_resume_gives_the_uninterrupted_parameters(small_tiles, tmp_path):
+    from urbangen.training.tasks import load_trained, train
+
+    overrides = dict(dataset=str(small_tiles), num_steps=120, eval_every=10, log_every=10, sample_every=0)
+    train(load_config("pix2pix", **overrides), tmp_path / "straight")
+
+    killed = tmp_path / "killed"
+    args = [sys.executable, str(ROOT / "experiments" / "train.py"), "--config",
+            f"{CONFIGS / 'pix2pix.py'}:test", f"--workdir={killed}"] + [f"--config.{k}={v}" for k, v in overrides.items()]
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not (killed / "checkpoints" / "10").is_dir():  # a finished checkpoint (orbax renames it when complete)
+        assert proc.poll() is None, proc.stderr.read()[-3000:]
+        assert time.time() < deadline, "no checkpoint within 300 s"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    saved = sorted(int(p.name) for p in (killed / "checkpoints").iterdir() if p.name.isdigit())
+    assert saved and saved[-1] < 120, f"the run was not interrupted mid-way: {saved}"
+
+    summary = train(load_config("pix2pix", **overrides), killed)
+    assert summary["step"] == 120
+    _, resumed, meta = load_trained(killed)
+    _, straight, _ = load_trained(tmp_path / "straight")
+    assert meta["step"] == 120
+    for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(straight), jax.tree.leaves(resumed)):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-6, atol=1e-7,
+                                   err_msg=jax.tree_util.keystr(path))
+
+
+def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(small_tiles, tmp_path):
+    from urbangen.training.checkpoints import NonFiniteLossError
+    from urbangen.training.tasks import load_trained, train
+
+    overrides = dict(dataset=str(small_tiles), eval_every=10, log_every=5, sample_every=0)
+    train(load_config("vae", num_steps=10, **overrides), tmp_path)
+    _, good, _ = load_trained(tmp_path)
+    diverging = load_config("vae", num_steps=40, **overrides)
+    diverging.optim.learning_rate = 1e30  # a diverging run
+    with pytest.raises(NonFiniteLossError) as err:
+        train(diverging, tmp_path)
+    message = str(err.value)
+    assert "non-finite at step" in message and "last good checkpoint is step 10" in message
+    steps = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
+    assert steps == [10]
+    _, after, meta = load_trained(tmp_path)
+    assert meta["step"] == 10
+    for a, b in zip(jax.tree.leaves(good), jax.tree.leaves(after)):
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+
+
+def _wandb_history(run_file: str) -> list[dict[str, str]]:
+    """History rows of an offline W&B run file (LevelDB-style log of protobuf records, 32 KiB blocks)."""
+    from wandb.proto import wandb_internal_pb2
+
+    raw = Path(run_file).read_bytes()
+    assert raw[:4] == b":W&B"
+    pos, block, chunk, records = 7, 32768, b"", []
+    while pos + 7 <= len(raw):
+        if block - pos % block < 7:  # block trailer
+            pos += block - pos % block
+            continue
+        _, length, kind = struct.unpack("<IHB", raw[pos:pos + 7])
+        pos += 7
+        chunk += raw[pos:pos + length]
+        pos += length
+        if kind in (1, 4):  # full or last fragment
+            records.append(chunk)
+            chunk = b""
+    rows = []
+    for data in records:
+        record = wandb_internal_pb2.Record()
+        record.ParseFromString(data)
+        if record.WhichOneof("record_type") == "history":
+            rows.append({item.key or "/".join(item.nested_key): item.value_json for item in record.history.item})
+    return rows
+
+
+def test_wandb_offline_run_holds_the_logged_metrics(small_tiles, tmp_path):
+    from urbangen.training.logging import read_metrics
+    from urbangen.training.tasks import train
+
+    config = load_config("encoder", dataset=str(small_tiles), num_steps=10, eval_every=10, log_every=5, sample_every=10)
+    config.wandb.mode = "offline"
+    train(config, tmp_path)
+    runs = glob.glob(str(tmp_path / "wandb" / "offline-run-*" / "run-*.wandb"))
+    assert len(runs) == 1
+    history = {int(r["_step"]): r for r in _wandb_history(runs[0])}
+    local = read_metrics(tmp_path)
+    for row in local:
+        for key, value in row.items():
+            if key != "step":
+                assert float(history[row["step"]][key]) == pytest.approx(value, rel=1e-6), key
+    assert "samples/path" in history[10]  # the sample grid was logged as an image
+    assert list((tmp_path / "samples").glob("samples_*.png"))
