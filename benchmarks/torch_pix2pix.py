@@ -114,4 +114,4 @@ class Pix2PixStep:
         loss_g = self.bce(pred_fake, torch.ones_like(pred_fake)) + self.lambda_l1 * (fake - real).abs().mean()
         loss_g.backward()
         self.opt_g.step()
-        return float(loss_d), float(loss_g)
+        return loss_d.item(), loss_g.item()

@@ -7,7 +7,7 @@ variant for CPU tests and the quickstart.
 
 import ml_collections
 
-from urbangen.training.config import base_config
+from urbangen.training.config import base_config, use_test_schedule
 
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
@@ -36,12 +36,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
         if v in ("mae", "params"):
             c.encoder.objective = v
         elif v == "test":
-            c.batch_size = 8
-            c.num_steps = 40
-            c.eval_every = 20
-            c.eval_batches = 2
-            c.log_every = 5
-            c.sample_every = 20
+            use_test_schedule(c)
             c.optim.learning_rate = 1e-3
             c.optim.warmup_steps = 5
             c.encoder.patch = 8

@@ -8,7 +8,7 @@ around a given street network.
 
 import ml_collections
 
-from urbangen.training.config import base_config
+from urbangen.training.config import base_config, use_test_schedule
 
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
@@ -35,12 +35,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
         c.pix2pix.input_channels = ("major_roads", "minor_roads", "cycle_foot")
         c.pix2pix.output_channels = ("buildings",)
     elif variant == "test":
-        c.batch_size = 8
-        c.num_steps = 40
-        c.eval_every = 20
-        c.eval_batches = 2
-        c.log_every = 5
-        c.sample_every = 20
+        use_test_schedule(c)
         c.pix2pix.ngf = 8
         c.pix2pix.ndf = 8
     elif variant:

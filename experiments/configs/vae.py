@@ -6,7 +6,7 @@
 
 import ml_collections
 
-from urbangen.training.config import base_config
+from urbangen.training.config import base_config, use_test_schedule
 
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
@@ -31,12 +31,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
         if v == "unconditional":
             c.vae.conditional = False
         elif v == "test":
-            c.batch_size = 8
-            c.num_steps = 40
-            c.eval_every = 20
-            c.eval_batches = 2
-            c.log_every = 5
-            c.sample_every = 20
+            use_test_schedule(c)
             c.optim.warmup_steps = 5
             c.vae.features = (16, 32, 32)
             c.vae.latent_dim = 8

@@ -14,7 +14,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from urbangen.models.layers import Upsample2x, pix2pix_init
+from urbangen.models.layers import Upsample2x, pix2pix_init, small_input_conv
 
 
 def unet_depth(tile_px: int) -> int:
@@ -62,7 +62,7 @@ class UNetGenerator(nn.Module):
         feats = [self.ngf * min(2**i, 8) for i in range(n)]
         bn = lambda: nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype)  # noqa: E731
         conv = lambda f: nn.Conv(f, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)), use_bias=False,  # noqa: E731
-                                 kernel_init=pix2pix_init, dtype=self.dtype)
+                                 kernel_init=pix2pix_init, dtype=self.dtype, conv_general_dilated=small_input_conv)
 
         x = x.astype(self.dtype)
         skips = []

@@ -39,3 +39,13 @@ def base_config() -> ml_collections.ConfigDict:
     c.wandb.name = ""
     c.wandb.tags = ()
     return c
+
+
+def use_test_schedule(c: ml_collections.ConfigDict) -> None:
+    """The short schedule of every ``:test`` variant: a few steps on tiny batches, everything exercised."""
+    c.batch_size = 8
+    c.num_steps = 40
+    c.eval_every = 20
+    c.eval_batches = 2
+    c.log_every = 5
+    c.sample_every = 20

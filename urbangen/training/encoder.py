@@ -12,7 +12,7 @@ import optax
 
 from urbangen.conditioning import layout_to_signed
 from urbangen.models.encoder import LayoutEncoder, patchify
-from urbangen.training.optim import adam, learning_rate_schedule
+from urbangen.training.loop import Task
 from urbangen.training.samples import panel_grid
 
 OBJECTIVES = ("mae", "params", "mae+params")
@@ -25,7 +25,7 @@ def unpatchify(patches: np.ndarray, tile_px: int, patch: int, channels: int) -> 
     return x.reshape(b, tile_px, tile_px, channels)
 
 
-class EncoderTask:
+class EncoderTask(Task):
     """ViT encoder (see :class:`urbangen.training.loop.Task`). Loss = MAE BCE on hidden patches + param MSE."""
 
     name = "encoder"
@@ -33,19 +33,13 @@ class EncoderTask:
     headline = ("loss", "mae", "params_mse")
 
     def __init__(self, config: ml_collections.ConfigDict, spec: dict[str, Any]) -> None:
-        self.config = config
-        self.channels = list(spec["channels"])
-        self.tile_px = int(spec["tile_px"])
-        self.n_params = len(spec["parameters"])
+        super().__init__(config, spec)
         cfg = config.encoder
         if cfg.objective not in OBJECTIVES:
             raise ValueError(f"encoder.objective must be one of {OBJECTIVES}, got {cfg.objective!r}")
-        dtype = jnp.bfloat16 if config.precision == "bfloat16" else jnp.float32
         self.model = LayoutEncoder(tile_px=self.tile_px, channels=len(self.channels), n_params=self.n_params,
                                    patch=cfg.patch, dim=cfg.dim, depth=cfg.depth, heads=cfg.heads,
-                                   decoder_dim=cfg.decoder_dim, decoder_depth=cfg.decoder_depth, dtype=dtype)
-        self.tx = adam(config.optim, config.num_steps)
-        self.schedule = learning_rate_schedule(config.optim, config.num_steps)
+                                   decoder_dim=cfg.decoder_dim, decoder_depth=cfg.decoder_depth, dtype=self.dtype)
 
     def init_state(self, rng: jax.Array) -> dict[str, Any]:
         init_key, mask_key, train_key = jax.random.split(rng, 3)
@@ -72,17 +66,13 @@ class EncoderTask:
         return out
 
     def train_step(self, state: dict[str, Any], batch: dict[str, jax.Array]) -> tuple[dict[str, Any], dict]:
-        rng = jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), state["step"])
+        rng = self.step_rng(state)
 
         def loss_fn(params):
             parts = self.losses(params, batch, rng)
             return parts["loss"], parts
 
-        (_, parts), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
-        updates, opt = self.tx.update(grads, state["opt"], state["params"])
-        new_state = {"step": state["step"] + 1, "rng": state["rng"],
-                     "params": optax.apply_updates(state["params"], updates), "opt": opt}
-        return new_state, parts
+        return self.apply_gradients(state, loss_fn)
 
     def eval_step(self, state: dict[str, Any], batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
         return self.losses(state["params"], batch, jax.random.key(0))
@@ -90,9 +80,6 @@ class EncoderTask:
     def embed(self, state: dict[str, Any], tiles: jnp.ndarray) -> jnp.ndarray:
         """Pooled embeddings (B, dim) of uint8 tiles."""
         return self.model.apply({"params": state["params"]}, layout_to_signed(tiles), method=LayoutEncoder.embed)
-
-    def learning_rate(self, step: int) -> float:
-        return float(self.schedule(step))
 
     def sample_grid(self, state: dict[str, Any], batch: dict[str, jax.Array]) -> np.ndarray:
         cfg = self.config.encoder

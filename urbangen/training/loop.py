@@ -12,11 +12,13 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -24,6 +26,7 @@ from urbangen.conditioning import ParameterScaler
 from urbangen.training.checkpoints import Checkpointer, NonFiniteLossError
 from urbangen.training.data import TrainingData
 from urbangen.training.logging import RunLogger
+from urbangen.training.optim import adam, learning_rate_schedule
 from urbangen.training.parallel import (
     batch_sharded,
     local_batch_size,
@@ -35,19 +38,52 @@ from urbangen.training.parallel import (
 )
 
 
-class Task(Protocol):
-    """What a model's trainer provides to :func:`fit`."""
+class Task:
+    """What a model's trainer provides to :func:`fit`; subclasses build the model in ``__init__``.
+
+    Subclasses set ``name``, ``best_metric`` (a validation metric, lower is
+    better) and ``headline`` (train metrics for the progress bar), and write
+    ``init_state``, ``train_step``, ``eval_step`` and ``sample_grid``.
+    """
 
     name: str
-    best_metric: str  # validation metric that picks the best checkpoint (lower is better)
-    headline: tuple[str, ...]  # train metrics shown on the progress bar
+    best_metric: str
+    headline: tuple[str, ...]
 
-    def __init__(self, config: ml_collections.ConfigDict, spec: dict[str, Any]) -> None: ...
-    def init_state(self, rng: jax.Array) -> dict[str, Any]: ...
-    def train_step(self, state: dict[str, Any], batch: dict[str, jax.Array]) -> tuple[dict[str, Any], dict]: ...
-    def eval_step(self, state: dict[str, Any], batch: dict[str, jax.Array]) -> dict[str, jax.Array]: ...
-    def learning_rate(self, step: int) -> float: ...
-    def sample_grid(self, state: dict[str, Any], batch: dict[str, jax.Array]) -> np.ndarray: ...
+    def __init__(self, config: ml_collections.ConfigDict, spec: dict[str, Any]) -> None:
+        self.config = config
+        self.channels = list(spec["channels"])
+        self.tile_px = int(spec["tile_px"])
+        self.n_params = len(spec["parameters"])
+        self.dtype = jnp.bfloat16 if config.precision == "bfloat16" else jnp.float32
+        self.tx = adam(config.optim, config.num_steps)
+        self.schedule = learning_rate_schedule(config.optim, config.num_steps)
+
+    def learning_rate(self, step: int) -> float:
+        return float(self.schedule(step))
+
+    def step_rng(self, state: dict[str, Any]) -> jax.Array:
+        """This step's key: the run's key folded with the step, so a resumed run draws the same numbers."""
+        return jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), state["step"])
+
+    def apply_gradients(self, state: dict[str, Any], loss_fn) -> tuple[dict[str, Any], dict]:
+        """One optimizer step on ``state["params"]`` for ``loss_fn(params) -> (loss, metrics)``."""
+        (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+        updates, opt = self.tx.update(grads, state["opt"], state["params"])
+        return {**state, "step": state["step"] + 1, "params": optax.apply_updates(state["params"], updates),
+                "opt": opt}, metrics
+
+    def init_state(self, rng: jax.Array) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def train_step(self, state: dict[str, Any], batch: dict[str, jax.Array]) -> tuple[dict[str, Any], dict]:
+        raise NotImplementedError
+
+    def eval_step(self, state: dict[str, Any], batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+        raise NotImplementedError
+
+    def sample_grid(self, state: dict[str, Any], batch: dict[str, jax.Array]) -> np.ndarray:
+        raise NotImplementedError
 
 
 def _progress(disable: bool) -> Progress:

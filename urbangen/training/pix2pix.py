@@ -17,7 +17,7 @@ import optax
 
 from urbangen.conditioning import channel_indices, layout_to_signed, parameter_maps
 from urbangen.models.pix2pix import PatchDiscriminator, UNetGenerator, unet_depth
-from urbangen.training.optim import adam, learning_rate_schedule
+from urbangen.training.loop import Task
 from urbangen.training.samples import panel_grid
 
 GAN_LOSSES = ("vanilla", "lsgan")
@@ -33,7 +33,7 @@ def gan_loss(logits: jnp.ndarray, is_real: bool, kind: str) -> jnp.ndarray:
     raise ValueError(f"gan_loss must be one of {GAN_LOSSES}, got {kind!r}")
 
 
-class Pix2PixTask:
+class Pix2PixTask(Task):
     """pix2pix on a tile dataset (see :class:`urbangen.training.loop.Task`)."""
 
     name = "pix2pix"
@@ -41,10 +41,7 @@ class Pix2PixTask:
     headline = ("g_loss", "d_loss", "l1")
 
     def __init__(self, config: ml_collections.ConfigDict, spec: dict[str, Any]) -> None:
-        self.config = config
-        self.channels = list(spec["channels"])
-        self.tile_px = int(spec["tile_px"])
-        self.n_params = len(spec["parameters"])
+        super().__init__(config, spec)
         cfg = config.pix2pix
         self.input_channels = list(cfg.input_channels)
         self.output_channels = list(cfg.output_channels) or [c for c in self.channels if c not in self.input_channels]
@@ -55,12 +52,9 @@ class Pix2PixTask:
         self.out_idx = channel_indices(self.channels, self.output_channels)
         if cfg.gan_loss not in GAN_LOSSES:
             raise ValueError(f"pix2pix.gan_loss must be one of {GAN_LOSSES}, got {cfg.gan_loss!r}")
-        dtype = jnp.bfloat16 if config.precision == "bfloat16" else jnp.float32
         self.generator = UNetGenerator(out_channels=len(self.out_idx), depth=unet_depth(self.tile_px), ngf=cfg.ngf,
-                                       dropout_rate=cfg.dropout, upsample=cfg.upsample, dtype=dtype)
-        self.discriminator = PatchDiscriminator(ndf=cfg.ndf, n_layers=cfg.d_layers, dtype=dtype)
-        self.tx = adam(config.optim, config.num_steps)
-        self.schedule = learning_rate_schedule(config.optim, config.num_steps)
+                                       dropout_rate=cfg.dropout, upsample=cfg.upsample, dtype=self.dtype)
+        self.discriminator = PatchDiscriminator(ndf=cfg.ndf, n_layers=cfg.d_layers, dtype=self.dtype)
 
     @property
     def condition_channels(self) -> int:
@@ -93,7 +87,7 @@ class Pix2PixTask:
 
     def train_step(self, state: dict[str, Any], batch: dict[str, jax.Array]) -> tuple[dict[str, Any], dict]:
         cfg = self.config.pix2pix
-        rng = jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), state["step"])
+        rng = self.step_rng(state)
         cond, real = self.condition(batch), self.target(batch)
         g, d = state["g"], state["d"]
 
@@ -149,9 +143,6 @@ class Pix2PixTask:
         real = self.target(batch)
         agree = (fake > 0) == (real > 0)
         return {"l1": jnp.mean(jnp.abs(fake - real)), "pixel_accuracy": agree.mean()}
-
-    def learning_rate(self, step: int) -> float:
-        return float(self.schedule(step))
 
     def sample_grid(self, state: dict[str, Any], batch: dict[str, jax.Array]) -> np.ndarray:
         n = min(4, batch["tile"].shape[0])

@@ -12,11 +12,11 @@ import optax
 
 from urbangen.conditioning import layout_to_signed
 from urbangen.models.vae import ConditionalVAE, kl_divergence
-from urbangen.training.optim import adam, learning_rate_schedule
+from urbangen.training.loop import Task
 from urbangen.training.samples import panel_grid
 
 
-class VAETask:
+class VAETask(Task):
     """Conditional (or unconditional) VAE on a tile dataset (see :class:`urbangen.training.loop.Task`)."""
 
     name = "vae"
@@ -24,19 +24,13 @@ class VAETask:
     headline = ("loss", "recon", "kl")
 
     def __init__(self, config: ml_collections.ConfigDict, spec: dict[str, Any]) -> None:
-        self.config = config
-        self.channels = list(spec["channels"])
-        self.tile_px = int(spec["tile_px"])
-        self.n_params = len(spec["parameters"])
+        super().__init__(config, spec)
         cfg = config.vae
         levels = len(cfg.features)
         if self.tile_px % 2**levels or self.tile_px < 2**levels:
             raise ValueError(f"tile size {self.tile_px} cannot be halved {levels} times (vae.features)")
-        dtype = jnp.bfloat16 if config.precision == "bfloat16" else jnp.float32
         self.model = ConditionalVAE(channels=len(self.channels), features=tuple(cfg.features),
-                                    latent_dim=cfg.latent_dim, conditional=cfg.conditional, dtype=dtype)
-        self.tx = adam(config.optim, config.num_steps)
-        self.schedule = learning_rate_schedule(config.optim, config.num_steps)
+                                    latent_dim=cfg.latent_dim, conditional=cfg.conditional, dtype=self.dtype)
 
     def init_state(self, rng: jax.Array) -> dict[str, Any]:
         init_key, sample_key, train_key = jax.random.split(rng, 3)
@@ -59,18 +53,14 @@ class VAETask:
         return {"recon": recon.mean(), "kl": kl_divergence(mu, log_var).mean()}
 
     def train_step(self, state: dict[str, Any], batch: dict[str, jax.Array]) -> tuple[dict[str, Any], dict]:
-        rng = jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), state["step"])
-        beta = self.beta(state["step"])
+        rng, beta = self.step_rng(state), self.beta(state["step"])
 
         def loss_fn(params):
             parts = self.losses(params, batch, rng)
-            return parts["recon"] + beta * parts["kl"], parts
+            loss = parts["recon"] + beta * parts["kl"]
+            return loss, {"loss": loss, "beta": beta, **parts}
 
-        (loss, parts), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
-        updates, opt = self.tx.update(grads, state["opt"], state["params"])
-        new_state = {"step": state["step"] + 1, "rng": state["rng"],
-                     "params": optax.apply_updates(state["params"], updates), "opt": opt}
-        return new_state, {"loss": loss, "beta": beta, **parts}
+        return self.apply_gradients(state, loss_fn)
 
     def eval_step(self, state: dict[str, Any], batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
         parts = self.losses(state["params"], batch, jax.random.key(0))
@@ -92,9 +82,6 @@ class VAETask:
         params = jnp.repeat(params, n, axis=0)
         z = jax.random.normal(rng, (params.shape[0], self.config.vae.latent_dim))
         return self.decode(state, z, params)
-
-    def learning_rate(self, step: int) -> float:
-        return float(self.schedule(step))
 
     def sample_grid(self, state: dict[str, Any], batch: dict[str, jax.Array]) -> np.ndarray:
         n = min(4, batch["tile"].shape[0])

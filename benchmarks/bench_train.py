@@ -1,0 +1,123 @@
+"""Benchmark: the full pix2pix train step (D step, then G step) in JAX against PyTorch.
+
+Images per second at 256 px for batch 4 and 16, for our step
+(:class:`urbangen.training.pix2pix.Pix2PixTask`, jit-compiled) and for the
+same architecture, losses and optimizer in PyTorch (``torch_pix2pix.py``),
+measured in the same run on the same machine; prints the ratios. Also
+measures PyTorch with the reference implementation's transposed-convolution
+decoder, so both comparisons are on the record. Inputs are random binary
+layouts with 14 condition maps and 6 output channels: dense convolutions
+cost the same whatever the pixels are.
+
+    pip install -e ".[bench]"     # torch==2.13.0 (a CPU wheel here)
+    python benchmarks/bench_train.py [--batch 4 16] [--steps 3]
+
+On a GPU (JAX with CUDA and a CUDA torch), pass ``--precision bfloat16`` to
+time mixed precision as well; MFU is reported from the step's FLOP count
+(XLA's cost analysis) and ``--peak-tflops``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks._common import write_results  # noqa: E402
+
+CHANNELS = ["buildings", "major_roads", "minor_roads", "cycle_foot", "open_space", "water"]
+N_PARAMS = 14
+
+
+def jax_step(batch: int, steps: int, precision: str, upsample: str = "subpixel") -> dict:
+    import jax
+    import jax.numpy as jnp
+    from ml_collections import config_flags
+
+    from urbangen.training.pix2pix import Pix2PixTask
+
+    config = config_flags.config_flags._LoadConfigModule(
+        "pix2pix_config", str(Path(__file__).resolve().parent.parent / "experiments/configs/pix2pix.py")).get_config()
+    config.precision = precision
+    config.pix2pix.upsample = upsample
+    spec = {"channels": CHANNELS, "tile_px": 256, "parameters": [f"p{i}" for i in range(N_PARAMS)],
+            "meters_per_pixel": 2.0}
+    task = Pix2PixTask(config, spec)
+    state = task.init_state(jax.random.key(0))
+    rng = np.random.default_rng(0)
+    data = {"tile": jnp.asarray(rng.integers(0, 2, (batch, 256, 256, len(CHANNELS)), dtype=np.uint8)),
+            "params": jnp.asarray(rng.normal(size=(batch, N_PARAMS)).astype(np.float32))}
+    compiled = jax.jit(task.train_step, donate_argnums=0).lower(state, data).compile()
+    tic = time.perf_counter()
+    state, metrics = compiled(state, data)
+    jax.block_until_ready(metrics)
+    first = time.perf_counter() - tic
+    tic = time.perf_counter()
+    for _ in range(steps):
+        state, metrics = compiled(state, data)
+    jax.block_until_ready(metrics)
+    seconds = (time.perf_counter() - tic) / steps
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    flops = float(cost.get("flops", 0.0)) if cost else 0.0
+    return {"img_per_s": batch / seconds, "step_s": seconds, "first_step_s": first, "flops_per_step": flops,
+            "device": str(jax.devices()[0].device_kind), "loss_finite": bool(np.isfinite(float(metrics["g_loss"])))}
+
+
+def torch_step(batch: int, steps: int, upsample: str) -> dict:
+    import torch
+
+    from benchmarks.torch_pix2pix import Pix2PixStep
+
+    torch.manual_seed(0)
+    torch.set_num_threads(os.cpu_count() or 1)
+    step = Pix2PixStep(N_PARAMS, len(CHANNELS), 256, upsample=upsample)
+    cond = torch.randn(batch, N_PARAMS, 256, 256)
+    real = torch.randint(0, 2, (batch, len(CHANNELS), 256, 256)).float() * 2 - 1
+    step(cond, real)  # warm-up (oneDNN primitive creation)
+    tic = time.perf_counter()
+    for _ in range(steps):
+        step(cond, real)
+    seconds = (time.perf_counter() - tic) / steps
+    return {"img_per_s": batch / seconds, "step_s": seconds, "threads": torch.get_num_threads(),
+            "version": torch.__version__}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch", type=int, nargs="+", default=[4, 16])
+    parser.add_argument("--steps", type=int, default=3, help="timed steps after one warm-up step")
+    parser.add_argument("--precision", nargs="+", default=["float32"], choices=["float32", "bfloat16"])
+    parser.add_argument("--peak-tflops", type=float, default=0.0, help="device peak for MFU (bf16 dense)")
+    args = parser.parse_args()
+
+    rows = []
+    for batch in args.batch:
+        ref = {mode: torch_step(batch, args.steps, mode) for mode in ("subpixel", "transpose")}
+        for precision in args.precision:
+            ours = jax_step(batch, args.steps, precision)
+            row = {"batch": batch, "precision": precision, "jax": ours, "torch_subpixel": ref["subpixel"],
+                   "torch_transpose": ref["transpose"],
+                   "ratio_vs_torch_same_architecture": ours["img_per_s"] / ref["subpixel"]["img_per_s"],
+                   "ratio_vs_torch_reference_transpose": ours["img_per_s"] / ref["transpose"]["img_per_s"]}
+            if args.peak_tflops and ours["flops_per_step"]:
+                row["mfu"] = ours["flops_per_step"] / ours["step_s"] / (args.peak_tflops * 1e12)
+            rows.append(row)
+            print(f"batch {batch:3d} {precision:8s}  JAX {ours['img_per_s']:.2f} img/s  "
+                  f"PyTorch same arch {ref['subpixel']['img_per_s']:.2f}  "
+                  f"(ratio {row['ratio_vs_torch_same_architecture']:.2f}x)  "
+                  f"PyTorch reference ConvTranspose {ref['transpose']['img_per_s']:.2f} "
+                  f"(ratio {row['ratio_vs_torch_reference_transpose']:.2f}x)"
+                  + (f"  MFU {row['mfu']:.1%}" if "mfu" in row else ""), flush=True)
+    path = write_results("train", {"target": "JAX >= 1.5x PyTorch img/s on CPU", "rows": rows})
+    print(f"results: {path}")
+
+
+if __name__ == "__main__":
+    main()
