@@ -17,38 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import KENNESAW, OSTERBRO
-
-ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = ROOT / "experiments" / "configs"
-
-
-def load_config(model: str, variant: str = "test", **overrides):
-    """An experiment config (``experiments/configs/MODEL.py:VARIANT``) with overrides, as the CLI would build it."""
-    from ml_collections import config_flags
-
-    config = config_flags.config_flags._LoadConfigModule("cfg", str(CONFIGS / f"{model}.py")).get_config(variant)
-    for key, value in overrides.items():
-        target = config
-        *parents, leaf = key.split(".")
-        for p in parents:
-            target = target[p]
-        target[leaf] = value
-    return config
-
-
-@pytest.fixture(scope="session")
-def small_tiles(osm_path, tmp_path_factory) -> Path:
-    """Real Østerbro (micromobility) and Kennesaw (car-centric) tiles: 64 px at 4 m/px, 1 km regions."""
-    from data_pipeline.build import CitySpec, build_dataset
-    from data_pipeline.config import TilingConfig
-
-    out = tmp_path_factory.mktemp("tiles") / "cph_kennesaw"
-    cities = [CitySpec(name="osterbro", osm_file=str(osm_path(OSTERBRO)), group="micromobility"),
-              CitySpec(name="kennesaw", osm_file=str(osm_path(KENNESAW)), group="car-centric")]
-    build_dataset(cities, out, TilingConfig(meters_per_pixel=4.0, tile_px=64, region_m=1024))
-    return out
-
+from conftest import CONFIGS, ROOT, load_config  # noqa: F401 - load_config is used by subprocess code too
 
 # --- architecture ---------------------------------------------------------------------------------------------
 

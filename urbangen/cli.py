@@ -108,3 +108,23 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+@app.command("generate")
+def generate_command(
+    params_file: Annotated[Path, typer.Argument(help="Parameter file (YAML); see the README.")],
+    out: Annotated[Path, typer.Option("--out", help="Directory for the layouts and the report.")] = Path("generated"),
+    overwrite: Annotated[bool, typer.Option(help="Replace --out if it holds files.")] = False,
+) -> None:
+    """Generate layouts from a parameter file: PNG, GeoTIFF, GeoJSON, GraphML and a report."""
+    from urbangen.generate.request import ParameterFileError
+    from urbangen.generate.run import generate
+
+    try:
+        report = generate(params_file, out, overwrite=overwrite)
+    except (ParameterFileError, FileExistsError, FileNotFoundError, ValueError) as exc:
+        _fail(exc)
+    console.print(f"wrote {len(report['samples'])} sample(s) to [bold]{out}[/] (report: {out / 'report.md'})")
+    for name, row in report["average"].items():
+        got = "n/a" if row["achieved_mean"] is None else f"{row['achieved_mean']:.3g}"
+        console.print(f"  {name}: requested {row['requested_mean']:.3g}, achieved {got} {row['unit']}")

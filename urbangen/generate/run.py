@@ -1,0 +1,169 @@
+"""``urbangen generate``: from a parameter file to layouts, GIS files and a report."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+from rasterio.transform import from_origin
+
+from data_pipeline.config import TilingConfig
+from data_pipeline.dataset import ATTRIBUTION
+from data_pipeline.features import LAYERS, OSMFeatures
+from data_pipeline.parameters import PARAMETERS, tile_parameters
+from urbangen.conditioning import signed_to_layout
+from urbangen.generate.fields import parameter_fields
+from urbangen.generate.request import GenerationRequest, ParameterFileError, read_request
+from urbangen.generate.sampler import LayoutGenerator, correlated_bernoulli, generate_layout, load_generator
+from urbangen.generate.vectorize import polygons, street_frame, street_graph
+from urbangen.generate.writers import write_geotiff, write_png, write_report
+
+
+def measurement_windows(height: int, width: int, tile: int) -> list[tuple[int, int, int, int]]:
+    """Non-overlapping (row, col, rows, cols) windows of one training tile each (the whole layout if smaller)."""
+    if height < tile or width < tile:
+        return [(0, 0, height, width)]
+    return [(r, c, tile, tile) for r in range(0, height - tile + 1, tile) for c in range(0, width - tile + 1, tile)]
+
+
+def measure(layout: np.ndarray, channels: list[str], request: GenerationRequest, mpp: float, tile: int,
+            min_area: float) -> tuple[dict[str, Any], Any]:
+    """Vectorize a 0/1 layout and measure its parameters per window with the pipeline's own code."""
+    h, w = layout.shape[:2]
+    x0, y0 = request.origin
+    transform = from_origin(x0, y0 + h * mpp, mpp, mpp)
+    empty = np.zeros((h, w), bool)
+
+    def layer(name: str, min_area_m2: float = 0.0):
+        mask = layout[..., channels.index(name)].astype(bool) if name in channels else empty
+        return polygons(mask, transform, request.crs, min_area_m2, simplify_m=mpp / 2)
+
+    vectors = {"buildings": layer("buildings", min_area), "open_space": layer("open_space"),
+               "water": layer("water"), "streets": street_frame(layout, channels, transform, request.crs, mpp / 2)}
+    windows = measurement_windows(h, w, tile)
+    bounds = np.array([[x0 + c * mpp, y0 + (h - r - rows) * mpp, x0 + (c + cols) * mpp, y0 + (h - r) * mpp]
+                       for r, c, rows, cols in windows])
+    features = OSMFeatures(streets=vectors["streets"], buildings=vectors["buildings"],
+                           open_space=vectors["open_space"], water=vectors["water"], source="urbangen generate",
+                           extent=(x0, y0, x0 + w * mpp, y0 + h * mpp),
+                           layers_known={k: k in channels or k == "cycle_foot" for k in LAYERS})
+    achieved = tile_parameters(features, bounds, TilingConfig(meters_per_pixel=mpp, tile_px=tile))
+    return vectors, achieved
+
+
+def compare(fields: np.ndarray, names: list[str], achieved, windows, requested_names: list[str]) -> dict[str, Any]:
+    """Requested (window mean of the field) against achieved values, per parameter."""
+    out = {}
+    for name in requested_names:
+        i = names.index(name)
+        req = np.array([np.nanmean(fields[r:r + rows, c:c + cols, i]) for r, c, rows, cols in windows])
+        got = achieved[name].to_numpy(dtype=float)
+        out[name] = {"unit": PARAMETERS[name][0], "requested_mean": float(np.mean(req)),
+                     "achieved_mean": float(np.nanmean(got)) if np.isfinite(got).any() else None,
+                     "mean_absolute_error": float(np.nanmean(np.abs(got - req))) if np.isfinite(got).any() else None,
+                     "per_window": [{"requested": float(a), "achieved": float(b)} for a, b in zip(req, got)]}
+    return out
+
+
+def generate(params_file: str | Path | GenerationRequest, out_dir: str | Path, *, overwrite: bool = False,
+             generator: LayoutGenerator | None = None) -> dict[str, Any]:
+    """Run a parameter file; write every sample's outputs and the report to ``out_dir``.
+
+    Everything is validated (file, checkpoint, parameter names, street
+    network) before anything is written, and the outputs appear in
+    ``out_dir`` only when complete.
+    """
+    request = params_file if isinstance(params_file, GenerationRequest) else read_request(params_file)
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
+        raise FileExistsError(f"{out_dir} exists and is not empty (use --overwrite)")
+    gen = generator or load_generator(request.checkpoint, request.checkpoint_step)
+    if gen.kind != request.model_type:
+        raise ParameterFileError(request.source, "model.type",
+                                 f"is {request.model_type} but {request.checkpoint} holds a {gen.kind} checkpoint")
+    if gen.input_channels and request.streets is None:
+        raise ParameterFileError(request.source, "streets", f"this checkpoint generates around given "
+                                 f"{', '.join(gen.input_channels)}: add a street network (GeoJSON or GraphML)")
+    if request.streets is not None and not gen.input_channels:
+        raise ParameterFileError(request.source, "streets", "this checkpoint does not take a street network")
+    mpp, tile, names = gen.meters_per_pixel, gen.tile_px, gen.parameter_names
+    width, height = (max(1, int(round(s / mpp))) for s in request.size_m)
+    fields = parameter_fields(request, names, height, width, mpp)
+    given = None
+    if request.streets is not None:
+        from urbangen.generate.streets import rasterize_streets
+
+        given = rasterize_streets(request, gen.input_channels, height, width, mpp)
+    channels = gen.input_channels + gen.output_channels
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    try:
+        samples = []
+        windows = measurement_windows(height, width, tile)
+        for s in range(request.samples):
+            key = jax.random.fold_in(jax.random.key(request.seed), s)
+            signed = generate_layout(gen, fields, key, given)
+            if gen.kind == "vae":  # probabilities: sample them (see correlated_bernoulli)
+                layout = correlated_bernoulli((signed + 1.0) / 2.0, np.random.default_rng([request.seed, s]))
+            else:  # pix2pix's tanh outputs are near -1 or 1: take the sign
+                layout = signed_to_layout(signed)
+            if given is not None:
+                layout = np.concatenate([given, layout], axis=-1)
+            vectors, achieved = measure(layout, channels, request, mpp, tile, request.min_building_area_m2)
+            stem = tmp / f"sample_{s:03d}"
+            x0, y0 = request.origin
+            transform = from_origin(x0, y0 + height * mpp, mpp, mpp)
+            if "png" in request.outputs:
+                write_png(layout, channels, stem.with_suffix(".png"), mpp, title=f"sample {s} (seed {request.seed})")
+            if "geotiff" in request.outputs:
+                write_geotiff(layout, channels, stem.with_suffix(".tif"), transform, request.crs)
+            if "geojson" in request.outputs:
+                _write_geojson(vectors["buildings"], stem.parent / f"{stem.name}_buildings.geojson")
+                _write_geojson(vectors["streets"], stem.parent / f"{stem.name}_streets.geojson")
+            if "graphml" in request.outputs:
+                import osmnx as ox
+
+                ox.save_graphml(street_graph(vectors["streets"], snap_m=mpp), stem.parent / f"{stem.name}_streets.graphml")
+            samples.append({"sample": s, "buildings": int(len(vectors["buildings"])),
+                            "street_segments": int(len(vectors["streets"])),
+                            "parameters": compare(fields, names, achieved, windows, list(request.parameters))})
+        report = _report(request, gen, samples, height, width)
+        if "report" in request.outputs:
+            write_report(report, tmp / "report.json", tmp / "report.md")
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        tmp.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return report
+
+
+def _write_geojson(frame, path: Path) -> None:
+    """GeoJSON in WGS84 as RFC 7946 asks (an empty layer is still written)."""
+    import geopandas as gpd
+
+    frame = frame if isinstance(frame, gpd.GeoDataFrame) else gpd.GeoDataFrame(geometry=frame)
+    frame.to_crs("EPSG:4326").to_file(path, driver="GeoJSON")
+
+
+def _report(request: GenerationRequest, gen: LayoutGenerator, samples: list[dict], height: int,
+            width: int) -> dict[str, Any]:
+    average = {}
+    for name in request.parameters:
+        rows = [s["parameters"][name] for s in samples]
+        errors = [r["mean_absolute_error"] for r in rows if r["mean_absolute_error"] is not None]
+        achieved = [r["achieved_mean"] for r in rows if r["achieved_mean"] is not None]
+        average[name] = {"unit": PARAMETERS[name][0], "requested_mean": rows[0]["requested_mean"],
+                         "achieved_mean": float(np.mean(achieved)) if achieved else None,
+                         "mean_absolute_error": float(np.mean(errors)) if errors else None}
+    return {"parameter_file": request.source, "checkpoint": str(request.checkpoint), "model": gen.kind,
+            "checkpoint_step": int(gen.meta["step"]), "meters_per_pixel": gen.meters_per_pixel,
+            "size_px": [width, height], "size_m": [width * gen.meters_per_pixel, height * gen.meters_per_pixel],
+            "crs": request.crs, "origin": list(request.origin), "seed": request.seed,
+            "samples": samples, "average": average, "attribution": f"Model trained on map data {ATTRIBUTION}"}

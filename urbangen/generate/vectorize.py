@@ -1,0 +1,128 @@
+"""From generated rasters to vector data: building polygons and street centreline graphs."""
+
+from __future__ import annotations
+
+import geopandas as gpd
+import networkx as nx
+import numpy as np
+import rasterio.features
+import shapely
+from affine import Affine
+from scipy import ndimage
+
+#: The OSM ``highway`` value written for each generated street channel (and read back by the pipeline).
+CHANNEL_HIGHWAY = {"major_roads": "primary", "minor_roads": "residential", "cycle_foot": "cycleway"}
+_NEIGHBOURS = [(-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)]
+
+
+def polygons(mask: np.ndarray, transform: Affine, crs, min_area_m2: float = 0.0,
+             simplify_m: float = 0.0) -> gpd.GeoSeries:
+    """Polygons of the True pixels, simplified, without those smaller than ``min_area_m2``."""
+    shapes = rasterio.features.shapes(mask.astype(np.uint8), mask=mask.astype(bool), transform=transform,
+                                      connectivity=4)
+    geoms = [shapely.geometry.shape(g) for g, v in shapes if v == 1]
+    out = gpd.GeoSeries(geoms, crs=crs)
+    if simplify_m:
+        out = out.simplify(simplify_m, preserve_topology=True)
+    return out[out.area >= min_area_m2].reset_index(drop=True) if len(out) else out
+
+
+def skeleton_lines(mask: np.ndarray, transform: Affine, min_pixels: int = 3) -> list[shapely.LineString]:
+    """Centrelines of a street mask: skeletonize, then trace pixel paths between ends and junctions."""
+    from skimage.morphology import skeletonize
+
+    skel = skeletonize(mask.astype(bool))
+    if not skel.any():
+        return []
+    degree = ndimage.convolve(skel.astype(np.int32), np.ones((3, 3), np.int32), mode="constant") - 1
+    degree[~skel] = 0
+    h, w = skel.shape
+
+    def neighbours(r: int, c: int) -> list[tuple[int, int]]:
+        return [(r + dr, c + dc) for dr, dc in _NEIGHBOURS
+                if 0 <= r + dr < h and 0 <= c + dc < w and skel[r + dr, c + dc]]
+
+    is_node = skel & (degree != 2)
+    seen_steps: set[tuple[tuple[int, int], tuple[int, int]]] = set()
+    paths: list[list[tuple[int, int]]] = []
+
+    def trace(start: tuple[int, int], first: tuple[int, int]) -> None:
+        if (start, first) in seen_steps:
+            return
+        path, prev, cur = [start, first], start, first
+        seen_steps.add((start, first))
+        while not is_node[cur] and cur != start:
+            nxt = [p for p in neighbours(*cur) if p != prev and (cur, p) not in seen_steps]
+            if not nxt:
+                break
+            seen_steps.add((cur, nxt[0]))
+            prev, cur = cur, nxt[0]
+            path.append(cur)
+        seen_steps.add((path[-1], path[-2]))
+        paths.append(path)
+
+    for r, c in zip(*np.nonzero(is_node)):
+        for p in neighbours(r, c):
+            trace((r, c), p)
+    # Closed loops have no node: start each at any of its pixels.
+    on_path = np.zeros_like(skel)
+    for path in paths:
+        for p in path:
+            on_path[p] = True
+    for r, c in zip(*np.nonzero(skel & ~on_path)):
+        if not on_path[r, c]:
+            nb = neighbours(r, c)
+            if nb:
+                is_node[r, c] = True
+                trace((r, c), nb[0])
+                for p in paths[-1]:
+                    on_path[p] = True
+    lines = []
+    for path in paths:
+        if len(path) < min_pixels:
+            continue
+        rows, cols = np.array(path, dtype=np.float64).T
+        t = transform
+        xs = t.a * (cols + 0.5) + t.b * (rows + 0.5) + t.c
+        ys = t.d * (cols + 0.5) + t.e * (rows + 0.5) + t.f
+        lines.append(shapely.LineString(np.column_stack([xs, ys])))
+    return lines
+
+
+def street_frame(layout: np.ndarray, channels: list[str], transform: Affine, crs,
+                 simplify_m: float) -> gpd.GeoDataFrame:
+    """Centrelines of every street channel, with the ``highway`` and ``street_class`` the pipeline reads."""
+    from data_pipeline.classify import street_class
+
+    rows = []
+    for name, highway in CHANNEL_HIGHWAY.items():
+        if name in channels:
+            for line in skeleton_lines(layout[..., channels.index(name)], transform):
+                rows.append({"geometry": line.simplify(simplify_m), "highway": highway,
+                             "street_class": street_class(highway), "cycle_infra": False})
+    frame = gpd.GeoDataFrame(rows, geometry="geometry", crs=crs) if rows else gpd.GeoDataFrame(
+        {"highway": [], "street_class": [], "cycle_infra": []}, geometry=[], crs=crs)
+    return frame
+
+
+def street_graph(streets: gpd.GeoDataFrame, snap_m: float) -> nx.MultiDiGraph:
+    """An osmnx-style graph (both directions, ``x``/``y`` nodes, ``length`` and ``geometry`` on edges)."""
+    graph = nx.MultiDiGraph(crs=streets.crs)
+    ids: dict[tuple[int, int], int] = {}
+
+    def node(x: float, y: float) -> int:
+        key = (round(x / snap_m), round(y / snap_m))
+        if key not in ids:
+            ids[key] = len(ids)
+            graph.add_node(ids[key], x=float(x), y=float(y))
+        return ids[key]
+
+    for i, row in enumerate(streets.itertuples()):
+        coords = list(row.geometry.coords)
+        u, v = node(*coords[0]), node(*coords[-1])
+        attrs = {"osmid": i, "highway": row.highway, "oneway": False, "length": float(row.geometry.length)}
+        graph.add_edge(u, v, geometry=row.geometry, reversed=False, **attrs)
+        graph.add_edge(v, u, geometry=shapely.LineString(coords[::-1]), reversed=True, **attrs)
+    for n in graph.nodes:
+        graph.nodes[n]["street_count"] = len(set(graph.successors(n)) | set(graph.predecessors(n)))
+    return graph
