@@ -17,11 +17,11 @@ TRAINED_ON = ("building_coverage", "buildings_per_ha", "intersection_density_per
 
 @pytest.fixture(scope="module")
 def checkpoints(small_tiles, tmp_path_factory) -> dict[str, Path]:
-    """A pix2pix and a VAE run, each trained briefly on real tiles, conditioned on TRAINED_ON."""
+    """pix2pix, VAE and encoder runs, each trained briefly on real tiles (generators conditioned on TRAINED_ON)."""
     from urbangen.training.tasks import train
 
     runs = {}
-    for model, steps in (("pix2pix", 20), ("vae", 300)):
+    for model, steps in (("pix2pix", 20), ("vae", 300), ("encoder", 40)):
         workdir = tmp_path_factory.mktemp("runs") / model
         train(load_config(model, dataset=str(small_tiles), parameters=TRAINED_ON, num_steps=steps,
                           eval_every=steps, sample_every=0, log_every=steps), workdir)
@@ -169,3 +169,52 @@ def test_achieved_building_coverage_rises_with_the_requested(checkpoints, tmp_pa
         report = generate(request, tmp_path / f"c{coverage}", generator=gen)
         achieved.append(report["average"]["building_coverage"]["achieved_mean"])
     assert achieved[0] < achieved[1] < achieved[2], achieved
+
+
+def test_frechet_distance_matches_an_eigendecomposition_reference():
+    from urbangen.metrics import frechet_distance
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(400, 5)) @ rng.normal(size=(5, 5))
+    b = rng.normal(size=(300, 5)) @ rng.normal(size=(5, 5)) + 0.5
+
+    def reference(x, y):  # tr sqrt(Ca Cb) = sum sqrt(eig(Ca^1/2 Cb Ca^1/2)), with eigh only
+        ca, cb = np.cov(x, rowvar=False), np.cov(y, rowvar=False)
+        w, v = np.linalg.eigh(ca)
+        half = v @ np.diag(np.sqrt(np.clip(w, 0, None))) @ v.T
+        cross = np.sqrt(np.clip(np.linalg.eigvalsh(half @ cb @ half), 0, None)).sum()
+        return ((x.mean(0) - y.mean(0)) ** 2).sum() + np.trace(ca) + np.trace(cb) - 2 * cross
+
+    assert frechet_distance(a, b) == pytest.approx(reference(a, b), rel=1e-8)
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-8)
+    assert frechet_distance(a, a + 2.0) == pytest.approx(5 * 4.0, rel=1e-8)  # a pure shift adds |delta|^2
+
+
+def test_evaluate_reports_conditioning_realism_and_diversity(checkpoints, small_tiles, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from urbangen.cli import app
+
+    def args(out: str) -> list[str]:
+        return ["evaluate", "--checkpoint", str(checkpoints["vae"]), "--dataset", str(small_tiles), "--encoder",
+                str(checkpoints["encoder"]), "--out", str(tmp_path / out), "--sets", "6", "--samples", "2"]
+
+    result = CliRunner().invoke(app, args("eval"))
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
+    assert "building_coverage" in report["conditioning_error"]
+    assert set(report["conditioning_error"]) <= set(TRAINED_ON)
+    for row in report["conditioning_error"].values():
+        assert row["n"] > 0 and np.isfinite(row["mae"]) and row["mae"] >= 0
+    realism = report["realism"]
+    assert realism["frechet_distance_generated_vs_held_out"] > 0
+    assert realism["frechet_distance_train_vs_held_out_baseline"] > 0
+    assert realism["n_held_out"] == report["held_out_tiles"] > 0
+    assert 0 < report["diversity"]["pixel_disagreement_between_samples"] < 1  # VAE samples differ
+    assert (tmp_path / "eval" / "conditioning.png").stat().st_size > 10_000
+    # the same seed gives the same numbers
+    assert CliRunner().invoke(app, args("again")).exit_code == 0
+    assert json.loads((tmp_path / "again" / "evaluation.json").read_text())["conditioning_error"] == \
+        report["conditioning_error"]

@@ -128,3 +128,31 @@ def generate_command(
     for name, row in report["average"].items():
         got = "n/a" if row["achieved_mean"] is None else f"{row['achieved_mean']:.3g}"
         console.print(f"  {name}: requested {row['requested_mean']:.3g}, achieved {got} {row['unit']}")
+
+
+@app.command("evaluate")
+def evaluate_command(
+    checkpoint: Annotated[Path, typer.Option(help="Training run directory of a pix2pix or VAE model.")],
+    dataset: Annotated[Path, typer.Option(help="Dataset to take held-out regions from.")],
+    out: Annotated[Path, typer.Option("--out", help="Directory for evaluation.json and plots.")] = Path("evaluation"),
+    encoder: Annotated[Optional[Path], typer.Option(help="Encoder run: its embeddings measure realism (Frechet).")] = None,
+    sets: Annotated[int, typer.Option(help="Held-out parameter sets to generate from.")] = 16,
+    samples: Annotated[int, typer.Option(help="Samples per parameter set.")] = 2,
+    seed: Annotated[int, typer.Option(help="Seed of the set choice and the samples.")] = 0,
+    wandb_mode: Annotated[str, typer.Option(help="online, offline or disabled.")] = "disabled",
+) -> None:
+    """Conditioning error, realism (Frechet distance in encoder space) and diversity of a generator."""
+    from urbangen.generate.evaluate import evaluate
+
+    try:
+        result = evaluate(checkpoint, dataset, out, encoder=encoder, n_sets=sets, samples=samples, seed=seed,
+                          wandb_mode=wandb_mode)
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(exc)
+    console.print(f"wrote [bold]{out / 'evaluation.json'}[/] and {out / 'conditioning.png'}")
+    for name, row in result["conditioning_error"].items():
+        console.print(f"  {name}: MAE {row['mae']:.3g} {row['unit']} ({row['mae_in_training_std']:.2f} training std)")
+    if "realism" in result:
+        r = result["realism"]
+        console.print(f"  Frechet distance to held-out tiles: {r['frechet_distance_generated_vs_held_out']:.3g} "
+                      f"(real training tiles: {r['frechet_distance_train_vs_held_out_baseline']:.3g})")
