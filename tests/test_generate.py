@@ -218,3 +218,43 @@ def test_evaluate_reports_conditioning_realism_and_diversity(checkpoints, small_
     assert CliRunner().invoke(app, args("again")).exit_code == 0
     assert json.loads((tmp_path / "again" / "evaluation.json").read_text())["conditioning_error"] == \
         report["conditioning_error"]
+
+
+def test_buildings_around_a_given_real_street_network(small_tiles, osm_path, tmp_path):
+    """A streets-to-buildings pix2pix keeps the given Østerbro streets exactly and draws buildings around them."""
+    import rasterio
+    import shapely
+
+    from conftest import OSTERBRO
+    from data_pipeline.grid import project_to_utm
+    from data_pipeline.sources import read_osm_file
+    from urbangen.generate.run import generate
+    from urbangen.generate.streets import rasterize_streets
+    from urbangen.training.tasks import train
+
+    run = tmp_path / "run"
+    train(load_config("pix2pix", "streets_to_buildings", dataset=str(small_tiles), parameters=TRAINED_ON,
+                      num_steps=10, eval_every=10, log_every=10, sample_every=0, batch_size=8,
+                      **{"pix2pix.ngf": 8, "pix2pix.ndf": 8}), run)
+    features = project_to_utm(read_osm_file(osm_path(OSTERBRO)))
+    cx, cy = features.streets.union_all().centroid.coords[0]
+    x0, y0 = float(int(cx - 256)), float(int(cy - 256))
+    box = shapely.box(x0, y0, x0 + 512, y0 + 512)
+    streets = features.streets[features.streets.intersects(box)][["highway", "geometry"]]
+    streets_path = tmp_path / "streets.geojson"
+    streets.to_crs("EPSG:4326").to_file(streets_path, driver="GeoJSON")
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({
+        "model": {"checkpoint": str(run), "type": "pix2pix"}, "size_m": 512,
+        "parameters": {"building_coverage": 0.3}, "streets": "streets.geojson", "samples": 1,
+        "georeference": {"origin": [x0, y0], "crs": str(features.crs)}}))
+    generate(params, tmp_path / "out")
+    with rasterio.open(tmp_path / "out" / "sample_000.tif") as src:
+        names = list(src.descriptions)
+        layout = src.read()
+    assert names[:3] == ["major_roads", "minor_roads", "cycle_foot"] and names[3] == "buildings"
+    from urbangen.generate.request import read_request
+
+    given = rasterize_streets(read_request(params), names[:3], 128, 128, 4.0)
+    assert given.sum() > 500  # a real, dense street network
+    assert np.array_equal(np.moveaxis(layout[:3], 0, -1), given)
