@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import struct
 import socket
 from pathlib import Path
 
@@ -91,3 +92,35 @@ def small_tiles(osm_path, tmp_path_factory) -> Path:
               CitySpec(name="kennesaw", osm_file=str(osm_path(KENNESAW)), group="car-centric")]
     build_dataset(cities, out, TilingConfig(meters_per_pixel=4.0, tile_px=64, region_m=1024))
     return out
+
+
+def wandb_records(run_file: str) -> list:
+    """The protobuf records of an offline W&B run file (a LevelDB-style log, 32 KiB blocks)."""
+    from wandb.proto import wandb_internal_pb2
+
+    raw = Path(run_file).read_bytes()
+    assert raw[:4] == b":W&B"
+    pos, block, chunk, records = 7, 32768, b"", []
+    while pos + 7 <= len(raw):
+        if block - pos % block < 7:  # block trailer
+            pos += block - pos % block
+            continue
+        _, length, kind = struct.unpack("<IHB", raw[pos:pos + 7])
+        pos += 7
+        chunk += raw[pos:pos + length]
+        pos += length
+        if kind in (1, 4):  # full or last fragment
+            records.append(chunk)
+            chunk = b""
+    out = []
+    for data in records:
+        record = wandb_internal_pb2.Record()
+        record.ParseFromString(data)
+        out.append(record)
+    return out
+
+
+def wandb_history(run_file: str) -> list[dict[str, str]]:
+    """History rows of an offline W&B run file."""
+    return [{item.key or "/".join(item.nested_key): item.value_json for item in r.history.item}
+            for r in wandb_records(run_file) if r.WhichOneof("record_type") == "history"]

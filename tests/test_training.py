@@ -6,18 +6,16 @@ import glob
 import json
 import os
 import signal
-import struct
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import CONFIGS, ROOT, load_config  # noqa: F401 - load_config is used by subprocess code too
+from conftest import CONFIGS, ROOT, load_config, wandb_history  # noqa: F401 - load_config is used by subprocess code too
 
 # --- architecture ---------------------------------------------------------------------------------------------
 
@@ -229,33 +227,6 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(
         assert np.array_equal(np.asarray(a), np.asarray(b))
 
 
-def _wandb_history(run_file: str) -> list[dict[str, str]]:
-    """History rows of an offline W&B run file (LevelDB-style log of protobuf records, 32 KiB blocks)."""
-    from wandb.proto import wandb_internal_pb2
-
-    raw = Path(run_file).read_bytes()
-    assert raw[:4] == b":W&B"
-    pos, block, chunk, records = 7, 32768, b"", []
-    while pos + 7 <= len(raw):
-        if block - pos % block < 7:  # block trailer
-            pos += block - pos % block
-            continue
-        _, length, kind = struct.unpack("<IHB", raw[pos:pos + 7])
-        pos += 7
-        chunk += raw[pos:pos + length]
-        pos += length
-        if kind in (1, 4):  # full or last fragment
-            records.append(chunk)
-            chunk = b""
-    rows = []
-    for data in records:
-        record = wandb_internal_pb2.Record()
-        record.ParseFromString(data)
-        if record.WhichOneof("record_type") == "history":
-            rows.append({item.key or "/".join(item.nested_key): item.value_json for item in record.history.item})
-    return rows
-
-
 def test_wandb_offline_run_holds_the_logged_metrics(small_tiles, tmp_path):
     from urbangen.training.logging import read_metrics
     from urbangen.training.tasks import train
@@ -265,7 +236,7 @@ def test_wandb_offline_run_holds_the_logged_metrics(small_tiles, tmp_path):
     train(config, tmp_path)
     runs = glob.glob(str(tmp_path / "wandb" / "offline-run-*" / "run-*.wandb"))
     assert len(runs) == 1
-    history = {int(r["_step"]): r for r in _wandb_history(runs[0])}
+    history = {int(r["_step"]): r for r in wandb_history(runs[0])}
     local = read_metrics(tmp_path)
     for row in local:
         for key, value in row.items():

@@ -156,3 +156,37 @@ def evaluate_command(
         r = result["realism"]
         console.print(f"  Frechet distance to held-out tiles: {r['frechet_distance_generated_vs_held_out']:.3g} "
                       f"(real training tiles: {r['frechet_distance_train_vs_held_out_baseline']:.3g})")
+
+
+@app.command("analyze")
+def analyze_command(
+    dataset: Annotated[Path, typer.Option(help="Dataset of the cities to compare.")],
+    out: Annotated[Path, typer.Option("--out", help="Directory for results.json, report.md and figures.")] = Path("analysis"),
+    checkpoint: Annotated[Optional[list[Path]], typer.Option(
+        help="VAE run (repeat for a conditional and an unconditional one): posterior means are a space.")] = None,
+    encoder: Annotated[Optional[Path], typer.Option(help="Encoder run: its embeddings are another.")] = None,
+    groups: Annotated[Optional[Path], typer.Option(help="YAML mapping city -> group (default: the build's groups).")] = None,
+    max_tiles: Annotated[int, typer.Option(help="Tiles per city at most.")] = 400,
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the intervals.")] = 200,
+    seed: Annotated[int, typer.Option()] = 0,
+    wandb_mode: Annotated[str, typer.Option(help="online, offline or disabled.")] = "disabled",
+) -> None:
+    """Compare cities and groups in pixel, parameter, VAE and encoder spaces: probes, distances, figures."""
+    import yaml
+
+    from urbangen.analysis.run import analyze
+
+    try:
+        mapping = yaml.safe_load(groups.read_text()) if groups else None
+        if mapping is not None and not isinstance(mapping, dict):
+            raise ValueError(f"{groups}: expected a mapping of city to group")
+        results = analyze(dataset, out, vae=checkpoint, encoder=encoder, groups=mapping,
+                          max_tiles_per_city=max_tiles, n_boot=bootstrap, seed=seed, wandb_mode=wandb_mode)
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(exc)
+    console.print(f"wrote [bold]{out / 'report.md'}[/], results.json and figures")
+    for space, entry in results["spaces"].items():
+        for pair, r in entry["groups"].items():
+            p = r.get("probe", {})
+            console.print(f"  {space}: {pair}: probe AUC {p.get('auc', float('nan')):.3f}, "
+                          f"Frechet {r['frechet']['value']:.3g}")

@@ -1,0 +1,1 @@
+"""Latent-space comparison of cities and groups of cities."""
