@@ -114,3 +114,20 @@ def test_notebook_runs_top_to_bottom(small_tiles, runs, tmp_path):
     assert (tmp_path / "out" / "results.json").exists()
     images = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
     assert len(images) >= 5
+
+
+def test_one_city_alone_gets_its_figures_and_no_comparisons(osm_path, tmp_path):
+    import json
+
+    from conftest import OSTERBRO
+    from data_pipeline.build import CitySpec, build_dataset
+    from data_pipeline.config import TilingConfig
+    from urbangen.analysis.run import analyze
+
+    build_dataset([CitySpec(name="osterbro", osm_file=str(osm_path(OSTERBRO)))], tmp_path / "data",
+                  TilingConfig(meters_per_pixel=4.0, tile_px=64, region_m=1024))
+    results = analyze(tmp_path / "data", tmp_path / "out", n_boot=10)
+    assert results["spaces"]["parameters"]["cities"] == {} and results["retrieval"]["pairs"] == {}
+    assert json.loads((tmp_path / "out" / "results.json").read_text())["cities"]["osterbro"]["tiles"] > 10
+    assert (tmp_path / "out" / "embeddings_pca.png").exists() and not (tmp_path / "out" / "similar_tiles.png").exists()
+    assert "Only one city" in (tmp_path / "out" / "report.md").read_text()

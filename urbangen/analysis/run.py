@@ -102,7 +102,8 @@ def analyze(dataset: str | Path, out_dir: str | Path, *, vae: str | Path | list 
 
     figures.scatter(spaces, cities, group_of, tiles, data.channels, out / "embeddings", seed=seed)
     figures.correlation_heatmap(results, out / "correlations")
-    figures.similar_tiles(pairs, data, out / "similar_tiles")
+    if pairs:  # one city alone has nobody to resemble
+        figures.similar_tiles(pairs, data, out / "similar_tiles")
     if vae_runs and len(set(group_of)) >= 2:
         results["traversal"] = figures.traversal(vae_runs[0], spaces[vae_spaces[0]], group_of, data, indices,
                                                  out / "traversal")
@@ -149,6 +150,9 @@ def report_markdown(results: dict[str, Any]) -> str:
                              f"{p.get('auc', float('nan')):.3f} | {s.get('auc', float('nan')):.3f} | {fd['value']:.3g} [{fd['ci95'][0]:.3g}, "
                              f"{fd['ci95'][1]:.3g}] | {mmd['value']:.3g} [{mmd['ci95'][0]:.3g}, {mmd['ci95'][1]:.3g}] |")
         lines.append("")
-    lines += ["Figures: `embeddings_*.png|svg`, `correlations.png|svg`, `similar_tiles.png|svg`"
+    if len(results["cities"]) < 2:
+        lines += ["Only one city: there is no pair to compare; add cities (`urbangen data build --config`).", ""]
+    lines += ["Figures: `embeddings_*.png|svg`, `correlations.png|svg`"
+              + (", `similar_tiles.png|svg`" if results["retrieval"]["pairs"] else "")
               + (", `traversal.png|svg`" if "traversal" in results else "") + ".", "", results["attribution"], ""]
     return "\n".join(lines)
