@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import jax
 import numpy as np
 
 from data_pipeline.dataset import TileDataset
@@ -42,7 +41,7 @@ def vae_means(run: str | Path, dataset: TileDataset, indices: np.ndarray, batch:
     scaler = ParameterScaler.from_dict(meta["spec"]["scaler"])
     columns = [dataset.parameter_names.index(p) for p in scaler.names]
     params = scaler.transform(dataset.parameters(indices)[:, columns])
-    encode = jax.jit(task.encode)
+    encode = task.jit("encode")
     out = []
     for i in range(0, len(indices), batch):
         mu, _ = encode(state, dataset.read_tiles(indices[i:i + batch]), params[i:i + batch])
@@ -57,6 +56,10 @@ def encoder_embeddings(run: str | Path, dataset: TileDataset, indices: np.ndarra
     task, state, _ = load_trained(run, best=True)
     if task.name != "encoder":
         raise ValueError(f"{run} holds a {task.name} checkpoint, not an encoder")
-    embed = jax.jit(task.embed)
-    return np.concatenate([np.asarray(embed(state, dataset.read_tiles(indices[i:i + batch])))
-                           for i in range(0, len(indices), batch)])
+    return embed_tiles(task, state, dataset.read_tiles(indices), batch)
+
+
+def embed_tiles(task, state, tiles: np.ndarray, batch: int = 64) -> np.ndarray:
+    """Pooled attention-encoder embeddings of uint8 tiles, a batch at a time."""
+    embed = task.jit("embed")
+    return np.concatenate([np.asarray(embed(state, tiles[i:i + batch])) for i in range(0, len(tiles), batch)])

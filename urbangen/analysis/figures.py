@@ -100,7 +100,6 @@ def similar_tiles(pairs: dict[str, list[dict]], data, stem: Path) -> None:
 def traversal(vae_run, z: np.ndarray, groups: np.ndarray, data, indices: np.ndarray, stem: Path,
               steps: int = 7) -> dict[str, Any]:
     """Decode the straight line between two groups' mean latents (parameters interpolated alike) and measure it."""
-    import jax
 
     from urbangen.conditioning import ParameterScaler
     from urbangen.generate.request import GenerationRequest
@@ -116,7 +115,7 @@ def traversal(vae_run, z: np.ndarray, groups: np.ndarray, data, indices: np.ndar
     t = np.linspace(0.0, 1.0, steps)[:, None]
     latents = (1 - t) * z[groups == a].mean(0) + t * z[groups == b].mean(0)
     conds = (1 - t) * p[groups == a].mean(0) + t * p[groups == b].mean(0)
-    probs = np.asarray(jax.jit(task.decode)(state, latents.astype(np.float32), conds.astype(np.float32)))
+    probs = np.asarray(task.jit("decode")(state, latents.astype(np.float32), conds.astype(np.float32)))
     mpp, tile = data.meters_per_pixel, data.tile_px
     request = GenerationRequest(checkpoint=Path(vae_run), model_type="vae", size_m=(tile * mpp,) * 2, parameters={})
     measured, layouts = [], []

@@ -20,6 +20,7 @@ import jax
 import numpy as np
 
 from data_pipeline.dataset import open_dataset
+from urbangen.analysis.embeddings import embed_tiles
 from data_pipeline.parameters import PARAMETERS
 from urbangen.conditioning import signed_to_layout
 from urbangen.generate.request import GenerationRequest
@@ -27,12 +28,6 @@ from urbangen.generate.run import measure
 from urbangen.generate.sampler import correlated_bernoulli, generate_layout, load_generator
 from urbangen.metrics import frechet_distance, mean_pairwise_distance
 from urbangen.training.data import geographic_split
-
-
-def _embed(encoder, tiles: np.ndarray, batch: int = 64) -> np.ndarray:
-    task, state, _ = encoder
-    fn = jax.jit(task.embed)
-    return np.concatenate([np.asarray(fn(state, tiles[i:i + batch])) for i in range(0, len(tiles), batch)])
 
 
 def evaluate(checkpoint: str | Path, dataset: str | Path, out_dir: str | Path, *, encoder: str | Path | None = None,
@@ -107,7 +102,7 @@ def evaluate(checkpoint: str | Path, dataset: str | Path, out_dir: str | Path, *
             full_generated[..., data.channels.index(c)] = np.stack(generated)[..., j]
         real_val = data.read_tiles(val_idx)
         real_train = data.read_tiles(rng.choice(train_idx, size=min(len(train_idx), len(val_idx)), replace=False))
-        e_gen, e_val, e_train = (_embed(enc, x) for x in (full_generated, real_val, real_train))
+        e_gen, e_val, e_train = (embed_tiles(enc[0], enc[1], x) for x in (full_generated, real_val, real_train))
         result["realism"] = {
             "frechet_distance_generated_vs_held_out": frechet_distance(e_gen, e_val),
             "frechet_distance_train_vs_held_out_baseline": frechet_distance(e_train, e_val),

@@ -117,24 +117,14 @@ def generate_layout(gen: LayoutGenerator, fields: np.ndarray, key: jax.Array,
             if gen.input_channels:
                 tiles = np.stack([given[r:r + t, c:c + t] for r, c in chunk])
                 cond = np.concatenate([maps, np.asarray(layout_to_signed(jnp.asarray(tiles)))], axis=-1)
-            out = np.asarray(_pix2pix(gen, jnp.asarray(cond, jnp.float32), chunk_key))
-        else:
-            out = np.asarray(_vae(gen, jnp.asarray(maps.mean(axis=(1, 2)), jnp.float32), chunk_key)) * 2.0 - 1.0
+            out = np.asarray(gen.task.jit("generate")(gen.state, jnp.asarray(cond, jnp.float32), chunk_key))
+        else:  # one latent from the prior per tile, conditioned on the tile's mean parameters
+            params = jnp.asarray(maps.mean(axis=(1, 2)), jnp.float32)
+            out = np.asarray(gen.task.jit("sample", static_argnums=2)(gen.state, params, 1, chunk_key)) * 2.0 - 1.0
         for (r, c), tile in zip(chunk, out):
             total[r:r + t, c:c + t] += tile * weight[..., None]
             norm[r:r + t, c:c + t] += weight[..., None]
     return (total / norm)[:h, :w].astype(np.float32)
-
-
-def _pix2pix(gen: LayoutGenerator, cond: jnp.ndarray, key: jax.Array) -> jnp.ndarray:
-    fn = gen.__dict__.setdefault("_pix2pix_fn", jax.jit(gen.task.generate))
-    return fn(gen.state, cond, key)
-
-
-def _vae(gen: LayoutGenerator, params: jnp.ndarray, key: jax.Array) -> jnp.ndarray:
-    fn = gen.__dict__.setdefault("_vae_fn", jax.jit(
-        lambda state, p, k: gen.task.decode(state, jax.random.normal(k, (p.shape[0], gen.task.config.vae.latent_dim)), p)))
-    return fn(gen.state, params, key)
 
 
 def correlated_bernoulli(probs: np.ndarray, rng: np.random.Generator, sigma_px: float = 1.5) -> np.ndarray:

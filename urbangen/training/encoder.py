@@ -81,13 +81,16 @@ class EncoderTask(Task):
         """Pooled embeddings (B, dim) of uint8 tiles."""
         return self.model.apply({"params": state["params"]}, layout_to_signed(tiles), method=LayoutEncoder.embed)
 
+    def reconstruct(self, state: dict[str, Any], tiles: jnp.ndarray, rng: jax.Array) -> tuple[jnp.ndarray, jnp.ndarray]:
+        """MAE pixel logits (B, N, p*p*C) of uint8 tiles and the mask of hidden patches."""
+        return self.model.apply({"params": state["params"]}, layout_to_signed(tiles), rng,
+                                self.config.encoder.mask_ratio, method=LayoutEncoder.reconstruct)
+
     def sample_grid(self, state: dict[str, Any], batch: dict[str, jax.Array]) -> np.ndarray:
         cfg = self.config.encoder
         n = min(4, batch["tile"].shape[0])
         tiles = batch["tile"][:n]
-        logits, mask = jax.jit(lambda p, t: self.model.apply({"params": p}, layout_to_signed(t), jax.random.key(1),
-                                                             cfg.mask_ratio, method=LayoutEncoder.reconstruct))(
-            state["params"], tiles)
+        logits, mask = self.jit("reconstruct")(state, tiles, jax.random.key(1))
         c = len(self.channels)
         probs = unpatchify(np.asarray(jax.nn.sigmoid(logits)), self.tile_px, cfg.patch, c)
         hidden = unpatchify(np.repeat(np.asarray(mask)[..., None], cfg.patch * cfg.patch * c, axis=-1),

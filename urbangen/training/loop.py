@@ -62,6 +62,13 @@ class Task:
     def learning_rate(self, step: int) -> float:
         return float(self.schedule(step))
 
+    def jit(self, method: str, **jit_kwargs) -> Any:
+        """``jax.jit`` of one of this task's methods, compiled once and reused (sampling, generation, embedding)."""
+        cache = self.__dict__.setdefault("_jitted", {})
+        if method not in cache:
+            cache[method] = jax.jit(getattr(self, method), **jit_kwargs)
+        return cache[method]
+
     def step_rng(self, state: dict[str, Any]) -> jax.Array:
         """This step's key: the run's key folded with the step, so a resumed run draws the same numbers."""
         return jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), state["step"])

@@ -147,7 +147,7 @@ class Pix2PixTask(Task):
     def sample_grid(self, state: dict[str, Any], batch: dict[str, jax.Array]) -> np.ndarray:
         n = min(4, batch["tile"].shape[0])
         sub = {k: v[:n] for k, v in batch.items()}
-        fake = np.asarray(jax.jit(self.generate)(state, self.condition(sub), jax.random.key(1)))
+        fake = np.asarray(self.jit("generate")(state, self.condition(sub), jax.random.key(1)))
         tiles = np.asarray(sub["tile"], np.float32)
         given = tiles[..., self.in_idx] if self.in_idx else np.zeros(tiles.shape[:3] + (0,), np.float32)
         return panel_grid([(given, self.input_channels), ((fake + 1) / 2, self.output_channels),

@@ -86,8 +86,8 @@ class VAETask(Task):
     def sample_grid(self, state: dict[str, Any], batch: dict[str, jax.Array]) -> np.ndarray:
         n = min(4, batch["tile"].shape[0])
         tiles, params = batch["tile"][:n], batch["params"][:n]
-        mu, _ = jax.jit(self.encode)(state, tiles, params)
-        recon = np.asarray(jax.jit(self.decode)(state, mu, params))
-        prior = np.asarray(jax.jit(self.sample, static_argnums=2)(state, params, 1, jax.random.key(1)))
+        mu, _ = self.jit("encode")(state, tiles, params)
+        recon = np.asarray(self.jit("decode")(state, mu, params))
+        prior = np.asarray(self.jit("sample", static_argnums=2)(state, params, 1, jax.random.key(1)))
         return panel_grid([(prior, self.channels), (recon, self.channels),
                            (np.asarray(tiles, np.float32), self.channels)])
