@@ -29,14 +29,13 @@ from benchmarks.bench_train import CHANNELS, N_PARAMS  # noqa: E402
 
 def make_generator():
     import jax
-    from ml_collections import config_flags
+    from urbangen.training.config import experiment_config
 
     from urbangen.conditioning import ParameterScaler
     from urbangen.generate.sampler import LayoutGenerator
     from urbangen.training.pix2pix import Pix2PixTask
 
-    config = config_flags.config_flags._LoadConfigModule(
-        "pix2pix_config", str(Path(__file__).resolve().parent.parent / "experiments/configs/pix2pix.py")).get_config()
+    config = experiment_config("pix2pix")
     names = ["building_coverage", "buildings_per_ha", "mean_footprint_m2", "intersection_density_per_km2",
              "walk_network_density_km_per_km2", "major_road_density_km_per_km2", "minor_road_density_km_per_km2",
              "cycle_foot_density_km_per_km2", "cycle_foot_share", "major_road_share", "orientation_entropy",

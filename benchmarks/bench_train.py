@@ -38,12 +38,11 @@ N_PARAMS = 14
 def jax_step(batch: int, steps: int, precision: str, upsample: str = "subpixel") -> dict:
     import jax
     import jax.numpy as jnp
-    from ml_collections import config_flags
+    from urbangen.training.config import experiment_config
 
     from urbangen.training.pix2pix import Pix2PixTask
 
-    config = config_flags.config_flags._LoadConfigModule(
-        "pix2pix_config", str(Path(__file__).resolve().parent.parent / "experiments/configs/pix2pix.py")).get_config()
+    config = experiment_config("pix2pix")
     config.precision = precision
     config.pix2pix.upsample = upsample
     spec = {"channels": CHANNELS, "tile_px": 256, "parameters": [f"p{i}" for i in range(N_PARAMS)],

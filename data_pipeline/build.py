@@ -32,6 +32,15 @@ def city_name_from(text: str) -> str:
     return re.sub(rf"[^{_NAME_CHARS}]+", "_", text).strip("_").lower() or "city"
 
 
+def source_city_name(*, place: str | None = None, bbox=None, osm_file: str | Path | None = None) -> str:
+    """The name a city gets from its source when none is given: the file's stem or the place's first part."""
+    if osm_file is not None:
+        return city_name_from(Path(osm_file).name.split(".")[0])
+    if place is not None:
+        return city_name_from(place.split(",")[0])
+    return "bbox"
+
+
 @dataclass(frozen=True)
 class CitySpec:
     """One city of a build: a name and exactly one source.
@@ -198,7 +207,8 @@ def load_build_config(path: str | Path) -> tuple[list[CitySpec], TilingConfig, s
           - {name: houston, place: "Houston, Texas, USA", group: car_centric}
 
     ``${VAR}`` in ``osm_file`` is replaced by the environment variable; a
-    relative path is relative to the YAML file.
+    relative path is relative to the YAML file, unless it came from a variable
+    (then, like the variable, to the working directory).
     """
     path = Path(path)
     try:
@@ -222,8 +232,11 @@ def load_build_config(path: str | Path) -> tuple[list[CitySpec], TilingConfig, s
             expanded = os.path.expandvars(str(entry["osm_file"]))
             if "$" in expanded:
                 raise ValueError(f"{path}: cities[{i}].osm_file uses an unset variable: {entry['osm_file']}")
-            p = Path(expanded)
-            entry["osm_file"] = str(p if p.is_absolute() else path.parent / p)
+            p = Path(expanded).expanduser()
+            # A path from a variable (URBANGEN_OSM_DIR=../shared/osm) is relative to where you are,
+            # like the variable itself; a literal one to the YAML file.
+            base = Path.cwd() if "$" in str(entry["osm_file"]) else path.parent
+            entry["osm_file"] = str(p if p.is_absolute() else base / p)
         if entry.get("bbox") is not None:
             entry["bbox"] = tuple(float(v) for v in entry["bbox"])
         cities.append(CitySpec(**entry))

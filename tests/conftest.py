@@ -67,18 +67,54 @@ def osm_path(osm_dir):
     return resolve
 
 
-def load_config(model: str, variant: str = "test", **overrides):
-    """An experiment config (``experiments/configs/MODEL.py:VARIANT``) with overrides, as the CLI would build it."""
-    from ml_collections import config_flags
+def overpass_json(osm_file) -> dict:
+    """An Overpass API JSON response recorded from a real extract (nodes and ways)."""
+    import osmium
 
-    config = config_flags.config_flags._LoadConfigModule("cfg", str(CONFIGS / f"{model}.py")).get_config(variant)
-    for key, value in overrides.items():
-        target = config
-        *parents, leaf = key.split(".")
-        for p in parents:
-            target = target[p]
-        target[leaf] = value
-    return config
+    elements = []
+    for obj in osmium.FileProcessor(str(osm_file)).with_filter(osmium.filter.EntityFilter(osmium.osm.NODE | osmium.osm.WAY)):
+        if obj.is_node():
+            if obj.location.valid():
+                elements.append({"type": "node", "id": obj.id, "lat": obj.location.lat, "lon": obj.location.lon})
+        elif len(obj.tags):
+            elements.append(
+                {"type": "way", "id": obj.id, "nodes": [n.ref for n in obj.nodes], "tags": dict(obj.tags)}
+            )
+    return {"version": 0.6, "generator": "recorded", "elements": elements}
+
+
+@pytest.fixture
+def recorded_osterbro_place(osm_path, monkeypatch) -> tuple[float, float, float, float]:
+    """osmnx answers any place query from recordings: Nominatim with Østerbro's core, Overpass with its extract.
+
+    Returns the core's (west, south, east, north) in degrees.
+    """
+    import osmnx as ox
+
+    from data_pipeline import sources
+
+    west, south, east, north = 12.5601, 55.6911, 12.5918, 55.7167  # Østerbro's core (SOURCES.md)
+    ring = [[west, south], [east, south], [east, north], [west, north], [west, south]]
+    nominatim = [{
+        "place_id": 1, "osm_type": "relation", "osm_id": 1, "lat": "55.70", "lon": "12.57",
+        "class": "boundary", "type": "administrative", "importance": 0.6,
+        "display_name": "Østerbro, Copenhagen, Denmark",
+        "boundingbox": [str(south), str(north), str(west), str(east)],
+        "geojson": {"type": "Polygon", "coordinates": [ring]},
+    }]
+    response = overpass_json(osm_path(OSTERBRO))
+    monkeypatch.setattr(ox.settings, "use_cache", False)
+    monkeypatch.setattr(sources, "check_reachable", lambda url: None)
+    monkeypatch.setattr(ox._nominatim, "_nominatim_request", lambda *a, **k: nominatim)
+    monkeypatch.setattr(ox._overpass, "_overpass_request", lambda *a, **k: response)
+    return west, south, east, north
+
+
+def load_config(model: str, variant: str = "test", **overrides):
+    """An experiment config (``experiments/configs/MODEL.py:VARIANT``) with dotted-key overrides."""
+    from urbangen.training.config import experiment_config
+
+    return experiment_config(model, variant, **overrides)
 
 
 @pytest.fixture(scope="session")

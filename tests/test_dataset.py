@@ -145,3 +145,27 @@ def test_cli_reports_bad_input_clearly(tmp_path):
     assert result.exit_code == 2
     assert "no such OSM file" in result.output
     assert not (tmp_path / "x").exists()
+
+
+def test_the_city_comparison_configs_read_as_documented(osm_dir, monkeypatch, tmp_path):
+    """``experiments/cities/*.yaml``: a variable path is relative to the working directory, like the variable."""
+    from data_pipeline.build import load_build_config
+    from tests.conftest import ROOT
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("URBANGEN_OSM_DIR", os.path.relpath(osm_dir, tmp_path))
+    cities, tiling, out = load_build_config(ROOT / "experiments/cities/offline_car_centric_vs_micromobility.yaml")
+    assert {c.name: c.group for c in cities} == {"osterbro": "micromobility", "lyngby": "micromobility",
+                                                 "kennesaw": "car_centric"}
+    assert all(os.path.isfile(c.osm_file) for c in cities)
+    assert (tiling.meters_per_pixel, tiling.tile_px, out) == (2.0, 256, "data/car_centric_vs_micromobility")
+
+    cities, _, _ = load_build_config(ROOT / "experiments/cities/houston_vs_copenhagen.yaml")
+    groups = {c.name: c.group for c in cities}
+    assert groups["copenhagen"] == "micromobility" and groups["houston_inner_loop"] == "car_centric"
+    west, south, east, north = next(c.bbox for c in cities if c.name == "houston_inner_loop")
+    assert west < -95.37 < east and south < 29.76 < north  # downtown Houston (-95.37, 29.76) is inside
+
+    monkeypatch.delenv("URBANGEN_OSM_DIR")
+    with pytest.raises(ValueError, match="unset variable"):
+        load_build_config(ROOT / "experiments/cities/offline_car_centric_vs_micromobility.yaml")

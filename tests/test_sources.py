@@ -8,7 +8,6 @@ import time
 
 import geopandas as gpd
 import numpy as np
-import osmium
 import pytest
 import shapely
 
@@ -23,7 +22,7 @@ from data_pipeline.errors import (
     UnknownPlaceError,
     UnsupportedFormatError,
 )
-from tests.conftest import HELSINKI, HOUSTON_GRAPHML, KENNESAW, LYNGBY, OSTERBRO
+from tests.conftest import HELSINKI, HOUSTON_GRAPHML, KENNESAW, LYNGBY, OSTERBRO, overpass_json
 
 
 def test_real_extracts_have_the_counts_sources_md_reports(osm_path):
@@ -65,26 +64,12 @@ def test_graphml_source_is_streets_only_and_says_so(osm_path):
     assert 700 < len(houston.streets) < 1571
 
 
-def _overpass_json(pbf_path) -> dict:
-    """An Overpass API JSON response recorded from a real extract (nodes and ways)."""
-    elements = []
-    for obj in osmium.FileProcessor(str(pbf_path)).with_filter(osmium.filter.EntityFilter(osmium.osm.NODE | osmium.osm.WAY)):
-        if obj.is_node():
-            if obj.location.valid():
-                elements.append({"type": "node", "id": obj.id, "lat": obj.location.lat, "lon": obj.location.lon})
-        elif len(obj.tags):
-            elements.append(
-                {"type": "way", "id": obj.id, "nodes": [n.ref for n in obj.nodes], "tags": dict(obj.tags)}
-            )
-    return {"version": 0.6, "generator": "recorded", "elements": elements}
-
-
 def test_bbox_download_through_osmnx_with_recorded_response(osm_path, monkeypatch):
     import osmnx as ox
 
     # Østerbro is a complete extract (every way has all its nodes), so both
     # parsers must see the same ways.
-    response = _overpass_json(osm_path(OSTERBRO))
+    response = overpass_json(osm_path(OSTERBRO))
     calls = []
 
     def recorded(data, *args, **kwargs):
@@ -109,28 +94,14 @@ def test_bbox_download_through_osmnx_with_recorded_response(osm_path, monkeypatc
     assert 0.8 * all_buildings < way_buildings <= all_buildings * 1.001  # relations were not recorded
 
 
-def test_place_download_through_the_cli_with_recorded_responses(osm_path, monkeypatch, tmp_path):
+def test_place_download_through_the_cli_with_recorded_responses(recorded_osterbro_place, tmp_path):
     """``--place``: osmnx geocodes with Nominatim, then asks Overpass inside the polygon."""
-    import osmnx as ox
     from typer.testing import CliRunner
 
     from data_pipeline.dataset import open_dataset
     from urbangen.cli import app
 
-    west, south, east, north = 12.5601, 55.6911, 12.5918, 55.7167  # Østerbro's core (SOURCES.md)
-    ring = [[west, south], [east, south], [east, north], [west, north], [west, south]]
-    nominatim = [{
-        "place_id": 1, "osm_type": "relation", "osm_id": 1, "lat": "55.70", "lon": "12.57",
-        "class": "boundary", "type": "administrative", "importance": 0.6,
-        "display_name": "Østerbro, Copenhagen, Denmark",
-        "boundingbox": [str(south), str(north), str(west), str(east)],
-        "geojson": {"type": "Polygon", "coordinates": [ring]},
-    }]
-    response = _overpass_json(osm_path(OSTERBRO))
-    monkeypatch.setattr(ox.settings, "use_cache", False)
-    monkeypatch.setattr(sources, "check_reachable", lambda url: None)
-    monkeypatch.setattr(ox._nominatim, "_nominatim_request", lambda *a, **k: nominatim)
-    monkeypatch.setattr(ox._overpass, "_overpass_request", lambda *a, **k: response)
+    west, south, east, north = recorded_osterbro_place
     out = tmp_path / "ds"
     result = CliRunner().invoke(app, ["data", "build", "--place", "Østerbro, Copenhagen", "--out", str(out)])
     assert result.exit_code == 0, result.output

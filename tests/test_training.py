@@ -6,6 +6,7 @@ import glob
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -266,3 +267,42 @@ def test_early_stopping_ends_a_run_that_stopped_improving(small_tiles, tmp_path)
     config.optim.warmup_steps = 0
     summary = train(config, tmp_path)
     assert summary["stopped_early"] and summary["step"] == 6  # evaluations at 2 (best), 4 and 6 (no gain)
+
+
+def test_two_hosts_assemble_the_global_batch_from_their_shards(small_tiles, tmp_path):
+    """Two processes joined by ``jax.distributed`` (CPU, localhost), one device each, via the env variables.
+
+    Each host reads its own shard of the tiles; step 1 must equal one process taking the same step on the
+    global batch they assemble: host 0's local batch, then host 1's.
+    """
+    from urbangen.training.data import TrainingData
+    from urbangen.training.logging import read_metrics
+    from urbangen.training.pix2pix import Pix2PixTask
+
+    with socket.socket() as s:  # a free local port for the coordinator
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    overrides = dict(dataset=str(small_tiles), num_steps=2, log_every=1, eval_every=2, sample_every=0)
+    workdir = tmp_path / "two_hosts"
+    args = [sys.executable, str(ROOT / "experiments" / "train.py"), "--config", f"{CONFIGS / 'pix2pix.py'}:test",
+            f"--workdir={workdir}"] + [f"--config.{k}={v}" for k, v in overrides.items()]
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "", "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}",
+           "JAX_NUM_PROCESSES": "2"}
+    procs = [subprocess.Popen(args, cwd=ROOT, env={**env, "JAX_PROCESS_ID": str(i)}, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for i in range(2)]
+    outputs = [p.communicate(timeout=600) for p in procs]
+    for p, (_, err) in zip(procs, outputs):
+        assert p.returncode == 0, err[-3000:]
+    step1 = read_metrics(workdir)[0]
+    assert step1["step"] == 1
+
+    config = load_config("pix2pix", **overrides)
+    data = TrainingData.open(config.dataset, val_fraction=config.val_fraction, seed=config.seed)
+    local = config.batch_size // 2
+    shards = [data.batches("train", local, seed=config.seed, training=True, shard_index=i, shard_count=2)[0]
+              for i in range(2)]
+    batch = {k: np.concatenate([s[k] for s in shards]) for k in shards[0]}
+    task = Pix2PixTask(config, data.spec)
+    _, metrics = jax.jit(task.train_step)(task.init_state(jax.random.key(config.seed)), batch)
+    for k, v in jax.device_get(metrics).items():
+        np.testing.assert_allclose(step1[f"train/{k}"], float(v), rtol=2e-4, atol=1e-5, err_msg=k)

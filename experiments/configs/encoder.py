@@ -2,12 +2,12 @@
 
 Masked-patch reconstruction (MAE) plus prediction of the tile's urban-form
 parameters; ``:mae`` or ``:params`` keeps one objective; ``:test`` is a tiny
-variant for CPU tests and the quickstart.
+variant for CPU tests, ``:quickstart`` the same model trained for ``urbangen quickstart``.
 """
 
 import ml_collections
 
-from urbangen.training.config import base_config, use_test_schedule
+from urbangen.training.config import base_config, use_quickstart_schedule, use_test_schedule
 
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
@@ -35,7 +35,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     for v in variant.split(",") if variant else []:
         if v in ("mae", "params"):
             c.encoder.objective = v
-        elif v == "test":
+        elif v in ("test", "quickstart"):
             use_test_schedule(c)
             c.optim.learning_rate = 1e-3
             c.optim.warmup_steps = 5
@@ -45,6 +45,8 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
             c.encoder.heads = 2
             c.encoder.decoder_dim = 64
             c.encoder.decoder_depth = 1
+            if v == "quickstart":
+                use_quickstart_schedule(c, num_steps=150, batch_size=16)
         else:
             raise ValueError(f"unknown encoder config variant {v!r}")
     return c

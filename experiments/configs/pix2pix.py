@@ -2,13 +2,13 @@
 
 ``--config experiments/configs/pix2pix.py`` is the paper's setting at 256 px;
 ``--config experiments/configs/pix2pix.py:test`` is a tiny variant for CPU
-tests and the quickstart; ``:streets_to_buildings`` generates buildings
+tests, ``:quickstart`` the same model trained for ``urbangen quickstart``; ``:streets_to_buildings`` generates buildings
 around a given street network.
 """
 
 import ml_collections
 
-from urbangen.training.config import base_config, use_test_schedule
+from urbangen.training.config import base_config, use_quickstart_schedule, use_test_schedule
 
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
@@ -34,10 +34,12 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     if variant == "streets_to_buildings":
         c.pix2pix.input_channels = ("major_roads", "minor_roads", "cycle_foot")
         c.pix2pix.output_channels = ("buildings",)
-    elif variant == "test":
+    elif variant in ("test", "quickstart"):
         use_test_schedule(c)
         c.pix2pix.ngf = 8
         c.pix2pix.ndf = 8
+        if variant == "quickstart":
+            use_quickstart_schedule(c, num_steps=150, batch_size=8)
     elif variant:
         raise ValueError(f"unknown pix2pix config variant {variant!r}")
     return c

@@ -1,12 +1,13 @@
 """Conditional VAE over layout tiles.
 
 ``:unconditional`` ignores the parameters (the latent must hold everything);
-``:test`` is a tiny variant for CPU tests and the quickstart.
+``:test`` is a tiny variant for CPU tests, ``:quickstart`` the same model trained
+for ``urbangen quickstart``.
 """
 
 import ml_collections
 
-from urbangen.training.config import base_config, use_test_schedule
+from urbangen.training.config import base_config, use_quickstart_schedule, use_test_schedule
 
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
@@ -30,12 +31,15 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     for v in variants:
         if v == "unconditional":
             c.vae.conditional = False
-        elif v == "test":
+        elif v in ("test", "quickstart"):
             use_test_schedule(c)
             c.optim.warmup_steps = 5
             c.vae.features = (16, 32, 32)
             c.vae.latent_dim = 8
             c.vae.kl_warmup_steps = 20
+            if v == "quickstart":
+                use_quickstart_schedule(c, num_steps=600, batch_size=16)
+                c.vae.kl_warmup_steps = 100
         else:
             raise ValueError(f"unknown vae config variant {v!r}")
     return c

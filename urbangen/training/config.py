@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+from typing import Any
+
 import ml_collections
 
 
@@ -49,3 +53,45 @@ def use_test_schedule(c: ml_collections.ConfigDict) -> None:
     c.eval_batches = 2
     c.log_every = 5
     c.sample_every = 20
+
+
+def use_quickstart_schedule(c: ml_collections.ConfigDict, num_steps: int, batch_size: int) -> None:
+    """The ``:quickstart`` variants: the tiny ``:test`` models, trained a minute or two on a CPU."""
+    c.batch_size = batch_size
+    c.num_steps = num_steps
+    c.eval_every = num_steps // 3
+    c.eval_batches = 4
+    c.log_every = 10
+    c.sample_every = num_steps // 3
+
+
+def experiments_dir() -> Path:
+    """The repository's ``experiments/`` folder (configs, parameter files), next to the package."""
+    path = Path(__file__).resolve().parents[2] / "experiments"
+    if not (path / "configs").is_dir():
+        raise FileNotFoundError(f"{path / 'configs'} not found: run urbangen from a clone of the repository "
+                                "installed with `pip install -e .`")
+    return path
+
+
+def experiment_config(model: str, variant: str = "", **overrides: Any) -> ml_collections.ConfigDict:
+    """``experiments/configs/MODEL.py``'s ``get_config(variant)`` with dotted-key overrides.
+
+    This is the config ``experiments/train.py --config experiments/configs/MODEL.py:VARIANT
+    --config.KEY=VALUE`` builds, for code that trains without the command line (the
+    quickstart, tests, benchmarks).
+    """
+    path = experiments_dir() / "configs" / f"{model}.py"
+    if not path.is_file():
+        raise FileNotFoundError(f"no experiment config {path}")
+    spec = importlib.util.spec_from_file_location(f"urbangen_experiment_config_{model}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config(variant)
+    for key, value in overrides.items():
+        target = config
+        *parents, leaf = key.split(".")
+        for name in parents:
+            target = target[name]
+        target[leaf] = value
+    return config

@@ -179,6 +179,7 @@ def fit(task_cls: type[Task], config: ml_collections.ConfigDict, workdir: str | 
     done = start
     with _progress(not is_main) as progress:
         bar = progress.add_task(f"train {task.name}", total=config.num_steps, completed=start, status="")
+        tenth = max(1, config.num_steps // 10)
         try:
             for step in range(start, config.num_steps):
                 state, metrics = step_fn(state, to_global(next(stream), mesh))
@@ -210,6 +211,10 @@ def fit(task_cls: type[Task], config: ml_collections.ConfigDict, workdir: str | 
                                      caption="condition | generated | real")
                     tic = time.perf_counter()  # sampling is not training throughput
                 progress.update(bar, completed=done)
+                if not progress.live.console.is_terminal and not progress.disable and done % tenth == 0:
+                    # A log file gets no live bar: a line every tenth of the run instead.
+                    progress.console.print(f"train {task.name}: step {done}/{config.num_steps} "
+                                           + progress.tasks[0].fields.get("status", ""))
                 if stopped_early:
                     break
             if not eval_batches or checkpointer.latest_step() != done:

@@ -32,7 +32,19 @@ def maybe_initialize_distributed(force: bool = False) -> None:
     """
     if force or any(os.environ.get(v) for v in DISTRIBUTED_ENV):
         if not jax.distributed.is_initialized():
-            jax.distributed.initialize()
+            # JAX reads the coordinator address from the environment but not these two.
+            jax.distributed.initialize(num_processes=_int_env("JAX_NUM_PROCESSES"),
+                                       process_id=_int_env("JAX_PROCESS_ID"))
+
+
+def _int_env(name: str) -> int | None:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, got {value!r}") from None
 
 
 def make_mesh() -> Mesh:

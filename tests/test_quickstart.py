@@ -1,0 +1,126 @@
+"""``urbangen quickstart`` end to end, and the README's commands being the ones CI runs."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+
+import pytest
+
+from tests.conftest import ROOT
+
+
+def _readme_setup_commands() -> list[str]:
+    """The command lines of the README's first code block (the two set-up commands)."""
+    block = re.search(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), re.S).group(1)
+    return [line for line in block.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
+def test_ci_runs_exactly_the_readme_setup_commands():
+    commands = _readme_setup_commands()
+    assert len(commands) == 2
+    main_job, tests = commands
+    assert "urbangen quickstart" in main_job and "pytest" in tests
+    ci_lines = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
+    # In this order: the main job, then the tests, each verbatim.
+    assert main_job in ci_lines and tests in ci_lines
+    assert ci_lines.index(main_job) < ci_lines.index(tests)
+
+
+def test_groups_and_city_names_are_checked():
+    from urbangen.quickstart import parse_groups, quickstart_cities
+
+    assert parse_groups(["osterbro=micromobility", " kennesaw = car-centric "]) == {
+        "osterbro": "micromobility", "kennesaw": "car-centric"}
+    with pytest.raises(ValueError, match="CITY=GROUP"):
+        parse_groups(["osterbro"])
+    cities = quickstart_cities(["/x/osterbro_osm_bbox.osm.xml.gz"], ["Midtown, Houston, Texas, USA"],
+                               {"osterbro_osm_bbox": "micromobility"})
+    assert [(c.name, c.group) for c in cities] == [
+        ("helsinki", "helsinki"), ("osterbro_osm_bbox", "micromobility"), ("midtown", "midtown")]
+    assert cities[2].place == "Midtown, Houston, Texas, USA"
+    with pytest.raises(ValueError, match="unknown cities.*atlantis"):
+        quickstart_cities([], [], {"atlantis": "x"})
+    with pytest.raises(ValueError, match="both be called helsinki"):
+        quickstart_cities(["/y/Helsinki.osm.pbf"])
+
+
+@pytest.mark.slow
+def test_quickstart_runs_every_stage_on_helsinki_and_a_place_then_resumes(recorded_osterbro_place, tmp_path):
+    """Helsinki (embedded) plus Østerbro through ``--place`` (osmnx with recorded responses)."""
+    import rasterio
+    from typer.testing import CliRunner
+
+    from data_pipeline.dataset import open_dataset
+    from urbangen.cli import app
+    from urbangen.training.checkpoints import Checkpointer
+
+    out = tmp_path / "qs"
+    args = ["quickstart", "--out", str(out), "--place", "Østerbro, Copenhagen", "--group", "østerbro=micromobility",
+            "--steps", "6"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert f"Start here: {out / 'report.md'}" in result.output  # says where to look
+
+    summary = json.loads((out / "summary.json").read_text())
+    results = summary["results"]
+    ds = open_dataset(out / "data")
+    counts = ds.tiles.city.value_counts().to_dict()
+    assert set(counts) == {"helsinki", "østerbro"}
+    assert {c: v["tiles"] for c, v in results["data"]["cities"].items()} == counts
+    assert results["data"]["cities"]["østerbro"]["group"] == "micromobility"
+    assert ds.manifest["cities"]["østerbro"]["source"] == "place: Østerbro, Copenhagen"
+    assert ds.tile_px == 64 and ds.meters_per_pixel == 4.0
+
+    for model in ("vae", "encoder", "pix2pix"):
+        checkpointer = Checkpointer(out / "runs" / model / "checkpoints")
+        assert checkpointer.latest_step() == 6 == results[f"train_{model}"]["steps"]
+        checkpointer.close()
+        assert results[f"train_{model}"]["train"], model
+
+    # The layout: a georeferenced raster of the checkpoint's channels, measured against the request.
+    with rasterio.open(out / "layouts" / "sample_000.tif") as tif:
+        assert tif.count == len(ds.channels)
+        assert (tif.width, tif.height) == (512, 256)  # 2048 x 1024 m at 4 m/px
+    average = results["generate"]["average"]
+    assert set(average) == {"building_coverage", "intersection_density_per_km2", "cycle_foot_share"}
+    assert average["building_coverage"]["requested_mean"] == pytest.approx(0.225, abs=1e-6)
+    assert average["building_coverage"]["achieved_mean"] is not None
+
+    # The comparison has the pair, in every space, with probes and intervals.
+    analysis = json.loads((out / "analysis" / "results.json").read_text())
+    for space in ("pixels_pca", "parameters", "vae_conditional", "encoder"):
+        pair = analysis["spaces"][space]["cities"]["helsinki vs østerbro"]
+        assert 0.0 <= pair["probe"]["auc"] <= 1.0
+        low, high = pair["frechet"]["ci95"]
+        assert 0.0 <= low <= high and pair["frechet"]["value"] > 0.0
+        assert "helsinki vs micromobility" in analysis["spaces"][space]["groups"]
+    report = (out / "report.md").read_text()
+    assert "helsinki vs østerbro" in report and "© OpenStreetMap contributors" in report
+    for link in re.findall(r"\]\(([^)]+)\)", report):
+        assert (out / link).is_file(), link  # every link and figure of the report exists
+    assert len(re.findall(r"!\[", report)) >= 5
+
+    # Again with the same cities: finished stages are kept, nothing is rebuilt or retrained.
+    manifest_mtime = (out / "data" / "manifest.json").stat().st_mtime_ns
+    metrics = {m: (out / "runs" / m / "metrics.jsonl").read_text() for m in ("vae", "encoder", "pix2pix")}
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0, again.output
+    assert again.output.count("finished by an earlier run") == 7
+    assert (out / "data" / "manifest.json").stat().st_mtime_ns == manifest_mtime
+    assert {m: (out / "runs" / m / "metrics.jsonl").read_text() for m in metrics} == metrics
+    assert json.loads((out / "summary.json").read_text())["results"] == results
+
+    # A stage whose output went missing is redone, from the kept checkpoints.
+    shutil.rmtree(out / "analysis")
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0, again.output
+    assert again.output.count("finished by an earlier run") == 6
+    assert json.loads((out / "analysis" / "results.json").read_text())["cities"] == analysis["cities"]
+
+    # Other cities in the same folder: refused without --overwrite, and nothing is lost.
+    refused = CliRunner().invoke(app, ["quickstart", "--out", str(out), "--steps", "6"])
+    assert refused.exit_code == 2
+    assert "--overwrite" in refused.output
+    assert (out / "data" / "manifest.json").stat().st_mtime_ns == manifest_mtime

@@ -1,0 +1,401 @@
+"""``urbangen quickstart``: the whole pipeline on real OSM data, offline, in minutes on a CPU.
+
+Build a tile dataset (embedded central Helsinki plus any cities given), train
+the three models briefly (``experiments/configs/*.py:quickstart``), generate
+from an example parameter file, evaluate the generator, compare the cities
+in embedding spaces, and write one report that links everything.
+
+Running it again in the same folder with the same cities resumes: the dataset
+is reused, training continues from the last checkpoints, and the later stages
+are redone.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from data_pipeline.build import CitySpec, city_name_from, default_city, source_city_name
+from data_pipeline.config import TilingConfig
+from data_pipeline.dataset import ATTRIBUTION
+
+#: 64 px tiles at 4 m/px (256 m) every 64 m, with 512 m validation regions: enough
+#: tiles from the small embedded extract for the tiny models to learn something.
+TILING = TilingConfig(meters_per_pixel=4.0, tile_px=64, stride_px=16, region_m=512.0)
+#: Trained in this order; the VAE generates (it answers the requested parameters after a
+#: few hundred steps, where pix2pix still draws empty layouts) and the encoder measures.
+MODELS = ("vae", "encoder", "pix2pix")
+#: The example parameter file (``experiments/params/``) the quickstart generates from.
+EXAMPLE_PARAMS = "dense_core_to_low_density_edge.yaml"
+PLAN_FILE = "quickstart.json"
+
+
+def quickstart_cities(osm_files: Sequence[str | Path] = (), places: Sequence[str] = (),
+                      groups: dict[str, str] | None = None) -> list[CitySpec]:
+    """Embedded Helsinki, then one city per extra file or place, each in its group.
+
+    Parameters
+    ----------
+    groups
+        City name to group (for example ``car-centric``); a city without one is
+        its own group, so the analysis compares every pair of cities either way.
+
+    Raises
+    ------
+    ValueError
+        If two sources would get the same city name, or a group names no city.
+    """
+    cities = [default_city()]
+    cities += [CitySpec(name=source_city_name(osm_file=f), osm_file=str(Path(f).expanduser().resolve()))
+               for f in osm_files]
+    cities += [CitySpec(name=source_city_name(place=p), place=p) for p in places]
+    names = [c.name for c in cities]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"two sources would both be called {', '.join(repeated)}; rename a file")
+    groups = dict(groups or {})
+    unknown = sorted(set(groups) - set(names))
+    if unknown:
+        raise ValueError(f"--group names unknown cities {unknown}; the cities are {names}")
+    return [CitySpec(name=c.name, osm_file=c.osm_file, place=c.place, bbox=c.bbox,
+                     group=city_name_from(groups.get(c.name, c.name))) for c in cities]
+
+
+def parse_groups(items: Sequence[str]) -> dict[str, str]:
+    """``["copenhagen=micromobility", ...]`` as a mapping; a clear error for anything else."""
+    groups = {}
+    for item in items:
+        city, sep, group = item.partition("=")
+        if not sep or not city.strip() or not group.strip():
+            raise ValueError(f"--group expects CITY=GROUP, got {item!r}")
+        groups[city.strip()] = group.strip()
+    return groups
+
+
+def run_quickstart(out_dir: str | Path = "quickstart", cities: Sequence[CitySpec] | None = None, *,
+                   seed: int = 0, overwrite: bool = False, wandb_mode: str = "disabled",
+                   steps: dict[str, int] | None = None, console: Console | None = None) -> dict[str, Any]:
+    """Run every stage and write ``out_dir/report.md``; returns the summary also written as ``summary.json``.
+
+    Parameters
+    ----------
+    cities
+        Default: the embedded Helsinki extract alone (see :func:`quickstart_cities`).
+    overwrite
+        Start afresh when ``out_dir`` holds a quickstart of other cities or
+        settings (otherwise that is an error, so nothing is lost by accident).
+    steps
+        Training steps per model, replacing the ``:quickstart`` configs' (tests
+        use a few).
+    """
+    from urbangen.machine import describe_machine
+
+    console = console or Console(stderr=True)
+    out = Path(out_dir)
+    cities = list(cities or [default_city()])
+    steps = dict(steps or {})
+    plan = {"cities": [asdict(c) for c in cities], "tiling": TILING.to_dict(), "seed": seed, "steps": steps}
+    _claim(out, plan, overwrite)
+    summary_path = out / "summary.json"
+    summary: dict[str, Any] = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    if summary.get("plan") != json.loads(json.dumps(plan)):
+        summary = {"plan": plan, "stages": {}, "results": {}, "attribution": ATTRIBUTION}
+    started = time.perf_counter()
+    # (title, key, the output that shows the stage finished, what runs it)
+    stages = [("Build the tile dataset", "data", "data/manifest.json", lambda: _build(out, cities))]
+    stages += [(f"Train the {m}", f"train_{m}", f"runs/{m}/metrics.jsonl",
+                lambda m=m: _train(out, m, seed, wandb_mode, steps.get(m))) for m in MODELS]
+    stages += [("Generate from a parameter file", "generate", "layouts/report.json", lambda: _generate(out, seed)),
+               ("Evaluate the generator", "evaluate", "evaluation/evaluation.json", lambda: _evaluate(out, seed)),
+               ("Compare the cities in embedding spaces", "analyze", "analysis/results.json",
+                lambda: _analyze(out, seed))]
+    for i, (title, key, output, run) in enumerate(stages, 1):
+        console.rule(f"[bold][{i}/{len(stages) + 1}] {title}")
+        if key in summary["results"] and (out / output).exists():
+            console.print("finished by an earlier run: kept")
+            continue
+        tic = time.perf_counter()
+        summary["results"][key] = run()
+        summary["stages"][key] = round(time.perf_counter() - tic, 1)
+        summary_path.write_text(json.dumps(summary, indent=2, default=str))  # what a rerun can keep
+        console.print(f"[green]done[/] in {summary['stages'][key]:.0f} s")
+
+    console.rule(f"[bold][{len(stages) + 1}/{len(stages) + 1}] Write the report")
+    summary["machine"] = describe_machine(with_jax=True)
+    summary["total_seconds"] = round(sum(summary["stages"].values()), 1)
+    _training_curves(out, {m: summary["results"][f"train_{m}"] for m in MODELS})
+    _pipeline_figure(out)
+    summary_path.write_text(json.dumps(summary, indent=2, default=str))
+    (out / "report.md").write_text(report_markdown(summary))
+    _print_where_to_look(console, out, time.perf_counter() - started)
+    return summary
+
+
+def _claim(out: Path, plan: dict[str, Any], overwrite: bool) -> None:
+    """Make ``out`` ours: new, the same plan (resume), or wiped when ``overwrite``."""
+    plan_path = out / PLAN_FILE
+    if out.exists() and any(out.iterdir()):
+        same = plan_path.is_file() and json.loads(plan_path.read_text()) == json.loads(json.dumps(plan))
+        if not same and not overwrite:
+            what = "a quickstart of other cities or settings" if plan_path.is_file() else "files that are not a quickstart"
+            raise FileExistsError(f"{out} holds {what}; use --overwrite to replace it or --out for another folder")
+        if not same:
+            if not plan_path.is_file() and not (out / "summary.json").is_file():
+                raise FileExistsError(f"{out} is not a quickstart folder; refusing to delete it (choose another --out)")
+            shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    plan_path.write_text(json.dumps(plan, indent=2))
+    (out / "figures").mkdir(exist_ok=True)
+
+
+def _build(out: Path, cities: list[CitySpec]) -> dict[str, Any]:
+    from data_pipeline.build import build_dataset
+    from data_pipeline.dataset import open_dataset
+    from data_pipeline.show import show_dataset
+
+    path = out / "data"
+    if (path / "manifest.json").is_file():
+        dataset = open_dataset(path)  # same plan: built by an earlier, interrupted run
+    else:
+        dataset = build_dataset(cities, path, TILING, overwrite=True)
+    show_dataset(dataset, png=out / "figures" / "tiles.png", n_samples=12)
+    counts = dataset.tiles.city.value_counts()
+    return {"path": "data", "tiles": len(dataset), "channels": list(dataset.channels),
+            "parameters": list(dataset.parameter_names),
+            "cities": {name: {"group": info.get("group"), "source": info.get("source"), "tiles": int(counts.get(name, 0)),
+                              "crs": info.get("crs")} for name, info in dataset.manifest["cities"].items()}}
+
+
+def _train(out: Path, model: str, seed: int, wandb_mode: str, num_steps: int | None) -> dict[str, Any]:
+    from urbangen.training.config import experiment_config
+    from urbangen.training.logging import read_metrics
+    from urbangen.training.tasks import train
+
+    overrides: dict[str, Any] = {"dataset": str(out / "data"), "seed": seed, "wandb.mode": wandb_mode,
+                                 "wandb.tags": ("quickstart",)}
+    if num_steps is not None:
+        overrides.update(num_steps=num_steps, eval_every=max(1, num_steps // 2), sample_every=max(1, num_steps // 2),
+                         log_every=max(1, min(10, num_steps // 2)))
+    config = experiment_config(model, "quickstart", **overrides)
+    workdir = out / "runs" / model
+    result = train(config, workdir)
+    rows = read_metrics(workdir)  # the last logged values, also when a resumed run had nothing left to do
+    last = {prefix: next((({k: v for k, v in r.items() if k.startswith(prefix)}) for r in reversed(rows)
+                          if any(k.startswith(prefix) for k in r)), {}) for prefix in ("train/", "val/")}
+    return {"path": f"runs/{model}", "config": f"experiments/configs/{model}.py:quickstart", "steps": result["step"],
+            "best_step": result["best_step"], "batch_size": config.batch_size, "train": last["train/"],
+            "val": last["val/"], "samples": sorted(p.relative_to(out).as_posix()
+                                                    for p in (workdir / "samples").glob("*.png"))}
+
+
+def _generate(out: Path, seed: int) -> dict[str, Any]:
+    """Copy the example parameter file, pointed at the quickstart's VAE, and run it."""
+    from urbangen.training.config import experiments_dir
+    from urbangen.generate.run import generate
+
+    source = experiments_dir() / "params" / EXAMPLE_PARAMS
+    request = yaml.safe_load(source.read_text())
+    request["model"] = {"checkpoint": "../runs/vae", "type": "vae"}
+    request["seed"] = seed
+    params = out / "params" / EXAMPLE_PARAMS
+    params.parent.mkdir(exist_ok=True)
+    params.write_text(f"# experiments/params/{EXAMPLE_PARAMS}, generated by the quickstart's VAE\n"
+                      + yaml.safe_dump(request, sort_keys=False))
+    report = generate(params, out / "layouts", overwrite=True)
+    shutil.copyfile(out / "layouts" / "sample_000.png", out / "figures" / "generated_layout.png")
+    return {"parameter_file": params.relative_to(out).as_posix(), "path": "layouts",
+            "average": report["average"], "size_m": report["size_m"], "samples": len(report["samples"]),
+            "buildings": [s["buildings"] for s in report["samples"]],
+            "street_segments": [s["street_segments"] for s in report["samples"]]}
+
+
+def _evaluate(out: Path, seed: int) -> dict[str, Any]:
+    from urbangen.generate.evaluate import evaluate
+
+    result = evaluate(out / "runs" / "vae", out / "data", out / "evaluation", encoder=out / "runs" / "encoder",
+                      n_sets=8, samples=2, seed=seed)
+    shutil.copyfile(out / "evaluation" / "conditioning.png", out / "figures" / "conditioning.png")
+    return {"path": "evaluation", **{k: result[k] for k in ("conditioning_error", "realism", "diversity") if k in result}}
+
+
+def _analyze(out: Path, seed: int) -> dict[str, Any]:
+    from urbangen.analysis.run import analyze
+
+    results = analyze(out / "data", out / "analysis", vae=[out / "runs" / "vae"], encoder=out / "runs" / "encoder",
+                      max_tiles_per_city=300, n_boot=100, seed=seed)
+    for name in ("embeddings_pca.png", "embeddings_umap.png", "traversal.png", "similar_tiles.png"):
+        if (out / "analysis" / name).is_file():
+            shutil.copyfile(out / "analysis" / name, out / "figures" / f"analysis_{name}")
+    headline = {}
+    for space, entry in results["spaces"].items():
+        for pair, r in entry["cities"].items():
+            headline.setdefault(pair, {})[space] = {"probe_auc": r.get("probe", {}).get("auc"),
+                                                    "shuffled_auc": r.get("probe_shuffled_labels", {}).get("auc"),
+                                                    "frechet": r["frechet"]["value"], "frechet_ci95": r["frechet"]["ci95"]}
+    return {"path": "analysis", "spaces": list(results["spaces"]), "city_pairs": headline}
+
+
+def _training_curves(out: Path, runs: dict[str, dict]) -> None:
+    """One panel per model: its training loss terms and validation metric against the step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from urbangen.training.logging import read_metrics
+
+    fig, axes = plt.subplots(1, len(runs), figsize=(4.2 * len(runs), 3.4), squeeze=False)
+    for ax, (model, run) in zip(axes[0], runs.items()):
+        rows = read_metrics(out / run["path"])
+        keys = sorted({k for r in rows for k in r if k.startswith(("train/", "val/")) and "learning_rate" not in k
+                       and "beta" not in k})
+        for key in keys:
+            pts = [(r["step"], r[key]) for r in rows if key in r]
+            if pts:
+                ax.plot(*zip(*pts), marker="o" if key.startswith("val/") else None, ms=3, lw=1.2, label=key)
+        ax.set_title(model)
+        ax.set_xlabel("step")
+        ax.set_yscale("symlog", linthresh=1e-2)
+        ax.legend(fontsize=6)
+    fig.suptitle("Quickstart training (metrics.jsonl of each run)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out / "figures" / "training_curves.png", dpi=120)
+    plt.close(fig)
+
+
+#: The panels of ``figures/pipeline.png``: each stage's own output, left to right.
+PIPELINE_PANELS = (("tiles.png", "OSM -> tiles + parameters (data/)"),
+                   ("training_curves.png", "train pix2pix, VAE, encoder (runs/)"),
+                   ("generated_layout.png", "generate from a parameter file (layouts/)"),
+                   ("analysis_embeddings_pca.png", "compare cities in latent space (analysis/)"))
+
+
+def _pipeline_figure(out: Path) -> None:
+    """The pipeline as this run made it: one panel per stage, from the figures the stages wrote."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    images = [(plt.imread(out / "figures" / name), title) for name, title in PIPELINE_PANELS
+              if (out / "figures" / name).is_file()]
+    fig, axes = plt.subplots(2, 2, figsize=(16, 9))
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < len(images):
+            img, title = images[i]
+            ax.imshow(img)
+            ax.set_title(f"{i + 1}. {title}", fontsize=12, fontweight="bold")
+    fig.text(0.995, 0.01, f"urbangen quickstart; map data {ATTRIBUTION}", ha="right", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "figures" / "pipeline.png", dpi=90)
+    plt.close(fig)
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def report_markdown(summary: dict[str, Any]) -> str:
+    """The quickstart's one-page report, linking every output."""
+    results, machine = summary["results"], summary["machine"]
+    ds = results["data"]
+    runs = {m: results[f"train_{m}"] for m in MODELS}
+    t = summary["plan"]["tiling"]
+    lines = ["# urbangen quickstart", "",
+             f"The stages took {summary['total_seconds'] / 60:.1f} min on {machine['cpu']} ({machine['cores']} cores, JAX "
+             f"{machine['jax_backend']}: {', '.join(machine['jax_devices'])}). Stage times in `summary.json`.", "",
+             f"Map data {ATTRIBUTION}; generated layouts are derived from it.", "",
+             "![the pipeline, as this run made it](figures/pipeline.png)", "",
+             "## 1. Dataset: `data/`", "",
+             f"{ds['tiles']} tiles of {t['tile_px']} px at {t['meters_per_pixel']} m/px "
+             f"({t['tile_px'] * t['meters_per_pixel']:.0f} m), channels {', '.join(ds['channels'])}.", "",
+             "| city | group | source | CRS | tiles |", "|---|---|---|---|---|"]
+    lines += [f"| {c} | {v['group']} | {v['source']} | {v['crs']} | {v['tiles']} |" for c, v in ds["cities"].items()]
+    lines += ["", "![sample tiles](figures/tiles.png)", "",
+              "## 2. Models: `runs/`", "",
+              "Tiny models trained for a minute or two each: they show the pipeline works, not what a trained "
+              "model can do (train for real with `experiments/train.py`, see the README).", "",
+              "| model | config | steps | batch | last training metrics | validation | best step |",
+              "|---|---|---|---|---|---|---|"]
+    for model, r in runs.items():
+        train = ", ".join(f"{k.split('/', 1)[1]} {_fmt(v)}" for k, v in r["train"].items()
+                          if k not in ("train/beta", "train/learning_rate"))
+        val = ", ".join(f"{k.split('/', 1)[1]} {_fmt(v)}" for k, v in r["val"].items())
+        lines.append(f"| {model} | `{r['config']}` | {r['steps']} | {r['batch_size']} | {train} | "
+                     f"{val or 'n/a'} | {r['best_step']} |")
+    lines += ["", "![training curves](figures/training_curves.png)", "",
+              "Sample grids (condition | generated | real): " + ", ".join(
+                  f"[{s.split('/')[-1]} ({m})]({s})" for m, r in runs.items() for s in r["samples"][-1:]), ""]
+    g = results["generate"]
+    lines += ["## 3. A layout from a parameter file: `layouts/`", "",
+              f"`{g['parameter_file']}` ({g['size_m'][0]:.0f} x {g['size_m'][1]:.0f} m) through the VAE: "
+              f"{g['buildings'][0]} buildings and {g['street_segments'][0]} street segments in the first sample "
+              "(GeoTIFF, GeoJSON, GraphML and `report.md` in `layouts/`). Achieved values are measured on the "
+              "vectorized layout with the pipeline's own parameter code.", "",
+              "| parameter | requested (mean) | achieved (mean) | mean abs. error per tile window |", "|---|---|---|---|"]
+    lines += [f"| {name} [{row['unit']}] | {_fmt(row['requested_mean'])} | {_fmt(row['achieved_mean'])} | "
+              f"{_fmt(row['mean_absolute_error'])} |" for name, row in g["average"].items()]
+    lines += ["", "![generated layout](figures/generated_layout.png)", ""]
+    e = results["evaluate"]
+    lines += ["## 4. Evaluation of the generator: `evaluation/`", "",
+              "Parameters of held-out tiles requested, the generated tiles measured:", "",
+              "| parameter | MAE | in training std |", "|---|---|---|"]
+    lines += [f"| {name} [{row['unit']}] | {_fmt(row['mae'])} | {_fmt(row['mae_in_training_std'], 2)} |"
+              for name, row in e["conditioning_error"].items()]
+    if "realism" in e:
+        r = e["realism"]
+        lines += ["", f"Frechet distance in encoder space, generated vs held-out tiles: "
+                      f"{_fmt(r['frechet_distance_generated_vs_held_out'])} (real training tiles vs held-out: "
+                      f"{_fmt(r['frechet_distance_train_vs_held_out_baseline'])})."]
+    lines += ["", "![conditioning](figures/conditioning.png)", ""]
+    a = results["analyze"]
+    lines += ["## 5. Latent-space comparison: `analysis/`", "",
+              f"Spaces: {', '.join(a['spaces'])}. Full tables in [`analysis/report.md`](analysis/report.md).", ""]
+    if a["city_pairs"]:
+        lines += ["| cities | space | probe AUC | shuffled-label AUC | Frechet [95 % CI] |", "|---|---|---|---|---|"]
+        for pair, spaces in a["city_pairs"].items():
+            lines += [f"| {pair} | {space} | {_fmt(v['probe_auc'])} | {_fmt(v['shuffled_auc'])} | "
+                      f"{_fmt(v['frechet'])} [{_fmt(v['frechet_ci95'][0])}, {_fmt(v['frechet_ci95'][1])}] |"
+                      for space, v in spaces.items()]
+    else:
+        lines += ["Only one city, so there is nothing to compare yet: add cities with "
+                  "`urbangen quickstart --osm-file FILE` or `--place \"NAME\"` (see the README)."]
+    lines += ["", "![embeddings](figures/analysis_embeddings_pca.png)", "",
+              "## Next", "",
+              "- more cities: `urbangen quickstart --overwrite --osm-file city.osm.pbf --place \"Østerbro, Copenhagen, "
+              "Denmark\" --group osterbro=micromobility`",
+              "- train for real: `python experiments/train.py --config experiments/configs/vae.py "
+              "--config.dataset=DATA --workdir runs/vae`",
+              "- your own parameter file: edit `params/` and run `urbangen generate FILE --out DIR`", ""]
+    return "\n".join(lines)
+
+
+def _print_where_to_look(console: Console, out: Path, seconds: float) -> None:
+    table = Table(title=f"quickstart finished in {seconds / 60:.1f} min: where to look", title_justify="left")
+    table.add_column("what")
+    table.add_column("where", overflow="fold")
+    rows = [("the report (start here)", out / "report.md"),
+            ("sample tiles, training curves, a layout, embeddings", out / "figures"),
+            ("the dataset", out / "data"),
+            ("checkpoints, metrics.jsonl, sample grids", out / "runs"),
+            ("generated layout: PNG, GeoTIFF, GeoJSON, GraphML, report", out / "layouts"),
+            ("generator evaluation", out / "evaluation"),
+            ("latent-space comparison", out / "analysis" / "report.md")]
+    for what, where in rows:
+        table.add_row(what, str(where))
+    console.print(table)
+    console.print(f"Start here: [bold]{out / 'report.md'}[/]", soft_wrap=True)
