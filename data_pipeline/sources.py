@@ -275,8 +275,11 @@ def download_place(place: str) -> OSMFeatures:
     def fetch(ox):
         try:
             boundary = ox.geocode_to_gdf(place)
-        except (ox._errors.InsufficientResponseError, TypeError) as exc:
+        except ox._errors.InsufficientResponseError as exc:
             raise UnknownPlaceError(f"{place!r}: no such place known to Nominatim ({exc})") from exc
+        except TypeError as exc:  # osmnx: the best match is a point or a line, not an area
+            raise UnknownPlaceError(f"{place!r}: Nominatim knows it, but not as an area with a boundary ({exc}); "
+                                    "name an administrative area or give a bounding box") from exc
         polygon = boundary.union_all()
         return ox.features_from_polygon(polygon, tags=DOWNLOAD_TAGS), polygon.bounds
 

@@ -124,3 +124,29 @@ def test_quickstart_runs_every_stage_on_helsinki_and_a_place_then_resumes(record
     assert refused.exit_code == 2
     assert "--overwrite" in refused.output
     assert (out / "data" / "manifest.json").stat().st_mtime_ns == manifest_mtime
+
+
+def test_bad_input_fails_clearly_and_a_used_folder_is_protected(tmp_path):
+    from typer.testing import CliRunner
+
+    from urbangen.cli import app
+    from urbangen.quickstart import _claim
+
+    out = tmp_path / "qs"
+    bad = CliRunner().invoke(app, ["quickstart", "--out", str(out), "--osm-file", str(tmp_path / "missing.osm")])
+    assert bad.exit_code == 2 and "missing.osm: no such OSM file" in bad.output
+    _claim(out, {"cities": ["another try"]}, overwrite=False)  # nothing finished there: free to reuse
+
+    (out / "summary.json").write_text("{}")  # a stage finished: keep it unless told otherwise
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        _claim(out, {"cities": ["yet another"]}, overwrite=False)
+    _claim(out, {"cities": ["yet another"]}, overwrite=True)
+    assert not (out / "summary.json").exists()
+
+    mine = tmp_path / "my_thesis"
+    mine.mkdir()
+    (mine / "chapter1.tex").write_text("...")
+    for overwrite in (False, True):
+        with pytest.raises(FileExistsError, match="not a quickstart folder"):
+            _claim(mine, {"cities": []}, overwrite=overwrite)
+    assert (mine / "chapter1.tex").exists()

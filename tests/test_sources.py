@@ -125,6 +125,22 @@ def test_unknown_place_is_a_specific_error(monkeypatch, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_place_without_a_boundary_is_a_specific_error(monkeypatch, tmp_path):
+    """Nominatim's best match is a point (a neighbourhood node): the error says so, nothing is written."""
+    import osmnx as ox
+
+    point = [{"place_id": 1, "osm_type": "node", "osm_id": 1, "lat": "29.74", "lon": "-95.38", "class": "place",
+              "type": "suburb", "importance": 0.5, "display_name": "Midtown, Houston, Texas, United States",
+              "boundingbox": ["29.73", "29.75", "-95.39", "-95.37"],
+              "geojson": {"type": "Point", "coordinates": [-95.38, 29.74]}}]
+    monkeypatch.setattr(ox.settings, "use_cache", False)
+    monkeypatch.setattr(sources, "check_reachable", lambda url: None)
+    monkeypatch.setattr(ox._nominatim, "_nominatim_request", lambda *a, **k: point)
+    with pytest.raises(UnknownPlaceError, match="not as an area with a boundary"):
+        build_dataset([CitySpec("midtown", place="Midtown, Houston, Texas, USA")], tmp_path / "ds")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_no_network_is_a_specific_error(monkeypatch, tmp_path):
     import osmnx as ox
 

@@ -145,12 +145,15 @@ def _claim(out: Path, plan: dict[str, Any], overwrite: bool) -> None:
     plan_path = out / PLAN_FILE
     if out.exists() and any(out.iterdir()):
         same = plan_path.is_file() and json.loads(plan_path.read_text()) == json.loads(json.dumps(plan))
-        if not same and not overwrite:
-            what = "a quickstart of other cities or settings" if plan_path.is_file() else "files that are not a quickstart"
-            raise FileExistsError(f"{out} holds {what}; use --overwrite to replace it or --out for another folder")
+        # A quickstart that failed before finishing any stage (a bad file name, say) holds nothing to keep.
+        nothing_kept = plan_path.is_file() and not (out / "summary.json").is_file()
         if not same:
-            if not plan_path.is_file() and not (out / "summary.json").is_file():
-                raise FileExistsError(f"{out} is not a quickstart folder; refusing to delete it (choose another --out)")
+            if not plan_path.is_file():
+                raise FileExistsError(f"{out} is not a quickstart folder (no {PLAN_FILE}) and is not empty; "
+                                      "choose another --out")
+            if not overwrite and not nothing_kept:
+                raise FileExistsError(f"{out} holds a quickstart of other cities or settings; use --overwrite to "
+                                      "replace it or --out for another folder")
             shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     plan_path.write_text(json.dumps(plan, indent=2))
