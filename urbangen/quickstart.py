@@ -16,7 +16,7 @@ import json
 import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -66,8 +66,7 @@ def quickstart_cities(osm_files: Sequence[str | Path] = (), places: Sequence[str
     unknown = sorted(set(groups) - set(names))
     if unknown:
         raise ValueError(f"--group names unknown cities {unknown}; the cities are {names}")
-    return [CitySpec(name=c.name, osm_file=c.osm_file, place=c.place, bbox=c.bbox,
-                     group=city_name_from(groups.get(c.name, c.name))) for c in cities]
+    return [replace(c, group=city_name_from(groups.get(c.name, c.name))) for c in cities]
 
 
 def parse_groups(items: Sequence[str]) -> dict[str, str]:
@@ -103,11 +102,13 @@ def run_quickstart(out_dir: str | Path = "quickstart", cities: Sequence[CitySpec
     out = Path(out_dir)
     cities = list(cities or [default_city()])
     steps = dict(steps or {})
-    plan = {"cities": [asdict(c) for c in cities], "tiling": TILING.to_dict(), "seed": seed, "steps": steps}
+    # In its JSON form (tuples as lists) so that it compares equal to the copy a rerun reads back.
+    plan = json.loads(json.dumps({"cities": [asdict(c) for c in cities], "tiling": TILING.to_dict(), "seed": seed,
+                                  "steps": steps}))
     _claim(out, plan, overwrite)
     summary_path = out / "summary.json"
     summary: dict[str, Any] = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
-    if summary.get("plan") != json.loads(json.dumps(plan)):
+    if summary.get("plan") != plan:
         summary = {"plan": plan, "stages": {}, "results": {}, "attribution": ATTRIBUTION}
     started = time.perf_counter()
     # (title, key, the output that shows the stage finished, what runs it)
@@ -144,7 +145,7 @@ def _claim(out: Path, plan: dict[str, Any], overwrite: bool) -> None:
     """Make ``out`` ours: new, the same plan (resume), or wiped when ``overwrite``."""
     plan_path = out / PLAN_FILE
     if out.exists() and any(out.iterdir()):
-        same = plan_path.is_file() and json.loads(plan_path.read_text()) == json.loads(json.dumps(plan))
+        same = plan_path.is_file() and json.loads(plan_path.read_text()) == plan
         # A quickstart that failed before finishing any stage (a bad file name, say) holds nothing to keep.
         nothing_kept = plan_path.is_file() and not (out / "summary.json").is_file()
         if not same:
@@ -192,18 +193,26 @@ def _train(out: Path, model: str, seed: int, wandb_mode: str, num_steps: int | N
     workdir = out / "runs" / model
     result = train(config, workdir)
     rows = read_metrics(workdir)  # the last logged values, also when a resumed run had nothing left to do
-    last = {prefix: next((({k: v for k, v in r.items() if k.startswith(prefix)}) for r in reversed(rows)
-                          if any(k.startswith(prefix) for k in r)), {}) for prefix in ("train/", "val/")}
+    last = {prefix: _last_logged(rows, prefix) for prefix in ("train/", "val/")}
     return {"path": f"runs/{model}", "config": f"experiments/configs/{model}.py:quickstart", "steps": result["step"],
             "best_step": result["best_step"], "batch_size": config.batch_size, "train": last["train/"],
             "val": last["val/"], "samples": sorted(p.relative_to(out).as_posix()
                                                     for p in (workdir / "samples").glob("*.png"))}
 
 
+def _last_logged(rows: list[dict[str, float]], prefix: str) -> dict[str, float]:
+    """The metrics starting with ``prefix`` of the last row that has any."""
+    for row in reversed(rows):
+        found = {k: v for k, v in row.items() if k.startswith(prefix)}
+        if found:
+            return found
+    return {}
+
+
 def _generate(out: Path, seed: int) -> dict[str, Any]:
     """Copy the example parameter file, pointed at the quickstart's VAE, and run it."""
-    from urbangen.training.config import experiments_dir
     from urbangen.generate.run import generate
+    from urbangen.training.config import experiments_dir
 
     source = experiments_dir() / "params" / EXAMPLE_PARAMS
     request = yaml.safe_load(source.read_text())
