@@ -21,12 +21,8 @@ MINOR_HIGHWAYS = frozenset(
 CYCLE_FOOT_HIGHWAYS = frozenset(
     {"cycleway", "footway", "path", "pedestrian", "steps", "track", "bridleway"}
 )
-#: The drivable network used for intersections, dead ends and orientation
-#: entropy, as in Boeing's street-network indicators.
-DRIVE_CLASSES = ("major", "minor")
-#: Classes a pedestrian may use (walk network density): all but motorways and
-#: trunk roads, which are closed to people on foot in most countries.
-NOT_WALKABLE_HIGHWAYS = frozenset({"motorway", "motorway_link", "trunk", "trunk_link"})
+#: The drive and walk networks (intersections, dead ends, orientation entropy,
+#: walk density) are osmnx's own filters: see :mod:`data_pipeline.street_graph`.
 
 #: ``cycleway*`` values that mean a cycle track or lane drawn on the street
 #: itself. ``separate`` is left out: that cycleway is its own way already.

@@ -8,15 +8,14 @@ Layout of a dataset directory ``DIR``::
 
 A dataset is written into a sibling temporary directory and moved into
 place in one ``rename`` only when complete, so an interrupted build never
-leaves a directory that looks like a dataset.
+leaves a directory that looks like a dataset. Only a directory holding such a
+manifest (or an empty one) is ever replaced (see :mod:`data_pipeline.atomic`).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import uuid
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from data_pipeline.atomic import PartialDir, check_replaceable, is_empty_dir, write_text_atomic
 from data_pipeline.errors import DatasetError
 
 FORMAT_VERSION = 1
@@ -48,17 +48,30 @@ class DatasetWriter:
 
     Use as a context manager: leaving the block with an exception removes the
     temporary directory and leaves ``out_dir`` as it was.
+
+    Parameters
+    ----------
+    out_dir
+        The dataset directory. It may be missing or an empty directory; an
+        existing dataset is replaced only with ``overwrite``, and anything else
+        is never replaced.
+
+    Raises
+    ------
+    ForeignDirectoryError
+        If ``out_dir`` holds something that is not a dataset (see :func:`is_dataset_dir`).
+    DatasetError
+        If ``out_dir`` is a dataset and ``overwrite`` is false.
     """
 
     def __init__(self, out_dir: str | Path, *, overwrite: bool = False) -> None:
         self.out_dir = Path(out_dir)
-        if self.out_dir.exists() and not overwrite:
-            raise DatasetError(f"{self.out_dir} exists; pass overwrite=True (--overwrite) to replace it")
-        self.out_dir.parent.mkdir(parents=True, exist_ok=True)
-        for stale in self.out_dir.parent.glob(f".{self.out_dir.name}.partial-*"):
-            shutil.rmtree(stale, ignore_errors=True)  # left by a killed build
-        self.tmp_dir = self.out_dir.parent / f".{self.out_dir.name}.partial-{uuid.uuid4().hex[:8]}"
-        (self.tmp_dir / RASTERS).mkdir(parents=True)
+        self.overwrite = overwrite
+        _check_out_dir(self.out_dir, overwrite)
+        # Removes only partial directories of builds that have ended: a concurrent build's stays.
+        self._partial = PartialDir(self.out_dir)
+        self.tmp_dir = self._partial.path
+        (self.tmp_dir / RASTERS).mkdir()
         self._frames: list[pd.DataFrame] = []
         self._cities: dict[str, dict[str, Any]] = {}
         self._arrays: dict[str, Any] = {}
@@ -68,7 +81,7 @@ class DatasetWriter:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         # After a commit the directory has been renamed away; otherwise it is scrap.
-        shutil.rmtree(self.tmp_dir, ignore_errors=True)
+        self._partial.discard()
 
     def add_city(self, city: str, n_tiles: int, tile_px: int, n_channels: int, info: dict[str, Any]) -> None:
         """Create the raster array of a city before its tiles are written."""
@@ -101,17 +114,27 @@ class DatasetWriter:
         manifest["cities"] = self._cities
         manifest["n_tiles"] = len(table)
         # The manifest is written last: a directory without one is not a dataset.
-        tmp_manifest = self.tmp_dir / (MANIFEST + ".tmp")
-        tmp_manifest.write_text(json.dumps(manifest, indent=2, default=str))
-        os.replace(tmp_manifest, self.tmp_dir / MANIFEST)
-        old = None
-        if self.out_dir.exists():
-            old = self.out_dir.parent / f".{self.out_dir.name}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(self.out_dir, old)
-        os.replace(self.tmp_dir, self.out_dir)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-        return self.out_dir
+        write_text_atomic(self.tmp_dir / MANIFEST, json.dumps(manifest, indent=2, default=str))
+        # Checked again: someone (or another build) may have written to out_dir while this one ran.
+        _check_out_dir(self.out_dir, self.overwrite)
+        return self._partial.publish()
+
+
+def is_dataset_dir(path: str | Path) -> bool:
+    """Whether ``path`` is recognisably a dataset: its manifest has this urbangen's ``format_version``."""
+    try:
+        manifest = json.loads((Path(path) / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and manifest.get("format_version") == FORMAT_VERSION
+
+
+def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
+    """Raise unless ``out_dir`` is missing, empty, or a dataset that ``overwrite`` may replace."""
+    check_replaceable(out_dir, is_dataset_dir,
+                      f"an urbangen dataset ({MANIFEST} with format_version {FORMAT_VERSION})")
+    if not overwrite and os.path.lexists(out_dir) and not is_empty_dir(out_dir):
+        raise DatasetError(f"{out_dir} exists; pass overwrite=True (--overwrite) to replace it")
 
 
 @dataclass

@@ -45,3 +45,11 @@ class NoTilesError(PipelineError):
 
 class DatasetError(PipelineError):
     """A dataset directory is missing, incomplete or of an unknown format."""
+
+
+class ForeignDirectoryError(PipelineError, FileExistsError):
+    """An output directory holds something urbangen did not write, so ``--overwrite`` leaves it untouched.
+
+    Also a :class:`FileExistsError`, like the refusal to write into a used
+    folder without ``--overwrite``.
+    """

@@ -16,13 +16,19 @@ import shapely
 
 from data_pipeline import classify
 from data_pipeline.errors import NoStreetsError
+from data_pipeline.street_graph import GRAPH_TAGS, filter_keys, way_filter
 
-LAYERS = ("buildings", "cycle_foot", "open_space", "water")
+#: Layers a source may or may not hold. ``all_streets`` is False for a source
+#: that holds only part of the street network (an osmnx ``drive`` GraphML).
+LAYERS = ("buildings", "cycle_foot", "open_space", "water", "all_streets")
 
-#: Tag columns a tagged frame may carry (missing ones are treated as absent).
-TAG_COLUMNS = (
-    *classify.KEYS_READ, "area", *classify.CYCLE_ON_STREET_KEYS,
-)
+#: Tag columns a tagged frame may carry (missing ones are treated as absent): the keys
+#: that classify layers, and those osmnx's network filters and graph read.
+TAG_COLUMNS = tuple(dict.fromkeys(
+    (*classify.KEYS_READ, "area", *classify.CYCLE_ON_STREET_KEYS, *filter_keys(), *GRAPH_TAGS)
+))
+#: Column of a tagged frame with each way's OSM node ids (as osmnx's features frames have).
+NODES_COLUMN = "nodes"
 
 
 @dataclass(frozen=True)
@@ -33,8 +39,12 @@ class OSMFeatures:
     ----------
     streets
         One row per street way: ``geometry`` (LineString), ``highway``,
-        ``street_class`` (``major``, ``minor`` or ``cycle_foot``) and
-        ``cycle_infra`` (a cycle track or lane tagged on the street).
+        ``street_class`` (``major``, ``minor``, ``cycle_foot``, or ``other``
+        for a way of no drawn class that is in an osmnx network),
+        ``cycle_infra`` (a cycle track or lane tagged on the street),
+        ``drive`` and ``walk`` (in osmnx's ``drive`` and ``walk`` networks),
+        ``oneway`` and ``junction`` (tags the graph reads) and ``nodes`` (OSM
+        node ids of the vertices, None where the source has none).
     buildings, open_space, water
         Polygon layers as GeoSeries.
     source
@@ -44,6 +54,9 @@ class OSMFeatures:
     extent
         ``(west, south, east, north)`` the source declares (file bounds or
         query box) in the layers' CRS, or None when unknown.
+    drive_network
+        The osmnx-simplified lon/lat drive graph when the source is one
+        (GraphML), used as osmnx made it; None when it is built from the ways.
     layers_known
         Whether each of :data:`LAYERS` was present in the source at all.
         A street-only source has ``buildings: False``: its zero building
@@ -58,6 +71,7 @@ class OSMFeatures:
     timestamp: str | None = None
     extent: tuple[float, float, float, float] | None = None
     layers_known: dict[str, bool] = field(default_factory=lambda: dict.fromkeys(LAYERS, True))
+    drive_network: Any = None
 
     @property
     def crs(self) -> Any:
@@ -91,8 +105,58 @@ def _tag_value(value: Any) -> str | None:
 
 
 def _column(frame: pd.DataFrame, key: str) -> pd.Series:
-    values = frame[key].to_numpy(dtype=object) if key in frame.columns else [None] * len(frame)
-    return pd.Series([_tag_value(v) for v in values], index=frame.index, dtype=object)
+    if key not in frame.columns:
+        return pd.Series(None, index=frame.index, dtype=object)
+    values = frame[key]
+    if pd.api.types.infer_dtype(values, skipna=True) in ("string", "empty"):  # the file reader's: no lists
+        return values.astype(object).where(values.notna(), None)
+    return pd.Series([_tag_value(v) for v in values.to_numpy(dtype=object)], index=frame.index, dtype=object)
+
+
+def _node_lists(frame: pd.DataFrame, mask: np.ndarray) -> np.ndarray:
+    """The selected rows' node id lists (osmnx features frames and the file reader have them), else None."""
+    out = np.full(int(mask.sum()), None, dtype=object)
+    if NODES_COLUMN in frame.columns:
+        for i, nodes in enumerate(frame[NODES_COLUMN].to_numpy(dtype=object)[mask]):
+            if isinstance(nodes, (list, tuple, np.ndarray)) and len(nodes):
+                out[i] = np.asarray(nodes, dtype=np.int64)
+    return out
+
+
+def _streets(frame: gpd.GeoDataFrame, tags: pd.DataFrame, is_line: np.ndarray) -> gpd.GeoDataFrame:
+    """The street rows of :attr:`OSMFeatures.streets` from a tagged frame's lines."""
+    highway = tags["highway"]
+    street_cls = pd.Series([classify.street_class(h) for h in highway], index=highway.index, dtype=object)
+    drive, walk = way_filter("drive").mask(tags), way_filter("walk").mask(tags)
+    street_mask = is_line & (street_cls.notna().to_numpy() | drive | walk)
+    street_tags = tags[street_mask]
+    cycle_infra = np.array(
+        [classify.has_cycle_infrastructure(r) for r in street_tags.to_dict("records")], dtype=bool
+    )
+    return gpd.GeoDataFrame(
+        {
+            "highway": highway[street_mask].to_numpy(),
+            "street_class": street_cls[street_mask].fillna("other").to_numpy(),
+            "cycle_infra": cycle_infra,
+            "drive": drive[street_mask],
+            "walk": walk[street_mask],
+            **{k: street_tags[k].to_numpy() for k in GRAPH_TAGS},
+            NODES_COLUMN: _node_lists(frame, street_mask),
+        },
+        geometry=frame.geometry.values[street_mask],
+        crs=frame.crs,
+    ).reset_index(drop=True)
+
+
+def street_frame(frame: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    """:attr:`OSMFeatures.streets` of a frame of street lines with tag columns (``highway`` at least).
+
+    For street networks that did not come from OSM: drawn, generated or read
+    from GeoJSON. Lines of no street class and in no osmnx network are dropped.
+    """
+    tags = pd.DataFrame({k: _column(frame, k) for k in TAG_COLUMNS}, index=frame.index)
+    is_line = np.isin(shapely.get_type_id(frame.geometry.values), (1, 5))
+    return _streets(frame, tags, is_line)
 
 
 def features_from_tagged_frame(
@@ -126,27 +190,12 @@ def features_from_tagged_frame(
     is_poly = np.isin(gtype, (3, 6))  # Polygon, MultiPolygon
 
     tags = pd.DataFrame({k: _column(frame, k) for k in TAG_COLUMNS})
-    highway = tags["highway"]
-    street_cls = pd.Series([classify.street_class(h) for h in highway], index=highway.index, dtype=object)
-    street_mask = is_line & street_cls.notna().to_numpy()
-    if not street_mask.any():
+    streets = _streets(frame, tags, is_line)
+    if not (streets["street_class"] != "other").any():
         raise NoStreetsError(
             f"{source}: no streets found (no highway=* way of the classes "
             f"major/minor/cycle_foot); nothing to tile."
         )
-    street_tags = tags[street_mask]
-    cycle_infra = np.array(
-        [classify.has_cycle_infrastructure(r) for r in street_tags.to_dict("records")], dtype=bool
-    )
-    streets = gpd.GeoDataFrame(
-        {
-            "highway": highway[street_mask].to_numpy(),
-            "street_class": street_cls[street_mask].to_numpy(),
-            "cycle_infra": cycle_infra,
-        },
-        geometry=geoms[street_mask],
-        crs=crs,
-    ).reset_index(drop=True)
 
     poly_tags = tags[is_poly].to_dict("records")
     layer = np.array([classify.area_layer(t) or "" for t in poly_tags], dtype=object)

@@ -13,7 +13,6 @@ import numpy as np
 import pandas as pd
 import shapely
 
-from data_pipeline import classify
 from data_pipeline.config import TilingConfig
 from data_pipeline.features import OSMFeatures
 from data_pipeline.street_graph import (
@@ -21,6 +20,7 @@ from data_pipeline.street_graph import (
     build_street_graph,
     intersection_clusters,
     orientation_entropy,
+    street_graph_of,
 )
 
 #: name -> (unit, description). The order is the column order of tiles.parquet.
@@ -28,32 +28,51 @@ PARAMETERS: dict[str, tuple[str, str]] = {
     "building_coverage": ("fraction", "building footprint area in the tile / tile area (overlaps counted once)"),
     "buildings_per_ha": ("1/ha", "buildings whose representative point lies in the tile, per hectare"),
     "mean_footprint_m2": ("m2", "mean full footprint area of those buildings (0 when there are none)"),
-    "intersection_density_per_km2": ("1/km2", "drive-network intersections (>= 3 streets, nodes within 2 x 10 m merged) per km2"),
-    "walk_network_density_km_per_km2": ("km/km2", "length of every street class but motorway and trunk (and their links)"),
+    "intersection_density_per_km2": ("1/km2", "osmnx drive-network intersections per km2: simplified-graph nodes with "
+                                     ">= 3 streets, consolidated within 10 m (osmnx consolidate_intersections)"),
+    "walk_network_density_km_per_km2": ("km/km2", "length of the ways in osmnx's walk network"),
     "major_road_density_km_per_km2": ("km/km2", "length of motorway, trunk, primary, secondary and links"),
-    "minor_road_density_km_per_km2": ("km/km2", "length of tertiary, residential, unclassified, living_street, service, road"),
+    "minor_road_density_km_per_km2": ("km/km2", "length of tertiary, residential, unclassified, living_street, road"),
+    "service_road_density_km_per_km2": ("km/km2", "length of highway=service (driveways, parking aisles, alleys), "
+                                        "which osmnx's drive network leaves out"),
     "cycle_foot_density_km_per_km2": ("km/km2", "length of cycle/foot ways plus streets with a cycle track or lane"),
     "cycle_foot_share": ("fraction", "cycle/foot length (as above) / length of all streets"),
     "major_road_share": ("fraction", "major road length / length of all streets"),
-    "orientation_entropy": ("nats", "osmnx orientation entropy (36 bins) of drive-network edges whose midpoint is in the tile"),
-    "dead_end_share": ("fraction", "drive-network nodes in the tile with one street / all its nodes"),
+    "orientation_entropy": ("nats", "osmnx orientation entropy (36 bins) of osmnx drive-network edges whose midpoint "
+                            "is in the tile"),
+    "dead_end_share": ("fraction", "osmnx drive-network nodes in the tile with one street / all its nodes"),
     "open_space_share": ("fraction", "open space area in the tile / tile area"),
     "water_share": ("fraction", "water area in the tile / tile area"),
 }
 #: Parameters that are unknown (NaN) when a layer is missing from the source.
 DEPENDS_ON_LAYER: dict[str, tuple[str, ...]] = {
     "buildings": ("building_coverage", "buildings_per_ha", "mean_footprint_m2"),
-    "cycle_foot": ("walk_network_density_km_per_km2", "cycle_foot_density_km_per_km2", "cycle_foot_share"),
+    "cycle_foot": ("cycle_foot_density_km_per_km2", "cycle_foot_share"),
+    # A street-only source (an osmnx drive GraphML) holds no service roads, paths or footways.
+    "all_streets": ("walk_network_density_km_per_km2", "service_road_density_km_per_km2", "cycle_foot_density_km_per_km2",
+                    "cycle_foot_share", "major_road_share"),
     "open_space": ("open_space_share",),
     "water": ("water_share",),
 }
 
 
 def drive_graph(features: OSMFeatures) -> StreetGraph:
-    """Street graph of the drivable classes of projected features."""
-    streets = features.streets[features.streets["street_class"].isin(classify.DRIVE_CLASSES)]
+    """osmnx's simplified ``drive`` graph of projected features."""
+    if features.drive_network is not None:  # the source is an osmnx graph already (GraphML)
+        return street_graph_of(features.drive_network, features.crs)
+    streets = features.streets[features.streets["drive"].to_numpy(dtype=bool)]
     lonlat = streets.to_crs("EPSG:4326").geometry.values
-    return build_street_graph(streets.geometry.values, lonlat)
+    return build_street_graph(lonlat, streets, features.crs, streets["nodes"])
+
+
+def network_summary(graph: StreetGraph, tolerance_m: float = 10.0) -> dict[str, float]:
+    """Whole-network statistics of a drive graph: intersections, dead-end share, orientation entropy."""
+    return {
+        "intersections": int(len(intersection_clusters(graph, tolerance_m))),
+        "nodes": int(len(graph.node_xy)),
+        "dead_end_share": float((graph.street_count == 1).mean()) if len(graph.node_xy) else float("nan"),
+        "orientation_entropy": orientation_entropy(graph),
+    }
 
 
 def _clipped_union_fraction(polygons: np.ndarray, boxes: np.ndarray) -> np.ndarray:
@@ -145,19 +164,20 @@ def tile_parameters(
     # Street lengths by class.
     streets = features.streets
     cls = streets["street_class"].to_numpy()
-    highway = streets["highway"].to_numpy()
+    service = streets["highway"].to_numpy() == "service"
     cycle = (cls == "cycle_foot") | streets["cycle_infra"].to_numpy(dtype=bool)
-    walkable = ~np.isin(highway, list(classify.NOT_WALKABLE_HIGHWAYS))
+    walk_net = streets["walk"].to_numpy(dtype=bool)
     weights = np.stack(
-        [cls == "major", cls == "minor", cls == "cycle_foot", cycle, walkable], axis=1
+        [cls == "major", cls == "minor", cls == "cycle_foot", cycle, walk_net, service], axis=1
     ).astype(np.float64)
     km = _clipped_lengths(streets.geometry.values, boxes, weights) / 1000.0
-    major, minor, cycle_only, cycle_all, walk = km.T
+    major, minor, cycle_only, cycle_all, walk, service_km = km.T
     total = major + minor + cycle_only
     with np.errstate(invalid="ignore", divide="ignore"):
         out["walk_network_density_km_per_km2"] = walk / area_km2
         out["major_road_density_km_per_km2"] = major / area_km2
-        out["minor_road_density_km_per_km2"] = minor / area_km2
+        out["minor_road_density_km_per_km2"] = np.maximum(minor - service_km, 0.0) / area_km2
+        out["service_road_density_km_per_km2"] = service_km / area_km2
         out["cycle_foot_density_km_per_km2"] = cycle_all / area_km2
         out["cycle_foot_share"] = np.where(total > 0, cycle_all / np.where(total > 0, total, 1), 0.0)
         out["major_road_share"] = np.where(total > 0, major / np.where(total > 0, total, 1), 0.0)

@@ -22,6 +22,7 @@ from data_pipeline.features import OSMFeatures
 def channel_geometries(features: OSMFeatures, config: TilingConfig) -> dict[str, np.ndarray]:
     """Polygons to burn per channel (roads buffered to their drawn width), projected CRS."""
     streets = features.streets
+    streets = streets[streets["street_class"] != "other"]  # in a network, but of no drawn class
     lines = streets.geometry.values
     highway = streets["highway"].to_numpy()
     cls = streets["street_class"].to_numpy()

@@ -11,6 +11,7 @@ import bz2
 import gzip
 import importlib.resources
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import geopandas as gpd
@@ -26,7 +27,7 @@ from data_pipeline.errors import (
     UnknownPlaceError,
     UnsupportedFormatError,
 )
-from data_pipeline.features import LAYERS, TAG_COLUMNS, OSMFeatures, features_from_tagged_frame
+from data_pipeline.features import LAYERS, NODES_COLUMN, TAG_COLUMNS, OSMFeatures, features_from_tagged_frame
 
 WGS84 = "EPSG:4326"
 OSM_SUFFIXES = (".osm", ".osm.xml", ".osm.gz", ".osm.xml.gz", ".osm.bz2", ".osm.xml.bz2", ".osm.pbf")
@@ -85,6 +86,21 @@ def _xml_timestamp(path: Path, suffix: str) -> str | None:
     return match.group(1) if match else None
 
 
+def _located_runs(nodes) -> list[list]:
+    """The runs of two or more consecutive way nodes whose location the file holds."""
+    runs, run = [], []
+    for node in nodes:
+        if node.location.valid():
+            run.append(node)
+            continue
+        if len(run) >= 2:
+            runs.append(run)
+        run = []
+    if len(run) >= 2:
+        runs.append(run)
+    return runs
+
+
 def _read_with_osmium(path: Path, suffix: str) -> tuple[gpd.GeoDataFrame, tuple | None, str | None]:
     import osmium
 
@@ -118,11 +134,11 @@ def _read_with_osmium(path: Path, suffix: str) -> tuple[gpd.GeoDataFrame, tuple 
             if obj.is_way():
                 if "highway" not in obj.tags:
                     continue
-                # Extracts clipped at a box miss some nodes: keep what is located.
-                coords = [(n.lon, n.lat) for n in obj.nodes if n.location.valid()]
-                if len(coords) >= 2:
-                    line_coords.append(coords)
-                    line_tags.append({k: obj.tags.get(k) for k in TAG_COLUMNS if k in obj.tags})
+                tags = {k: obj.tags.get(k) for k in TAG_COLUMNS if k in obj.tags}
+                # Extracts clipped at a box miss some nodes: the way is cut there, never bridged.
+                for run in _located_runs(obj.nodes):
+                    line_coords.append([(n.lon, n.lat) for n in run])
+                    line_tags.append({**tags, NODES_COLUMN: [n.ref for n in run]})
             elif obj.is_area():
                 tags = {k: obj.tags.get(k) for k in TAG_COLUMNS if k in obj.tags}
                 if classify.area_layer(tags) is None:
@@ -133,7 +149,8 @@ def _read_with_osmium(path: Path, suffix: str) -> tuple[gpd.GeoDataFrame, tuple 
                     continue
                 area_tags.append(tags)
     except RuntimeError as exc:
-        raise CorruptOSMFileError(f"{path.name}: not readable as OSM ({exc})") from exc
+        hint = " (sort it first: osmium sort IN -o OUT)" if "out of order" in str(exc) else ""
+        raise CorruptOSMFileError(f"{path.name}: not readable as OSM ({exc}){hint}") from exc
 
     if n_objects == 0:
         raise EmptyOSMFileError(f"{path.name}: the file holds no OSM objects with the tags used")
@@ -142,9 +159,10 @@ def _read_with_osmium(path: Path, suffix: str) -> tuple[gpd.GeoDataFrame, tuple 
     lines = shapely.linestrings(flat, indices=np.repeat(np.arange(len(lengths)), lengths)) if len(lengths) else np.array([], dtype=object)
     polygons = shapely.from_wkb(np.array(area_wkb, dtype=object)) if area_wkb else np.array([], dtype=object)
     rows = line_tags + area_tags
+    columns = [*TAG_COLUMNS, NODES_COLUMN]
     frame = gpd.GeoDataFrame(
-        [{k: r.get(k) for k in TAG_COLUMNS} for r in rows] if rows else None,
-        columns=list(TAG_COLUMNS),
+        [{k: r.get(k) for k in columns} for r in rows] if rows else None,
+        columns=columns,
         geometry=np.concatenate([lines, polygons]) if rows else [],
         crs=WGS84,
     )
@@ -198,6 +216,7 @@ def read_graphml(path: str | Path, *, source: str | None = None) -> OSMFeatures:
         raise CorruptOSMFileError(f"{path.name}: not an osmnx GraphML file ({exc})") from exc
     if graph.number_of_edges() == 0:
         raise EmptyOSMFileError(f"{path.name}: the graph has no edges")
+    # Lines to draw and measure; the graph itself serves the network statistics as osmnx made it.
     edges = ox.graph_to_gdfs(ox.convert.to_undirected(graph), nodes=False)
     frame = gpd.GeoDataFrame(
         {"highway": edges["highway"].to_numpy()}, geometry=edges.geometry.to_numpy(), crs=edges.crs
@@ -206,9 +225,10 @@ def read_graphml(path: str | Path, *, source: str | None = None) -> OSMFeatures:
     known = dict.fromkeys(LAYERS, False)
     known["cycle_foot"] = bool((classes == "cycle_foot").any())
     created = graph.graph.get("created_date")
-    return features_from_tagged_frame(
-        frame, source=source or path.name, timestamp=created, layers_known=known
-    )
+    features = features_from_tagged_frame(frame, source=source or path.name, timestamp=created, layers_known=known)
+    if graph.graph.get("simplified") and str(graph.graph.get("crs", "")).lower() in ("epsg:4326", WGS84.lower()):
+        features = replace(features, drive_network=graph)
+    return features
 
 
 _OFFLINE_HINT = "Check the network, or build from a local file with --osm-file."

@@ -1,28 +1,100 @@
-"""A street graph built from street lines, and the statistics osmnx computes on one.
+"""Street networks as osmnx and Boeing define them, and the statistics measured on them.
 
-Nodes are the line vertices shared by two or more lines (or by one line twice)
-and the lines' ends; edges run along the lines between consecutive nodes.
-This is the topology of an osmnx ``simplify=True`` graph, built with NumPy
-instead of node-by-node Python, so that it also serves downloads and GraphML
-sources whose lines carry no OSM node ids (vertices with the same
-coordinates, to 1e-7 degrees, are the same node).
+Which ways form a network is osmnx's own Overpass filter for the network type
+(``osmnx._overpass._get_network_filter``), parsed and evaluated on the ways'
+tags, so the definitions stay those of the installed osmnx. The drive graph is
+built from the filtered ways as ``osmnx.graph._create_graph`` builds it (one
+directed edge per consecutive node pair, both directions unless one-way) and
+simplified by ``osmnx.simplify_graph``, which also merges degree-2 joins
+between ways. Street counts per node are ``osmnx.stats.count_streets_per_node``
+and undirected edges are ``osmnx.convert.to_undirected``.
+
+References
+----------
+Boeing, G. (2025). Modeling and Analyzing Urban Networks and Amenities with
+OSMnx. Geographical Analysis. https://doi.org/10.1111/gean.70009
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
-import shapely
+import pandas as pd
 from scipy import sparse
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 from scipy.stats import entropy as shannon_entropy
 
+#: Network types whose osmnx filters the pipeline evaluates.
+NETWORK_TYPES = ("drive", "walk")
+#: osmnx's values of ``oneway`` meaning one-way, and one-way against the node order (``osmnx.graph._add_paths``).
+_ONEWAY_VALUES = frozenset({"yes", "true", "1", "-1", "reverse", "T", "F"})
+_REVERSED_VALUES = frozenset({"-1", "reverse", "T"})
+#: Tags the graph itself needs besides the filters' keys.
+GRAPH_TAGS = ("oneway", "junction")
+_CLAUSE = re.compile(r'\["([^"]+)"(?:(!?~)"([^"]*)")?\]')
+
+
+@dataclass(frozen=True)
+class WayFilter:
+    """An osmnx Overpass way filter such as ``["highway"]["service"!~"parking|private"]``.
+
+    Each clause is ``(key, op, regex)``: ``op`` is ``""`` (the key must be
+    present), ``"~"`` (present and the regex found in the value) or ``"!~"``
+    (absent, or the regex not found), as Overpass evaluates them.
+    """
+
+    network_type: str
+    clauses: tuple[tuple[str, str, str], ...]
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(k for k, _, _ in self.clauses))
+
+    def mask(self, tags: pd.DataFrame) -> np.ndarray:
+        """Boolean mask of the rows (one per way, one column per tag key, None when absent) that pass."""
+        keep = np.ones(len(tags), dtype=bool)
+        for key, op, regex in self.clauses:
+            values = tags[key] if key in tags.columns else pd.Series([None] * len(tags), index=tags.index)
+            present = values.notna().to_numpy()
+            if op == "":
+                keep &= present
+                continue
+            found = values.astype("string").str.contains(regex, regex=True).fillna(False).to_numpy(dtype=bool)
+            keep &= found if op == "~" else ~found
+        return keep
+
+
+@lru_cache(maxsize=None)
+def way_filter(network_type: str) -> WayFilter:
+    """osmnx's way filter for ``network_type`` (``drive``, ``walk``, ``bike``, ...), parsed.
+
+    Raises
+    ------
+    ValueError
+        If osmnx does not know the network type or its filter has a form this parser does not read.
+    """
+    from osmnx import _overpass
+
+    text = _overpass._get_network_filter(network_type)
+    clauses = tuple((k, op or "", rx or "") for k, op, rx in _CLAUSE.findall(text))
+    if "".join(m.group(0) for m in _CLAUSE.finditer(text)) != text:
+        raise ValueError(f"osmnx's {network_type!r} filter has a clause this parser does not read: {text}")
+    return WayFilter(network_type, clauses)
+
+
+def filter_keys(network_types: Iterable[str] = NETWORK_TYPES) -> tuple[str, ...]:
+    """Every tag key the filters of ``network_types`` read."""
+    return tuple(dict.fromkeys(k for t in network_types for k in way_filter(t).keys))
+
 
 @dataclass(frozen=True)
 class StreetGraph:
-    """Undirected street multigraph.
+    """The undirected edges and the nodes of an osmnx-simplified street graph.
 
     Attributes
     ----------
@@ -30,69 +102,138 @@ class StreetGraph:
         (n, 2) projected node coordinates (metres).
     node_lonlat
         (n, 2) node longitude and latitude (degrees), for bearings.
+    street_count
+        (n,) ``osmnx.stats.count_streets_per_node`` of each node.
     u, v
-        (m,) node index of each edge's ends, in line direction.
-    length
-        (m,) edge length along the line, metres.
+        (m,) node index of each undirected edge's ends (``osmnx.convert.to_undirected``).
     """
 
     node_xy: np.ndarray
     node_lonlat: np.ndarray
+    street_count: np.ndarray
     u: np.ndarray
     v: np.ndarray
-    length: np.ndarray
 
-    @property
-    def street_count(self) -> np.ndarray:
-        """Street segments meeting at each node (osmnx's ``street_count``; a self-loop counts twice)."""
-        n = len(self.node_xy)
-        return np.bincount(self.u, minlength=n) + np.bincount(self.v, minlength=n)
+    @classmethod
+    def empty(cls) -> StreetGraph:
+        nothing = np.zeros(0, dtype=np.int64)
+        return cls(np.zeros((0, 2)), np.zeros((0, 2)), nothing, nothing, nothing)
 
 
-def build_street_graph(lines_xy: np.ndarray, lines_lonlat: np.ndarray) -> StreetGraph:
-    """Build the graph from the same lines in projected and lon/lat coordinates.
+def _vertex_ids(lonlat: np.ndarray, line_of: np.ndarray, node_ids: pd.Series | None) -> np.ndarray:
+    """An id per line vertex: the OSM node ids where the source has them, else one per location."""
+    if node_ids is not None and node_ids.notna().all():
+        ids = np.concatenate([np.asarray(n, dtype=np.int64) for n in node_ids]) if len(node_ids) else np.zeros(0, np.int64)
+        if len(ids) == len(lonlat):
+            return ids
+    # Downloads without node lists and GraphML: vertices at the same place (to 1e-7 degrees) are one node.
+    keys = np.round(lonlat * 1e7).astype(np.int64)
+    _, inverse = np.unique(keys, axis=0, return_inverse=True)
+    return -1 - inverse.ravel().astype(np.int64)
+
+
+def _vertices_simplify_keeps(ids: np.ndarray, line_of: np.ndarray) -> np.ndarray:
+    """Mask of the vertices that must stay for ``osmnx.simplify_graph`` to give its own result.
+
+    A vertex that no other way (and no other point of its own way) uses, inside
+    a way, is never an osmnx endpoint: it has two neighbours, in and out edges,
+    and degree 2 or 4. Simplification would merge it away, so a run of such
+    vertices is cut to its first one before the graph is built, which makes
+    simplification several times faster. One vertex per run stays so that two
+    runs between the same pair of nodes stay two edges (``to_undirected`` tells
+    edges apart by their geometry), and two stay when a run starts and ends at
+    the same node (a ring), which would otherwise become a stub.
+    """
+    n = len(ids)
+    uses = np.unique(ids, return_inverse=True, return_counts=True)
+    shared = uses[2][uses[1].ravel()] >= 2
+    first = np.r_[True, line_of[1:] != line_of[:-1]]
+    last = np.r_[line_of[1:] != line_of[:-1], True]
+    prev_id = np.r_[-1, ids[:-1]]
+    next_id = np.r_[ids[1:], -1]
+    # A spike (..., p, x, p, ...) makes x an endpoint: it has a single neighbour.
+    anchor = first | last | shared | (~first & ~last & (prev_id == next_id))
+    keep = anchor.copy()
+    # Runs of free vertices between anchors: keep the first, and the last as well when both anchors are one node.
+    free = ~anchor
+    starts = np.flatnonzero(free & np.r_[True, ~free[:-1]])
+    ends = np.flatnonzero(free & np.r_[~free[1:], True])
+    keep[starts] = True
+    ring = ids[np.maximum(starts - 1, 0)] == ids[np.minimum(ends + 1, n - 1)]
+    keep[ends[ring]] = True
+    return keep
+
+
+def build_street_graph(lines_lonlat: np.ndarray, tags: pd.DataFrame, crs,
+                       node_ids: pd.Series | None = None) -> StreetGraph:
+    """Build and simplify the osmnx graph of some street ways.
 
     Parameters
     ----------
-    lines_xy, lines_lonlat
-        Arrays of shapely LineStrings, index-aligned, with the same vertices.
+    lines_lonlat
+        Array of shapely LineStrings in lon/lat, one per way.
+    crs
+        The projected CRS of the graph's node coordinates.
+    tags
+        One row per way with at least the :data:`GRAPH_TAGS` columns
+        (missing columns count as absent tags).
+    node_ids
+        Per way, the OSM node id of each vertex (None where unknown: then
+        vertices at the same location are one node).
     """
-    xy, line_of = shapely.get_coordinates(lines_xy, return_index=True)
-    lonlat = shapely.get_coordinates(lines_lonlat)
-    if len(xy) != len(lonlat):
-        raise ValueError("projected and lon/lat lines must have the same vertices")
-    if len(xy) == 0:
-        empty = np.zeros(0, dtype=np.int64)
-        return StreetGraph(np.zeros((0, 2)), np.zeros((0, 2)), empty, empty, np.zeros(0))
+    import networkx as nx
+    import osmnx as ox
+    import shapely
 
-    keys = np.round(lonlat * 1e7).astype(np.int64)
-    _, first, vertex_node = np.unique(keys, axis=0, return_index=True, return_inverse=True)
-    vertex_node = vertex_node.ravel()
-    uses = np.bincount(vertex_node)
+    lonlat, line_of = shapely.get_coordinates(lines_lonlat, return_index=True)
+    if len(lonlat) == 0:
+        return StreetGraph.empty()
+    ids = _vertex_ids(lonlat, line_of, node_ids)
 
-    starts = np.r_[True, line_of[1:] != line_of[:-1]]
-    ends = np.r_[line_of[1:] != line_of[:-1], True]
-    is_node = starts | ends | (uses[vertex_node] >= 2)
+    # osmnx.graph._add_paths: consecutive duplicate nodes dropped, one-way paths in one direction only.
+    keep = np.r_[True, (line_of[1:] != line_of[:-1]) | (ids[1:] != ids[:-1])]
+    ids, line_of, lonlat = ids[keep], line_of[keep], lonlat[keep]
+    ids, line_of, lonlat = (a[_vertices_simplify_keeps(ids, line_of)] for a in (ids, line_of, lonlat))
+    same_line = line_of[1:] == line_of[:-1]
+    a, b, way = ids[:-1][same_line], ids[1:][same_line], line_of[:-1][same_line]
+    oneway_tag = tags["oneway"].to_numpy(dtype=object) if "oneway" in tags.columns else np.full(len(tags), None)
+    junction = tags["junction"].to_numpy(dtype=object) if "junction" in tags.columns else np.full(len(tags), None)
+    oneway = np.array([o in _ONEWAY_VALUES or j == "roundabout" for o, j in zip(oneway_tag, junction)], dtype=bool)
+    backwards = np.array([o in _REVERSED_VALUES and one for o, one in zip(oneway_tag, oneway)], dtype=bool)
+    fwd_u, fwd_v = np.where(backwards[way], b, a), np.where(backwards[way], a, b)
+    two_way = ~oneway[way]
+    us = np.r_[fwd_u, fwd_v[two_way]]
+    vs = np.r_[fwd_v, fwd_u[two_way]]
+    osmid = np.r_[way, way[two_way]]  # the way's row stands for its OSM id
 
-    seg_len = np.r_[0.0, np.hypot(*np.diff(xy, axis=0).T)]
-    seg_len[starts] = 0.0
-    along = np.cumsum(seg_len)
+    first = {}
+    for i, vid in enumerate(ids):
+        first.setdefault(int(vid), i)
+    graph = nx.MultiDiGraph(crs="EPSG:4326")
+    graph.add_nodes_from((vid, {"x": float(lonlat[i, 0]), "y": float(lonlat[i, 1])}) for vid, i in first.items())
+    graph.add_edges_from((int(p), int(q), {"osmid": int(w)}) for p, q, w in zip(us, vs, osmid))
+    graph.remove_nodes_from([n for n in list(graph.nodes) if graph.degree(n) == 0])
+    return street_graph_of(ox.simplify_graph(graph), crs)
 
-    pos = np.flatnonzero(is_node)
-    same_line = line_of[pos[:-1]] == line_of[pos[1:]]
-    a, b = pos[:-1][same_line], pos[1:][same_line]
-    u_all, v_all = vertex_node[a], vertex_node[b]
 
-    # Renumber so the graph holds only vertices that are nodes.
-    used = np.unique(np.r_[u_all, v_all])
-    remap = np.full(len(first), -1, dtype=np.int64)
-    remap[used] = np.arange(len(used))
+def street_graph_of(graph, crs) -> StreetGraph:
+    """The :class:`StreetGraph` of an osmnx-simplified lon/lat MultiDiGraph, nodes projected to ``crs``."""
+    import osmnx as ox
+    from pyproj import Transformer
+
+    counts = ox.stats.count_streets_per_node(graph)
+    undirected = ox.convert.to_undirected(graph)
+    nodes = list(graph.nodes)
+    index = {n: i for i, n in enumerate(nodes)}
+    lonlat = np.array([(graph.nodes[n]["x"], graph.nodes[n]["y"]) for n in nodes], dtype=np.float64).reshape(-1, 2)
+    x, y = Transformer.from_crs("EPSG:4326", crs, always_xy=True).transform(lonlat[:, 0], lonlat[:, 1])
+    m = undirected.number_of_edges()
     return StreetGraph(
-        node_xy=xy[first[used]],
-        node_lonlat=lonlat[first[used]],
-        u=remap[u_all],
-        v=remap[v_all],
-        length=along[b] - along[a],
+        node_xy=np.column_stack([x, y]).reshape(-1, 2),
+        node_lonlat=lonlat,
+        street_count=np.array([counts[n] for n in nodes], dtype=np.int64),
+        u=np.fromiter((index[p] for p, _ in undirected.edges()), dtype=np.int64, count=m),
+        v=np.fromiter((index[q] for _, q in undirected.edges()), dtype=np.int64, count=m),
     )
 
 

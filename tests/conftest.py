@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 import socket
@@ -108,6 +109,21 @@ def recorded_osterbro_place(osm_path, monkeypatch) -> tuple[float, float, float,
     monkeypatch.setattr(ox._nominatim, "_nominatim_request", lambda *a, **k: nominatim)
     monkeypatch.setattr(ox._overpass, "_overpass_request", lambda *a, **k: response)
     return west, south, east, north
+
+
+@contextlib.contextmanager
+def ox_settings(**values):
+    """osmnx settings changed for the block only (they are module globals)."""
+    import osmnx as ox
+
+    old = {k: getattr(ox.settings, k) for k in values}
+    for k, v in values.items():
+        setattr(ox.settings, k, v)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            setattr(ox.settings, k, v)
 
 
 def load_config(model: str, variant: str = "test", **overrides):

@@ -143,6 +143,26 @@ def test_bad_parameter_files_name_the_field_and_write_nothing(checkpoints, tmp_p
     assert not list(tmp_path.glob(".out.partial-*"))
 
 
+def test_overwrite_replaces_an_earlier_output_and_clears_a_killed_runs_partial_folder(checkpoints, tmp_path):
+    from data_pipeline.atomic import OWNER_FILE
+    from urbangen.generate.run import MARKER, generate
+
+    params = example("dense_core_to_low_density_edge.yaml", checkpoints["pix2pix"], tmp_path, size_m=256, samples=1,
+                     outputs=["png", "report"])
+    out = tmp_path / "out"
+    generate(params, out)
+    assert (out / MARKER).is_file() and not (out / OWNER_FILE).exists()
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        generate(params, out)
+    killed = tmp_path / ".out.partial-killed"  # signed by a writer that no longer holds its lock
+    killed.mkdir()
+    (killed / OWNER_FILE).write_text("pid 999999 on elsewhere\n")
+    (out / "sample_000.png").unlink()
+    report = generate(params, out, overwrite=True)
+    assert (out / "sample_000.png").is_file() and (out / MARKER).is_file() and len(report["samples"]) == 1
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
 def test_malformed_yaml_and_cli_errors(checkpoints, tmp_path):
     from typer.testing import CliRunner
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from data_pipeline.atomic import write_text_atomic
 from data_pipeline.dataset import ATTRIBUTION, open_dataset
 from urbangen.analysis import embeddings as emb
 from urbangen.analysis import figures
@@ -114,7 +115,7 @@ def analyze(dataset: str | Path, out_dir: str | Path, *, vae: str | Path | list 
     if vae_runs and len(set(group_of)) >= 2:
         results["traversal"] = figures.traversal(vae_runs[0], spaces[vae_spaces[0]], group_of, data, indices,
                                                  out / "traversal")
-    (out / "results.json").write_text(json.dumps(results, indent=2))
+    write_text_atomic(out / "results.json", json.dumps(results, indent=2))
     (out / "report.md").write_text(report_markdown(results))
     if wandb_mode != "disabled":
         log_to_wandb(results, out, wandb_mode)

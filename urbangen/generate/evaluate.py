@@ -19,6 +19,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from data_pipeline.atomic import write_text_atomic
 from data_pipeline.dataset import open_dataset
 from urbangen.analysis.embeddings import embed_tiles
 from data_pipeline.parameters import PARAMETERS
@@ -114,7 +115,7 @@ def evaluate(checkpoint: str | Path, dataset: str | Path, out_dir: str | Path, *
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "evaluation.json").write_text(json.dumps(result, indent=2))
+    write_text_atomic(out_dir / "evaluation.json", json.dumps(result, indent=2))
     _plot(requested, achieved, names, conditioning, out_dir / "conditioning.png")
     if wandb_mode != "disabled":
         from urbangen.training.logging import RunLogger

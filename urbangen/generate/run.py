@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +9,7 @@ import jax
 import numpy as np
 from rasterio.transform import from_origin
 
+from data_pipeline.atomic import PartialDir, check_replaceable, is_empty_dir
 from data_pipeline.config import TilingConfig
 from data_pipeline.dataset import ATTRIBUTION
 from data_pipeline.features import LAYERS, OSMFeatures
@@ -21,6 +20,9 @@ from urbangen.generate.request import GenerationRequest, ParameterFileError, rea
 from urbangen.generate.sampler import LayoutGenerator, correlated_bernoulli, generate_layout, load_generator
 from urbangen.generate.vectorize import polygons, street_frame, street_graph
 from urbangen.generate.writers import write_geotiff, write_png, write_report
+
+#: Written into every output folder of :func:`generate`: ``--overwrite`` replaces only folders that have it.
+MARKER = ".urbangen-generate"
 
 
 def measurement_windows(height: int, width: int, tile: int) -> list[tuple[int, int, int, int]]:
@@ -50,7 +52,8 @@ def measure(layout: np.ndarray, channels: list[str], request: GenerationRequest,
     features = OSMFeatures(streets=vectors["streets"], buildings=vectors["buildings"],
                            open_space=vectors["open_space"], water=vectors["water"], source="urbangen generate",
                            extent=(x0, y0, x0 + w * mpp, y0 + h * mpp),
-                           layers_known={k: k in channels or k == "cycle_foot" for k in LAYERS})
+                           layers_known={k: k in channels or k == "cycle_foot" for k in LAYERS}
+                           | {"all_streets": {"major_roads", "minor_roads", "cycle_foot"} <= set(channels)})
     achieved = tile_parameters(features, bounds, TilingConfig(meters_per_pixel=mpp, tile_px=tile))
     return vectors, achieved
 
@@ -76,11 +79,18 @@ def generate(params_file: str | Path | GenerationRequest, out_dir: str | Path, *
     Everything is validated (file, checkpoint, parameter names, street
     network) before anything is written, and the outputs appear in
     ``out_dir`` only when complete.
+
+    Raises
+    ------
+    ForeignDirectoryError
+        If ``out_dir`` holds files that are not an earlier output of this
+        function (no :data:`MARKER`); with or without ``overwrite`` they are left alone.
+    FileExistsError
+        If ``out_dir`` is an earlier output and ``overwrite`` is false.
     """
     request = params_file if isinstance(params_file, GenerationRequest) else read_request(params_file)
     out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
-        raise FileExistsError(f"{out_dir} exists and is not empty (use --overwrite)")
+    _check_out_dir(out_dir, overwrite)
     gen = generator or load_generator(request.checkpoint, request.checkpoint_step)
     if gen.kind != request.model_type:
         raise ParameterFileError(request.source, "model.type",
@@ -100,8 +110,8 @@ def generate(params_file: str | Path | GenerationRequest, out_dir: str | Path, *
         given = rasterize_streets(request, gen.input_channels, height, width, mpp)
     channels = gen.input_channels + gen.output_channels
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    partial = PartialDir(out_dir)  # also clears partial folders of killed runs, never a running one's
+    tmp = partial.path
     try:
         samples = []
         windows = measurement_windows(height, width, tile)
@@ -135,13 +145,26 @@ def generate(params_file: str | Path | GenerationRequest, out_dir: str | Path, *
         report = _report(request, gen, samples, height, width)
         if "report" in request.outputs:
             write_report(report, tmp / "report.json", tmp / "report.md")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
+        (tmp / MARKER).write_text("urbangen generate output: generate --overwrite may replace this folder\n")
+        _check_out_dir(out_dir, overwrite)  # again: files may have been put there while this ran
+        partial.publish()
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        partial.discard()
         raise
     return report
+
+
+def is_generate_output(path: str | Path) -> bool:
+    """Whether ``path`` is a folder that :func:`generate` wrote (it holds :data:`MARKER`)."""
+    return (Path(path) / MARKER).is_file()
+
+
+def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
+    """Raise unless ``out_dir`` is missing, empty, or an earlier output that ``overwrite`` may replace."""
+    check_replaceable(out_dir, is_generate_output,
+                      f"an urbangen generate output (a folder with its {MARKER} file)")
+    if not overwrite and out_dir.exists() and not is_empty_dir(out_dir):
+        raise FileExistsError(f"{out_dir} exists and is not empty (use --overwrite)")
 
 
 def _write_geojson(frame, path: Path) -> None:

@@ -6,9 +6,8 @@ import geopandas as gpd
 import numpy as np
 import shapely
 
-from data_pipeline.classify import street_class
 from data_pipeline.config import TilingConfig
-from data_pipeline.features import OSMFeatures
+from data_pipeline.features import OSMFeatures, street_frame
 from data_pipeline.rasterize import channel_geometries
 from urbangen.generate.request import GenerationRequest, ParameterFileError
 
@@ -32,9 +31,9 @@ def read_streets(request: GenerationRequest) -> gpd.GeoDataFrame:
         frame = frame.to_crs(request.crs)
     highway = frame["highway"] if "highway" in frame.columns else ["residential"] * len(frame)
     highway = [h[0] if isinstance(h, list) else (h if isinstance(h, str) else "residential") for h in highway]
-    frame = gpd.GeoDataFrame({"highway": highway, "street_class": [street_class(h) for h in highway],
-                              "cycle_infra": False}, geometry=frame.geometry.values, crs=request.crs)
-    return frame[frame["street_class"].notna()].explode(index_parts=False).reset_index(drop=True)
+    frame = gpd.GeoDataFrame({"highway": highway}, geometry=frame.geometry.values, crs=request.crs)
+    streets = street_frame(frame.explode(index_parts=False).reset_index(drop=True))
+    return streets[streets["street_class"] != "other"].reset_index(drop=True)
 
 
 def rasterize_streets(request: GenerationRequest, channels: list[str], height: int, width: int,

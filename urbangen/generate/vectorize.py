@@ -92,17 +92,16 @@ def skeleton_lines(mask: np.ndarray, transform: Affine, min_pixels: int = 3) -> 
 def street_frame(layout: np.ndarray, channels: list[str], transform: Affine, crs,
                  simplify_m: float) -> gpd.GeoDataFrame:
     """Centrelines of every street channel, with the ``highway`` and ``street_class`` the pipeline reads."""
-    from data_pipeline.classify import street_class
+    from data_pipeline.features import street_frame as tagged_street_frame
 
     rows = []
     for name, highway in CHANNEL_HIGHWAY.items():
         if name in channels:
             for line in skeleton_lines(layout[..., channels.index(name)], transform):
-                rows.append({"geometry": line.simplify(simplify_m), "highway": highway,
-                             "street_class": street_class(highway), "cycle_infra": False})
+                rows.append({"geometry": line.simplify(simplify_m), "highway": highway})
     frame = gpd.GeoDataFrame(rows, geometry="geometry", crs=crs) if rows else gpd.GeoDataFrame(
-        {"highway": [], "street_class": [], "cycle_infra": []}, geometry=[], crs=crs)
-    return frame
+        {"highway": []}, geometry=[], crs=crs)
+    return tagged_street_frame(frame)
 
 
 def street_graph(streets: gpd.GeoDataFrame, snap_m: float) -> nx.MultiDiGraph:

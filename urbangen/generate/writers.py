@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from data_pipeline.atomic import write_text_atomic
 from data_pipeline.dataset import ATTRIBUTION
 from data_pipeline.render import CHANNEL_COLOURS, tile_to_rgb
 
@@ -58,7 +59,7 @@ def write_geotiff(layout: np.ndarray, channels: list[str], path: Path, transform
 
 def write_report(report: dict[str, Any], json_path: Path, md_path: Path) -> None:
     """``report.json`` and a readable ``report.md``: requested against achieved parameters."""
-    json_path.write_text(json.dumps(report, indent=2))
+    write_text_atomic(json_path, json.dumps(report, indent=2))
     lines = ["# Generated layouts: requested against achieved parameters", "",
              f"- parameter file: `{report['parameter_file']}`",
              f"- model: {report['model']} (`{report['checkpoint']}`, step {report['checkpoint_step']})",

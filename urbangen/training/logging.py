@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from data_pipeline.atomic import write_text_atomic
+
 WANDB_MODES = ("online", "offline", "disabled")
 
 
@@ -75,7 +77,8 @@ class RunLogger:
         """Drop rows logged after ``step``: a resumed run logs those steps again."""
         if self.is_main and self.metrics_path.exists():
             rows = [r for r in read_metrics(self.workdir) if r["step"] <= step]
-            self.metrics_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+            # Atomic: a kill during the rewrite must not lose the rows the resume keeps.
+            write_text_atomic(self.metrics_path, "".join(json.dumps(r) + "\n" for r in rows))
 
     def log_image(self, step: int, key: str, image: np.ndarray, caption: str = "") -> Path | None:
         """Save an RGB uint8 image as ``samples/KEY_STEP.png`` and log it to W&B."""
@@ -99,6 +102,19 @@ class RunLogger:
 
 
 def read_metrics(workdir: str | Path) -> list[dict[str, float]]:
-    """The rows of a run's ``metrics.jsonl``."""
+    """The rows of a run's ``metrics.jsonl``.
+
+    A last line cut short (the run was killed while appending it) is left out;
+    the resumed run logs that step again.
+    """
     path = Path(workdir) / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    if not path.exists():
+        return []
+    text = path.read_text()
+    lines = text.splitlines()
+    if lines and not text.endswith("\n"):
+        try:
+            json.loads(lines[-1])
+        except ValueError:
+            lines.pop()
+    return [json.loads(line) for line in lines if line.strip()]
