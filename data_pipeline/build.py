@@ -9,13 +9,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import geopandas as gpd
 import numpy as np
 import pandas as pd
+import shapely
 import yaml
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from data_pipeline import sources
 from data_pipeline.config import CHANNELS, TilingConfig
+from data_pipeline.coverage import WGS84, Coverage, boundary_coverage, clip_coverage, estimate_coverage
 from data_pipeline.dataset import DatasetWriter, TileDataset, open_dataset
 from data_pipeline.features import OSMFeatures
 from data_pipeline.grid import make_grid, project_to_utm
@@ -57,6 +60,11 @@ class CitySpec:
         ``(west, south, east, north)`` in degrees to download through osmnx.
     group
         Optional group label (for example ``car_centric``) kept in the manifest.
+    clip
+        ``(west, south, east, north)`` in degrees: keep only tiles inside this box.
+    boundary
+        A polygon file (GeoJSON, any CRS): keep only tiles inside its polygons.
+        ``clip`` and ``boundary`` replace the coverage the source gives.
     """
 
     name: str
@@ -64,6 +72,8 @@ class CitySpec:
     place: str | None = None
     bbox: tuple[float, float, float, float] | None = None
     group: str | None = None
+    clip: tuple[float, float, float, float] | None = None
+    boundary: str | None = None
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
@@ -71,6 +81,16 @@ class CitySpec:
         given = [s for s in (self.osm_file, self.place, self.bbox) if s is not None]
         if len(given) != 1:
             raise ValueError(f"city {self.name!r}: give exactly one of osm_file, place, bbox")
+        if self.clip is not None and self.boundary is not None:
+            raise ValueError(f"city {self.name!r}: give clip or boundary, not both")
+
+    def user_coverage(self) -> Coverage | None:
+        """The coverage the user gave (``clip`` or ``boundary``), lon/lat, or None."""
+        if self.clip is not None:
+            return clip_coverage(*self.clip)
+        if self.boundary is not None:
+            return boundary_coverage(self.boundary)
+        return None
 
     def load(self) -> OSMFeatures:
         """Read or download this city's layers (lon/lat)."""
@@ -96,7 +116,26 @@ def _progress() -> Progress:
     )
 
 
-def tile_rows(city: str, crs: str, bounds: np.ndarray, params: pd.DataFrame, config: TilingConfig, buildings_known: bool) -> pd.DataFrame:
+def city_coverage(features: OSMFeatures, user: Coverage | None, config: TilingConfig) -> Coverage:
+    """The coverage of projected features: the user's, else the source's, else estimated from the ways.
+
+    ``user`` is in lon/lat. The estimate uses the streets' and buildings' vertices
+    (see :func:`data_pipeline.coverage.estimate_coverage`).
+    """
+    if user is not None:
+        return user.to_crs(WGS84, features.crs)
+    if features.coverage is not None:
+        return features.coverage
+    streets, owners = shapely.get_coordinates(features.streets.geometry.values, return_index=True)
+    buildings, b_owners = shapely.get_coordinates(shapely.get_exterior_ring(
+        shapely.get_geometry(features.buildings.geometry.values, 0)), return_index=True)
+    points = np.concatenate([streets, buildings])
+    owners = np.concatenate([owners, b_owners + len(features.streets)])
+    return Coverage(estimate_coverage(points, owners, config.coverage_cell_m), "estimated")
+
+
+def tile_rows(city: str, crs: str, bounds: np.ndarray, params: pd.DataFrame, config: TilingConfig,
+              buildings_known: bool, coverage: np.ndarray) -> pd.DataFrame:
     """The tiles.parquet rows of one city."""
     n = len(bounds)
     cx = (bounds[:, 0] + bounds[:, 2]) / 2.0
@@ -117,6 +156,7 @@ def tile_rows(city: str, crs: str, bounds: np.ndarray, params: pd.DataFrame, con
             "region": region,
             "raster_index": np.arange(n, dtype=np.int64),
             "buildings_known": buildings_known,
+            "coverage": coverage,
         }
     )
     return pd.concat([frame, params.reset_index(drop=True)], axis=1)
@@ -156,9 +196,11 @@ def build_dataset(
     with DatasetWriter(out_dir, overwrite=overwrite) as writer, _progress() as progress:
         for city in cities:
             task = progress.add_task(f"{city.name}: reading", total=None)
+            user = city.user_coverage()  # a bad --clip or --boundary fails before any reading
             lonlat = city.load()
             features = project_to_utm(lonlat)
-            grid = make_grid(features, config)
+            coverage = city_coverage(features, user, config)
+            grid = make_grid(features, config, coverage.polygon)
             progress.update(task, description=f"{city.name}: parameters", total=len(grid), completed=0)
             params = tile_parameters(features, grid.bounds, config, graph=drive_graph(features))
             writer.add_city(
@@ -173,6 +215,14 @@ def build_dataset(
                     "group": city.group,
                     "layers_known": features.layers_known,
                     "extent_lonlat": None if lonlat.extent is None else [float(v) for v in lonlat.extent],
+                    "coverage": {
+                        "source": coverage.source,
+                        "area_km2": round(float(coverage.polygon.area) / 1e6, 4),
+                        "file": writer.write_coverage(city.name, gpd.GeoSeries(
+                            [coverage.polygon], crs=features.crs).to_crs(WGS84).to_json()),
+                        "min_share": config.min_coverage,
+                    },
+                    "tiles_dropped": grid.dropped,
                 },
             )
             progress.update(task, description=f"{city.name}: rasterizing")
@@ -180,9 +230,10 @@ def build_dataset(
                 writer.write_tiles(city.name, idx, tiles)
                 progress.advance(task, len(idx))
             writer.add_rows(
-                tile_rows(city.name, grid.crs, grid.bounds, params, config, features.layers_known["buildings"])
+                tile_rows(city.name, grid.crs, grid.bounds, params, config, features.layers_known["buildings"],
+                          grid.coverage)
             )
-            progress.update(task, description=f"{city.name}: {len(grid)} tiles")
+            progress.update(task, description=f"{city.name}: {len(grid)} tiles ({grid.dropped['outside_coverage']} outside the {coverage.source} coverage, {grid.dropped['too_few_streets']} with too few streets)")
         writer.commit(
             {
                 "tiling": config.to_dict(),
@@ -237,8 +288,12 @@ def load_build_config(path: str | Path) -> tuple[list[CitySpec], TilingConfig, s
             # like the variable itself; a literal one to the YAML file.
             base = Path.cwd() if "$" in str(entry["osm_file"]) else path.parent
             entry["osm_file"] = str(p if p.is_absolute() else base / p)
-        if entry.get("bbox") is not None:
-            entry["bbox"] = tuple(float(v) for v in entry["bbox"])
+        for key in ("bbox", "clip"):
+            if entry.get(key) is not None:
+                entry[key] = tuple(float(v) for v in entry[key])
+        if entry.get("boundary"):
+            b = Path(os.path.expandvars(str(entry["boundary"]))).expanduser()
+            entry["boundary"] = str(b if b.is_absolute() else path.parent / b)
         cities.append(CitySpec(**entry))
     tiling = TilingConfig.from_dict(raw.get("tiling") or {})
     return cities, tiling, raw.get("out")

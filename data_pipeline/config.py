@@ -38,10 +38,12 @@ class TilingConfig:
     min_street_km
         A tile is kept only if it holds at least this many km of streets,
         which drops tiles of forest, sea or unmapped land.
-    extent_quantile
-        Sources that declare no bounds (Overpass box downloads hold every way
-        that touches the box) are tiled over the ``q`` to ``1 - q`` quantile
-        box of their street vertices.
+    min_coverage
+        A tile is kept only when at least this share of it lies inside the
+        city's coverage polygon (see :mod:`data_pipeline.coverage`).
+    coverage_cell_m
+        Cell side of the coverage estimated from the data when the source
+        gives no bounds.
     intersection_tolerance_m
         Intersection nodes closer than twice this distance are one
         intersection (osmnx's ``consolidate_intersections`` buffer radius).
@@ -59,7 +61,8 @@ class TilingConfig:
     stride_px: int | None = None
     channels: tuple[str, ...] = tuple(CHANNELS)
     min_street_km: float = 0.25
-    extent_quantile: float = 0.01
+    min_coverage: float = 0.99
+    coverage_cell_m: float = 250.0
     intersection_tolerance_m: float = 10.0
     road_width_m: dict[str, float] = field(default_factory=dict)
     block_tiles: int = 8
@@ -70,6 +73,8 @@ class TilingConfig:
             raise ValueError(f"meters_per_pixel must be positive, got {self.meters_per_pixel}")
         if self.tile_px < 8:
             raise ValueError(f"tile_px must be at least 8, got {self.tile_px}")
+        if not 0.0 < self.min_coverage <= 1.0:
+            raise ValueError(f"min_coverage must be in (0, 1], got {self.min_coverage}")
         if self.stride_px is not None and not 0 < self.stride_px <= self.tile_px:
             raise ValueError(f"stride_px must be in (0, tile_px], got {self.stride_px}")
         unknown = set(self.channels) - set(CHANNELS)

@@ -5,6 +5,7 @@ Layout of a dataset directory ``DIR``::
     DIR/manifest.json        format version, tiling, channels, parameters, cities, attribution
     DIR/tiles.parquet        one row per tile: id, city, CRS, bounds, region, parameters
     DIR/rasters/CITY.zarr    uint8 array (n_tiles_of_city, H, W, C), one chunk per tile
+    DIR/coverage/CITY.geojson  the city's coverage polygon (where its data was mapped), lon/lat
 
 A dataset is written into a sibling temporary directory and moved into
 place in one ``rename`` only when complete, so an interrupted build never
@@ -33,7 +34,9 @@ MANIFEST = "manifest.json"
 TILES = "tiles.parquet"
 RASTERS = "rasters"
 #: Columns of tiles.parquet before the parameter columns.
-TILE_COLUMNS = ("tile_id", "city", "crs", "x0", "y0", "x1", "y1", "region", "raster_index", "buildings_known")
+TILE_COLUMNS = ("tile_id", "city", "crs", "x0", "y0", "x1", "y1", "region", "raster_index", "buildings_known",
+                "coverage")
+COVERAGE = "coverage"
 
 
 def _zarr_compressor():
@@ -97,6 +100,13 @@ class DatasetWriter:
             dtype="uint8",
             compressors=_zarr_compressor(),
         )
+
+    def write_coverage(self, city: str, geojson: str) -> str:
+        """Store a city's coverage polygon; returns its path relative to the dataset."""
+        (self.tmp_dir / COVERAGE).mkdir(exist_ok=True)
+        relative = f"{COVERAGE}/{city}.geojson"
+        (self.tmp_dir / relative).write_text(geojson)
+        return relative
 
     def write_tiles(self, city: str, indices: np.ndarray, tiles: np.ndarray) -> None:
         array = self._arrays[city]

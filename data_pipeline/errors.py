@@ -39,6 +39,10 @@ class NetworkUnavailableError(PipelineError):
     """Downloading from OSM's servers failed (no network, timeout, refusal)."""
 
 
+class BoundaryError(PipelineError):
+    """A ``--clip`` box or ``--boundary`` file cannot serve as a coverage polygon."""
+
+
 class NoTilesError(PipelineError):
     """The data covers no tile that passes the build's coverage filter."""
 

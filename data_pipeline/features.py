@@ -54,6 +54,9 @@ class OSMFeatures:
     extent
         ``(west, south, east, north)`` the source declares (file bounds or
         query box) in the layers' CRS, or None when unknown.
+    coverage
+        Where the source says its data was mapped (:class:`data_pipeline.coverage.Coverage`:
+        file bounds, query box or place boundary), in the layers' CRS; None when it does not say.
     drive_network
         The osmnx-simplified lon/lat drive graph when the source is one
         (GraphML), used as osmnx made it; None when it is built from the ways.
@@ -71,6 +74,7 @@ class OSMFeatures:
     timestamp: str | None = None
     extent: tuple[float, float, float, float] | None = None
     layers_known: dict[str, bool] = field(default_factory=lambda: dict.fromkeys(LAYERS, True))
+    coverage: Any = None
     drive_network: Any = None
 
     @property
@@ -91,6 +95,7 @@ class OSMFeatures:
             open_space=self.open_space.to_crs(crs),
             water=self.water.to_crs(crs),
             extent=extent,
+            coverage=None if self.coverage is None else self.coverage.to_crs(self.crs, crs),
         )
 
 

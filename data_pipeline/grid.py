@@ -9,6 +9,7 @@ import numpy as np
 import shapely
 
 from data_pipeline.config import TilingConfig
+from data_pipeline.coverage import inside_share
 from data_pipeline.errors import NoTilesError
 from data_pipeline.features import OSMFeatures
 
@@ -20,15 +21,19 @@ def utm_crs(lon: float, lat: float) -> str:
 
 
 def project_to_utm(features: OSMFeatures) -> OSMFeatures:
-    """Project every layer to the UTM zone of the streets' centre."""
-    lonlat = features.streets.to_crs("EPSG:4326")
-    west, south, east, north = lonlat.total_bounds
-    return features.to_crs(utm_crs((west + east) / 2.0, (south + north) / 2.0))
+    """Project every layer to the UTM zone of the streets' median vertex.
+
+    The median, not the centre of the bounds: a relation's members far away
+    must not move the zone.
+    """
+    lonlat = shapely.get_coordinates(features.streets.to_crs("EPSG:4326").geometry.values)
+    lon, lat = np.median(lonlat, axis=0)
+    return features.to_crs(utm_crs(float(lon), float(lat)))
 
 
 @dataclass(frozen=True)
 class TileGrid:
-    """Tile bounds in a projected CRS.
+    """Tile bounds in a projected CRS, with what was dropped.
 
     ``bounds[i] = (x0, y0, x1, y1)``; tiles sit on multiples of the stride, so
     two builds of the same place with the same settings give the same tiles.
@@ -36,6 +41,8 @@ class TileGrid:
 
     bounds: np.ndarray  # (n, 4) float64
     crs: str
+    coverage: np.ndarray  # (n,) share of each tile inside the coverage polygon
+    dropped: dict[str, int]
 
     def __len__(self) -> int:
         return len(self.bounds)
@@ -44,36 +51,24 @@ class TileGrid:
         return shapely.box(*self.bounds.T)
 
 
-def tiling_extent(features: OSMFeatures, config: TilingConfig) -> tuple[float, float, float, float]:
-    """Box to tile: the source's declared bounds, else a quantile box of street vertices."""
-    if features.extent is not None:
-        return features.extent
-    coords = shapely.get_coordinates(features.streets.geometry.values)
-    q = config.extent_quantile
-    lo = np.quantile(coords, q, axis=0)
-    hi = np.quantile(coords, 1.0 - q, axis=0)
-    return float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1])
+def make_grid(features: OSMFeatures, config: TilingConfig, coverage: shapely.Geometry) -> TileGrid:
+    """Lay the tile grid over the coverage polygon (projected, as the features).
 
-
-def make_grid(features: OSMFeatures, config: TilingConfig) -> TileGrid:
-    """Lay the tile grid over the (projected) features' extent.
-
-    Only tiles that lie wholly inside the extent are kept, so no tile is cut
-    by the edge of the data; then tiles with less than
-    ``config.min_street_km`` of streets are dropped.
+    A tile is kept when at least ``config.min_coverage`` of it lies inside
+    the coverage and it holds ``config.min_street_km`` of streets.
 
     Raises
     ------
     NoTilesError
-        If the extent is smaller than one tile or every tile is nearly empty.
+        If the coverage is smaller than one tile or no tile passes.
     """
-    west, south, east, north = tiling_extent(features, config)
     size, step = config.tile_m, config.stride_m
-    xs = np.arange(math.ceil(west / step) * step, east - size + 1e-6, step)
-    ys = np.arange(math.ceil(south / step) * step, north - size + 1e-6, step)
+    west, south, east, north = coverage.bounds if not coverage.is_empty else (0.0, 0.0, 0.0, 0.0)
+    xs = np.arange(math.floor(west / step) * step, east - size + 1e-6, step)
+    ys = np.arange(math.floor(south / step) * step, north - size + 1e-6, step)
     if len(xs) == 0 or len(ys) == 0:
         raise NoTilesError(
-            f"{features.source}: the mapped extent ({(east - west) / 1000:.2f} x "
+            f"{features.source}: the mapped area ({(east - west) / 1000:.2f} x "
             f"{(north - south) / 1000:.2f} km) is smaller than one {size:.0f} m tile; "
             "use a larger area or smaller tiles (tile_px, meters_per_pixel)."
         )
@@ -81,16 +76,22 @@ def make_grid(features: OSMFeatures, config: TilingConfig) -> TileGrid:
     gx, gy = np.meshgrid(xs, ys[::-1])
     x0, y0 = gx.ravel(), gy.ravel()
     bounds = np.stack([x0, y0, x0 + size, y0 + size], axis=1)
-
     boxes = shapely.box(*bounds.T)
+    share = inside_share(coverage, boxes)
+    covered = share >= config.min_coverage
+
     lines = features.streets.geometry.values
     tree = shapely.STRtree(lines)
-    tile_idx, line_idx = tree.query(boxes, predicate="intersects")
-    clipped = shapely.length(shapely.intersection(lines[line_idx], boxes[tile_idx]))
-    street_km = np.bincount(tile_idx, weights=clipped, minlength=len(bounds)) / 1000.0
-    keep = street_km >= config.min_street_km
+    tile_idx, line_idx = tree.query(boxes[covered], predicate="intersects")
+    clipped = shapely.length(shapely.intersection(lines[line_idx], boxes[covered][tile_idx]))
+    street_km = np.zeros(len(bounds))
+    street_km[covered] = np.bincount(tile_idx, weights=clipped, minlength=int(covered.sum())) / 1000.0
+    keep = covered & (street_km >= config.min_street_km)
+    dropped = {"outside_coverage": int((~covered).sum()), "too_few_streets": int((covered & ~keep).sum())}
     if not keep.any():
         raise NoTilesError(
-            f"{features.source}: none of {len(bounds)} tiles holds {config.min_street_km} km of streets"
+            f"{features.source}: no tile is both {config.min_coverage:.0%} inside the mapped area and holds "
+            f"{config.min_street_km} km of streets ({dropped['outside_coverage']} outside, "
+            f"{dropped['too_few_streets']} with too few streets)"
         )
-    return TileGrid(bounds=bounds[keep], crs=str(features.crs))
+    return TileGrid(bounds=bounds[keep], crs=str(features.crs), coverage=share[keep], dropped=dropped)

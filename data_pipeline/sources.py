@@ -19,6 +19,7 @@ import numpy as np
 import shapely
 
 from data_pipeline import classify
+from data_pipeline.coverage import Coverage
 from data_pipeline.errors import (
     CorruptOSMFileError,
     EmptyOSMFileError,
@@ -195,7 +196,8 @@ def read_osm_file(path: str | Path, *, source: str | None = None) -> OSMFeatures
     if suffix in GRAPHML_SUFFIXES:
         return read_graphml(path, source=source)
     frame, extent, timestamp = _read_with_osmium(path, suffix)
-    return features_from_tagged_frame(frame, source=source, timestamp=timestamp, extent=extent)
+    features = features_from_tagged_frame(frame, source=source, timestamp=timestamp, extent=extent)
+    return features if extent is None else replace(features, coverage=Coverage(shapely.box(*extent), "bounds"))
 
 
 def read_graphml(path: str | Path, *, source: str | None = None) -> OSMFeatures:
@@ -256,7 +258,7 @@ def check_reachable(url: str, timeout_s: float = 5.0) -> None:
 def _download(query: str, fetch) -> OSMFeatures:
     """Run an osmnx download and turn its failures into the pipeline's errors.
 
-    ``fetch(ox)`` returns the features frame and the lon/lat box the query covers.
+    ``fetch(ox)`` returns the features frame and the lon/lat polygon the query covers.
     """
     import osmnx as ox
     import requests
@@ -264,25 +266,26 @@ def _download(query: str, fetch) -> OSMFeatures:
     if ox.settings.use_cache is False or not any(Path(ox.settings.cache_folder).glob("*.json")):
         check_reachable(ox.settings.overpass_url)
     try:
-        frame, extent = fetch(ox)
+        frame, area = fetch(ox)
     except ox._errors.InsufficientResponseError as exc:
         raise UnknownPlaceError(f"{query}: OSM returned nothing for this query ({exc})") from exc
     except requests.exceptions.RequestException as exc:
         raise NetworkUnavailableError(
             f"{query}: cannot reach the OSM servers ({exc.__class__.__name__}). {_OFFLINE_HINT}"
         ) from exc
-    return features_from_tagged_frame(
+    features = features_from_tagged_frame(
         frame.reset_index().to_crs(WGS84),
         source=query,
         timestamp=None,
-        extent=tuple(float(v) for v in extent),
+        extent=tuple(float(v) for v in area.bounds),
     )
+    return replace(features, coverage=Coverage(area, "place" if query.startswith("place:") else "bounds"))
 
 
 def download_place(place: str) -> OSMFeatures:
     """Download a named place's layers through osmnx (geocoded by Nominatim; both cached).
 
-    The tiled extent is the bounding box of the place's boundary polygon.
+    The place's boundary polygon is the data's coverage: only tiles inside it are kept.
 
     Raises
     ------
@@ -301,7 +304,7 @@ def download_place(place: str) -> OSMFeatures:
             raise UnknownPlaceError(f"{place!r}: Nominatim knows it, but not as an area with a boundary ({exc}); "
                                     "name an administrative area or give a bounding box") from exc
         polygon = boundary.union_all()
-        return ox.features_from_polygon(polygon, tags=DOWNLOAD_TAGS), polygon.bounds
+        return ox.features_from_polygon(polygon, tags=DOWNLOAD_TAGS), polygon
 
     return _download(f"place: {place}", fetch)
 
@@ -313,5 +316,5 @@ def download_bbox(west: float, south: float, east: float, north: float) -> OSMFe
     bbox = (west, south, east, north)
     return _download(
         f"bbox: {west} {south} {east} {north}",
-        lambda ox: (ox.features_from_bbox(bbox, tags=DOWNLOAD_TAGS), bbox),
+        lambda ox: (ox.features_from_bbox(bbox, tags=DOWNLOAD_TAGS), shapely.box(*bbox)),
     )

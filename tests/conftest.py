@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import struct
 import socket
@@ -107,7 +108,8 @@ def recorded_osterbro_place(osm_path, monkeypatch) -> tuple[float, float, float,
     monkeypatch.setattr(ox.settings, "use_cache", False)
     monkeypatch.setattr(sources, "check_reachable", lambda url: None)
     monkeypatch.setattr(ox._nominatim, "_nominatim_request", lambda *a, **k: nominatim)
-    monkeypatch.setattr(ox._overpass, "_overpass_request", lambda *a, **k: response)
+    # osmnx consumes the elements it parses: every request gets its own copy of the recording.
+    monkeypatch.setattr(ox._overpass, "_overpass_request", lambda *a, **k: copy.deepcopy(response))
     return west, south, east, north
 
 
