@@ -22,7 +22,7 @@ from data_pipeline.coverage import WGS84, Coverage, boundary_coverage, clip_cove
 from data_pipeline.dataset import DatasetWriter, TileDataset, open_dataset
 from data_pipeline.features import OSMFeatures
 from data_pipeline.grid import make_grid, project_to_utm
-from data_pipeline.parameters import PARAMETERS, drive_graph, parameter_table, tile_parameters
+from data_pipeline.parameters import PARAMETERS, drive_graph, network_summary, parameter_table, tile_parameters
 from data_pipeline.rasterize import rasterize_tiles
 
 #: Characters a city name may hold (it names files); anything else becomes "_".
@@ -202,7 +202,8 @@ def build_dataset(
             coverage = city_coverage(features, user, config)
             grid = make_grid(features, config, coverage.polygon)
             progress.update(task, description=f"{city.name}: parameters", total=len(grid), completed=0)
-            params = tile_parameters(features, grid.bounds, config, graph=drive_graph(features))
+            graph = drive_graph(features)
+            params = tile_parameters(features, grid.bounds, config, graph=graph)
             writer.add_city(
                 city.name,
                 len(grid),
@@ -223,6 +224,7 @@ def build_dataset(
                         "min_share": config.min_coverage,
                     },
                     "tiles_dropped": grid.dropped,
+                    "drive_network": network_summary(graph, config.intersection_tolerance_m),
                 },
             )
             progress.update(task, description=f"{city.name}: rasterizing")

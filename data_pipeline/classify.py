@@ -53,6 +53,8 @@ WATER_TAGS: dict[str, frozenset[str]] = {
     "waterway": frozenset({"riverbank", "dock"}),
     "landuse": frozenset({"reservoir", "basin"}),
 }
+#: Tag keys :func:`area_layer` reads.
+AREA_KEYS = ("building", "highway", "area", *dict.fromkeys([*OPEN_SPACE_TAGS, *WATER_TAGS]))
 #: OSM keys the readers need to see; everything else is skipped while parsing.
 KEYS_READ = ("highway", "building", "leisure", "landuse", "natural", "waterway", "place")
 
@@ -68,9 +70,14 @@ def street_class(highway: str | None) -> str | None:
     return None
 
 
-def has_cycle_infrastructure(tags: Mapping[str, str]) -> bool:
-    """True when a street carries a cycle track or lane tagged on the street itself."""
-    return any(tags.get(k) in CYCLE_ON_STREET_VALUES for k in CYCLE_ON_STREET_KEYS)
+def cycle_infrastructure(tags) -> "np.ndarray":
+    """Per row of a tag frame: True when the street carries a cycle track or lane tagged on the street itself."""
+    import numpy as np
+
+    keys = [k for k in CYCLE_ON_STREET_KEYS if k in tags.columns]
+    if not keys:
+        return np.zeros(len(tags), dtype=bool)
+    return tags[keys].isin(CYCLE_ON_STREET_VALUES).any(axis=1).to_numpy(dtype=bool)
 
 
 def _matches(tags: Mapping[str, str], table: Mapping[str, frozenset[str]]) -> bool:

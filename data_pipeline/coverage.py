@@ -102,9 +102,10 @@ def estimate_coverage(points: np.ndarray, owners: np.ndarray, cell_m: float) -> 
     origin = np.floor(points.min(axis=0) / cell_m) * cell_m - cell_m
     cells = np.floor((points - origin) / cell_m).astype(np.int64)
     shape = tuple(cells.max(axis=0) + 2)
-    pairs = np.unique(np.column_stack([cells, owners]), axis=0)  # each way once per cell
-    counts = np.zeros(shape, dtype=np.int64)
-    np.add.at(counts, (pairs[:, 0], pairs[:, 1]), 1)
+    # Each way once per cell: one int64 key per (cell, way) pair.
+    keys = np.unique((cells[:, 0] * shape[1] + cells[:, 1]) * (int(owners.max()) + 1) + owners)
+    cell = keys // (int(owners.max()) + 1)
+    counts = np.bincount(cell, minlength=shape[0] * shape[1]).reshape(shape)
     threshold = max(3.0, 0.1 * np.percentile(counts[counts > 0], 90))
     mapped = ndimage.binary_closing(counts >= threshold, structure=np.ones((3, 3)))
     mapped = ndimage.binary_fill_holes(mapped)

@@ -135,9 +135,7 @@ def _streets(frame: gpd.GeoDataFrame, tags: pd.DataFrame, is_line: np.ndarray) -
     drive, walk = way_filter("drive").mask(tags), way_filter("walk").mask(tags)
     street_mask = is_line & (street_cls.notna().to_numpy() | drive | walk)
     street_tags = tags[street_mask]
-    cycle_infra = np.array(
-        [classify.has_cycle_infrastructure(r) for r in street_tags.to_dict("records")], dtype=bool
-    )
+    cycle_infra = classify.cycle_infrastructure(street_tags)
     return gpd.GeoDataFrame(
         {
             "highway": highway[street_mask].to_numpy(),
@@ -202,7 +200,7 @@ def features_from_tagged_frame(
             f"major/minor/cycle_foot); nothing to tile."
         )
 
-    poly_tags = tags[is_poly].to_dict("records")
+    poly_tags = tags.loc[is_poly, list(classify.AREA_KEYS)].to_dict("records")
     layer = np.array([classify.area_layer(t) or "" for t in poly_tags], dtype=object)
     polys = geoms[is_poly]
     polys = shapely.make_valid(polys) if len(polys) else polys

@@ -11,6 +11,7 @@ import bz2
 import gzip
 import importlib.resources
 import re
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -33,6 +34,7 @@ from data_pipeline.features import LAYERS, NODES_COLUMN, TAG_COLUMNS, OSMFeature
 WGS84 = "EPSG:4326"
 OSM_SUFFIXES = (".osm", ".osm.xml", ".osm.gz", ".osm.xml.gz", ".osm.bz2", ".osm.xml.bz2", ".osm.pbf")
 GRAPHML_SUFFIXES = (".graphml", ".graphml.xml")
+_TAG_SET = frozenset(TAG_COLUMNS)
 #: Tags asked of Overpass when downloading through osmnx.
 DOWNLOAD_TAGS: dict[str, bool | list[str]] = {
     "highway": True,
@@ -102,7 +104,33 @@ def _located_runs(nodes) -> list[list]:
     return runs
 
 
-def _read_with_osmium(path: Path, suffix: str) -> tuple[gpd.GeoDataFrame, tuple | None, str | None]:
+def _sorted_copy(path: Path, fmt: str, folder: Path) -> Path:
+    """A PBF copy of an OSM file with nodes, ways and relations each in id order, in ``folder``."""
+    import osmium
+    from osmium.osm import mutable
+
+    nodes, ways, relations = [], [], []
+    for obj in osmium.FileProcessor(osmium.io.File(str(path), fmt)):
+        tags = dict(obj.tags)
+        if obj.is_node():
+            located = obj.location.valid()
+            nodes.append(mutable.Node(id=obj.id, location=(obj.location.lon, obj.location.lat) if located else None,
+                                      tags=tags))
+        elif obj.is_way():
+            ways.append(mutable.Way(id=obj.id, nodes=[n.ref for n in obj.nodes], tags=tags))
+        elif obj.is_relation():
+            relations.append(mutable.Relation(id=obj.id, members=[(m.type, m.ref, m.role) for m in obj.members],
+                                              tags=tags))
+    out = folder / f"{path.name.split('.')[0]}.sorted.osm.pbf"
+    with osmium.SimpleWriter(str(out)) as writer:
+        for objects, add in ((nodes, writer.add_node), (ways, writer.add_way), (relations, writer.add_relation)):
+            for obj in sorted(objects, key=lambda o: o.id):
+                add(obj)
+    return out
+
+
+def _read_with_osmium(path: Path, suffix: str, _sorted: bool = False
+                      ) -> tuple[gpd.GeoDataFrame, tuple | None, str | None]:
     import osmium
 
     fmt = _osmium_format(suffix)
@@ -135,13 +163,20 @@ def _read_with_osmium(path: Path, suffix: str) -> tuple[gpd.GeoDataFrame, tuple 
             if obj.is_way():
                 if "highway" not in obj.tags:
                     continue
-                tags = {k: obj.tags.get(k) for k in TAG_COLUMNS if k in obj.tags}
+                tags = {t.k: t.v for t in obj.tags if t.k in _TAG_SET}
                 # Extracts clipped at a box miss some nodes: the way is cut there, never bridged.
-                for run in _located_runs(obj.nodes):
-                    line_coords.append([(n.lon, n.lat) for n in run])
-                    line_tags.append({**tags, NODES_COLUMN: [n.ref for n in run]})
+                if len(obj.nodes) < 2:
+                    continue
+                try:  # the common case: every node located
+                    line_coords.append([(n.lon, n.lat) for n in obj.nodes])
+                    tags[NODES_COLUMN] = [n.ref for n in obj.nodes]
+                    line_tags.append(tags)
+                except osmium.InvalidLocationError:
+                    for run in _located_runs(obj.nodes):
+                        line_coords.append([(n.lon, n.lat) for n in run])
+                        line_tags.append({**tags, NODES_COLUMN: [n.ref for n in run]})
             elif obj.is_area():
-                tags = {k: obj.tags.get(k) for k in TAG_COLUMNS if k in obj.tags}
+                tags = {t.k: t.v for t in obj.tags if t.k in _TAG_SET}
                 if classify.area_layer(tags) is None:
                     continue
                 try:
@@ -150,8 +185,13 @@ def _read_with_osmium(path: Path, suffix: str) -> tuple[gpd.GeoDataFrame, tuple 
                     continue
                 area_tags.append(tags)
     except RuntimeError as exc:
-        hint = " (sort it first: osmium sort IN -o OUT)" if "out of order" in str(exc) else ""
-        raise CorruptOSMFileError(f"{path.name}: not readable as OSM ({exc}){hint}") from exc
+        if "out of order" in str(exc) and not _sorted:
+            # Some tools write objects out of id order, which osmium's location and area handlers
+            # refuse: read a sorted copy instead (``osmium sort`` does the same for large files).
+            with tempfile.TemporaryDirectory() as tmp:
+                frame, _, _ = _read_with_osmium(_sorted_copy(path, fmt, Path(tmp)), ".osm.pbf", _sorted=True)
+            return frame, extent, timestamp  # the original's header
+        raise CorruptOSMFileError(f"{path.name}: not readable as OSM ({exc})") from exc
 
     if n_objects == 0:
         raise EmptyOSMFileError(f"{path.name}: the file holds no OSM objects with the tags used")

@@ -7,7 +7,7 @@ built from the filtered ways as ``osmnx.graph._create_graph`` builds it (one
 directed edge per consecutive node pair, both directions unless one-way) and
 simplified by ``osmnx.simplify_graph``, which also merges degree-2 joins
 between ways. Street counts per node are ``osmnx.stats.count_streets_per_node``
-and undirected edges are ``osmnx.convert.to_undirected``.
+and undirected edges follow ``osmnx.convert.to_undirected``'s rule.
 
 References
 ----------
@@ -222,19 +222,39 @@ def street_graph_of(graph, crs) -> StreetGraph:
     from pyproj import Transformer
 
     counts = ox.stats.count_streets_per_node(graph)
-    undirected = ox.convert.to_undirected(graph)
     nodes = list(graph.nodes)
     index = {n: i for i, n in enumerate(nodes)}
     lonlat = np.array([(graph.nodes[n]["x"], graph.nodes[n]["y"]) for n in nodes], dtype=np.float64).reshape(-1, 2)
     x, y = Transformer.from_crs("EPSG:4326", crs, always_xy=True).transform(lonlat[:, 0], lonlat[:, 1])
-    m = undirected.number_of_edges()
+    edges = np.array([(index[p], index[q]) for p, q in _undirected_edges(graph)], dtype=np.int64).reshape(-1, 2)
     return StreetGraph(
         node_xy=np.column_stack([x, y]).reshape(-1, 2),
         node_lonlat=lonlat,
         street_count=np.array([counts[n] for n in nodes], dtype=np.int64),
-        u=np.fromiter((index[p] for p, _ in undirected.edges()), dtype=np.int64, count=m),
-        v=np.fromiter((index[q] for _, q in undirected.edges()), dtype=np.int64, count=m),
+        u=edges[:, 0],
+        v=edges[:, 1],
     )
+
+
+def _undirected_edges(graph) -> list[tuple]:
+    """The edges ``osmnx.convert.to_undirected`` keeps, as (u, v) pairs, without building the MultiGraph.
+
+    osmnx merges directed edges between the same two nodes that have the same
+    OSM way ids and the same geometry, up to direction (a two-way street's two
+    directions), and keeps one edge of each such set; an edge without a
+    geometry is the straight line between its nodes. That copy of the graph
+    costs seconds on a city; this is the same rule on a dictionary.
+    """
+    seen: dict[tuple, tuple] = {}
+    for u, v, data in graph.edges(data=True):
+        osmid = data["osmid"]
+        ids = frozenset(osmid) if isinstance(osmid, (list, set, frozenset, tuple)) else osmid
+        geometry = data.get("geometry")
+        coords = tuple(geometry.coords) if geometry is not None else (
+            (graph.nodes[u]["x"], graph.nodes[u]["y"]), (graph.nodes[v]["x"], graph.nodes[v]["y"]))
+        key = (min(u, v), max(u, v), ids, min(coords, coords[::-1]))
+        seen.setdefault(key, (u, v))
+    return list(seen.values())
 
 
 def bearings(lon1: np.ndarray, lat1: np.ndarray, lon2: np.ndarray, lat2: np.ndarray) -> np.ndarray:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -28,27 +29,62 @@ def test_ci_runs_exactly_the_readme_setup_commands():
     assert ci_lines.index(main_job) < ci_lines.index(tests)
 
 
-def test_groups_and_city_names_are_checked():
+def test_default_cities_are_the_embedded_contrast():
+    from data_pipeline.embedded import embedded_osm_file
+    from urbangen.quickstart import quickstart_cities
+
+    cities = quickstart_cities()
+    assert [(c.name, c.group) for c in cities] == [
+        ("helsinki", "micromobility"), ("osterbro", "micromobility"), ("kennesaw", "car-centric")]
+    assert cities[1].osm_file == str(embedded_osm_file("osterbro"))
+    assert all(Path(c.osm_file).is_file() for c in cities)  # offline: nothing to download
+
+
+def test_groups_and_city_names_are_checked(tmp_path):
+    from data_pipeline.errors import OSMFileNotFoundError
     from urbangen.quickstart import parse_groups, quickstart_cities
 
     assert parse_groups(["osterbro=micromobility", " kennesaw = car-centric "]) == {
         "osterbro": "micromobility", "kennesaw": "car-centric"}
     with pytest.raises(ValueError, match="CITY=GROUP"):
         parse_groups(["osterbro"])
-    cities = quickstart_cities(["/x/osterbro_osm_bbox.osm.xml.gz"], ["Midtown, Houston, Texas, USA"],
-                               {"osterbro_osm_bbox": "micromobility"})
+    lyngby = tmp_path / "lyngby_osm_bbox.osm.xml.gz"
+    lyngby.touch()
+    cities = quickstart_cities([str(lyngby), f"cph-north={lyngby}"], ["Midtown, Houston, Texas, USA"],
+                               {"lyngby_osm_bbox": "micromobility", "kennesaw": "suburb"})
     assert [(c.name, c.group) for c in cities] == [
-        ("helsinki", "helsinki"), ("osterbro_osm_bbox", "micromobility"), ("midtown", "midtown")]
-    assert cities[2].place == "Midtown, Houston, Texas, USA"
+        ("helsinki", "micromobility"), ("osterbro", "micromobility"), ("kennesaw", "suburb"),
+        ("lyngby_osm_bbox", "micromobility"), ("cph-north", "cph-north"), ("midtown", "midtown")]
+    assert cities[4].osm_file == str(lyngby.resolve())
+    assert cities[5].place == "Midtown, Houston, Texas, USA"
     with pytest.raises(ValueError, match="unknown cities.*atlantis"):
         quickstart_cities([], [], {"atlantis": "x"})
-    with pytest.raises(ValueError, match="both be called helsinki"):
-        quickstart_cities(["/y/Helsinki.osm.pbf"])
+    with pytest.raises(ValueError, match="both be called osterbro.*NAME=PATH"):
+        quickstart_cities([f"osterbro={lyngby}"])
+    with pytest.raises(OSMFileNotFoundError, match="missing.osm.pbf: no such OSM file"):
+        quickstart_cities([f"mine={tmp_path / 'missing.osm.pbf'}"])  # before any city is built
+
+
+def test_osm_file_values_name_their_city(tmp_path):
+    from urbangen.osm_file_option import parse_osm_file
+
+    assert parse_osm_file("cph=/data/osterbro.osm.pbf") == ("cph", Path("/data/osterbro.osm.pbf"))
+    assert parse_osm_file(" østerbro = a=b.osm.pbf ") == ("østerbro", Path("a=b.osm.pbf"))
+    assert parse_osm_file("/data/Kennesaw.osm.pbf") == ("kennesaw", Path("/data/Kennesaw.osm.pbf"))  # the stem
+    odd = tmp_path / "x=y.osm.pbf"  # an existing file is a path, '=' or not
+    odd.touch()
+    assert parse_osm_file(str(odd)) == ("x_y", odd)
+    assert parse_osm_file(Path("k=v.osm")) == ("k_v", Path("k=v.osm"))
+    for bad, message in [("=city.osm.pbf", "name before '=' is empty"), ("cph=", "no file after '='"),
+                         ("my city=c.osm", "'my city' may hold only"), ("data/c=d.osm", "'data/c' may hold only")]:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            parse_osm_file(bad)
 
 
 @pytest.mark.slow
-def test_quickstart_runs_every_stage_on_helsinki_and_a_place_then_resumes(recorded_osterbro_place, tmp_path):
-    """Helsinki (embedded) plus Østerbro through ``--place`` (osmnx with recorded responses)."""
+def test_quickstart_runs_every_stage_on_the_embedded_cities_and_a_place_then_resumes(recorded_osterbro_place,
+                                                                                    tmp_path):
+    """The embedded cities plus Østerbro through ``--place`` (osmnx with recorded responses)."""
     import rasterio
     from typer.testing import CliRunner
 
@@ -67,9 +103,11 @@ def test_quickstart_runs_every_stage_on_helsinki_and_a_place_then_resumes(record
     results = summary["results"]
     ds = open_dataset(out / "data")
     counts = ds.tiles.city.value_counts().to_dict()
-    assert set(counts) == {"helsinki", "østerbro"}
+    assert set(counts) == {"helsinki", "osterbro", "kennesaw", "østerbro"}
     assert {c: v["tiles"] for c, v in results["data"]["cities"].items()} == counts
     assert results["data"]["cities"]["østerbro"]["group"] == "micromobility"
+    assert results["data"]["cities"]["kennesaw"]["group"] == "car-centric"
+    assert ds.manifest["cities"]["kennesaw"]["source"] == "kennesaw.osm.pbf"
     assert ds.manifest["cities"]["østerbro"]["source"] == "place: Østerbro, Copenhagen"
     assert ds.tile_px == 64 and ds.meters_per_pixel == 4.0
 
@@ -95,7 +133,7 @@ def test_quickstart_runs_every_stage_on_helsinki_and_a_place_then_resumes(record
         assert 0.0 <= pair["probe"]["auc"] <= 1.0
         low, high = pair["frechet"]["ci95"]
         assert 0.0 <= low <= high and pair["frechet"]["value"] > 0.0
-        assert "helsinki vs micromobility" in analysis["spaces"][space]["groups"]
+        assert list(analysis["spaces"][space]["groups"]) == ["car-centric vs micromobility"]
     report = (out / "report.md").read_text()
     assert "helsinki vs østerbro" in report and "© OpenStreetMap contributors" in report
     for link in re.findall(r"\]\(([^)]+)\)", report):

