@@ -119,11 +119,15 @@ def _progress() -> Progress:
 def city_coverage(features: OSMFeatures, user: Coverage | None, config: TilingConfig) -> Coverage:
     """The coverage of projected features: the user's, else the source's, else estimated from the ways.
 
-    ``user`` is in lon/lat. The estimate uses the streets' and buildings' vertices
-    (see :func:`data_pipeline.coverage.estimate_coverage`).
+    ``user`` is in lon/lat; it narrows what the source covers (a clip larger than
+    a file's bounds or a place keeps no tile beyond them). The estimate uses the
+    streets' and buildings' vertices (see :func:`data_pipeline.coverage.estimate_coverage`).
     """
     if user is not None:
-        return user.to_crs(WGS84, features.crs)
+        user = user.to_crs(WGS84, features.crs)
+        if features.coverage is not None:
+            return Coverage(shapely.intersection(user.polygon, features.coverage.polygon), user.source)
+        return user
     if features.coverage is not None:
         return features.coverage
     streets, owners = shapely.get_coordinates(features.streets.geometry.values, return_index=True)
@@ -198,7 +202,7 @@ def build_dataset(
             task = progress.add_task(f"{city.name}: reading", total=None)
             user = city.user_coverage()  # a bad --clip or --boundary fails before any reading
             lonlat = city.load()
-            features = project_to_utm(lonlat)
+            features = project_to_utm(lonlat, None if user is None else user.polygon)
             coverage = city_coverage(features, user, config)
             grid = make_grid(features, config, coverage.polygon)
             progress.update(task, description=f"{city.name}: parameters", total=len(grid), completed=0)

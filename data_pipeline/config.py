@@ -73,6 +73,8 @@ class TilingConfig:
             raise ValueError(f"meters_per_pixel must be positive, got {self.meters_per_pixel}")
         if self.tile_px < 8:
             raise ValueError(f"tile_px must be at least 8, got {self.tile_px}")
+        if self.coverage_cell_m <= 0:
+            raise ValueError(f"coverage_cell_m must be positive, got {self.coverage_cell_m}")
         if not 0.0 < self.min_coverage <= 1.0:
             raise ValueError(f"min_coverage must be in (0, 1], got {self.min_coverage}")
         if self.stride_px is not None and not 0 < self.stride_px <= self.tile_px:

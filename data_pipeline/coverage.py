@@ -84,9 +84,10 @@ def estimate_coverage(points: np.ndarray, owners: np.ndarray, cell_m: float) -> 
     least a tenth as many distinct ways reach it as reach a typical busy cell
     (the 90th percentile), and at least three. Ways that only pass through
     (a long road leaving an Overpass box, a relation's far-away members) give
-    sparse cells and fall below that. Gaps of one cell are closed, holes
-    (parks, lakes) filled, and clusters smaller than a tenth of the largest
-    dropped.
+    sparse cells and fall below that. Gaps of up to two cells are closed (a
+    3 x 3 closing), holes (parks, lakes) filled, and clusters smaller than a
+    tenth of the largest dropped: a second town far off in the same file is
+    dropped too, so give it its own ``--clip``.
 
     Parameters
     ----------

@@ -20,14 +20,20 @@ def utm_crs(lon: float, lat: float) -> str:
     return f"EPSG:{32600 + zone if lat >= 0 else 32700 + zone}"
 
 
-def project_to_utm(features: OSMFeatures) -> OSMFeatures:
-    """Project every layer to the UTM zone of the streets' median vertex.
+def project_to_utm(features: OSMFeatures, area: shapely.Geometry | None = None) -> OSMFeatures:
+    """Project every layer to the UTM zone of ``area`` (lon/lat), else of the source's coverage, else
+    of the streets' median vertex.
 
     The median, not the centre of the bounds: a relation's members far away
     must not move the zone.
     """
-    lonlat = shapely.get_coordinates(features.streets.to_crs("EPSG:4326").geometry.values)
-    lon, lat = np.median(lonlat, axis=0)
+    area = area if area is not None else (features.coverage.polygon if features.coverage is not None else None)
+    if area is not None and not area.is_empty:
+        point = area.representative_point()
+        lon, lat = point.x, point.y
+    else:
+        lonlat = shapely.get_coordinates(features.streets.to_crs("EPSG:4326").geometry.values)
+        lon, lat = np.median(lonlat, axis=0)
     return features.to_crs(utm_crs(float(lon), float(lat)))
 
 
@@ -63,7 +69,10 @@ def make_grid(features: OSMFeatures, config: TilingConfig, coverage: shapely.Geo
         If the coverage is smaller than one tile or no tile passes.
     """
     size, step = config.tile_m, config.stride_m
-    west, south, east, north = coverage.bounds if not coverage.is_empty else (0.0, 0.0, 0.0, 0.0)
+    if coverage.is_empty:
+        raise NoTilesError(f"{features.source}: no mapped area found (the coverage is empty); "
+                           "give the area with --clip W S E N or --boundary FILE")
+    west, south, east, north = coverage.bounds
     xs = np.arange(math.floor(west / step) * step, east - size + 1e-6, step)
     ys = np.arange(math.floor(south / step) * step, north - size + 1e-6, step)
     if len(xs) == 0 or len(ys) == 0:

@@ -66,12 +66,16 @@ def drive_graph(features: OSMFeatures) -> StreetGraph:
 
 
 def network_summary(graph: StreetGraph, tolerance_m: float = 10.0) -> dict[str, float]:
-    """Whole-network statistics of a drive graph: intersections, dead-end share, orientation entropy."""
+    """Whole-network statistics of a drive graph: intersections, dead-end share, orientation entropy.
+
+    Statistics of an empty network are None (they are written to JSON, which has no NaN).
+    """
+    entropy = orientation_entropy(graph)
     return {
         "intersections": int(len(intersection_clusters(graph, tolerance_m))),
         "nodes": int(len(graph.node_xy)),
-        "dead_end_share": float((graph.street_count == 1).mean()) if len(graph.node_xy) else float("nan"),
-        "orientation_entropy": orientation_entropy(graph),
+        "dead_end_share": float((graph.street_count == 1).mean()) if len(graph.node_xy) else None,
+        "orientation_entropy": None if np.isnan(entropy) else entropy,
     }
 
 
@@ -168,15 +172,15 @@ def tile_parameters(
     cycle = (cls == "cycle_foot") | streets["cycle_infra"].to_numpy(dtype=bool)
     walk_net = streets["walk"].to_numpy(dtype=bool)
     weights = np.stack(
-        [cls == "major", cls == "minor", cls == "cycle_foot", cycle, walk_net, service], axis=1
+        [cls == "major", (cls == "minor") & ~service, service, cls == "cycle_foot", cycle, walk_net], axis=1
     ).astype(np.float64)
     km = _clipped_lengths(streets.geometry.values, boxes, weights) / 1000.0
-    major, minor, cycle_only, cycle_all, walk, service_km = km.T
-    total = major + minor + cycle_only
+    major, minor, service_km, cycle_only, cycle_all, walk = km.T
+    total = major + minor + service_km + cycle_only
     with np.errstate(invalid="ignore", divide="ignore"):
         out["walk_network_density_km_per_km2"] = walk / area_km2
         out["major_road_density_km_per_km2"] = major / area_km2
-        out["minor_road_density_km_per_km2"] = np.maximum(minor - service_km, 0.0) / area_km2
+        out["minor_road_density_km_per_km2"] = minor / area_km2
         out["service_road_density_km_per_km2"] = service_km / area_km2
         out["cycle_foot_density_km_per_km2"] = cycle_all / area_km2
         out["cycle_foot_share"] = np.where(total > 0, cycle_all / np.where(total > 0, total, 1), 0.0)

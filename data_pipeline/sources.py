@@ -237,7 +237,9 @@ def read_osm_file(path: str | Path, *, source: str | None = None) -> OSMFeatures
         return read_graphml(path, source=source)
     frame, extent, timestamp = _read_with_osmium(path, suffix)
     features = features_from_tagged_frame(frame, source=source, timestamp=timestamp, extent=extent)
-    return features if extent is None else replace(features, coverage=Coverage(shapely.box(*extent), "bounds"))
+    if extent is None or extent[2] - extent[0] >= 180 or extent[3] - extent[1] >= 90:
+        return features  # no bounds, or a placeholder box of the world: the coverage is estimated
+    return replace(features, coverage=Coverage(shapely.box(*extent), "bounds"))
 
 
 def read_graphml(path: str | Path, *, source: str | None = None) -> OSMFeatures:
@@ -258,6 +260,10 @@ def read_graphml(path: str | Path, *, source: str | None = None) -> OSMFeatures:
         raise CorruptOSMFileError(f"{path.name}: not an osmnx GraphML file ({exc})") from exc
     if graph.number_of_edges() == 0:
         raise EmptyOSMFileError(f"{path.name}: the graph has no edges")
+    if not gpd.GeoSeries(crs=graph.graph.get("crs", WGS84)).crs.is_geographic:
+        graph = ox.project_graph(graph, to_latlong=True)
+    if not graph.graph.get("simplified"):
+        graph = ox.simplify_graph(graph)
     # Lines to draw and measure; the graph itself serves the network statistics as osmnx made it.
     edges = ox.graph_to_gdfs(ox.convert.to_undirected(graph), nodes=False)
     frame = gpd.GeoDataFrame(
@@ -268,9 +274,31 @@ def read_graphml(path: str | Path, *, source: str | None = None) -> OSMFeatures:
     known["cycle_foot"] = bool((classes == "cycle_foot").any())
     created = graph.graph.get("created_date")
     features = features_from_tagged_frame(frame, source=source or path.name, timestamp=created, layers_known=known)
-    if graph.graph.get("simplified") and str(graph.graph.get("crs", "")).lower() in ("epsg:4326", WGS84.lower()):
-        features = replace(features, drive_network=graph)
-    return features
+    return replace(features, drive_network=_drive_part(graph))
+
+
+def _drive_part(graph):
+    """The graph's edges in osmnx's drive network: all of a ``drive`` GraphML, fewer of a walk or all one.
+
+    Edges of other networks are removed but the nodes they leave with two
+    streets are not merged again (osmnx cannot re-simplify a simplified graph).
+    """
+    import networkx as nx
+    import pandas as pd
+
+    from data_pipeline.street_graph import way_filter
+
+    drive = way_filter("drive")
+    edges = list(graph.edges(keys=True, data=True))
+    tags = pd.DataFrame([{k: (d.get(k)[0] if isinstance(d.get(k), list) else d.get(k)) for k in drive.keys}
+                         for *_, d in edges])
+    passes = drive.mask(tags)
+    if passes.all():
+        return graph
+    graph = graph.copy()
+    graph.remove_edges_from([(u, v, k) for (u, v, k, _), ok in zip(edges, passes) if not ok])
+    graph.remove_nodes_from(list(nx.isolates(graph)))
+    return graph
 
 
 _OFFLINE_HINT = "Check the network, or build from a local file with --osm-file."

@@ -27,22 +27,28 @@ def _tile_boxes(ds):
 
 
 def _with_far_relation(src, dst):
-    """The extract plus a bus route 30 km east: new nodes, highway ways and a route relation over them."""
-    base_node, base_way = 9_000_000_000_000, 9_000_000_000
+    """The extract plus, 90 km west (in the next UTM zone), a bus route relation over new highway ways and a
+    village of 120 buildings beside it, as the members of a relation an ``osmium extract -s smart`` keeps."""
+    node_id, way_id = iter(range(9_000_000_000_000, 9_000_001_000_000)), iter(range(9_000_000_000, 9_000_100_000))
     with osmium.SimpleWriter(str(dst)) as writer:
         for obj in osmium.FileProcessor(str(src)):
             writer.add(obj)
-        ways = []
-        for w in range(6):  # a 3 km road with a dense row of buildings along it
+
+        def way(points, tags):
             refs = []
-            for i in range(20):
-                nid = base_node + w * 100 + i
-                writer.add_node(osmium.osm.mutable.Node(id=nid, location=(13.05 + 0.0075 * w + 0.0004 * i, 55.70)))
-                refs.append(nid)
-            ways.append(base_way + w)
-            writer.add_way(osmium.osm.mutable.Way(id=base_way + w, nodes=refs, tags={"highway": "primary"}))
+            for lon, lat in points:
+                refs.append(next(node_id))
+                writer.add_node(osmium.osm.mutable.Node(id=refs[-1], location=(lon, lat)))
+            writer.add_way(osmium.osm.mutable.Way(id=(wid := next(way_id)), nodes=refs, tags=tags))
+            return wid
+
+        route = [way([(11.0 + 0.0075 * w + 0.0004 * i, 55.70) for i in range(20)], {"highway": "primary"})
+                 for w in range(6)]
+        for b in range(120):  # 20 x 20 m houses in rows north of the road
+            x, y = 11.0 + 0.0004 * (b % 40), 55.7003 + 0.0004 * (b // 40)
+            way([(x, y), (x + 0.0003, y), (x + 0.0003, y + 0.00018), (x, y + 0.00018), (x, y)], {"building": "house"})
         writer.add_relation(osmium.osm.mutable.Relation(
-            id=base_way, members=[("w", w, "") for w in ways], tags={"type": "route", "route": "bus"}))
+            id=next(way_id), members=[("w", w, "") for w in route], tags={"type": "route", "route": "bus"}))
 
 
 def test_a_far_away_relation_adds_no_tile(osm_path, tmp_path):

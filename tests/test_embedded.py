@@ -87,4 +87,4 @@ def test_embedded_file_reads_like_its_source(city, osm_path):
     assert embedded.buildings.geom_equals_exact(raw.buildings, 0).all()
     assert embedded.streets["highway"].tolist() == raw.streets["highway"].tolist()
     assert embedded.timestamp == raw.timestamp is not None  # the Overpass osm_base, kept in the PBF header
-    assert embedded.extent == raw.extent is None  # not cropped: tiled over the same street quantile box
+    assert embedded.extent == raw.extent is None  # not cropped, no bounds: the same estimated coverage

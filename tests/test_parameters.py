@@ -174,6 +174,7 @@ def test_drive_network_statistics_equal_osmnx_on_the_raw_file(osm_path, tmp_path
     intersections = ox.consolidate_intersections(projected.subgraph([n for n, c in counts.items() if c >= 3]),
                                                  tolerance=10, rebuild_graph=False)
     undirected = ox.bearing.add_edge_bearings(ox.convert.to_undirected(graph))
+    assert ours["nodes"] == len(graph)  # the same simplified graph, node for node
     # osmnx buffers with 16-segment circles, so pairs at almost exactly 20 m may differ.
     assert ours["intersections"] == pytest.approx(len(intersections), rel=0.02)
     assert ours["dead_end_share"] == pytest.approx(np.mean([c == 1 for c in counts.values()]), rel=0.02)
