@@ -210,6 +210,10 @@ def features_from_tagged_frame(
         return gpd.GeoSeries(sel, crs=crs).reset_index(drop=True)
 
     known = dict.fromkeys(LAYERS, True) if layers_known is None else dict(layers_known)
+    if not (layer == "building").any():
+        # Not one building in a whole extract means they were filtered out or never mapped (a streets-only
+        # PBF), not that the city has none: their pixels would be "known empty", which is false.
+        known["buildings"] = False
     return OSMFeatures(
         streets=streets,
         buildings=layer_series("building"),
