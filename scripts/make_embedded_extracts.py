@@ -1,4 +1,4 @@
-"""Make the OSM extracts embedded in the package (``data_pipeline/data/osm/``) from the shared ones.
+"""Make the OSM extracts embedded in the package (``urbangen/data/osm/``) from the shared ones.
 
 Run from the repository root, with ``URBANGEN_OSM_DIR`` naming the shared OSM
 folder (laid out as in its ``SOURCES.md``)::
@@ -38,7 +38,8 @@ import osmium
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script from a checkout, installed or not
 
-from data_pipeline import classify, embedded, features  # noqa: E402
+from data_pipeline import classify, features
+from urbangen import embedded  # noqa: E402
 from urbangen.settings import osm_file  # noqa: E402
 
 #: Embedded file name -> source file, relative to URBANGEN_OSM_DIR.

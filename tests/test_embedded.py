@@ -11,7 +11,7 @@ import osmium
 import pytest
 
 from data_pipeline import classify
-from data_pipeline.embedded import EMBEDDED_FILES, embedded_osm_file, embedded_osm_files, sources_note
+from urbangen.embedded import EMBEDDED_FILES, embedded_osm_file, embedded_osm_files, sources_note
 from data_pipeline.features import TAG_COLUMNS
 from tests.conftest import KENNESAW, OSTERBRO, ROOT
 
@@ -22,14 +22,14 @@ SOURCE_OF = {"osterbro": OSTERBRO, "kennesaw": KENNESAW}
 def test_embedded_files_ship_small_with_their_attribution():
     files = embedded_osm_files()
     assert list(files) == ["osterbro", "kennesaw"] == list(SOURCE_OF)
-    package = Path(str(importlib.resources.files("data_pipeline")))
+    package = Path(str(importlib.resources.files("urbangen")))
     for path in files.values():
         assert path.is_file() and path.is_relative_to(package), path
     assert sum(p.stat().st_size for p in files.values()) < 2_000_000
 
     # Declared as package data, so a wheel or a non-editable install carries them too.
     setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
-    globs = setuptools["package-data"]["data_pipeline"]
+    globs = setuptools["package-data"]["urbangen"]
     for path in [*files.values(), sources_note()]:
         relative = path.relative_to(package).as_posix()
         assert any(fnmatch.fnmatch(relative, g) for g in globs), relative

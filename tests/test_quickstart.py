@@ -30,7 +30,7 @@ def test_ci_runs_exactly_the_readme_setup_commands():
 
 
 def test_default_cities_are_the_embedded_contrast():
-    from data_pipeline.embedded import embedded_osm_file
+    from urbangen.embedded import embedded_osm_file
     from urbangen.quickstart import quickstart_cities
 
     cities = quickstart_cities()

