@@ -15,6 +15,7 @@ from pathlib import Path
 import geopandas as gpd
 import numpy as np
 import shapely
+from pyproj import CRS
 from scipy import ndimage
 
 from data_pipeline.errors import BoundaryError
@@ -41,7 +42,7 @@ class Coverage:
     source: str
 
     def to_crs(self, crs_from, crs_to) -> Coverage:
-        dense = shapely.segmentize(self.polygon, _DENSIFY_DEG) if gpd.GeoSeries(crs=crs_from).crs.is_geographic \
+        dense = shapely.segmentize(self.polygon, _DENSIFY_DEG) if CRS.from_user_input(crs_from).is_geographic \
             else self.polygon
         return Coverage(gpd.GeoSeries([dense], crs=crs_from).to_crs(crs_to).iloc[0], self.source)
 

@@ -18,9 +18,10 @@ from pathlib import Path
 import geopandas as gpd
 import numpy as np
 import shapely
+from pyproj import CRS
 
 from data_pipeline import classify
-from data_pipeline.coverage import Coverage
+from data_pipeline.coverage import WGS84, Coverage
 from data_pipeline.errors import (
     CorruptOSMFileError,
     EmptyOSMFileError,
@@ -31,7 +32,6 @@ from data_pipeline.errors import (
 )
 from data_pipeline.features import LAYERS, NODES_COLUMN, TAG_COLUMNS, OSMFeatures, features_from_tagged_frame
 
-WGS84 = "EPSG:4326"
 OSM_SUFFIXES = (".osm", ".osm.xml", ".osm.gz", ".osm.xml.gz", ".osm.bz2", ".osm.xml.bz2", ".osm.pbf")
 GRAPHML_SUFFIXES = (".graphml", ".graphml.xml")
 _TAG_SET = frozenset(TAG_COLUMNS)
@@ -260,7 +260,7 @@ def read_graphml(path: str | Path, *, source: str | None = None) -> OSMFeatures:
         raise CorruptOSMFileError(f"{path.name}: not an osmnx GraphML file ({exc})") from exc
     if graph.number_of_edges() == 0:
         raise EmptyOSMFileError(f"{path.name}: the graph has no edges")
-    if not gpd.GeoSeries(crs=graph.graph.get("crs", WGS84)).crs.is_geographic:
+    if not CRS.from_user_input(graph.graph.get("crs", WGS84)).is_geographic:
         graph = ox.project_graph(graph, to_latlong=True)
     if not graph.graph.get("simplified"):
         graph = ox.simplify_graph(graph)
