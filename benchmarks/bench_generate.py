@@ -32,7 +32,7 @@ def make_generator():
     from urbangen.training.config import experiment_config
 
     from urbangen.conditioning import ParameterScaler
-    from urbangen.generate.sampler import LayoutGenerator
+    from urbangen.inference import model_from_state
     from urbangen.training.pix2pix import Pix2PixTask
 
     config = experiment_config("pix2pix")
@@ -45,19 +45,19 @@ def make_generator():
             "scaler": scaler.to_dict()}
     task = Pix2PixTask(config, spec)
     state = task.init_state(jax.random.key(0))
-    return LayoutGenerator(task, state, {"spec": spec, "step": 0})
+    return model_from_state(config, spec, jax.device_get(state))
 
 
 def jax_tiles_per_s(gen, batch: int, repeats: int) -> float:
     import jax
     import jax.numpy as jnp
 
-    fn = jax.jit(gen.task.generate)
+    fn = gen.fn("generate")
     cond = jnp.asarray(np.random.default_rng(0).normal(size=(batch, 256, 256, N_PARAMS)).astype(np.float32))
-    jax.block_until_ready(fn(gen.state, cond, jax.random.key(0)))
+    jax.block_until_ready(fn(cond, jax.random.key(0)))
     tic = time.perf_counter()
     for r in range(repeats):
-        out = fn(gen.state, cond, jax.random.key(r))
+        out = fn(cond, jax.random.key(r))
     jax.block_until_ready(out)
     return batch * repeats / (time.perf_counter() - tic)
 

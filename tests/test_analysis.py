@@ -26,17 +26,18 @@ def runs(small_tiles, tmp_path_factory) -> dict[str, Path]:
 
 
 def _parameters_and_labels(small_tiles):
+    """Standardized parameters, 1 for Østerbro (0 for Kennesaw), and city-qualified regions of every tile."""
     from data_pipeline.dataset import open_dataset
     from urbangen.analysis.embeddings import standardized_parameters
 
     data = open_dataset(small_tiles)
     tiles = data.tiles
     return (standardized_parameters(data.parameters()), (tiles.city == "osterbro").to_numpy().astype(int),
-            tiles.region.to_numpy())
+            (tiles.city.astype(str) + "/" + tiles.region.astype(str)).to_numpy())
 
 
 def test_parameter_baseline_separates_the_cities_and_the_shuffled_control_does_not(small_tiles):
-    from urbangen.analysis.stats import blocked_probe
+    from urbangen.evaluators.probes import blocked_probe
 
     x, y, blocks = _parameters_and_labels(small_tiles)
     real = blocked_probe(x, y, blocks)
@@ -44,23 +45,66 @@ def test_parameter_baseline_separates_the_cities_and_the_shuffled_control_does_n
     control = [blocked_probe(x, y, blocks, shuffle_labels=True, seed=s) for s in range(6)]
     assert abs(np.mean([c["auc"] for c in control]) - 0.5) < 0.12, control
     assert abs(np.mean([c["balanced_accuracy"] for c in control]) - 0.5) < 0.12, control
+    # Well above chance, not just above it: no shuffled labelling comes near the real one.
+    assert real["auc"] > max(c["auc"] for c in control) + 0.2, (real, control)
 
 
-def test_confidence_intervals_shrink_as_tiles_grow(small_tiles):
-    from urbangen.analysis.stats import distances
+def test_pixel_probe_fits_its_pca_on_training_folds_only(small_tiles, monkeypatch):
+    from sklearn.decomposition import PCA
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
 
-    x, y, _ = _parameters_and_labels(small_tiles)
-    rng = np.random.default_rng(0)
-    a_all, b_all = x[y == 1], x[y == 0]
+    from data_pipeline.dataset import open_dataset
+    from urbangen.analysis.embeddings import pooled_pixels
+    from urbangen.evaluators.probes import blocked_folds, blocked_probe, probe_pipeline
 
-    def widths(n):
-        a = a_all[rng.permutation(len(a_all))[:n]]
-        b = b_all[rng.permutation(len(b_all))[:n]]
-        d = distances(a, b, n_boot=150, seed=1)
-        return {k: v["ci95"][1] - v["ci95"][0] for k, v in d.items()}
+    data = open_dataset(small_tiles)
+    x = pooled_pixels(data.read_tiles(np.arange(len(data.tiles))))
+    _, y, blocks = _parameters_and_labels(small_tiles)
+    seen = []  # the rows every PCA was fitted on
+    for method in ("fit", "fit_transform"):
+        real = getattr(PCA, method)
 
-    small, large = widths(15), widths(len(a_all))
-    assert large["frechet"] < small["frechet"] and large["mmd"] < small["mmd"], (small, large)
+        def spy(self, X, *args, _real=real, **kwargs):
+            seen.append(np.array(X, copy=True))
+            return _real(self, X, *args, **kwargs)
+
+        monkeypatch.setattr(PCA, method, spy)
+    probe = blocked_probe(x, y, blocks, reduce=16)
+    folds = blocked_folds(y, blocks)
+    assert [type(step) for _, step in probe_pipeline(16).steps] == [StandardScaler, PCA, LogisticRegression]
+    assert len(seen) == len(folds) == probe["folds"] >= 2
+    for fitted, (train, test) in zip(seen, folds):
+        assert not set(blocks[train]) & set(blocks[test])  # whole regions per fold
+        # Exactly the fold's training rows, standardized by their own statistics: no test row, no test mean.
+        assert fitted.shape == (len(train), x.shape[1])
+        np.testing.assert_allclose(fitted, StandardScaler().fit_transform(x[train]))
+    assert probe["auc"] > 0.85, probe
+
+
+def test_same_city_halves_are_not_told_apart_and_the_two_cities_are(small_tiles):
+    from urbangen.evaluators.distances import distances
+
+    x, y, blocks = _parameters_and_labels(small_tiles)
+    # Kennesaw's regions in two random halves: two samples of one distribution.
+    kennesaw = y == 0
+    regions = np.unique(blocks[kennesaw])
+    first = np.isin(blocks, np.random.default_rng(0).permutation(regions)[:len(regions) // 2])
+    a, b = kennesaw & first, kennesaw & ~first
+    same = distances(x[a], x[b], blocks[a], blocks[b], n_boot=200, seed=0)
+    assert same["mmd"]["ci95"][0] <= 0.0 <= same["mmd"]["ci95"][1], same["mmd"]
+    assert same["mmd_permutation_p"] >= 0.05, same
+    assert same["frechet"]["ci95"][0] <= same["frechet"]["value"] <= same["frechet"]["ci95"][1], same["frechet"]
+
+    osterbro = y == 1
+    cross = distances(x[osterbro], x[kennesaw], blocks[osterbro], blocks[kennesaw], n_boot=200, seed=0)
+    assert cross["mmd_permutation_p"] < 0.05 and cross["mmd"]["ci95"][0] > 0.0, cross
+    assert cross["frechet"]["ci95"][0] <= cross["frechet"]["value"] <= cross["frechet"]["ci95"][1], cross["frechet"]
+    # Neighbouring tiles are dependent: resampling whole regions gives wider intervals than single tiles.
+    tiles = np.arange(len(y)).astype(str)
+    naive = distances(x[osterbro], x[kennesaw], tiles[osterbro], tiles[kennesaw], n_boot=200, seed=0)
+    for name in ("frechet", "mmd"):
+        assert np.diff(cross[name]["ci95"])[0] > np.diff(naive[name]["ci95"])[0], (name, cross, naive)
 
 
 def test_analyze_cli_writes_results_report_and_figures(small_tiles, runs, tmp_path):
@@ -77,11 +121,19 @@ def test_analyze_cli_writes_results_report_and_figures(small_tiles, runs, tmp_pa
     results = json.loads((tmp_path / "results.json").read_text())
     assert set(results["spaces"]) == {"pixels_pca", "parameters", "vae_conditional", "vae_unconditional", "encoder"}
     pair = results["spaces"]["parameters"]["groups"]["car-centric vs micromobility"]
-    assert pair["probe"]["auc"] > 0.85 and pair["frechet"]["ci95"][0] <= pair["frechet"]["value"] <= pair["frechet"]["ci95"][1]
+    assert pair["probe"]["auc"] > pair["probe_shuffled_labels"]["auc"] + 0.2 and pair["probe"]["auc"] > 0.85, pair
+    assert pair["frechet"]["ci95"][0] <= pair["frechet"]["value"] <= pair["frechet"]["ci95"][1], pair["frechet"]
+    assert pair["mmd_permutation_p"] < 0.05 and pair["mmd"]["ci95"][0] > 0.0, pair
+    assert pair["regions"] == [results["cities"]["kennesaw"]["regions"], results["cities"]["osterbro"]["regions"]]
+    # The pixel probe fits its PCA inside the folds; the other spaces' probes need none.
+    assert {s: e["probe_pca_in_folds"] for s, e in results["spaces"].items()} == {
+        "pixels_pca": 16, "parameters": None, "vae_conditional": None, "vae_unconditional": None, "encoder": None}
     assert len(results["traversal"]["measured"]) == 7
     for stem in ("embeddings_pca", "embeddings_umap", "correlations", "similar_tiles", "traversal"):
         assert (tmp_path / f"{stem}.png").stat().st_size > 5_000 and (tmp_path / f"{stem}.svg").exists()
-    assert "© OpenStreetMap contributors" in (tmp_path / "report.md").read_text()
+    report = (tmp_path / "report.md").read_text()
+    assert "© OpenStreetMap contributors" in report and "block bootstrap over regions, bias-corrected normal interval" in report
+    assert "| MMD p-value |" in report
     # W&B (offline): the output folder was logged as an artifact
     run_files = list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(run_files) == 1

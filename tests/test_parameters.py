@@ -202,26 +202,22 @@ def test_known_building_centroid_lands_in_the_right_pixel(cities_dataset, osm_pa
     # Large, compact buildings whose centroid is well inside the footprint.
     ok = ref[inside & ref.contains(ref.centroid) & (ref.area > 400)]
     ok = ok[ok.centroid.buffer(4).within(ok)]
-    assert len(ok) > 5
+    assert len(ok) > 30
     mpp = ds.meters_per_pixel
     b = ds.channels.index("buildings")
-    for geom in ok.iloc[:10]:
+    hits, mirrored_hits = 0, 0
+    for geom in ok.iloc[:40]:
         c = geom.centroid
         hit = tiles[(tiles.x0 <= c.x) & (c.x < tiles.x1) & (tiles.y0 <= c.y) & (c.y < tiles.y1)]
         assert len(hit) >= 1
         t = hit.iloc[0]
-        row, col = int((t.y1 - c.y) // mpp), int((c.x - t.x0) // mpp)
         tile = ds.read_tile(hit.index[0])
-        assert tile[row, col, b] == 1
-    # With rows counted from the south edge (a flipped raster) most lookups miss.
-    mirrored_hits = 0
-    for geom in ok.iloc[:10]:
-        c = geom.centroid
-        hit = tiles[(tiles.x0 <= c.x) & (c.x < tiles.x1) & (tiles.y0 <= c.y) & (c.y < tiles.y1)]
-        t = hit.iloc[0]
-        row, col = int((c.y - t.y0) // mpp), int((c.x - t.x0) // mpp)  # flipped rows
-        mirrored_hits += ds.read_tile(hit.index[0])[row, col, b]
-    assert mirrored_hits < 10
+        hits += tile[int((t.y1 - c.y) // mpp), int((c.x - t.x0) // mpp), b]
+        mirrored_hits += tile[int((c.y - t.y0) // mpp), int((c.x - t.x0) // mpp), b]  # rows from the south: flipped
+    # Every lookup hits; a flipped raster hits only where another building happens to lie (about the
+    # building coverage share of the time, under a half here), so it cannot pass for the right one.
+    assert hits == 40
+    assert mirrored_hits < 20, mirrored_hits
 
 
 def test_copenhagen_is_more_cycle_and_foot_and_more_connected_than_kennesaw(cities_dataset):

@@ -129,11 +129,22 @@ def test_quickstart_runs_every_stage_on_the_embedded_cities_and_a_place_then_res
     # The comparison has the pair, in every space, with probes and intervals.
     analysis = json.loads((out / "analysis" / "results.json").read_text())
     for space in ("pixels_pca", "parameters", "vae_conditional", "encoder"):
-        pair = analysis["spaces"][space]["cities"]["helsinki vs østerbro"]
-        assert 0.0 <= pair["probe"]["auc"] <= 1.0
-        low, high = pair["frechet"]["ci95"]
-        assert 0.0 <= low <= high and pair["frechet"]["value"] > 0.0
         assert list(analysis["spaces"][space]["groups"]) == ["car-centric vs micromobility"]
+    # Cycling cities against car-centric sprawl: told apart in the parameters, far above the
+    # shuffled-label control, with a region-permutation p-value that rejects "one distribution".
+    groups = analysis["spaces"]["parameters"]["groups"]["car-centric vs micromobility"]
+    assert groups["probe"]["auc"] > groups["probe_shuffled_labels"]["auc"] + 0.2
+    assert groups["mmd_permutation_p"] < 0.05
+    low, high = groups["frechet"]["ci95"]
+    assert low <= groups["frechet"]["value"] <= high
+    # The evaluation: every realism metric beside its floor and ceiling; the morphology ladder holds.
+    evaluation = results["evaluate"]
+    morphology = evaluation["realism"]["metrics"]["morphology"]
+    assert morphology["reported"] and morphology["floor"] < morphology["ceiling"]
+    for m in evaluation["realism"]["metrics"].values():
+        assert m["reported"] == (m["ladder"]["real"] < m["ladder"]["blurred"] < m["ladder"]["shuffled"]
+                                 < m["ladder"]["noise"])
+    assert "floor (real)" in report_text(out) and "ceiling (noise)" in report_text(out)
     report = (out / "report.md").read_text()
     assert "helsinki vs østerbro" in report and "© OpenStreetMap contributors" in report
     for link in re.findall(r"\]\(([^)]+)\)", report):
@@ -162,6 +173,10 @@ def test_quickstart_runs_every_stage_on_the_embedded_cities_and_a_place_then_res
     assert refused.exit_code == 2
     assert "--overwrite" in refused.output
     assert (out / "data" / "manifest.json").stat().st_mtime_ns == manifest_mtime
+
+
+def report_text(out: Path) -> str:
+    return (out / "report.md").read_text()
 
 
 def test_bad_input_fails_clearly_and_a_used_folder_is_protected(tmp_path):

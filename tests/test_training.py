@@ -67,19 +67,26 @@ def test_subpixel_upsampling_spans_the_transposed_convolution():
 # --- data split and checkpoints -------------------------------------------------------------------------------
 
 
-def test_validation_regions_are_held_out_whole(small_tiles):
-    from data_pipeline.dataset import open_dataset
-    from urbangen.training.data import geographic_split
+def test_checkpoints_record_the_split_and_a_resume_must_keep_it(small_tiles, tmp_path):
+    """meta["split"] is the run's train/val/test split; resuming with settings that split otherwise fails clearly."""
+    from urbangen.splits import Split, SplitMismatchError, check_split
+    from urbangen.training.data import TrainingData
+    from urbangen.training.tasks import load_trained, train
 
-    tiles = open_dataset(small_tiles).tiles
-    train, val = geographic_split(tiles, 0.2, seed=0)
-    assert len(train) + len(val) == len(tiles)
-    assert not set(tiles.region.iloc[train]) & set(tiles.region.iloc[val])
-    for city in ("osterbro", "kennesaw"):  # every city is validated on
-        assert (tiles.city.iloc[val] == city).any() and (tiles.city.iloc[train] == city).any()
-    again = geographic_split(tiles, 0.2, seed=0)[1]
-    other = geographic_split(tiles, 0.2, seed=1)[1]
-    assert np.array_equal(val, again) and not np.array_equal(val, other)
+    overrides = dict(dataset=str(small_tiles), eval_every=2, log_every=1, sample_every=0)
+    config = load_config("vae", num_steps=2, **overrides)
+    train(config, tmp_path)
+    _, _, meta = load_trained(tmp_path)
+    data = TrainingData.open(config.dataset, val_fraction=config.val_fraction, test_fraction=config.test_fraction,
+                             buffer_m=config.split_buffer_m, seed=config.seed)
+    split = Split.from_dict(meta["split"])
+    assert meta["split"] == data.split_record and split.buffer_m == 64 * 4.0
+    assert (meta["train_tiles"], meta["val_tiles"], meta["test_tiles"]) == (len(split.train), len(split.val),
+                                                                           len(split.test))
+    assert check_split(meta["split"], data.dataset.tiles, seed=config.seed) == split
+    with pytest.raises(SplitMismatchError, match=r"val_fraction 0.2 -> 0.3"):
+        train(load_config("vae", num_steps=4, val_fraction=0.3, **overrides), tmp_path)
+    assert train(load_config("vae", num_steps=4, **overrides), tmp_path)["step"] == 4
 
 
 def test_checkpointer_keeps_latest_n_and_the_best(tmp_path):
@@ -303,7 +310,8 @@ def test_two_hosts_assemble_the_global_batch_from_their_shards(small_tiles, tmp_
     assert step1["step"] == 1
 
     config = load_config("pix2pix", **overrides)
-    data = TrainingData.open(config.dataset, val_fraction=config.val_fraction, seed=config.seed)
+    data = TrainingData.open(config.dataset, val_fraction=config.val_fraction, test_fraction=config.test_fraction,
+                             buffer_m=config.split_buffer_m, seed=config.seed)
     local = config.batch_size // 2
     shards = [data.batches("train", local, seed=config.seed, training=True, shard_index=i, shard_count=2)[0]
               for i in range(2)]

@@ -132,29 +132,31 @@ def generate_command(
 @app.command("evaluate")
 def evaluate_command(
     checkpoint: Annotated[Path, typer.Option(help="Training run directory of a pix2pix or VAE model.")],
-    dataset: Annotated[Path, typer.Option(help="Dataset to take held-out regions from.")],
-    out: Annotated[Path, typer.Option("--out", help="Directory for evaluation.json and plots.")] = Path("evaluation"),
-    encoder: Annotated[Optional[Path], typer.Option(help="Encoder run: its embeddings measure realism (Frechet).")] = None,
-    sets: Annotated[int, typer.Option(help="Held-out parameter sets to generate from.")] = 16,
-    samples: Annotated[int, typer.Option(help="Samples per parameter set.")] = 2,
-    seed: Annotated[int, typer.Option(help="Seed of the set choice and the samples.")] = 0,
+    dataset: Annotated[Path, typer.Option(help="The dataset the run was trained on (its test regions are used).")],
+    out: Annotated[Path, typer.Option("--out", help="Directory for evaluation.json, report.md and plots.")] = Path("evaluation"),
+    encoder: Annotated[Optional[Path], typer.Option(help="Encoder run: realism in its embedding space (Frechet, KID).")] = None,
+    tiles: Annotated[int, typer.Option(help="Test tiles to evaluate on (as many real training tiles are the floor).")] = 128,
+    seed: Annotated[int, typer.Option(help="Seed of the tile choice and the samples.")] = 0,
+    split_seed: Annotated[Optional[int], typer.Option(help="Check that the run's split was drawn with this seed.")] = None,
     wandb_mode: Annotated[str, typer.Option(help="online, offline or disabled.")] = "disabled",
 ) -> None:
-    """Conditioning error, realism (Frechet distance in encoder space) and diversity of a generator."""
-    from urbangen.generate.evaluate import evaluate
+    """Realism, conditioning and diversity of a generator on its test regions, each beside its floor and ceiling."""
+    from urbangen.evaluate import evaluate
 
     try:
-        result = evaluate(checkpoint, dataset, out, encoder=encoder, n_sets=sets, samples=samples, seed=seed,
+        result = evaluate(checkpoint, dataset, out, encoder=encoder, max_tiles=tiles, seed=seed, split_seed=split_seed,
                           wandb_mode=wandb_mode)
     except (FileNotFoundError, ValueError) as exc:
         _fail(exc)
-    console.print(f"wrote [bold]{out / 'evaluation.json'}[/] and {out / 'conditioning.png'}")
-    for name, row in result["conditioning_error"].items():
-        console.print(f"  {name}: MAE {row['mae']:.3g} {row['unit']} ({row['mae_in_training_std']:.2f} training std)")
-    if "realism" in result:
-        r = result["realism"]
-        console.print(f"  Frechet distance to held-out tiles: {r['frechet_distance_generated_vs_held_out']:.3g} "
-                      f"(real training tiles: {r['frechet_distance_train_vs_held_out_baseline']:.3g})")
+    console.print(f"wrote [bold]{out / 'report.md'}[/], {out / 'evaluation.json'} and plots")
+    for name, m in result["realism"]["metrics"].items():
+        shown = f"{m['generated']:.3g}" if m["reported"] else "withheld (fails the sanity ladder)"
+        console.print(f"  realism {name}: {shown}; floor (real) {m['floor']:.3g}, ceiling (noise) {m['ceiling']:.3g}")
+    for name, p in result["conditioning"]["parameters"].items():
+        g, f = p["generated"], p["floor"]
+        r2 = "n/a" if g["r2"] is None else f"{g['r2']:.2f}"
+        r2f = "n/a" if f["r2"] is None else f"{f['r2']:.2f}"
+        console.print(f"  {name}: R² {r2} (floor {r2f}), failures {g['failures']}/{g['n']}")
 
 
 @app.command("analyze")
@@ -187,8 +189,9 @@ def analyze_command(
     for space, entry in results["spaces"].items():
         for pair, r in entry["groups"].items():
             p = r.get("probe", {})
-            console.print(f"  {space}: {pair}: probe AUC {p.get('auc', float('nan')):.3f}, "
-                          f"Frechet {r['frechet']['value']:.3g}")
+            value = r.get("frechet", {}).get("value")
+            frechet = "skipped (too few regions)" if value is None else f"{value:.3g}"
+            console.print(f"  {space}: {pair}: probe AUC {p.get('auc', float('nan')):.3f}, Frechet {frechet}")
 
 
 @app.command("quickstart")

@@ -72,11 +72,6 @@ def layout_to_signed(tiles: jnp.ndarray) -> jnp.ndarray:
     return tiles.astype(jnp.float32) * 2.0 - 1.0
 
 
-def signed_to_layout(x: np.ndarray) -> np.ndarray:
-    """Model output in [-1, 1] to uint8 0/1 layouts (threshold at 0)."""
-    return (np.asarray(x) > 0).astype(np.uint8)
-
-
 def parameter_maps(z: jnp.ndarray, height: int, width: int) -> jnp.ndarray:
     """Broadcast standardized vectors (B, P) to constant maps (B, H, W, P)."""
     return jnp.broadcast_to(z[:, None, None, :], (z.shape[0], height, width, z.shape[-1]))

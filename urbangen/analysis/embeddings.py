@@ -2,20 +2,34 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from data_pipeline.dataset import TileDataset
+if TYPE_CHECKING:  # jax loads only when a run is
+    from urbangen.inference import TrainedModel
 
 
-def pixel_pca(tiles: np.ndarray, dims: int = 16, pool: int = 4, seed: int = 0) -> np.ndarray:
-    """PCA of raw pixels (average-pooled ``pool`` x ``pool`` first): the simplest learned-free space."""
-    from sklearn.decomposition import PCA
-
+def pooled_pixels(tiles: np.ndarray, pool: int = 4) -> np.ndarray:
+    """Tiles average-pooled ``pool`` x ``pool`` and flattened, (n, (t / pool)^2 C) float: the raw pixel space."""
     n, h, w, c = tiles.shape
-    pooled = tiles.reshape(n, h // pool, pool, w // pool, pool, c).mean(axis=(2, 4)).reshape(n, -1)
-    return PCA(n_components=min(dims, n - 1, pooled.shape[1]), random_state=seed).fit_transform(pooled)
+    return tiles.reshape(n, h // pool, pool, w // pool, pool, c).mean(axis=(2, 4)).reshape(n, -1)
+
+
+def pixel_pca(pooled: np.ndarray, dims: int = 16, seed: int = 0) -> np.ndarray:
+    """Standardized pooled pixels projected on their first ``dims`` principal components (whitened).
+
+    The same map as a pixel-space probe fits inside each of its folds
+    (:func:`urbangen.evaluators.probes.probe_pipeline` with ``reduce``), here
+    fitted once on every tile given: a fixed map for distances and figures.
+    """
+    from sklearn.decomposition import PCA
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    k = min(dims, len(pooled) - 1, pooled.shape[1])
+    return make_pipeline(StandardScaler(), PCA(n_components=k, whiten=True, random_state=seed)).fit_transform(pooled)
 
 
 def standardized_parameters(values: np.ndarray) -> np.ndarray:
@@ -27,39 +41,36 @@ def standardized_parameters(values: np.ndarray) -> np.ndarray:
     return np.nan_to_num(z[:, keep])
 
 
-def vae_means(run: str | Path, dataset: TileDataset, indices: np.ndarray, batch: int = 64) -> tuple[str, np.ndarray]:
-    """Posterior means of a VAE run (conditioned, when it is, on each tile's own parameters).
+def scaled_parameters(model: TrainedModel, parameters: np.ndarray, parameter_names: Sequence[str]) -> np.ndarray:
+    """Parameter values (n, P) in their units, columns named ``parameter_names``, as a run takes them.
 
-    Returns the space's name, ``vae_conditional`` or ``vae_unconditional``, and the means.
+    Reordered to the run's parameters and standardized with its scaler (NaN, unknown, at 0: the training mean).
     """
-    from urbangen.conditioning import ParameterScaler
-    from urbangen.training.tasks import load_trained
-
-    task, state, meta = load_trained(run, best=True)
-    if task.name != "vae":
-        raise ValueError(f"{run} holds a {task.name} checkpoint, not a VAE")
-    scaler = ParameterScaler.from_dict(meta["spec"]["scaler"])
-    columns = [dataset.parameter_names.index(p) for p in scaler.names]
-    params = scaler.transform(dataset.parameters(indices)[:, columns])
-    encode = task.jit("encode")
-    out = []
-    for i in range(0, len(indices), batch):
-        mu, _ = encode(state, dataset.read_tiles(indices[i:i + batch]), params[i:i + batch])
-        out.append(np.asarray(mu))
-    return ("vae_conditional" if task.config.vae.conditional else "vae_unconditional"), np.concatenate(out)
+    columns = [list(parameter_names).index(p) for p in model.spec.parameter_names]
+    return model.spec.scaler.transform(parameters[:, columns])
 
 
-def encoder_embeddings(run: str | Path, dataset: TileDataset, indices: np.ndarray, batch: int = 64) -> np.ndarray:
-    """Pooled attention-encoder embeddings."""
-    from urbangen.training.tasks import load_trained
+def vae_means(model: TrainedModel, tiles: np.ndarray, z_params: np.ndarray) -> tuple[str, np.ndarray]:
+    """Posterior means of a VAE run, conditioned (when it is) on each tile's own parameters.
 
-    task, state, _ = load_trained(run, best=True)
-    if task.name != "encoder":
-        raise ValueError(f"{run} holds a {task.name} checkpoint, not an encoder")
-    return embed_tiles(task, state, dataset.read_tiles(indices), batch)
+    Parameters
+    ----------
+    model
+        A VAE run (:func:`urbangen.inference.load_run`).
+    tiles
+        uint8 tiles (n, t, t, C) in the run's channel order.
+    z_params
+        (n, P) standardized parameters of the tiles (:func:`scaled_parameters`).
 
+    Returns
+    -------
+    name, means
+        The space's name, ``vae_conditional`` or ``vae_unconditional``, and the (n, latent) means.
 
-def embed_tiles(task, state, tiles: np.ndarray, batch: int = 64) -> np.ndarray:
-    """Pooled attention-encoder embeddings of uint8 tiles, a batch at a time."""
-    embed = task.jit("embed")
-    return np.concatenate([np.asarray(embed(state, tiles[i:i + batch])) for i in range(0, len(tiles), batch)])
+    Raises
+    ------
+    urbangen.inference.RunSpecError
+        If the run is not a VAE (it has no ``encode``).
+    """
+    means = model.encode_tiles(tiles, z_params)
+    return ("vae_conditional" if model.spec.conditional else "vae_unconditional"), means

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
@@ -13,6 +13,9 @@ import numpy as np  # noqa: E402
 
 from data_pipeline.dataset import ATTRIBUTION  # noqa: E402
 from data_pipeline.render import tile_to_rgb  # noqa: E402
+
+if TYPE_CHECKING:  # jax loads only when a run is
+    from urbangen.inference import TrainedModel
 
 MARKERS = "o^sDvP*X"
 
@@ -97,36 +100,40 @@ def similar_tiles(pairs: dict[str, list[dict]], data, stem: Path) -> None:
     _save(fig, stem)
 
 
-def traversal(vae_run, z: np.ndarray, groups: np.ndarray, data, indices: np.ndarray, stem: Path,
-              steps: int = 7) -> dict[str, Any]:
-    """Decode the straight line between two groups' mean latents (parameters interpolated alike) and measure it."""
+def traversal(model: TrainedModel, z: np.ndarray, z_params: np.ndarray, groups: np.ndarray, stem: Path,
+              steps: int = 7, min_building_area_m2: float = 20.0) -> dict[str, Any]:
+    """Decode the straight line between two groups' mean latents (parameters interpolated alike) and measure it.
 
-    from urbangen.conditioning import ParameterScaler
-    from urbangen.generate.request import GenerationRequest
-    from urbangen.generate.run import measure
-    from urbangen.generate.sampler import correlated_bernoulli
-    from urbangen.training.tasks import load_trained
+    Parameters
+    ----------
+    model
+        The VAE run whose posterior means ``z`` are.
+    z, z_params
+        Posterior means (n, latent) and the standardized parameters (n, P) they were encoded with.
+    groups
+        Group of each row; the first two groups (sorted) are the ends of the line.
+    min_building_area_m2
+        Building polygons below it are dropped as specks before measuring, as
+        ``urbangen generate`` does by default.
+    """
+    from urbangen.generate.sampler import to_layout
+    from urbangen.measure import measure_tiles
 
-    task, state, meta = load_trained(vae_run, best=True)
-    scaler = ParameterScaler.from_dict(meta["spec"]["scaler"])
-    columns = [data.parameter_names.index(p) for p in scaler.names]
-    p = scaler.transform(data.parameters(indices)[:, columns])
+    spec = model.spec
     a, b = sorted(set(groups))[:2]
     t = np.linspace(0.0, 1.0, steps)[:, None]
     latents = (1 - t) * z[groups == a].mean(0) + t * z[groups == b].mean(0)
-    conds = (1 - t) * p[groups == a].mean(0) + t * p[groups == b].mean(0)
-    probs = np.asarray(task.jit("decode")(state, latents.astype(np.float32), conds.astype(np.float32)))
-    mpp, tile = data.meters_per_pixel, data.tile_px
-    request = GenerationRequest(checkpoint=Path(vae_run), model_type="vae", size_m=(tile * mpp,) * 2, parameters={})
-    measured, layouts = [], []
-    for s in range(steps):
-        layout = correlated_bernoulli(probs[s], np.random.default_rng([0, s]))
-        _, m = measure(layout, task.channels, request, mpp, tile, 20.0)
-        measured.append({k: (None if not np.isfinite(v) else float(v)) for k, v in m.iloc[0].items()})
-        layouts.append(layout)
+    conds = (1 - t) * z_params[groups == a].mean(0) + t * z_params[groups == b].mean(0)
+    probs = np.asarray(model.fn("decode")(latents.astype(np.float32), conds.astype(np.float32)))
+    layouts = np.stack([to_layout(probs[s], spec.sampling, np.random.default_rng([0, s]))
+                        for s in range(steps)])
+    channels = list(spec.channels)
+    table = measure_tiles(layouts, channels, spec.meters_per_pixel, min_building_area_m2=min_building_area_m2)
+    measured = [{k: (None if not np.isfinite(v) else float(v)) for k, v in row.items()}
+                for _, row in table.iterrows()]
     fig, axes = plt.subplots(1, steps, figsize=(1.9 * steps, 2.6))
     for s, ax in enumerate(axes):
-        ax.imshow(tile_to_rgb(layouts[s], task.channels))
+        ax.imshow(tile_to_rgb(layouts[s], channels))
         ax.set_xticks([])
         ax.set_yticks([])
         cov, cyc = measured[s].get("building_coverage"), measured[s].get("cycle_foot_share")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -13,21 +13,56 @@ from data_pipeline.atomic import write_text_atomic
 from data_pipeline.dataset import ATTRIBUTION, open_dataset
 from urbangen.analysis import embeddings as emb
 from urbangen.analysis import figures
-from urbangen.analysis.stats import axis_correlations, blocked_probe, distances, nearest_across
+from urbangen.analysis.stats import axis_correlations, nearest_across
+from urbangen.evaluators.distances import distances
+from urbangen.evaluators.probes import blocked_probe
+
+if TYPE_CHECKING:  # jax loads only when a run is
+    from urbangen.inference import TrainedModel
+
+#: Principal components of the pixel space: its fixed map keeps them, and a pixel probe fits them in each fold.
+PIXEL_DIMS = 16
+#: How the intervals and the test treat dependent tiles; written into results.json and the report.
+INTERVALS = ("block bootstrap over regions, bias-corrected normal interval; MMD p-value from permuting whole regions "
+             "between the two sides")
 
 
-def _compare(z: np.ndarray, labels: np.ndarray, blocks: np.ndarray, a: str, b: str, n_boot: int,
-             seed: int) -> dict[str, Any]:
-    mask = (labels == a) | (labels == b)
+def _compare(z: np.ndarray, probe_x: np.ndarray, reduce: int | None, labels: np.ndarray, blocks: np.ndarray,
+             a: str, b: str, n_boot: int, seed: int) -> dict[str, Any]:
+    """Probe and distances of the rows labelled ``a`` against those labelled ``b``.
+
+    The probe reads ``probe_x`` (fitting ``reduce`` principal components inside each
+    fold), the distances ``z``; a side with a single region gets neither: no
+    blocked fold or block resample exists then.
+    """
+    in_a, in_b = labels == a, labels == b
+    mask = in_a | in_b
     y = (labels[mask] == b).astype(int)
-    out: dict[str, Any] = {"n": [int((labels == a).sum()), int((labels == b).sum())]}
+    out: dict[str, Any] = {"n": [int(in_a.sum()), int(in_b.sum())],
+                           "regions": [len(np.unique(blocks[in_a])), len(np.unique(blocks[in_b]))]}
     try:
-        out["probe"] = blocked_probe(z[mask], y, blocks[mask], seed=seed)
-        out["probe_shuffled_labels"] = blocked_probe(z[mask], y, blocks[mask], seed=seed, shuffle_labels=True)
+        out["probe"] = blocked_probe(probe_x[mask], y, blocks[mask], seed=seed, reduce=reduce)
+        out["probe_shuffled_labels"] = blocked_probe(probe_x[mask], y, blocks[mask], seed=seed, reduce=reduce,
+                                                     shuffle_labels=True)
     except ValueError as err:
         out["probe"] = {"skipped": str(err)}
-    out.update(distances(z[labels == a], z[labels == b], n_boot=n_boot, seed=seed))
+    try:
+        out.update(distances(z[in_a], z[in_b], blocks[in_a], blocks[in_b], n_boot=n_boot, seed=seed))
+    except ValueError as err:
+        skipped = {"value": None, "ci95": [None, None], "skipped": str(err)}
+        out.update(frechet=skipped, mmd=dict(skipped), mmd_permutation_p=None)
     return out
+
+
+def _load(run: str | Path, data) -> TrainedModel:
+    """A trained run whose tiles are the dataset's: same channels in the same order, same size."""
+    from urbangen.inference import load_run
+
+    model = load_run(run)
+    if tuple(model.spec.channels) != tuple(data.channels) or model.spec.tile_px != data.tile_px:
+        raise ValueError(f"{run} was trained on {model.spec.tile_px} px tiles of {list(model.spec.channels)}; "
+                         f"the dataset has {data.tile_px} px tiles of {list(data.channels)}")
+    return model
 
 
 def analyze(dataset: str | Path, out_dir: str | Path, *, vae: str | Path | list | None = None,
@@ -41,10 +76,15 @@ def analyze(dataset: str | Path, out_dir: str | Path, *, vae: str | Path | list 
         One VAE run or several: a conditional VAE's latent holds only what
         the parameters don't explain, an unconditional one's everything, so
         giving both shows both views (spaces ``vae_conditional`` and
-        ``vae_unconditional``). The first one draws the traversal.
+        ``vae_unconditional``, as each run's spec says). The first one draws
+        the traversal.
     groups
         City to group (for example ``car-centric`` or ``micromobility``);
         default the ``group`` each city was built with.
+    n_boot
+        Resamples of each block-bootstrap interval, and permutations of the
+        MMD test; the blocks are regions (``city/region``), as tiles of one
+        region are not independent.
     wandb_mode
         ``online`` or ``offline`` logs the headline numbers and the whole
         output folder as a W&B artifact.
@@ -60,33 +100,44 @@ def analyze(dataset: str | Path, out_dir: str | Path, *, vae: str | Path | list 
     cities = tiles_df.city.to_numpy()[indices]
     groups = groups or {c: info.get("group") or c for c, info in data.manifest["cities"].items()}
     group_of = np.array([groups.get(c, c) for c in cities])
-    blocks = tiles_df.region.to_numpy()[indices]
+    # Blocks are regions of one city: region labels are per city, and two cities never share ground.
+    blocks = (tiles_df.city.astype(str) + "/" + tiles_df.region.astype(str)).to_numpy()[indices]
     params = data.parameters(indices)
     tiles = data.read_tiles(indices)
 
-    spaces = {"pixels_pca": emb.pixel_pca(tiles, seed=seed), "parameters": emb.standardized_parameters(params)}
+    pooled = emb.pooled_pixels(tiles)
+    # Distances, figures and retrieval use one pixel map fitted on every tile: a fixed map is fine for
+    # them. A probe must not see its test folds, so pixel probes read the pooled pixels and fit the same
+    # standardize-and-PCA map inside each fold (``reduce``).
+    spaces = {"pixels_pca": emb.pixel_pca(pooled, PIXEL_DIMS, seed=seed),
+              "parameters": emb.standardized_parameters(params)}
+    probe_inputs: dict[str, tuple[np.ndarray, int | None]] = {"pixels_pca": (pooled, PIXEL_DIMS)}
     vae_runs = [] if vae is None else ([vae] if isinstance(vae, (str, Path)) else list(vae))
-    vae_spaces = []
+    traversal_run = None
     for run in vae_runs:
-        name, z = emb.vae_means(run, data, indices)
+        model = _load(run, data)
+        z_params = emb.scaled_parameters(model, params, data.parameter_names)
+        name, z = emb.vae_means(model, tiles, z_params)
         if name in spaces:
             raise ValueError(f"two {name} VAE runs given; give at most one conditional and one unconditional")
         spaces[name] = z
-        vae_spaces.append(name)
+        traversal_run = traversal_run or (model, name, z_params)
     if encoder is not None:
-        spaces["encoder"] = emb.encoder_embeddings(encoder, data, indices)
+        spaces["encoder"] = _load(encoder, data).embed_tiles(tiles)
 
     results: dict[str, Any] = {"dataset": str(dataset), "cities": {c: {"group": groups.get(c, c), "tiles":
-                               int((cities == c).sum())} for c in sorted(set(cities))}, "spaces": {},
-                               "attribution": ATTRIBUTION}
+                               int((cities == c).sum()), "regions": len(np.unique(blocks[cities == c]))}
+                               for c in sorted(set(cities))}, "intervals": INTERVALS, "n_boot": n_boot,
+                               "spaces": {}, "attribution": ATTRIBUTION}
     for name, z in spaces.items():
-        entry: dict[str, Any] = {"dims": int(z.shape[1]), "cities": {}, "groups": {}}
+        probe_x, reduce = probe_inputs.get(name, (z, None))
+        entry: dict[str, Any] = {"dims": int(z.shape[1]), "probe_pca_in_folds": reduce, "cities": {}, "groups": {}}
         done: dict[bytes, dict] = {}  # a group that is exactly one city asks the same question again
 
         def compare(labels: np.ndarray, a: str, b: str) -> dict[str, Any]:
             key = np.concatenate([labels == a, labels == b]).tobytes()
             if key not in done:
-                done[key] = _compare(z, labels, blocks, a, b, n_boot, seed)
+                done[key] = _compare(z, probe_x, reduce, labels, blocks, a, b, n_boot, seed)
             return done[key]
 
         for a, b in itertools.combinations(sorted(set(cities)), 2):
@@ -112,9 +163,9 @@ def analyze(dataset: str | Path, out_dir: str | Path, *, vae: str | Path | list 
     figures.correlation_heatmap(results, out / "correlations")
     if pairs:  # one city alone has nobody to resemble
         figures.similar_tiles(pairs, data, out / "similar_tiles")
-    if vae_runs and len(set(group_of)) >= 2:
-        results["traversal"] = figures.traversal(vae_runs[0], spaces[vae_spaces[0]], group_of, data, indices,
-                                                 out / "traversal")
+    if traversal_run is not None and len(set(group_of)) >= 2:
+        model, name, z_params = traversal_run
+        results["traversal"] = figures.traversal(model, spaces[name], z_params, group_of, out / "traversal")
     write_text_atomic(out / "results.json", json.dumps(results, indent=2))
     (out / "report.md").write_text(report_markdown(results))
     if wandb_mode != "disabled":
@@ -134,6 +185,8 @@ def log_to_wandb(results: dict[str, Any], out: Path, mode: str) -> None:
         for pair, r in entry["groups"].items():
             run.summary[f"{space}/{pair}/auc"] = r.get("probe", {}).get("auc")
             run.summary[f"{space}/{pair}/frechet"] = r["frechet"]["value"]
+            run.summary[f"{space}/{pair}/mmd"] = r["mmd"]["value"]
+            run.summary[f"{space}/{pair}/mmd_permutation_p"] = r["mmd_permutation_p"]
     artifact = wandb.Artifact("latent-space-comparison", type="analysis")
     for path in sorted(out.iterdir()):
         if path.is_file():
@@ -142,21 +195,36 @@ def log_to_wandb(results: dict[str, Any], out: Path, mode: str) -> None:
     run.finish()
 
 
+def _num(value: float | None, spec: str = ".3g") -> str:
+    return "n/a" if value is None or not np.isfinite(value) else format(value, spec)
+
+
+def _interval(d: dict[str, Any]) -> str:
+    if "skipped" in d:
+        return "n/a"
+    return f"{_num(d['value'])} [{_num(d['ci95'][0])}, {_num(d['ci95'][1])}]"
+
+
 def report_markdown(results: dict[str, Any]) -> str:
+    """The comparison as Markdown: a table of probes, distances and tests per level (groups, cities)."""
     lines = ["# Latent-space comparison", "", f"Dataset `{results['dataset']}`: " + ", ".join(
-        f"{c} ({v['group']}, {v['tiles']} tiles)" for c, v in results["cities"].items()), "",
-        "Linear probes are logistic regressions with spatially blocked folds (whole regions); the shuffled "
-        "control permutes labels over regions and should sit near 0.5 (balanced accuracy and AUC are 0.5 by chance). Distances carry 95 % bootstrap intervals.", ""]
+        f"{c} ({v['group']}, {v['tiles']} tiles in {v['regions']} regions)" for c, v in results["cities"].items()), "",
+        "Linear probes are logistic regressions with spatially blocked folds (whole regions); standardization and, "
+        "in pixel space, the PCA are fitted inside each fold. The shuffled control permutes labels over regions "
+        "and should sit near 0.5 (balanced accuracy and AUC are 0.5 by chance).", "",
+        f"Distances carry 95 % intervals: {results['intervals']} ({results['n_boot']} resamples). Frechet "
+        "distances are taken at equal sample sizes; MMD is the squared MMD with a Gaussian kernel at the median "
+        "distance, which can be below 0 when two sides do not differ. A lower bound below 0 says only that the "
+        "data do not exclude small values. The MMD p-value tests \"one distribution\".", ""]
     for level in ("groups", "cities"):
-        lines += [f"## {level.title()}", "", "| space | pair | probe balanced accuracy | AUC | shuffled AUC | Frechet [95 % CI] "
-                  "| MMD [95 % CI] |", "|---|---|---|---|---|---|---|"]
+        lines += [f"## {level.title()}", "", "| space | pair | probe balanced accuracy | AUC | shuffled AUC "
+                  "| Frechet [95 % CI] | MMD [95 % CI] | MMD p-value |", "|---|---|---|---|---|---|---|---|"]
         for space, entry in results["spaces"].items():
             for pair, r in entry[level].items():
                 p, s = r.get("probe", {}), r.get("probe_shuffled_labels", {})
-                fd, mmd = r["frechet"], r["mmd"]
-                lines.append(f"| {space} | {pair} | {p.get('balanced_accuracy', float('nan')):.3f} | "
-                             f"{p.get('auc', float('nan')):.3f} | {s.get('auc', float('nan')):.3f} | {fd['value']:.3g} [{fd['ci95'][0]:.3g}, "
-                             f"{fd['ci95'][1]:.3g}] | {mmd['value']:.3g} [{mmd['ci95'][0]:.3g}, {mmd['ci95'][1]:.3g}] |")
+                lines.append(f"| {space} | {pair} | {_num(p.get('balanced_accuracy'), '.3f')} | "
+                             f"{_num(p.get('auc'), '.3f')} | {_num(s.get('auc'), '.3f')} | {_interval(r['frechet'])} | "
+                             f"{_interval(r['mmd'])} | {_num(r['mmd_permutation_p'], '.3f')} |")
         lines.append("")
     if len(results["cities"]) < 2:
         lines += ["Only one city: there is no pair to compare; add cities (`urbangen data build --config`).", ""]

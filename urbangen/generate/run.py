@@ -10,15 +10,14 @@ import numpy as np
 from rasterio.transform import from_origin
 
 from data_pipeline.atomic import PartialDir, check_replaceable, is_empty_dir
-from data_pipeline.config import TilingConfig
 from data_pipeline.dataset import ATTRIBUTION
-from data_pipeline.features import LAYERS, OSMFeatures
-from data_pipeline.parameters import PARAMETERS, tile_parameters
-from urbangen.conditioning import signed_to_layout
+from data_pipeline.parameters import PARAMETERS
 from urbangen.generate.fields import parameter_fields
 from urbangen.generate.request import GenerationRequest, ParameterFileError, read_request
-from urbangen.generate.sampler import LayoutGenerator, correlated_bernoulli, generate_layout, load_generator
-from urbangen.generate.vectorize import polygons, street_frame, street_graph
+from urbangen.generate.sampler import generate_layout, to_layout
+from urbangen.generate.vectorize import street_graph
+from urbangen.inference import TrainedModel, load_run
+from urbangen.measure import measure_windows, vectorize
 from urbangen.generate.writers import write_geotiff, write_png, write_report
 
 #: Written into every output folder of :func:`generate`: ``--overwrite`` replaces only folders that have it.
@@ -34,28 +33,15 @@ def measurement_windows(height: int, width: int, tile: int) -> list[tuple[int, i
 
 def measure(layout: np.ndarray, channels: list[str], request: GenerationRequest, mpp: float, tile: int,
             min_area: float) -> tuple[dict[str, Any], Any]:
-    """Vectorize a 0/1 layout and measure its parameters per window with the pipeline's own code."""
+    """Vectorize a 0/1 layout and measure its parameters per window (:mod:`urbangen.measure`)."""
     h, w = layout.shape[:2]
     x0, y0 = request.origin
     transform = from_origin(x0, y0 + h * mpp, mpp, mpp)
-    empty = np.zeros((h, w), bool)
-
-    def layer(name: str, min_area_m2: float = 0.0):
-        mask = layout[..., channels.index(name)].astype(bool) if name in channels else empty
-        return polygons(mask, transform, request.crs, min_area_m2, simplify_m=mpp / 2)
-
-    vectors = {"buildings": layer("buildings", min_area), "open_space": layer("open_space"),
-               "water": layer("water"), "streets": street_frame(layout, channels, transform, request.crs, mpp / 2)}
+    vectors = vectorize(layout, channels, transform, request.crs, min_area)
     windows = measurement_windows(h, w, tile)
     bounds = np.array([[x0 + c * mpp, y0 + (h - r - rows) * mpp, x0 + (c + cols) * mpp, y0 + (h - r) * mpp]
                        for r, c, rows, cols in windows])
-    features = OSMFeatures(streets=vectors["streets"], buildings=vectors["buildings"],
-                           open_space=vectors["open_space"], water=vectors["water"], source="urbangen generate",
-                           extent=(x0, y0, x0 + w * mpp, y0 + h * mpp),
-                           layers_known={k: k in channels or k == "cycle_foot" for k in LAYERS}
-                           | {"all_streets": {"major_roads", "minor_roads", "cycle_foot"} <= set(channels)})
-    achieved = tile_parameters(features, bounds, TilingConfig(meters_per_pixel=mpp, tile_px=tile))
-    return vectors, achieved
+    return vectors, measure_windows(vectors, channels, bounds, mpp, tile, request.crs)
 
 
 def compare(fields: np.ndarray, names: list[str], achieved, windows, requested_names: list[str]) -> dict[str, Any]:
@@ -68,12 +54,15 @@ def compare(fields: np.ndarray, names: list[str], achieved, windows, requested_n
         out[name] = {"unit": PARAMETERS[name][0], "requested_mean": float(np.mean(req)),
                      "achieved_mean": float(np.nanmean(got)) if np.isfinite(got).any() else None,
                      "mean_absolute_error": float(np.nanmean(np.abs(got - req))) if np.isfinite(got).any() else None,
+                     # Windows whose value could not be measured (no streets for an orientation entropy):
+                     # counted, since the error above is over the measured windows only.
+                     "failed_windows": int((np.isfinite(req) & ~np.isfinite(got)).sum()),
                      "per_window": [{"requested": float(a), "achieved": float(b)} for a, b in zip(req, got)]}
     return out
 
 
 def generate(params_file: str | Path | GenerationRequest, out_dir: str | Path, *, overwrite: bool = False,
-             generator: LayoutGenerator | None = None) -> dict[str, Any]:
+             generator: TrainedModel | None = None) -> dict[str, Any]:
     """Run a parameter file; write every sample's outputs and the report to ``out_dir``.
 
     Everything is validated (file, checkpoint, parameter names, street
@@ -91,24 +80,28 @@ def generate(params_file: str | Path | GenerationRequest, out_dir: str | Path, *
     request = params_file if isinstance(params_file, GenerationRequest) else read_request(params_file)
     out_dir = Path(out_dir)
     _check_out_dir(out_dir, overwrite)
-    gen = generator or load_generator(request.checkpoint, request.checkpoint_step)
-    if gen.kind != request.model_type:
+    gen = generator or load_run(request.checkpoint, request.checkpoint_step)
+    spec = gen.spec
+    if "generate" not in gen.predict:
+        raise ParameterFileError(request.source, "model.checkpoint",
+                                 f"{request.checkpoint} holds a {spec.kind} run, which does not generate layouts")
+    if spec.kind != request.model_type:
         raise ParameterFileError(request.source, "model.type",
-                                 f"is {request.model_type} but {request.checkpoint} holds a {gen.kind} checkpoint")
-    if gen.input_channels and request.streets is None:
+                                 f"is {request.model_type} but {request.checkpoint} holds a {spec.kind} checkpoint")
+    if spec.input_channels and request.streets is None:
         raise ParameterFileError(request.source, "streets", f"this checkpoint generates around given "
-                                 f"{', '.join(gen.input_channels)}: add a street network (GeoJSON or GraphML)")
-    if request.streets is not None and not gen.input_channels:
+                                 f"{', '.join(spec.input_channels)}: add a street network (GeoJSON or GraphML)")
+    if request.streets is not None and not spec.input_channels:
         raise ParameterFileError(request.source, "streets", "this checkpoint does not take a street network")
-    mpp, tile, names = gen.meters_per_pixel, gen.tile_px, gen.parameter_names
+    mpp, tile, names = spec.meters_per_pixel, spec.tile_px, list(spec.parameter_names)
     width, height = (max(1, int(round(s / mpp))) for s in request.size_m)
     fields = parameter_fields(request, names, height, width, mpp)
     given = None
     if request.streets is not None:
         from urbangen.generate.streets import rasterize_streets
 
-        given = rasterize_streets(request, gen.input_channels, height, width, mpp)
-    channels = gen.input_channels + gen.output_channels
+        given = rasterize_streets(request, list(spec.input_channels), height, width, mpp)
+    channels = list(spec.input_channels + spec.output_channels)
 
     partial = PartialDir(out_dir)  # also clears partial folders of killed runs, never a running one's
     tmp = partial.path
@@ -117,11 +110,8 @@ def generate(params_file: str | Path | GenerationRequest, out_dir: str | Path, *
         windows = measurement_windows(height, width, tile)
         for s in range(request.samples):
             key = jax.random.fold_in(jax.random.key(request.seed), s)
-            signed = generate_layout(gen, fields, key, given)
-            if gen.kind == "vae":  # probabilities: sample them (see correlated_bernoulli)
-                layout = correlated_bernoulli((signed + 1.0) / 2.0, np.random.default_rng([request.seed, s]))
-            else:  # pix2pix's tanh outputs are near -1 or 1: take the sign
-                layout = signed_to_layout(signed)
+            probs = generate_layout(gen, fields, key, given)
+            layout = to_layout(probs, spec.sampling, np.random.default_rng([request.seed, s]))
             if given is not None:
                 layout = np.concatenate([given, layout], axis=-1)
             vectors, achieved = measure(layout, channels, request, mpp, tile, request.min_building_area_m2)
@@ -175,7 +165,7 @@ def _write_geojson(frame, path: Path) -> None:
     frame.to_crs("EPSG:4326").to_file(path, driver="GeoJSON")
 
 
-def _report(request: GenerationRequest, gen: LayoutGenerator, samples: list[dict], height: int,
+def _report(request: GenerationRequest, gen: TrainedModel, samples: list[dict], height: int,
             width: int) -> dict[str, Any]:
     average = {}
     for name in request.parameters:
@@ -184,9 +174,12 @@ def _report(request: GenerationRequest, gen: LayoutGenerator, samples: list[dict
         achieved = [r["achieved_mean"] for r in rows if r["achieved_mean"] is not None]
         average[name] = {"unit": PARAMETERS[name][0], "requested_mean": rows[0]["requested_mean"],
                          "achieved_mean": float(np.mean(achieved)) if achieved else None,
-                         "mean_absolute_error": float(np.mean(errors)) if errors else None}
-    return {"parameter_file": request.source, "checkpoint": str(request.checkpoint), "model": gen.kind,
-            "checkpoint_step": int(gen.meta["step"]), "meters_per_pixel": gen.meters_per_pixel,
-            "size_px": [width, height], "size_m": [width * gen.meters_per_pixel, height * gen.meters_per_pixel],
+                         "mean_absolute_error": float(np.mean(errors)) if errors else None,
+                         "failed_windows": int(sum(r["failed_windows"] for r in rows)),
+                         "windows": int(sum(len(r["per_window"]) for r in rows))}
+    mpp = gen.spec.meters_per_pixel
+    return {"parameter_file": request.source, "checkpoint": str(request.checkpoint), "model": gen.spec.kind,
+            "checkpoint_step": gen.spec.step, "meters_per_pixel": mpp,
+            "size_px": [width, height], "size_m": [width * mpp, height * mpp],
             "crs": request.crs, "origin": list(request.origin), "seed": request.seed,
             "samples": samples, "average": average, "attribution": f"Model trained on map data {ATTRIBUTION}"}

@@ -7,63 +7,10 @@ the tiles that cover it and no tile edge shows.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from urbangen.conditioning import ParameterScaler, layout_to_signed
-from urbangen.training.tasks import load_trained
-
-
-@dataclass
-class LayoutGenerator:
-    """A loaded generative checkpoint (pix2pix or VAE) and what generation needs from it."""
-
-    task: Any
-    state: Any
-    meta: dict[str, Any]
-
-    @property
-    def kind(self) -> str:
-        return self.task.name
-
-    @property
-    def meters_per_pixel(self) -> float:
-        return float(self.meta["spec"]["meters_per_pixel"])
-
-    @property
-    def tile_px(self) -> int:
-        return int(self.meta["spec"]["tile_px"])
-
-    @property
-    def parameter_names(self) -> list[str]:
-        return list(self.meta["spec"]["parameters"])
-
-    @property
-    def scaler(self) -> ParameterScaler:
-        return ParameterScaler.from_dict(self.meta["spec"]["scaler"])
-
-    @property
-    def input_channels(self) -> list[str]:
-        return list(getattr(self.task, "input_channels", []))
-
-    @property
-    def output_channels(self) -> list[str]:
-        return list(getattr(self.task, "output_channels", self.task.channels))
-
-
-def load_generator(workdir, step: int | str = "best") -> LayoutGenerator:
-    """Load a pix2pix or VAE run's checkpoint (``best``, ``latest`` or a step)."""
-    if step in ("best", "latest"):
-        task, state, meta = load_trained(workdir, best=step == "best")
-    else:
-        task, state, meta = load_trained(workdir, int(step))
-    if task.name not in ("pix2pix", "vae"):
-        raise ValueError(f"{workdir} holds a {task.name} checkpoint, which does not generate layouts")
-    return LayoutGenerator(task, state, meta)
+from urbangen.inference import TrainedModel
 
 
 def tile_offsets(n: int, tile: int) -> list[int]:
@@ -83,9 +30,9 @@ def blend_window(tile: int) -> np.ndarray:
     return np.outer(w, w)
 
 
-def generate_layout(gen: LayoutGenerator, fields: np.ndarray, key: jax.Array,
+def generate_layout(model: TrainedModel, fields: np.ndarray, key: jax.Array,
                     given: np.ndarray | None = None, batch_size: int = 16) -> np.ndarray:
-    """A blended layout in [-1, 1], (H, W, len(output_channels)).
+    """Blended per-pixel probabilities in [0, 1], (H, W, len(output_channels)).
 
     Parameters
     ----------
@@ -94,33 +41,26 @@ def generate_layout(gen: LayoutGenerator, fields: np.ndarray, key: jax.Array,
     key
         Randomness of this sample (pix2pix dropout, VAE latents), split per tile batch.
     given
-        (H, W, len(input_channels)) uint8 0/1 layout channels the checkpoint
-        conditions on (a fixed street network), if it does.
+        (H, W, len(input_channels)) uint8 0/1 layout channels the run
+        draws around (a fixed street network), if it does.
     """
+    spec = model.spec
     h, w = fields.shape[:2]
-    t = gen.tile_px
+    t = spec.tile_px
     ph, pw = max(h, t), max(w, t)
-    z = gen.scaler.transform(fields)
+    z = spec.scaler.transform(fields)
     if (ph, pw) != (h, w):  # a layout smaller than a tile: generate one tile and crop
         z = np.pad(z, ((0, ph - h), (0, pw - w), (0, 0)), mode="edge")
         given = None if given is None else np.pad(given, ((0, ph - h), (0, pw - w), (0, 0)), mode="edge")
     windows = [(r, c) for r in tile_offsets(ph, t) for c in tile_offsets(pw, t)]
     weight = blend_window(t)
-    total = np.zeros((ph, pw, len(gen.output_channels)))
+    total = np.zeros((ph, pw, len(spec.output_channels)))
     norm = np.zeros((ph, pw, 1))
     for start in range(0, len(windows), batch_size):
         chunk = windows[start:start + batch_size]
         maps = np.stack([z[r:r + t, c:c + t] for r, c in chunk])
-        chunk_key = jax.random.fold_in(key, start)
-        if gen.kind == "pix2pix":
-            cond = maps
-            if gen.input_channels:
-                tiles = np.stack([given[r:r + t, c:c + t] for r, c in chunk])
-                cond = np.concatenate([maps, np.asarray(layout_to_signed(jnp.asarray(tiles)))], axis=-1)
-            out = np.asarray(gen.task.jit("generate")(gen.state, jnp.asarray(cond, jnp.float32), chunk_key))
-        else:  # one latent from the prior per tile, conditioned on the tile's mean parameters
-            params = jnp.asarray(maps.mean(axis=(1, 2)), jnp.float32)
-            out = np.asarray(gen.task.jit("sample", static_argnums=2)(gen.state, params, 1, chunk_key)) * 2.0 - 1.0
+        tiles = None if given is None else np.stack([given[r:r + t, c:c + t] for r, c in chunk])
+        out = model.generate_tiles(maps, jax.random.fold_in(key, start), tiles)
         for (r, c), tile in zip(chunk, out):
             total[r:r + t, c:c + t] += tile * weight[..., None]
             norm[r:r + t, c:c + t] += weight[..., None]
@@ -144,3 +84,16 @@ def correlated_bernoulli(probs: np.ndarray, rng: np.random.Generator, sigma_px: 
     smooth = gaussian_filter(noise, sigma=(sigma_px, sigma_px, 0), mode="wrap")
     smooth /= smooth.std(axis=(0, 1), keepdims=True) + 1e-12
     return (ndtr(smooth) < probs).astype(np.uint8)
+
+
+def to_layout(probs: np.ndarray, sampling: str, rng: np.random.Generator) -> np.ndarray:
+    """A 0/1 layout (..., H, W, C) from a generator's probabilities, as its run spec's ``sampling`` says.
+
+    ``bernoulli`` (a VAE's blurry probabilities): :func:`correlated_bernoulli`,
+    tile by tile; ``threshold`` (pix2pix's tanh outputs, near 0 or 1): p > 0.5.
+    """
+    if sampling == "bernoulli":
+        if probs.ndim == 3:
+            return correlated_bernoulli(probs, rng)
+        return np.stack([correlated_bernoulli(p, rng) for p in probs]) if len(probs) else probs.astype(np.uint8)
+    return (probs > 0.5).astype(np.uint8)

@@ -29,6 +29,25 @@ def polygons(mask: np.ndarray, transform: Affine, crs, min_area_m2: float = 0.0,
 
 def skeleton_lines(mask: np.ndarray, transform: Affine, min_pixels: int = 3) -> list[shapely.LineString]:
     """Centrelines of a street mask: skeletonize, then trace pixel paths between ends and junctions."""
+    return [_pixel_line(path, transform) for path in skeleton_paths(mask, min_pixels)]
+
+
+def _pixel_line(path: list[tuple[int, int]], transform: Affine) -> shapely.LineString:
+    rows, cols = np.array(path, dtype=np.float64).T
+    t = transform
+    xs = t.a * (cols + 0.5) + t.b * (rows + 0.5) + t.c
+    ys = t.d * (cols + 0.5) + t.e * (rows + 0.5) + t.f
+    return shapely.LineString(np.column_stack([xs, ys]))
+
+
+def skeleton_paths(mask: np.ndarray, min_pixels: int = 3) -> list[list[tuple[int, int]]]:
+    """Pixel paths (row, col) of a mask's skeleton, each from an end or junction to the next.
+
+    A path shorter than ``min_pixels`` is dropped when it has a free end (a
+    spur of the skeleton, not a street), never when it joins two junctions:
+    a junction is often a cluster of adjacent skeleton pixels, and the short
+    paths inside it are what keeps the streets meeting there connected.
+    """
     from skimage.morphology import skeletonize
 
     skel = skeletonize(mask.astype(bool))
@@ -77,16 +96,8 @@ def skeleton_lines(mask: np.ndarray, transform: Affine, min_pixels: int = 3) -> 
                 trace((r, c), nb[0])
                 for p in paths[-1]:
                     on_path[p] = True
-    lines = []
-    for path in paths:
-        if len(path) < min_pixels:
-            continue
-        rows, cols = np.array(path, dtype=np.float64).T
-        t = transform
-        xs = t.a * (cols + 0.5) + t.b * (rows + 0.5) + t.c
-        ys = t.d * (cols + 0.5) + t.e * (rows + 0.5) + t.f
-        lines.append(shapely.LineString(np.column_stack([xs, ys])))
-    return lines
+    junction = skel & (degree >= 3)
+    return [path for path in paths if len(path) >= min_pixels or (junction[path[0]] and junction[path[-1]])]
 
 
 def street_frame(layout: np.ndarray, channels: list[str], transform: Affine, crs,
@@ -95,10 +106,22 @@ def street_frame(layout: np.ndarray, channels: list[str], transform: Affine, crs
     from data_pipeline.features import street_frame as tagged_street_frame
 
     rows = []
-    for name, highway in CHANNEL_HIGHWAY.items():
-        if name in channels:
-            for line in skeleton_lines(layout[..., channels.index(name)], transform):
-                rows.append({"geometry": line.simplify(simplify_m), "highway": highway})
+    # Major and minor roads meet at junctions: skeletonized together, a T-junction of a residential
+    # street on a primary road stays one node; each path then takes the class most of its pixels have.
+    drive = [c for c in ("major_roads", "minor_roads") if c in channels]
+    if drive:
+        masks = {c: layout[..., channels.index(c)].astype(bool) for c in drive}
+        for path in skeleton_paths(np.logical_or.reduce(list(masks.values()))):
+            r, c = np.array(path).T
+            counts = {name: int(m[r, c].sum()) for name, m in masks.items()}
+            name = "major_roads" if counts.get("major_roads", 0) * 2 > len(path) else "minor_roads"
+            if name not in masks:
+                name = drive[0]
+            rows.append({"geometry": _pixel_line(path, transform).simplify(simplify_m),
+                         "highway": CHANNEL_HIGHWAY[name]})
+    if "cycle_foot" in channels:
+        for line in skeleton_lines(layout[..., channels.index("cycle_foot")], transform):
+            rows.append({"geometry": line.simplify(simplify_m), "highway": CHANNEL_HIGHWAY["cycle_foot"]})
     frame = gpd.GeoDataFrame(rows, geometry="geometry", crs=crs) if rows else gpd.GeoDataFrame(
         {"highway": []}, geometry=[], crs=crs)
     return tagged_street_frame(frame)

@@ -116,3 +116,10 @@ class LayoutEncoder(nn.Module):
     def __call__(self, tiles: jnp.ndarray, rng: jax.Array, mask_ratio: float = 0.75):
         """Both training outputs (initialises every parameter)."""
         return self.reconstruct(tiles, rng, mask_ratio), self.predict_parameters(tiles)
+
+
+def encoder_from_config(cfg: Any, tile_px: int, channels: int, n_params: int, dtype: Any = jnp.float32) -> LayoutEncoder:
+    """The encoder an experiment config's ``encoder`` block describes (trainer and inference build it alike)."""
+    return LayoutEncoder(tile_px=tile_px, channels=channels, n_params=n_params, patch=cfg.patch, dim=cfg.dim,
+                         depth=cfg.depth, heads=cfg.heads, decoder_dim=cfg.decoder_dim,
+                         decoder_depth=cfg.decoder_depth, dtype=dtype)

@@ -107,3 +107,9 @@ class PatchDiscriminator(nn.Module):
             h = nn.leaky_relu(h, 0.2)
         h = nn.Conv(1, (4, 4), strides=(1, 1), padding=pad, kernel_init=pix2pix_init, dtype=self.dtype)(h)
         return h.astype(jnp.float32)
+
+
+def generator_from_config(cfg: Any, tile_px: int, out_channels: int, dtype: Any = jnp.float32) -> UNetGenerator:
+    """The generator an experiment config's ``pix2pix`` block describes (trainer and inference build it alike)."""
+    return UNetGenerator(out_channels=out_channels, depth=unet_depth(tile_px), ngf=cfg.ngf, dropout_rate=cfg.dropout,
+                         upsample=cfg.upsample, dtype=dtype)

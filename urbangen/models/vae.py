@@ -94,3 +94,9 @@ class ConditionalVAE(nn.Module):
 def kl_divergence(mu: jnp.ndarray, log_var: jnp.ndarray) -> jnp.ndarray:
     """KL(q(z|x) || N(0, I)) per example, summed over latent dimensions."""
     return 0.5 * jnp.sum(jnp.exp(log_var) + mu**2 - 1.0 - log_var, axis=-1)
+
+
+def vae_from_config(cfg: Any, channels: int, dtype: Any = jnp.float32) -> ConditionalVAE:
+    """The VAE an experiment config's ``vae`` block describes (trainer and inference build it alike)."""
+    return ConditionalVAE(channels=channels, features=tuple(cfg.features), latent_dim=cfg.latent_dim,
+                          conditional=cfg.conditional, dtype=dtype)

@@ -19,7 +19,11 @@ def base_config() -> ml_collections.ConfigDict:
     c.precision = "float32"  # or "bfloat16": bf16 compute, float32 parameters and optimizer state
     c.distributed = False  # force jax.distributed.initialize(); it also runs when JAX_COORDINATOR_ADDRESS is set
 
-    c.val_fraction = 0.2  # of each city's regions, held out whole
+    # Splits by whole regions of every city (urbangen.splits): val chooses checkpoints and stops early,
+    # test is only for reported numbers. Tiles of different splits closer than the buffer are dropped.
+    c.val_fraction = 0.2  # of each city's regions, held out whole for validation
+    c.test_fraction = 0.2  # of each city's regions, held out whole for testing
+    c.split_buffer_m = 0.0  # 0 = one tile (tile_px * meters_per_pixel)
     c.eval_every = 500  # evaluate and checkpoint
     c.eval_batches = 8
     c.early_stopping_patience = 10  # evaluations without improvement; 0 = off

@@ -1,4 +1,4 @@
-"""Training data: a geographic train/validation split and standardized batches."""
+"""Training data: a train/validation/test split by whole regions (:mod:`urbangen.splits`) and standardized batches."""
 
 from __future__ import annotations
 
@@ -8,66 +8,67 @@ from typing import Any
 
 import grain
 import numpy as np
-import pandas as pd
 
 from data_pipeline.dataset import TileDataset, open_dataset
 from data_pipeline.loader import tile_batches
 from urbangen.conditioning import ParameterScaler
-
-
-def geographic_split(tiles: pd.DataFrame, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Hold out whole regions (``region_m`` squares, see ``TilingConfig``) of every city.
-
-    Random tiles would sit next to training tiles (and overlap them when
-    the stride is below the tile size), which flatters validation. Each
-    city with at least two regions gives ``ceil(val_fraction * regions)``
-    of them, chosen by ``seed``, to validation.
-
-    Returns
-    -------
-    train, val
-        Row indices into ``tiles``.
-    """
-    if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    rng = np.random.default_rng(seed)
-    val_regions: set[str] = set()
-    for city in sorted(tiles["city"].unique()):
-        regions = np.array(sorted(tiles.loc[tiles["city"] == city, "region"].unique()))
-        if len(regions) < 2 or val_fraction == 0:
-            continue
-        n_val = min(len(regions) - 1, int(np.ceil(val_fraction * len(regions))))
-        val_regions.update(rng.choice(regions, size=n_val, replace=False).tolist())
-    is_val = tiles["region"].isin(val_regions).to_numpy()
-    return np.flatnonzero(~is_val), np.flatnonzero(is_val)
+from urbangen.splits import Split, region_split
 
 
 @dataclass
 class TrainingData:
-    """An opened dataset, its split, and the scaler fitted on the training split."""
+    """An opened dataset, its train/validation/test split, and the scaler fitted on the training split.
+
+    Validation tiles choose checkpoints and stop training early; test tiles
+    are for reported numbers only and never touched by :mod:`urbangen.training`.
+    """
 
     dataset: TileDataset
-    train_indices: np.ndarray
-    val_indices: np.ndarray
+    split: Split
     parameter_names: list[str]
     scaler: ParameterScaler
 
     @classmethod
-    def open(cls, path: str, *, parameters: Sequence[str] = (), val_fraction: float = 0.2, seed: int = 0,
+    def open(cls, path: str, *, parameters: Sequence[str] = (), val_fraction: float = 0.2,
+             test_fraction: float = 0.2, buffer_m: float | None = None, seed: int = 0,
              scaler: ParameterScaler | None = None) -> TrainingData:
-        """Open ``path``, split it and fit (or reuse, when resuming) the parameter scaler."""
+        """Open ``path``, split it and fit (or reuse, when resuming) the parameter scaler.
+
+        ``buffer_m`` of 0 or None is one tile (``tile_px * meters_per_pixel``);
+        see :func:`urbangen.splits.region_split` for the rest.
+        """
         dataset = open_dataset(path)
         names = list(parameters) or dataset.parameter_names
         unknown = [p for p in names if p not in dataset.parameter_names]
         if unknown:
             raise ValueError(f"parameters {unknown} are not in the dataset; it has {dataset.parameter_names}")
-        train, val = geographic_split(dataset.tiles, val_fraction, seed)
+        if not buffer_m:
+            buffer_m = dataset.tile_px * dataset.meters_per_pixel
+        split = region_split(dataset.tiles, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
+                             buffer_m=float(buffer_m))
         if scaler is None:
             columns = [dataset.parameter_names.index(p) for p in names]
-            scaler = ParameterScaler.fit(names, dataset.parameters(train)[:, columns])
+            scaler = ParameterScaler.fit(names, dataset.parameters(split.train)[:, columns])
         elif list(scaler.names) != names:
             raise ValueError(f"the checkpoint was trained on parameters {list(scaler.names)}, not {names}")
-        return cls(dataset, train, val, names, scaler)
+        return cls(dataset, split, names, scaler)
+
+    @property
+    def train_indices(self) -> np.ndarray:
+        return self.split.train
+
+    @property
+    def val_indices(self) -> np.ndarray:
+        return self.split.val
+
+    @property
+    def test_indices(self) -> np.ndarray:
+        return self.split.test
+
+    @property
+    def split_record(self) -> dict[str, Any]:
+        """The split as checkpoints record it (``meta["split"]``, :meth:`urbangen.splits.Split.to_dict`)."""
+        return self.split.to_dict()
 
     @property
     def spec(self) -> dict[str, Any]:
@@ -85,9 +86,10 @@ class TrainingData:
         ``training`` shuffles, augments and repeats for ever; otherwise one
         ordered pass. Batch ``k`` is ``batches(...)[k]``.
         """
-        indices = {"train": self.train_indices, "val": self.val_indices}[split]
+        indices = self.split.indices(split)
         if len(indices) == 0:
-            raise ValueError(f"the {split} split is empty; lower/raise val_fraction or add regions")
+            raise ValueError(f"the {split} split is empty: change val_fraction/test_fraction/split_buffer_m, "
+                             "or use a dataset with more regions")
         columns = [self.dataset.parameter_names.index(p) for p in self.parameter_names]
         scaler = self.scaler
 

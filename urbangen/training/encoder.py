@@ -11,7 +11,7 @@ import numpy as np
 import optax
 
 from urbangen.conditioning import layout_to_signed
-from urbangen.models.encoder import LayoutEncoder, patchify
+from urbangen.models.encoder import LayoutEncoder, encoder_from_config, patchify
 from urbangen.training.loop import Task
 from urbangen.training.samples import panel_grid
 
@@ -37,9 +37,7 @@ class EncoderTask(Task):
         cfg = config.encoder
         if cfg.objective not in OBJECTIVES:
             raise ValueError(f"encoder.objective must be one of {OBJECTIVES}, got {cfg.objective!r}")
-        self.model = LayoutEncoder(tile_px=self.tile_px, channels=len(self.channels), n_params=self.n_params,
-                                   patch=cfg.patch, dim=cfg.dim, depth=cfg.depth, heads=cfg.heads,
-                                   decoder_dim=cfg.decoder_dim, decoder_depth=cfg.decoder_depth, dtype=self.dtype)
+        self.model = encoder_from_config(cfg, self.tile_px, len(self.channels), self.n_params, self.dtype)
 
     def init_state(self, rng: jax.Array) -> dict[str, Any]:
         init_key, mask_key, train_key = jax.random.split(rng, 3)

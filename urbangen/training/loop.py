@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from urbangen.conditioning import ParameterScaler
+from urbangen.splits import ensure_same_split
 from urbangen.training.checkpoints import Checkpointer, NonFiniteLossError
 from urbangen.training.data import TrainingData
 from urbangen.training.logging import RunLogger
@@ -130,7 +131,15 @@ def fit(task_cls: type[Task], config: ml_collections.ConfigDict, workdir: str | 
     resumed_meta = checkpointer.restore_meta() if checkpointer.latest_step() is not None else None
     scaler = ParameterScaler.from_dict(resumed_meta["spec"]["scaler"]) if resumed_meta else None
     data = TrainingData.open(config.dataset, parameters=tuple(config.parameters), val_fraction=config.val_fraction,
-                             seed=config.seed, scaler=scaler)
+                             test_fraction=config.test_fraction, buffer_m=config.split_buffer_m, seed=config.seed,
+                             scaler=scaler)
+    if resumed_meta is not None:
+        # A resumed run must train, validate and leave out exactly the tiles it did before.
+        if "split" in resumed_meta:
+            ensure_same_split(resumed_meta["split"], data.split)
+        elif is_main:
+            Console(stderr=True).print("[yellow]the checkpoint records no train/val/test split (written before "
+                                       "splits were recorded): resuming with the split the config gives now")
     task = task_cls(config, data.spec)
 
     # State: fresh, or restored with its step, RNG key and optimizer state.
@@ -143,8 +152,11 @@ def fit(task_cls: type[Task], config: ml_collections.ConfigDict, workdir: str | 
             raise ValueError(f"the checkpoint in {checkpointer.directory} does not fit this config's model "
                              f"(was the model config changed?): {err}") from err
         start = int(resumed_meta["step"])
-    meta = {"task": task.name, "config": config.to_dict(), "spec": data.spec, "dataset": str(config.dataset),
-            "train_tiles": int(len(data.train_indices)), "val_tiles": int(len(data.val_indices))}
+    # best_metric lets inference pick the best checkpoint without the trainer (urbangen.inference).
+    meta = {"task": task.name, "best_metric": task.best_metric, "config": config.to_dict(), "spec": data.spec,
+            "dataset": str(config.dataset),
+            "train_tiles": int(len(data.train_indices)), "val_tiles": int(len(data.val_indices)),
+            "test_tiles": int(len(data.test_indices)), "split": data.split_record}
 
     logger = RunLogger(workdir, config.to_dict(), config.wandb.to_dict(), is_main=is_main)
     logger.truncate_after(start)

@@ -16,7 +16,7 @@ import numpy as np
 import optax
 
 from urbangen.conditioning import channel_indices, layout_to_signed, parameter_maps
-from urbangen.models.pix2pix import PatchDiscriminator, UNetGenerator, unet_depth
+from urbangen.models.pix2pix import PatchDiscriminator, generator_from_config
 from urbangen.training.loop import Task
 from urbangen.training.samples import panel_grid
 
@@ -52,8 +52,7 @@ class Pix2PixTask(Task):
         self.out_idx = channel_indices(self.channels, self.output_channels)
         if cfg.gan_loss not in GAN_LOSSES:
             raise ValueError(f"pix2pix.gan_loss must be one of {GAN_LOSSES}, got {cfg.gan_loss!r}")
-        self.generator = UNetGenerator(out_channels=len(self.out_idx), depth=unet_depth(self.tile_px), ngf=cfg.ngf,
-                                       dropout_rate=cfg.dropout, upsample=cfg.upsample, dtype=self.dtype)
+        self.generator = generator_from_config(cfg, self.tile_px, len(self.out_idx), self.dtype)
         self.discriminator = PatchDiscriminator(ndf=cfg.ndf, n_layers=cfg.d_layers, dtype=self.dtype)
 
     @property

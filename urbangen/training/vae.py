@@ -11,7 +11,7 @@ import numpy as np
 import optax
 
 from urbangen.conditioning import layout_to_signed
-from urbangen.models.vae import ConditionalVAE, kl_divergence
+from urbangen.models.vae import ConditionalVAE, kl_divergence, vae_from_config
 from urbangen.training.loop import Task
 from urbangen.training.samples import panel_grid
 
@@ -29,8 +29,7 @@ class VAETask(Task):
         levels = len(cfg.features)
         if self.tile_px % 2**levels or self.tile_px < 2**levels:
             raise ValueError(f"tile size {self.tile_px} cannot be halved {levels} times (vae.features)")
-        self.model = ConditionalVAE(channels=len(self.channels), features=tuple(cfg.features),
-                                    latent_dim=cfg.latent_dim, conditional=cfg.conditional, dtype=self.dtype)
+        self.model = vae_from_config(cfg, len(self.channels), self.dtype)
 
     def init_state(self, rng: jax.Array) -> dict[str, Any]:
         init_key, sample_key, train_key = jax.random.split(rng, 3)

@@ -1,0 +1,131 @@
+"""The evaluators on real held-out tiles: the sanity ladder, the raster path's floor, conditioning bookkeeping."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import load_config
+
+
+@pytest.fixture(scope="module")
+def held_out(small_tiles):
+    """Real Østerbro and Kennesaw tiles: test regions (the reference) and as many training tiles."""
+    from data_pipeline.dataset import open_dataset
+    from urbangen.evaluators.common import read_real, sample_rows
+    from urbangen.splits import region_split
+
+    data = open_dataset(small_tiles)
+    split = region_split(data.tiles, val_fraction=0.2, test_fraction=0.25, seed=0, buffer_m=256.0)
+    rng = np.random.default_rng(0)
+    n = min(64, len(split.test), len(split.train))
+    names = tuple(data.parameter_names)
+    test = read_real(data, split.test[sample_rows(len(split.test), n, rng)], names)
+    train = read_real(data, split.train[sample_rows(len(split.train), n, rng)], names)
+    return data, test, train
+
+
+@pytest.fixture(scope="module")
+def encoder_run(small_tiles, tmp_path_factory):
+    from urbangen.inference import load_run
+    from urbangen.training.tasks import train
+
+    workdir = tmp_path_factory.mktemp("runs") / "encoder"
+    train(load_config("encoder", dataset=str(small_tiles), num_steps=60, eval_every=60, sample_every=0,
+                      log_every=60), workdir)
+    return load_run(workdir)
+
+
+def test_ladder_rungs_keep_what_they_should(held_out):
+    """Shuffling keeps each tile's channel shares, noise keeps only the shares over all tiles, blurring loses streets."""
+    from urbangen.evaluators import ladder
+
+    _, test, _ = held_out
+    rungs = ladder.rungs(test.tiles, seed=1)
+    per_tile = test.tiles.reshape(len(test), -1, test.tiles.shape[-1]).sum(1)
+    np.testing.assert_array_equal(rungs["shuffled"].reshape(len(test), -1, test.tiles.shape[-1]).sum(1), per_tile)
+    assert not np.array_equal(rungs["shuffled"], test.tiles)
+    share = test.tiles.reshape(-1, test.tiles.shape[-1]).mean(0)
+    np.testing.assert_allclose(rungs["noise"].reshape(-1, test.tiles.shape[-1]).mean(0), share, atol=0.01)
+    streets = [test.channels.index(c) for c in ("minor_roads", "cycle_foot")]
+    assert rungs["blurred"][..., streets].sum() < 0.5 * test.tiles[..., streets].sum()
+
+
+def test_morphology_and_encoder_metrics_climb_the_sanity_ladder(held_out, encoder_run):
+    """Against real test regions: real training tiles < blurred < shuffled < per-pixel noise, on every metric."""
+    from urbangen.evaluators import ladder
+    from urbangen.evaluators.realism import Realism
+
+    data, test, train = held_out
+    realism = Realism(test, encoder=encoder_run, meters_per_pixel=data.meters_per_pixel, n_boot=50)
+    realism.set_floor(train)
+    scores = {rung: realism.score(tiles) for rung, tiles in ladder.rungs(train.tiles).items()}
+    for metric in ("morphology", "frechet", "kid"):
+        values = {rung: scores[rung][metric]["value"] for rung in ladder.RUNGS}
+        assert ladder.holds(values), (metric, values)
+    assert scores["real"]["morphology"]["value"] == pytest.approx(1.0)  # the floor is the denominator
+    assert scores["noise"]["morphology"]["value"] > 2.0
+
+
+def test_a_metric_that_fails_the_ladder_is_withheld(held_out):
+    """A realism run whose generated tiles are the real ones: reported beside floor and ceiling; a broken metric withheld."""
+    from urbangen.evaluators.realism import Realism
+
+    data, test, train = held_out
+    realism = Realism(test, encoder=None, meters_per_pixel=data.meters_per_pixel)
+    result = realism.run(train.tiles, train.regions, train)
+    morphology = result["metrics"]["morphology"]
+    assert morphology["reported"] and morphology["generated"] == pytest.approx(morphology["floor"])
+    assert morphology["position_real_to_noise"] == pytest.approx(0.0, abs=1e-9)
+    assert morphology["floor"] < morphology["ladder"]["blurred"] < morphology["ceiling"]
+    assert not ladder_holds_when_inverted(morphology["ladder"])
+
+
+def ladder_holds_when_inverted(scores: dict[str, float]) -> bool:
+    from urbangen.evaluators import ladder
+
+    return ladder.holds({k: -v for k, v in scores.items()})
+
+
+def test_the_raster_path_floor_is_measured_on_real_tiles(held_out):
+    """Real tiles through raster → vector → parameters against their vector-measured parameters: the floor.
+
+    Coverage shares survive rasterizing almost exactly; street counts less so. These bound what any
+    generator can score, and an evaluator that did not measure them would credit generators for the gap.
+    """
+    from urbangen.evaluators.conditioning import errors
+    from urbangen.measure import measure_tiles
+
+    data, test, _ = held_out
+    measured = measure_tiles(test.tiles, list(data.channels), data.meters_per_pixel)
+    names = list(data.parameter_names)
+    floor = {p: errors(test.parameters[:, names.index(p)], measured[p].to_numpy(float)) for p in names}
+    assert floor["building_coverage"]["r2"] > 0.98
+    assert floor["open_space_share"]["r2"] > 0.98
+    assert floor["major_road_density_km_per_km2"]["r2"] > 0.8
+    # Service roads are not drawn in any channel: the path cannot recover them, and the floor says so.
+    assert floor["service_road_density_km_per_km2"]["r2"] is None or floor["service_road_density_km_per_km2"]["r2"] < 0.1
+
+
+def test_measuring_a_mosaic_equals_measuring_each_tile_alone(held_out):
+    from urbangen.measure import measure_tiles
+
+    data, test, _ = held_out
+    together = measure_tiles(test.tiles[:9], list(data.channels), data.meters_per_pixel)
+    alone = [measure_tiles(test.tiles[i:i + 1], list(data.channels), data.meters_per_pixel) for i in range(9)]
+    for i, row in enumerate(alone):
+        np.testing.assert_allclose(together.iloc[i].to_numpy(float), row.iloc[0].to_numpy(float), rtol=1e-9,
+                                   atol=1e-9, equal_nan=True)
+
+
+def test_errors_count_failures_instead_of_dropping_them():
+    from urbangen.evaluators.conditioning import errors
+
+    requested = np.array([1.0, 2.0, 3.0, np.nan, 5.0])
+    achieved = np.array([1.5, np.nan, 2.0, 4.0, 5.0])
+    out = errors(requested, achieved)
+    assert out["n"] == 4 and out["failures"] == 1 and out["failure_rate"] == pytest.approx(0.25)
+    assert out["mae"] == pytest.approx((0.5 + 1.0 + 0.0) / 3)
+    r = np.array([1.0, 3.0, 5.0])
+    a = np.array([1.5, 2.0, 5.0])
+    assert out["r2"] == pytest.approx(1 - ((a - r) ** 2).sum() / ((r - r.mean()) ** 2).sum())

@@ -1,0 +1,84 @@
+"""What every evaluator shares: real tiles of one split, and generated tiles for their parameters.
+
+Evaluators are fed predict functions through a :class:`urbangen.inference.TrainedModel`
+(big_vision's ``evaluators/common.py`` pattern) and real tiles through
+:class:`RealTiles`; they return plain dicts that ``evaluation.json`` stores.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jax
+import numpy as np
+
+from data_pipeline.dataset import TileDataset
+from urbangen.generate.sampler import to_layout
+from urbangen.inference import TrainedModel
+
+
+@dataclass(frozen=True)
+class RealTiles:
+    """Real tiles of one split: pixels, parameters (the model's parameter order, NaN where unknown), regions."""
+
+    indices: np.ndarray
+    tiles: np.ndarray  # uint8 (n, t, t, C), the dataset's channel order
+    parameters: np.ndarray  # float64 (n, P)
+    regions: np.ndarray  # region label per tile: the blocks of a block bootstrap
+    channels: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def subset(self, rows: np.ndarray) -> RealTiles:
+        return RealTiles(self.indices[rows], self.tiles[rows], self.parameters[rows], self.regions[rows], self.channels)
+
+
+def read_real(dataset: TileDataset, indices: np.ndarray, parameter_names: tuple[str, ...]) -> RealTiles:
+    """Tiles, parameters and regions of ``indices`` (city-qualified region labels: cities never share a block)."""
+    indices = np.sort(np.asarray(indices, dtype=np.int64))
+    columns = [dataset.parameter_names.index(p) for p in parameter_names]
+    rows = dataset.tiles.iloc[indices]
+    regions = (rows["city"].astype(str) + "/" + rows["region"].astype(str)).to_numpy()
+    return RealTiles(indices, dataset.read_tiles(indices), dataset.parameters(indices)[:, columns], regions,
+                     tuple(dataset.channels))
+
+
+def sample_rows(n_available: int, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``min(n, n_available)`` distinct rows, sorted."""
+    return np.sort(rng.choice(n_available, size=min(n, n_available), replace=False))
+
+
+def generate_for(model: TrainedModel, real: RealTiles, *, requested: np.ndarray | None = None, seed: int = 0,
+                 sample: int = 0, batch: int = 32) -> np.ndarray:
+    """One generated tile per real tile, in the dataset's channel order (uint8 (n, t, t, C)).
+
+    Parameters
+    ----------
+    requested
+        (n, P) parameter values to ask for, in their units (NaN: unknown,
+        asked as the training mean); default each real tile's own.
+    sample
+        Which sample: different samples of the same request differ.
+
+    Given channels (a street network a run draws around) are copied from the
+    real tile; every other channel is generated.
+    """
+    spec = model.spec
+    requested = real.parameters if requested is None else requested
+    t = spec.tile_px
+    z = spec.scaler.transform(requested)
+    given_idx = [real.channels.index(c) for c in spec.input_channels]
+    out_idx = [real.channels.index(c) for c in spec.output_channels]
+    result = np.zeros_like(real.tiles)
+    key = jax.random.fold_in(jax.random.key(seed), sample)
+    rng = np.random.default_rng([seed, sample])
+    for start in range(0, len(real), batch):
+        stop = min(start + batch, len(real))
+        maps = np.broadcast_to(z[start:stop, None, None, :], (stop - start, t, t, z.shape[1]))
+        given = real.tiles[start:stop][..., given_idx] if given_idx else None
+        probs = model.generate_tiles(maps, jax.random.fold_in(key, start), given)
+        result[start:stop][..., out_idx] = to_layout(probs, spec.sampling, rng)
+        if given_idx:
+            result[start:stop][..., given_idx] = given
+    return result

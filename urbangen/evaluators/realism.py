@@ -1,0 +1,147 @@
+"""Realism: how far generated tiles lie from real held-out tiles, beside real tiles' own distance.
+
+Three metrics, each taken against the same reference (real test tiles) and
+always at equal sample sizes on both sides:
+
+- ``frechet``: Fréchet distance in the attention encoder's embedding space,
+  with a 95 % interval from a block bootstrap over regions;
+- ``kid``: unbiased kernel inception distance there, with its standard
+  deviation over subsets;
+- ``morphology``: the Wasserstein-1 distance of each urban-form parameter,
+  all tiles measured through the same raster → vector → parameters path
+  (:func:`urbangen.measure.measure_tiles`), divided by the same distance
+  between real tiles and the reference; the mean over parameters.
+  Real tiles score 1 by construction.
+
+Every metric is scored on the sanity ladder (:mod:`urbangen.evaluators.ladder`)
+too: its ``real`` rung is the floor, its ``noise`` rung the ceiling, and a
+metric whose ladder does not rise is withheld.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from scipy import stats as scipy_stats
+
+from urbangen.evaluators import ladder
+from urbangen.evaluators.common import RealTiles
+from urbangen.evaluators.stats import frechet_distance, frechet_interval, kid
+from urbangen.inference import TrainedModel
+from urbangen.measure import measure_tiles
+
+
+class Realism:
+    """Scores tile sets against a reference set of real tiles.
+
+    Parameters
+    ----------
+    reference
+        Real test tiles.
+    encoder
+        A run with an ``embed`` function; without one only ``morphology`` is scored.
+    meters_per_pixel
+        The tiles' scale, for measuring them.
+    """
+
+    def __init__(self, reference: RealTiles, *, encoder: TrainedModel | None, meters_per_pixel: float,
+                 n_boot: int = 200, seed: int = 0) -> None:
+        self.reference = reference
+        self.encoder = encoder
+        self.mpp = meters_per_pixel
+        self.n_boot = n_boot
+        self.seed = seed
+        self.names = reference.channels
+        measured = measure_tiles(reference.tiles, list(self.names), self.mpp)
+        self.parameter_names = tuple(measured.columns)
+        self.reference_measured = measured.to_numpy(dtype=np.float64)
+        self.reference_embedded = encoder.embed_tiles(reference.tiles) if encoder is not None else None
+        self._floor_w1: np.ndarray | None = None
+
+    def _measure(self, tiles: np.ndarray) -> np.ndarray:
+        return measure_tiles(tiles, list(self.names), self.mpp)[list(self.parameter_names)].to_numpy(dtype=np.float64)
+
+    def _w1(self, measured: np.ndarray) -> np.ndarray:
+        """Per-parameter Wasserstein-1 distance to the reference (NaN where a side has no value)."""
+        out = np.full(measured.shape[1], np.nan)
+        for j in range(measured.shape[1]):
+            a, b = measured[:, j], self.reference_measured[:, j]
+            a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+            if len(a) and len(b):
+                out[j] = scipy_stats.wasserstein_distance(a, b)
+        return out
+
+    def score(self, tiles: np.ndarray, regions: np.ndarray | None = None, *, interval: bool = False) -> dict[str, Any]:
+        """Every metric of one tile set (as many tiles as the reference)."""
+        if len(tiles) != len(self.reference):
+            raise ValueError(f"realism compares equal sample sizes: {len(tiles)} tiles against a reference of "
+                             f"{len(self.reference)}")
+        out: dict[str, Any] = {}
+        if self.encoder is not None:
+            e = self.encoder.embed_tiles(tiles)
+            if interval and regions is not None:
+                out["frechet"] = frechet_interval(e, self.reference_embedded, regions, self.reference.regions,
+                                                  n_boot=self.n_boot, seed=self.seed)
+            else:
+                out["frechet"] = {"value": frechet_distance(e, self.reference_embedded)}
+            # Subsets of half the tiles: subsets of all of them would all be the same, with no spread.
+            out["kid"] = kid(e, self.reference_embedded, subset_size=max(2, len(e) // 2), seed=self.seed)
+        w1 = self._w1(self._measure(tiles))
+        if self._floor_w1 is None:
+            raise RuntimeError("set the floor first (Realism.set_floor)")
+        ok = np.isfinite(w1) & np.isfinite(self._floor_w1) & (self._floor_w1 > 0)
+        ratio = np.where(ok, w1 / np.where(ok, self._floor_w1, 1.0), np.nan)
+        # The arithmetic mean: a parameter many floors away (a thousand one-pixel "buildings" per
+        # hectare) must weigh in fully; a geometric mean lets near-real pixel shares hide it.
+        out["morphology"] = {"value": float(np.mean(ratio[ok])) if ok.any() else float("nan"),
+                             "per_parameter_w1_ratio": {p: (None if not ok[j] else float(ratio[j]))
+                                                        for j, p in enumerate(self.parameter_names)}}
+        return out
+
+    def set_floor(self, real: RealTiles) -> None:
+        """Real tiles (not the reference's) whose parameter distances are the morphology denominators."""
+        self._floor_w1 = self._w1(self._measure(real.tiles))
+
+    def run(self, generated: np.ndarray, generated_regions: np.ndarray, real: RealTiles) -> dict[str, Any]:
+        """Generated tiles scored beside the ladder made from ``real`` tiles (floor and ceiling).
+
+        ``real`` holds as many real tiles as the reference, from other ground
+        (training regions): its ``real`` rung is the floor.
+        """
+        self.set_floor(real)
+        rung_scores = {name: self.score(tiles, real.regions if name == "real" else None, interval=name == "real")
+                       for name, tiles in ladder.rungs(real.tiles, self.seed).items()}
+        gen = self.score(generated, generated_regions, interval=True)
+        metrics: dict[str, Any] = {}
+        for metric in gen:
+            scores = {r: rung_scores[r][metric]["value"] for r in ladder.RUNGS}
+            ok = ladder.holds(scores)
+            entry: dict[str, Any] = {"reported": ok, "ladder": scores, "ladder_holds": ok,
+                                     "floor": scores["real"], "ceiling": scores["noise"]}
+            if metric == "frechet":
+                entry["floor_ci95"] = rung_scores["real"][metric].get("ci95")
+            if ok:
+                entry["generated"] = gen[metric]["value"]
+                entry.update({k: v for k, v in gen[metric].items() if k not in ("value",)})
+                span = scores["noise"] - scores["real"]
+                # Where the generator sits between real (0) and noise (1): comparable across metrics.
+                entry["position_real_to_noise"] = float((gen[metric]["value"] - scores["real"]) / span)
+                entry["verdict"] = verdict(gen[metric]["value"], scores)
+            else:
+                entry["generated"] = None
+                entry["withheld"] = "fails the sanity ladder (real < blurred < shuffled < noise does not hold)"
+            metrics[metric] = entry
+        return {"reference": "real test tiles", "n": int(len(self.reference)), "metrics": metrics}
+
+
+def verdict(value: float, scores: dict[str, float]) -> str:
+    """Where a score falls on the ladder, in words, such as ``between blurred and shuffled real tiles``."""
+    passed = [rung for rung in ladder.RUNGS if value > scores[rung]]
+    if not passed:
+        return "as real as real tiles"
+    names = {"real": "real", "blurred": "blurred", "shuffled": "shuffled", "noise": "per-pixel noise"}
+    if passed[-1] == "noise":
+        return "worse than per-pixel noise"
+    after = ladder.RUNGS[ladder.RUNGS.index(passed[-1]) + 1]
+    return f"between {names[passed[-1]]} and {names[after]} tiles"
