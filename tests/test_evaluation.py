@@ -129,3 +129,16 @@ def test_errors_count_failures_instead_of_dropping_them():
     r = np.array([1.0, 3.0, 5.0])
     a = np.array([1.5, 2.0, 5.0])
     assert out["r2"] == pytest.approx(1 - ((a - r) ** 2).sum() / ((r - r.mean()) ** 2).sum())
+
+
+def test_the_training_loop_can_run_the_conditioning_evaluator_on_validation_tiles(small_tiles, tmp_path):
+    """``eval_conditioning_tiles``: the evaluator the reports use, fed the weights in training, at each evaluation."""
+    from urbangen.training.logging import read_metrics
+    from urbangen.training.tasks import train
+
+    train(load_config("vae", dataset=str(small_tiles), num_steps=10, eval_every=5, sample_every=0, log_every=5,
+                      eval_conditioning_tiles=8, parameters=("building_coverage", "open_space_share")), tmp_path)
+    rows = [r for r in read_metrics(tmp_path) if any(k.startswith("val_conditioning/") for k in r)]
+    assert [r["step"] for r in rows] == [5, 10]
+    assert set(rows[-1]) == {"step", "val_conditioning/r2/building_coverage", "val_conditioning/r2/open_space_share",
+                             "val_conditioning/failure_rate"}

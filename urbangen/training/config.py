@@ -26,6 +26,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.split_buffer_m = 0.0  # 0 = one tile (tile_px * meters_per_pixel)
     c.eval_every = 500  # evaluate and checkpoint
     c.eval_batches = 8
+    c.eval_conditioning_tiles = 0  # > 0: at each evaluation, the conditioning evaluator on this many validation tiles
     c.early_stopping_patience = 10  # evaluations without improvement; 0 = off
     c.keep_checkpoints = 3  # latest N, plus the best by the task's validation metric
     c.log_every = 50

@@ -182,6 +182,8 @@ def fit(task_cls: type[Task], config: ml_collections.ConfigDict, workdir: str | 
         rows = jax.device_get([eval_fn(state, b) for b in eval_batches])
         return {f"val/{k}": float(np.mean([r[k] for r in rows])) for k in rows[0]}
 
+    conditioning = _conditioning_evaluator(config, data, task.name)
+
     pending: list[dict[str, jax.Array]] = []
     train_metrics: dict[str, float] = {}
     val_metrics: dict[str, float] = {}
@@ -213,6 +215,9 @@ def fit(task_cls: type[Task], config: ml_collections.ConfigDict, workdir: str | 
                 if at_eval:
                     val_metrics = evaluate(state)
                     logger.log(done, val_metrics)
+                    scores = conditioning(state, data.spec, done) if conditioning is not None and is_main else {}
+                    if scores:
+                        logger.log(done, scores)
                     checkpointer.save(done, state, {**meta, "step": done}, metrics=val_metrics)
                     current = val_metrics[task.best_metric]
                     best, evals_without_gain = (current, 0) if current < best else (best, evals_without_gain + 1)
@@ -244,3 +249,34 @@ def fit(task_cls: type[Task], config: ml_collections.ConfigDict, workdir: str | 
             logger.finish()
     return {"step": done, "best_step": best_step, "train": train_metrics, "val": val_metrics,
             "stopped_early": stopped_early}
+
+
+def _conditioning_evaluator(config: ml_collections.ConfigDict, data: TrainingData, kind: str):
+    """The conditioning evaluator on ``config.eval_conditioning_tiles`` validation tiles, or None when off.
+
+    It scores the weights being trained through the same predict functions
+    as ``urbangen evaluate`` (:func:`urbangen.inference.model_from_state`),
+    on validation tiles: test tiles stay unseen until the reported evaluation.
+    """
+    n = int(config.get("eval_conditioning_tiles", 0))
+    if not n or len(data.val_indices) == 0:
+        return None
+    from urbangen.evaluators.common import read_real, sample_rows
+    from urbangen.evaluators.conditioning import Conditioning
+    from urbangen.inference import model_from_state
+
+    rows = data.val_indices[sample_rows(len(data.val_indices), n, np.random.default_rng(config.seed))]
+    real = read_real(data.dataset, rows, tuple(data.parameter_names))
+    evaluator = Conditioning(real, meters_per_pixel=data.dataset.meters_per_pixel, seed=config.seed)
+
+    def run(state, spec: dict[str, Any], step: int) -> dict[str, float]:
+        model = model_from_state(config, spec, jax.device_get(state), step=step)
+        if "generate" not in model.predict:
+            return {}
+        result = evaluator.run(model)
+        out = {f"val_conditioning/r2/{name}": p["generated"]["r2"] for name, p in result["parameters"].items()
+               if p["drawn"] and p["generated"]["r2"] is not None}
+        out["val_conditioning/failure_rate"] = result["failure_rate"] or 0.0
+        return out
+
+    return run
