@@ -57,7 +57,7 @@ def test_morphology_and_encoder_metrics_climb_the_sanity_ladder(held_out, encode
     from urbangen.evaluators.realism import Realism
 
     data, test, train = held_out
-    realism = Realism(test, encoder=encoder_run, meters_per_pixel=data.meters_per_pixel, n_boot=50)
+    realism = Realism(test, encoder=encoder_run, n_boot=50)
     realism.set_floor(train)
     scores = {rung: realism.score(tiles) for rung, tiles in ladder.rungs(train.tiles).items()}
     for metric in ("morphology", "frechet", "kid"):
@@ -72,7 +72,7 @@ def test_a_metric_that_fails_the_ladder_is_withheld(held_out):
     from urbangen.evaluators.realism import Realism
 
     data, test, train = held_out
-    realism = Realism(test, encoder=None, meters_per_pixel=data.meters_per_pixel)
+    realism = Realism(test, encoder=None)
     result = realism.run(train.tiles, train.regions, train)
     morphology = result["metrics"]["morphology"]
     assert morphology["reported"] and morphology["generated"] == pytest.approx(morphology["floor"])

@@ -306,7 +306,7 @@ def test_buildings_around_a_given_real_street_network(small_tiles, osm_path, tmp
     generated = generate_for(model, real)
     streets_idx = [data.channels.index(c) for c in STREET_CHANNELS]
     assert np.array_equal(generated[..., streets_idx], real.tiles[..., streets_idx])
-    result = Conditioning(real, meters_per_pixel=4.0).run(model, generated)
+    result = Conditioning(real).run(model, generated)
     street_params = [p for p in TRAINED_ON if p not in ("building_coverage", "buildings_per_ha", "open_space_share")]
     assert result["given"] == street_params
     assert result["conditioned"] == ["building_coverage", "buildings_per_ha"]

@@ -16,7 +16,7 @@ import numpy as np
 
 from data_pipeline.atomic import write_text_atomic
 from data_pipeline.dataset import ATTRIBUTION, TileDataset, open_dataset
-from urbangen.evaluators.common import read_real, sample_rows
+from urbangen.evaluators.common import generate_for, read_real, sample_rows
 from urbangen.evaluators.conditioning import Conditioning
 from urbangen.evaluators.diversity import Diversity
 from urbangen.evaluators.realism import Realism
@@ -82,18 +82,16 @@ def evaluate(checkpoint: str | Path, dataset: str | Path, out_dir: str | Path, *
     test = read_real(data, split.test[sample_rows(len(split.test), n, rng)], names)
     train = read_real(data, split.train[sample_rows(len(split.train), n, rng)], names)
 
-    from urbangen.evaluators.common import generate_for
-
     generated = generate_for(model, test, seed=seed)
-    mpp = model.spec.meters_per_pixel
+    generated_measured = test.measure(generated)  # once, for realism and conditioning
     result: dict[str, Any] = {
         "checkpoint": str(checkpoint), "model": model.spec.kind, "step": model.spec.step, "dataset": str(dataset),
         "split": {"seed": split.seed, "test_tiles": int(len(split.test)), "train_tiles": int(len(split.train)),
                   "buffer_m": split.buffer_m, "test_regions": split.regions.get("test", [])},
         "n": int(n), "seed": seed, "encoder": None if encoder is None else str(encoder),
-        "realism": Realism(test, encoder=enc, meters_per_pixel=mpp, n_boot=n_boot, seed=seed).run(
-            generated, test.regions, train),
-        "conditioning": Conditioning(test, meters_per_pixel=mpp, seed=seed).run(model, generated),
+        "realism": Realism(test, encoder=enc, n_boot=n_boot, seed=seed).run(
+            generated, test.regions, train, generated_measured),
+        "conditioning": Conditioning(test, seed=seed).run(model, generated, generated_measured),
         "diversity": Diversity(test, encoder=enc, seed=seed).run(model, generated),
         "attribution": ATTRIBUTION}
     out = Path(out_dir)

@@ -165,6 +165,14 @@ class Split:
         )
 
 
+def region_blocks(tiles: pd.DataFrame) -> np.ndarray:
+    """Each tile's region qualified by its city (``city/region``): two cities never share a block.
+
+    These are the blocks of block bootstraps, permutation tests and blocked folds.
+    """
+    return (tiles["city"].astype(str) + "/" + tiles["region"].astype(str)).to_numpy()
+
+
 def dataset_fingerprint(tiles: pd.DataFrame) -> str:
     """A short, stable hash of a tiles table: tile ids, cities, CRSs, regions and bounds.
 

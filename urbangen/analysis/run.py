@@ -16,6 +16,7 @@ from urbangen.analysis import figures
 from urbangen.analysis.stats import axis_correlations, nearest_across
 from urbangen.evaluators.distances import distances
 from urbangen.evaluators.probes import blocked_probe
+from urbangen.splits import region_blocks
 
 if TYPE_CHECKING:  # jax loads only when a run is
     from urbangen.inference import TrainedModel
@@ -101,7 +102,7 @@ def analyze(dataset: str | Path, out_dir: str | Path, *, vae: str | Path | list 
     groups = groups or {c: info.get("group") or c for c, info in data.manifest["cities"].items()}
     group_of = np.array([groups.get(c, c) for c in cities])
     # Blocks are regions of one city: region labels are per city, and two cities never share ground.
-    blocks = (tiles_df.city.astype(str) + "/" + tiles_df.region.astype(str)).to_numpy()[indices]
+    blocks = region_blocks(tiles_df)[indices]
     params = data.parameters(indices)
     tiles = data.read_tiles(indices)
 

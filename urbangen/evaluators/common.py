@@ -8,13 +8,17 @@ Evaluators are fed predict functions through a :class:`urbangen.inference.Traine
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import jax
 import numpy as np
+import pandas as pd
 
 from data_pipeline.dataset import TileDataset
 from urbangen.generate.sampler import to_layout
 from urbangen.inference import TrainedModel
+from urbangen.measure import measure_tiles
+from urbangen.splits import region_blocks
 
 
 @dataclass(frozen=True)
@@ -26,22 +30,28 @@ class RealTiles:
     parameters: np.ndarray  # float64 (n, P)
     regions: np.ndarray  # region label per tile: the blocks of a block bootstrap
     channels: tuple[str, ...]
+    meters_per_pixel: float
 
     def __len__(self) -> int:
         return len(self.indices)
 
-    def subset(self, rows: np.ndarray) -> RealTiles:
-        return RealTiles(self.indices[rows], self.tiles[rows], self.parameters[rows], self.regions[rows], self.channels)
+    def measure(self, tiles: np.ndarray) -> pd.DataFrame:
+        """Parameters of tiles like these (their channels and scale) through the raster path."""
+        return measure_tiles(tiles, list(self.channels), self.meters_per_pixel)
+
+    @cached_property
+    def measured(self) -> pd.DataFrame:
+        """These tiles' parameters through the raster path, measured once for every evaluator."""
+        return self.measure(self.tiles)
 
 
 def read_real(dataset: TileDataset, indices: np.ndarray, parameter_names: tuple[str, ...]) -> RealTiles:
     """Tiles, parameters and regions of ``indices`` (city-qualified region labels: cities never share a block)."""
     indices = np.sort(np.asarray(indices, dtype=np.int64))
     columns = [dataset.parameter_names.index(p) for p in parameter_names]
-    rows = dataset.tiles.iloc[indices]
-    regions = (rows["city"].astype(str) + "/" + rows["region"].astype(str)).to_numpy()
+    regions = region_blocks(dataset.tiles.iloc[indices])
     return RealTiles(indices, dataset.read_tiles(indices), dataset.parameters(indices)[:, columns], regions,
-                     tuple(dataset.channels))
+                     tuple(dataset.channels), float(dataset.meters_per_pixel))
 
 
 def sample_rows(n_available: int, n: int, rng: np.random.Generator) -> np.ndarray:

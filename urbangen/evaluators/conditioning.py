@@ -25,11 +25,12 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from data_pipeline.parameters import PARAMETERS
 from urbangen.evaluators.common import RealTiles, generate_for
 from urbangen.inference import TrainedModel
-from urbangen.measure import PARAMETER_CHANNELS, measure_tiles
+from urbangen.measure import PARAMETER_CHANNELS
 
 
 def errors(requested: np.ndarray, achieved: np.ndarray) -> dict[str, Any]:
@@ -51,16 +52,14 @@ def errors(requested: np.ndarray, achieved: np.ndarray) -> dict[str, Any]:
 class Conditioning:
     """Requested against achieved parameters on real test tiles, beside the floor and the unconditional baseline."""
 
-    def __init__(self, real: RealTiles, *, meters_per_pixel: float, seed: int = 0) -> None:
+    def __init__(self, real: RealTiles, *, seed: int = 0) -> None:
         self.real = real
-        self.mpp = meters_per_pixel
         self.seed = seed
 
-    def _measure(self, tiles: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
-        return measure_tiles(tiles, list(self.real.channels), self.mpp)[list(names)].to_numpy(dtype=np.float64)
-
-    def run(self, model: TrainedModel, generated: np.ndarray | None = None) -> dict[str, Any]:
-        """Score ``model``; ``generated`` (one tile per real tile, for their own parameters) is reused if given."""
+    def run(self, model: TrainedModel, generated: np.ndarray | None = None,
+            generated_measured: pd.DataFrame | None = None) -> dict[str, Any]:
+        """Score ``model``; ``generated`` (one tile per real tile, for their own parameters) and its
+        measured parameters are reused when given."""
         spec = model.spec
         names = spec.parameter_names
         requested = self.real.parameters
@@ -68,8 +67,12 @@ class Conditioning:
             generated = generate_for(model, self.real, seed=self.seed)
         mean_request = np.broadcast_to(np.asarray(spec.scaler.mean), requested.shape)
         unconditional = generate_for(model, self.real, requested=mean_request, seed=self.seed + 1)
-        achieved = {"generated": self._measure(generated, names), "floor": self._measure(self.real.tiles, names),
-                    "unconditional": self._measure(unconditional, names)}
+        if generated_measured is None:
+            generated_measured = self.real.measure(generated)
+        columns = list(names)
+        achieved = {side: frame[columns].to_numpy(dtype=np.float64) for side, frame in
+                    (("generated", generated_measured), ("floor", self.real.measured),
+                     ("unconditional", self.real.measure(unconditional)))}
         given = [p for p in names if set(PARAMETER_CHANNELS[p]) <= set(spec.input_channels)]
         drawn = [p for p in names if p not in given and set(PARAMETER_CHANNELS[p]) & set(spec.output_channels)]
         per_parameter: dict[str, Any] = {}

@@ -23,13 +23,13 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from scipy import stats as scipy_stats
 
 from urbangen.evaluators import ladder
 from urbangen.evaluators.common import RealTiles
 from urbangen.evaluators.stats import frechet_distance, frechet_interval, kid
 from urbangen.inference import TrainedModel
-from urbangen.measure import measure_tiles
 
 
 class Realism:
@@ -41,26 +41,18 @@ class Realism:
         Real test tiles.
     encoder
         A run with an ``embed`` function; without one only ``morphology`` is scored.
-    meters_per_pixel
-        The tiles' scale, for measuring them.
     """
 
-    def __init__(self, reference: RealTiles, *, encoder: TrainedModel | None, meters_per_pixel: float,
-                 n_boot: int = 200, seed: int = 0) -> None:
+    def __init__(self, reference: RealTiles, *, encoder: TrainedModel | None, n_boot: int = 200,
+                 seed: int = 0) -> None:
         self.reference = reference
         self.encoder = encoder
-        self.mpp = meters_per_pixel
         self.n_boot = n_boot
         self.seed = seed
-        self.names = reference.channels
-        measured = measure_tiles(reference.tiles, list(self.names), self.mpp)
-        self.parameter_names = tuple(measured.columns)
-        self.reference_measured = measured.to_numpy(dtype=np.float64)
+        self.parameter_names = tuple(reference.measured.columns)
+        self.reference_measured = reference.measured.to_numpy(dtype=np.float64)
         self.reference_embedded = encoder.embed_tiles(reference.tiles) if encoder is not None else None
         self._floor_w1: np.ndarray | None = None
-
-    def _measure(self, tiles: np.ndarray) -> np.ndarray:
-        return measure_tiles(tiles, list(self.names), self.mpp)[list(self.parameter_names)].to_numpy(dtype=np.float64)
 
     def _w1(self, measured: np.ndarray) -> np.ndarray:
         """Per-parameter Wasserstein-1 distance to the reference (NaN where a side has no value)."""
@@ -72,8 +64,9 @@ class Realism:
                 out[j] = scipy_stats.wasserstein_distance(a, b)
         return out
 
-    def score(self, tiles: np.ndarray, regions: np.ndarray | None = None, *, interval: bool = False) -> dict[str, Any]:
-        """Every metric of one tile set (as many tiles as the reference)."""
+    def score(self, tiles: np.ndarray, regions: np.ndarray | None = None, *, interval: bool = False,
+              measured: pd.DataFrame | None = None) -> dict[str, Any]:
+        """Every metric of one tile set (as many tiles as the reference); ``measured``: their parameters, if known."""
         if len(tiles) != len(self.reference):
             raise ValueError(f"realism compares equal sample sizes: {len(tiles)} tiles against a reference of "
                              f"{len(self.reference)}")
@@ -87,7 +80,8 @@ class Realism:
                 out["frechet"] = {"value": frechet_distance(e, self.reference_embedded)}
             # Subsets of half the tiles: subsets of all of them would all be the same, with no spread.
             out["kid"] = kid(e, self.reference_embedded, subset_size=max(2, len(e) // 2), seed=self.seed)
-        w1 = self._w1(self._measure(tiles))
+        measured = self.reference.measure(tiles) if measured is None else measured
+        w1 = self._w1(measured[list(self.parameter_names)].to_numpy(dtype=np.float64))
         if self._floor_w1 is None:
             raise RuntimeError("set the floor first (Realism.set_floor)")
         ok = np.isfinite(w1) & np.isfinite(self._floor_w1) & (self._floor_w1 > 0)
@@ -101,18 +95,21 @@ class Realism:
 
     def set_floor(self, real: RealTiles) -> None:
         """Real tiles (not the reference's) whose parameter distances are the morphology denominators."""
-        self._floor_w1 = self._w1(self._measure(real.tiles))
+        self._floor_w1 = self._w1(real.measured[list(self.parameter_names)].to_numpy(dtype=np.float64))
 
-    def run(self, generated: np.ndarray, generated_regions: np.ndarray, real: RealTiles) -> dict[str, Any]:
+    def run(self, generated: np.ndarray, generated_regions: np.ndarray, real: RealTiles,
+            generated_measured: pd.DataFrame | None = None) -> dict[str, Any]:
         """Generated tiles scored beside the ladder made from ``real`` tiles (floor and ceiling).
 
         ``real`` holds as many real tiles as the reference, from other ground
-        (training regions): its ``real`` rung is the floor.
+        (training regions): its ``real`` rung is the floor. ``generated_measured``:
+        the generated tiles' parameters, when the caller has them.
         """
         self.set_floor(real)
-        rung_scores = {name: self.score(tiles, real.regions if name == "real" else None, interval=name == "real")
+        rung_scores = {name: self.score(tiles, real.regions if name == "real" else None, interval=name == "real",
+                                        measured=real.measured if name == "real" else None)
                        for name, tiles in ladder.rungs(real.tiles, self.seed).items()}
-        gen = self.score(generated, generated_regions, interval=True)
+        gen = self.score(generated, generated_regions, interval=True, measured=generated_measured)
         metrics: dict[str, Any] = {}
         for metric in gen:
             scores = {r: rung_scores[r][metric]["value"] for r in ladder.RUNGS}

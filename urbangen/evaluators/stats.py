@@ -384,6 +384,7 @@ def frechet_interval(
     See ``block_bootstrap`` (with ``equal_n=True``) for the parameters and the returned dict.
     """
     a, b = _pair(a, b)
+
     def statistic(ia: np.ndarray, ib: np.ndarray) -> float:
         return frechet_distance(a[ia], b[ib])
 

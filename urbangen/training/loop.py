@@ -182,7 +182,7 @@ def fit(task_cls: type[Task], config: ml_collections.ConfigDict, workdir: str | 
         rows = jax.device_get([eval_fn(state, b) for b in eval_batches])
         return {f"val/{k}": float(np.mean([r[k] for r in rows])) for k in rows[0]}
 
-    conditioning = _conditioning_evaluator(config, data, task.name)
+    conditioning = _conditioning_evaluator(config, data)
 
     pending: list[dict[str, jax.Array]] = []
     train_metrics: dict[str, float] = {}
@@ -251,7 +251,7 @@ def fit(task_cls: type[Task], config: ml_collections.ConfigDict, workdir: str | 
             "stopped_early": stopped_early}
 
 
-def _conditioning_evaluator(config: ml_collections.ConfigDict, data: TrainingData, kind: str):
+def _conditioning_evaluator(config: ml_collections.ConfigDict, data: TrainingData):
     """The conditioning evaluator on ``config.eval_conditioning_tiles`` validation tiles, or None when off.
 
     It scores the weights being trained through the same predict functions
@@ -267,7 +267,7 @@ def _conditioning_evaluator(config: ml_collections.ConfigDict, data: TrainingDat
 
     rows = data.val_indices[sample_rows(len(data.val_indices), n, np.random.default_rng(config.seed))]
     real = read_real(data.dataset, rows, tuple(data.parameter_names))
-    evaluator = Conditioning(real, meters_per_pixel=data.dataset.meters_per_pixel, seed=config.seed)
+    evaluator = Conditioning(real, seed=config.seed)
 
     def run(state, spec: dict[str, Any], step: int) -> dict[str, float]:
         model = model_from_state(config, spec, jax.device_get(state), step=step)
