@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +65,11 @@ class CitySpec:
     boundary
         A polygon file (GeoJSON, any CRS): keep only tiles inside its polygons.
         ``clip`` and ``boundary`` replace the coverage the source gives.
+    buildings_mapped
+        False for a source whose buildings were mapped only here and there
+        (a few hundred in a whole city): its tiles get ``buildings_known``
+        false and NaN building parameters, as a streets-only source does,
+        instead of claiming the city has almost no buildings.
     """
 
     name: str
@@ -74,6 +79,7 @@ class CitySpec:
     group: str | None = None
     clip: tuple[float, float, float, float] | None = None
     boundary: str | None = None
+    buildings_mapped: bool = True
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
@@ -203,6 +209,8 @@ def build_dataset(
             user = city.user_coverage()  # a bad --clip or --boundary fails before any reading
             lonlat = city.load()
             features = project_to_utm(lonlat, None if user is None else user.polygon)
+            if not city.buildings_mapped:
+                features = replace(features, layers_known={**features.layers_known, "buildings": False})
             coverage = city_coverage(features, user, config)
             grid = make_grid(features, config, coverage.polygon)
             progress.update(task, description=f"{city.name}: parameters", total=len(grid), completed=0)
