@@ -131,10 +131,12 @@ def generate_command(
 
 @app.command("evaluate")
 def evaluate_command(
-    checkpoint: Annotated[Path, typer.Option(help="Training run directory of a pix2pix or VAE model.")],
+    checkpoint: Annotated[str, typer.Option(help="A generator: a shipped model's name (city-64), a model file, or "
+                                                 "a training run directory.")],
     dataset: Annotated[Path, typer.Option(help="The dataset the run was trained on (its test regions are used).")],
     out: Annotated[Path, typer.Option("--out", help="Directory for evaluation.json, report.md and plots.")] = Path("evaluation"),
-    encoder: Annotated[Optional[Path], typer.Option(help="Encoder run: realism in its embedding space (Frechet, KID).")] = None,
+    encoder: Annotated[Optional[str], typer.Option(help="Encoder (shipped name, model file or run): realism in its "
+                                                        "embedding space (Frechet, KID).")] = None,
     tiles: Annotated[int, typer.Option(help="Test tiles to evaluate on (as many real training tiles are the floor).")] = 128,
     seed: Annotated[int, typer.Option(help="Seed of the tile choice and the samples.")] = 0,
     split_seed: Annotated[Optional[int], typer.Option(help="Check that the run's split was drawn with this seed.")] = None,
@@ -157,6 +159,24 @@ def evaluate_command(
         r2 = "n/a" if g["r2"] is None else f"{g['r2']:.2f}"
         r2f = "n/a" if f["r2"] is None else f"{f['r2']:.2f}"
         console.print(f"  {name}: R² {r2} (floor {r2f}), failures {g['failures']}/{g['n']}")
+
+
+@app.command("export")
+def export_command(
+    checkpoint: Annotated[Path, typer.Argument(help="Training run directory.")],
+    out: Annotated[Path, typer.Argument(help="Model file to write (.msgpack).")],
+    step: Annotated[str, typer.Option(help="best, latest or a step number.")] = "latest",
+) -> None:
+    """Write a run's weights and run spec to one model file: the format the shipped models come in."""
+    from urbangen.inference import load_run
+    from urbangen.pretrained import export_model
+
+    try:
+        model = load_run(checkpoint, int(step) if step.isdigit() else step)
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(exc)
+    path = export_model(model, out)
+    console.print(f"wrote [bold]{path}[/] ({path.stat().st_size / 1e6:.1f} MB, {model.spec.kind}, step {model.spec.step})")
 
 
 @app.command("analyze")

@@ -16,11 +16,14 @@ import numpy as np
 
 from data_pipeline.atomic import write_text_atomic
 from data_pipeline.dataset import ATTRIBUTION, TileDataset, open_dataset
-from urbangen.evaluators.common import generate_for, read_real, sample_rows
+from urbangen.evaluators.common import RealTiles, generate_for, read_real, sample_rows
 from urbangen.evaluators.conditioning import Conditioning
 from urbangen.evaluators.diversity import Diversity
 from urbangen.evaluators.realism import Realism
-from urbangen.inference import RunSpec, RunSpecError, TrainedModel, load_run
+from urbangen.evaluators.seams import Seams, real_mosaics
+from urbangen.evaluators.streets import StreetConnectivity
+from urbangen.inference import GeneratorChain, RunSpec, RunSpecError, TrainedModel
+from urbangen.pretrained import load_model
 from urbangen.splits import Split, SplitMismatchError, check_split
 
 
@@ -42,13 +45,16 @@ def run_split(spec: RunSpec, data: TileDataset, split_seed: int | None = None) -
     return check_split(spec.split, data.tiles, seed=split_seed)
 
 
-def evaluate(checkpoint: str | Path, dataset: str | Path, out_dir: str | Path, *, encoder: str | Path | None = None,
+def evaluate(checkpoint: str | Path | TrainedModel | GeneratorChain, dataset: str | Path, out_dir: str | Path, *, encoder: str | Path | None = None,
              max_tiles: int = 128, seed: int = 0, split_seed: int | None = None, n_boot: int = 200,
-             wandb_mode: str = "disabled") -> dict[str, Any]:
+             seams_m: float = 2048.0, wandb_mode: str = "disabled") -> dict[str, Any]:
     """Evaluate a generator run on its test regions; write ``evaluation.json``, ``report.md`` and plots.
 
     Parameters
     ----------
+    checkpoint
+        The generator: a shipped model's name, a model file, a run folder
+        (see :func:`urbangen.pretrained.load_model`), or a loaded model.
     max_tiles
         Test tiles to evaluate on (all when fewer); as many real training
         tiles are the floor, and each comparison is at this one sample size.
@@ -57,13 +63,17 @@ def evaluate(checkpoint: str | Path, dataset: str | Path, out_dir: str | Path, *
     split_seed
         The seed the run's split was drawn with, if the caller wants it
         checked; a different one is refused.
+    seams_m
+        Side of the stitched layout whose tile borders the seam evaluator
+        inspects (0: skip it).
 
     Raises
     ------
     SplitMismatchError
         If the dataset is not the one the run was trained on, or ``split_seed`` differs.
     """
-    model = load_run(checkpoint)
+    model = checkpoint if isinstance(checkpoint, (TrainedModel, GeneratorChain)) else load_model(checkpoint)
+    checkpoint = model.spec.workdir if checkpoint is model else checkpoint
     if "generate" not in model.predict:
         raise RunSpecError(f"{checkpoint} holds a {model.spec.kind} run, which does not generate layouts")
     data = open_dataset(dataset)
@@ -71,16 +81,21 @@ def evaluate(checkpoint: str | Path, dataset: str | Path, out_dir: str | Path, *
     split = run_split(model.spec, data, split_seed)
     enc: TrainedModel | None = None
     if encoder is not None:
-        enc = load_run(encoder)
+        enc = load_model(encoder)
         check_compatible(enc.spec, data, "the encoder")
-    if len(split.test) < 2 or len(split.train) < 2:
-        raise ValueError(f"{dataset}: the run's split has {len(split.test)} test and {len(split.train)} training "
+    test_rows, train_rows = split.test, split.train
+    if "buildings" in model.spec.output_channels:
+        # A model that draws buildings is judged where the source mapped them (not on streets-only cities).
+        known = data.tiles["buildings_known"].to_numpy(bool)
+        test_rows, train_rows = test_rows[known[test_rows]], train_rows[known[train_rows]]
+    if len(test_rows) < 2 or len(train_rows) < 2:
+        raise ValueError(f"{dataset}: the run's split has {len(test_rows)} test and {len(train_rows)} training "
                          "tiles; evaluation needs at least two of each (more regions, or a larger test_fraction)")
     rng = np.random.default_rng(seed)
-    n = min(max_tiles, len(split.test), len(split.train))
+    n = min(max_tiles, len(test_rows), len(train_rows))
     names = model.spec.parameter_names
-    test = read_real(data, split.test[sample_rows(len(split.test), n, rng)], names)
-    train = read_real(data, split.train[sample_rows(len(split.train), n, rng)], names)
+    test = read_real(data, test_rows[sample_rows(len(test_rows), n, rng)], names)
+    train = read_real(data, train_rows[sample_rows(len(train_rows), n, rng)], names)
 
     generated = generate_for(model, test, seed=seed)
     generated_measured = test.measure(generated)  # once, for realism and conditioning
@@ -94,15 +109,108 @@ def evaluate(checkpoint: str | Path, dataset: str | Path, out_dir: str | Path, *
         "conditioning": Conditioning(test, seed=seed).run(model, generated, generated_measured),
         "diversity": Diversity(test, encoder=enc, seed=seed).run(model, generated),
         "attribution": ATTRIBUTION}
+    if any(c in model.spec.output_channels for c in ("major_roads", "minor_roads", "cycle_foot")):
+        result["streets"] = StreetConnectivity(test).run(generated, train)
+    seams = _seams(model, data, test_rows, test, seed, seams_m) if seams_m else None
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if seams is not None:
+        _write_layout_png(seams.pop("layouts")[0], list(data.channels), out / "stitched.png", data.meters_per_pixel)
+        result["seams"] = seams
+    result["acceptance"] = acceptance(result)
     write_text_atomic(out / "evaluation.json", json.dumps(result, indent=2))
     write_text_atomic(out / "report.md", report_markdown(result))
     plot_conditioning(result["conditioning"], out / "conditioning.png")
-    _examples(test.tiles, generated, list(data.channels), out / "examples.png")
+    _examples(test, generated, out / "examples.png")
     if wandb_mode != "disabled":
         _log_wandb(result, out, wandb_mode)
     return result
+
+
+#: The bar a shipped generator is held to (the model issue): each value beside its floor.
+MORPHOLOGY_TARGETS = ("building_coverage", "intersection_density_per_km2", "dead_end_share", "cycle_foot_share")
+MAE_TARGETS = {"building_coverage": 0.03, "cycle_foot_share": 0.05}
+#: Intersection density's MAE target, as a share of its requested mean.
+INTERSECTION_MAE_SHARE = 0.25
+
+
+def acceptance(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each criterion of the bar: the value, its floor (real against real), the target and whether it is met."""
+    rows: list[dict[str, Any]] = []
+
+    def add(metric: str, value: Any, floor: Any, target: str, met: bool | None) -> None:
+        rows.append({"metric": metric, "value": value, "floor": floor, "target": target, "met": met})
+
+    for name in ("frechet", "kid"):
+        m = result["realism"]["metrics"].get(name)
+        if m is None:
+            continue
+        if not m["reported"]:
+            add(name, None, m["floor"], "≤ 2 × floor", None)
+            continue
+        bound = 2 * m["floor"] if m["floor"] > 0 else m.get("std", 0.0)
+        add(name, m["generated"], m["floor"], "≤ 2 × floor" if m["floor"] > 0 else "≤ its std (floor ≤ 0)",
+            bool(m["generated"] <= bound))
+    morph = result["realism"]["metrics"].get("morphology")
+    for p in MORPHOLOGY_TARGETS:
+        if morph is None:
+            break
+        ratio = morph.get("per_parameter_w1_ratio", {}).get(p) if morph["reported"] else None
+        add(f"W1 {p} (× floor)", ratio, 1.0, "≤ 2 × floor", None if ratio is None else bool(ratio <= 2.0))
+    params = result["conditioning"]["parameters"]
+    for p, bound in MAE_TARGETS.items():
+        if p in params and params[p]["drawn"] and not params[p]["given"]:
+            mae = params[p]["generated"]["mae"]
+            add(f"MAE {p}", mae, params[p]["floor"]["mae"], f"≤ {bound}", None if mae is None else bool(mae <= bound))
+    p = "intersection_density_per_km2"
+    if p in params and params[p]["drawn"] and not params[p]["given"]:
+        mae, bound = params[p]["generated"]["mae"], INTERSECTION_MAE_SHARE * params[p]["requested_mean"]
+        add(f"MAE {p}", mae, params[p]["floor"]["mae"], f"≤ {bound:.3g} (25 % of its mean)",
+            None if mae is None else bool(mae <= bound))
+    rate = result["conditioning"]["failure_rate"]
+    add("conditioning failure rate", rate, None, "< 0.05", None if rate is None else bool(rate < 0.05))
+    if "streets" in result:
+        st = result["streets"]
+        add("street pixels in the largest component (relative gap to real)", st["relative_gap"],
+            st["floor_relative_gap"], "≤ 0.10", st["meets_target"])
+    d = result["diversity"]
+    between, real = d["pixel_disagreement_between_samples"], d["pixel_disagreement_between_real_neighbours"]
+    add("pixel disagreement between samples", between, real, "≥ 0.5 × real neighbours'",
+        None if real is None else bool(between >= 0.5 * real))
+    for name, m in result.get("seams", {}).get("metrics", {}).items():
+        add(f"seams: {name.replace('_', ' ')} (distance from 1)", m["generated_distance_from_1"],
+            m["floor_distance_from_1"], "≤ floor", m["within_floor"])
+    return rows
+
+
+def acceptance_rows(rows: list[dict[str, Any]]) -> list[str]:
+    """Markdown table of :func:`acceptance`."""
+    out = ["| criterion | value | floor (real vs real) | target | met |", "|---|---|---|---|---|"]
+    for r in rows:
+        met = "n/a" if r["met"] is None else ("yes" if r["met"] else "**no**")
+        out.append(f"| {r['metric']} | {_fmt(r['value'])} | {_fmt(r['floor'])} | {r['target']} | {met} |")
+    return out
+
+
+def _seams(model: TrainedModel | GeneratorChain, data: TileDataset, test_rows: np.ndarray, test: Any,
+           seed: int, side_m: float = 2048.0) -> dict[str, Any] | None:
+    """The seam evaluator on a stitched ``side_m`` layout of the test tiles' mean parameters."""
+    if model.spec.input_channels:
+        return None  # it draws around given streets: there is no stitched layout of its own to judge
+    side_tiles = 4 if len(real_mosaics(data, test_rows, 4, limit=1)) else 2
+    mosaics = real_mosaics(data, test_rows, side_tiles)
+    if not mosaics:
+        return None
+    px = int(round(side_m / data.meters_per_pixel))
+    mean = np.nanmean(np.where(np.isfinite(test.parameters), test.parameters, np.nan), axis=0)
+    fields = np.broadcast_to(mean, (px, px, len(mean))).copy()
+    return Seams(mosaics, list(data.channels), data.tile_px // 2).run(model, fields, samples=2, seed=seed)
+
+
+def _write_layout_png(layout: np.ndarray, channels: list[str], path: Path, mpp: float) -> None:
+    from urbangen.generate.writers import write_png
+
+    write_png(layout, channels, path, mpp, title="stitched layout (seam evaluator)")
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -167,6 +275,23 @@ def report_markdown(result: dict[str, Any]) -> str:
     if "embedding_distance_between_samples" in d:
         lines += ["", f"Encoder embedding distance between samples: {_fmt(d['embedding_distance_between_samples'])}; "
                       f"between real neighbours: {_fmt(d['embedding_distance_between_real_neighbours'])}."]
+    if "streets" in result:
+        st = result["streets"]
+        lines += ["", "## Streets", "", f"Share of street pixels in each tile's largest connected piece: generated "
+                  f"{_fmt(st['generated'])}, real test {_fmt(st['real_test'])}, real training {_fmt(st['real_train'])}; "
+                  f"{st['generated_tiles_without_streets']} generated tiles have no street."]
+    if "seams" in result:
+        sm = result["seams"]
+        lines += ["", "## Seams", "", f"A stitched {sm['layout_px'][0]} px layout (2 samples), lines every "
+                  f"{sm['line_spacing_px']} px, against {sm['real_mosaics']} real mosaics of "
+                  f"{sm['real_mosaic_px'][0]} px: strip over elsewhere (1 = no seam).", "",
+                  "| statistic | generated | real mean | floor (largest real distance from 1) | within floor |",
+                  "|---|---|---|---|---|"]
+        for name, m in sm["metrics"].items():
+            lines.append(f"| {name} | {_fmt(m['generated'])} | {_fmt(m['real_mean'])} | "
+                         f"{_fmt(m['floor_distance_from_1'])} | {'yes' if m['within_floor'] else '**no**'} |")
+        lines += ["", "![a stitched layout](stitched.png)"]
+    lines += ["", "## Against the bar", ""] + acceptance_rows(result["acceptance"])
     lines += ["", "![real test tiles and generated tiles for their parameters](examples.png)", "",
               result["attribution"], ""]
     return "\n".join(lines)
@@ -205,26 +330,34 @@ def plot_conditioning(conditioning: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def _examples(real: np.ndarray, generated: np.ndarray, channels: list[str], path: Path, n: int = 8) -> None:
-    """Real test tiles (top) and tiles generated for their parameters (bottom), in map colours."""
+def _examples(real: RealTiles, generated: np.ndarray, path: Path, n: int = 6) -> None:
+    """Rows of: the requested parameters | the tile generated for them | the real test tile they were measured on."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from data_pipeline.parameters import PARAMETERS
     from data_pipeline.render import tile_to_rgb
 
     n = min(n, len(real))
-    fig, axes = plt.subplots(2, n, figsize=(1.6 * n, 3.4), squeeze=False)
-    for i in range(n):
-        for row, tiles in enumerate((real, generated)):
-            axes[row, i].imshow(tile_to_rgb(tiles[i], channels))
-            axes[row, i].set_axis_off()
-    axes[0, 0].set_title("real (test)", fontsize=7, loc="left")
-    axes[1, 0].set_title("generated for the same parameters", fontsize=7, loc="left")
-    fig.text(0.99, 0.01, f"map data {ATTRIBUTION}", ha="right", fontsize=5)
+    rows = np.linspace(0, len(real) - 1, n).round().astype(int)
+    channels = list(real.channels)
+    fig, axes = plt.subplots(n, 3, figsize=(6.6, 2.1 * n), squeeze=False,
+                             gridspec_kw={"width_ratios": [1.3, 1, 1]})
+    for k, i in enumerate(rows):
+        text = "\n".join(f"{name.replace('_per_', ' per ').replace('_', ' ')}: {value:.3g} {PARAMETERS[name][0]}"
+                         for name, value in zip(real.parameter_names, real.parameters[i]) if np.isfinite(value))
+        axes[k, 0].text(0, 0.5, text, fontsize=6, va="center", family="monospace")
+        axes[k, 1].imshow(tile_to_rgb(generated[i], channels), interpolation="nearest")
+        axes[k, 2].imshow(tile_to_rgb(real.tiles[i], channels), interpolation="nearest")
+        for ax in axes[k]:
+            ax.set_axis_off()
+    for ax, title in zip(axes[0], ("requested parameters", "generated", "real tile they were measured on (test)")):
+        ax.set_title(title, fontsize=7, loc="left")
+    fig.text(0.99, 0.003, f"map data {ATTRIBUTION}", ha="right", fontsize=5)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=120)
     plt.close(fig)
 
 

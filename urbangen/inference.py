@@ -48,7 +48,7 @@ class RunSpec(pydantic.BaseModel):
 
     model_config = pydantic.ConfigDict(frozen=True)
 
-    kind: Literal["pix2pix", "vae", "encoder"]
+    kind: Literal["pix2pix", "vae", "encoder", "chain"]
     workdir: str
     step: int
     dataset: str
@@ -63,6 +63,9 @@ class RunSpec(pydantic.BaseModel):
     scaler_mean: tuple[float, ...]
     scaler_std: tuple[float, ...]
     sampling: Sampling | None = None
+    #: A generator's latent map (pix2pix with a latent): channels (0 = none) and tile pixels per cell.
+    latent_channels: int = 0
+    latent_stride: int = 1
     #: A VAE conditioned on the parameters (its latent holds what they don't explain).
     conditional: bool = False
     #: The run's train / validation / test split (see :mod:`urbangen.splits`), if recorded.
@@ -94,13 +97,19 @@ class TrainedModel:
         jitted = self.predict[name]
         return lambda *args, **kwargs: jitted(self.variables, *args, **kwargs)
 
-    def generate_tiles(self, z_maps: np.ndarray, key: jax.Array, given: np.ndarray | None = None) -> np.ndarray:
-        """Probabilities (B, t, t, C_out) for standardized parameter maps; see the module docstring."""
+    def generate_tiles(self, z_maps: np.ndarray, key: jax.Array, given: np.ndarray | None = None,
+                       latent: np.ndarray | None = None) -> np.ndarray:
+        """Probabilities (B, t, t, C_out) for standardized parameter maps; see the module docstring.
+
+        ``latent``: (B, t / stride, t / stride, k) latent maps for a model
+        with one (drawn from the prior with ``key`` when None).
+        """
         if bool(self.spec.input_channels) != (given is not None):
             raise RunSpecError(f"{self.spec.workdir} draws around {list(self.spec.input_channels) or 'nothing'}; "
                                "given channels must be passed exactly when it does")
         return np.asarray(self.fn("generate")(jnp.asarray(z_maps, jnp.float32), key,
-                                              None if given is None else jnp.asarray(given)))
+                                              None if given is None else jnp.asarray(given),
+                                              None if latent is None else jnp.asarray(latent, jnp.float32)))
 
     def embed_tiles(self, tiles: np.ndarray, batch: int = 64) -> np.ndarray:
         """``embed`` of uint8 tiles, a batch at a time."""
@@ -185,35 +194,56 @@ def model_from_state(config: ml_collections.ConfigDict, data_spec: dict[str, Any
         channels=tuple(data_spec["channels"]), tile_px=int(data_spec["tile_px"]),
         meters_per_pixel=float(data_spec["meters_per_pixel"]), parameter_names=tuple(data_spec["parameters"]),
         scaler_mean=scaler.mean, scaler_std=scaler.std, split=split, config=config.to_dict())
-    variables, predict, extra = build(config, fields, state)
-    return TrainedModel(RunSpec(**fields, **extra), jax.device_put(variables), predict)
+    predict, extra, variables_of = build(config, fields)
+    return TrainedModel(RunSpec(**fields, **extra), jax.device_put(variables_of(state)), predict)
+
+
+def model_from_spec(spec: RunSpec, variables: Any) -> TrainedModel:
+    """A :class:`TrainedModel` from a run spec and the weights it names (an exported model's contents)."""
+    config = ml_collections.ConfigDict(spec.config)
+    build = _BUILDERS.get(spec.kind)
+    if build is None:
+        raise RunSpecError(f"{spec.workdir} holds an unknown model {spec.kind!r}")
+    predict, _, _ = build(config, spec.model_dump())
+    return TrainedModel(spec, jax.device_put(variables), predict)
 
 
 def _dtype(config: ml_collections.ConfigDict) -> Any:
     return jnp.bfloat16 if config.precision == "bfloat16" else jnp.float32
 
 
-def _pix2pix(config: ml_collections.ConfigDict, fields: dict[str, Any], state: dict) -> tuple:
-    from urbangen.models.pix2pix import generator_from_config
+def _pix2pix(config: ml_collections.ConfigDict, fields: dict[str, Any]) -> tuple:
+    from urbangen.models.pix2pix import generator_from_config, upsample_latent
 
     cfg = config.pix2pix
     channels = list(fields["channels"])
     inputs = list(cfg.input_channels)
     outputs = list(cfg.output_channels) or [c for c in channels if c not in inputs]
     generator = generator_from_config(cfg, fields["tile_px"], len(outputs), _dtype(config))
+    latent_channels = int(cfg.get("latent_channels", 0))
+    stride = int(cfg.get("latent_stride", 1)) if latent_channels else 1
 
-    def generate(variables, z_maps, key, given=None):
+    def generate(variables, z_maps, key, given=None, latent=None):
         cond = z_maps if given is None else jnp.concatenate([z_maps, layout_to_signed(given)], axis=-1)
-        # Dropout stays on at test time, as pix2pix's only source of sample-to-sample variation.
-        out = generator.apply(variables, cond, train=False, dropout=True, rngs={"dropout": key})
+        if latent_channels:
+            # The latent map is the noise source; a layout larger than a tile passes one shared field.
+            if latent is None:
+                side = fields["tile_px"] // stride
+                latent = jax.random.normal(key, (z_maps.shape[0], side, side, latent_channels))
+            out = generator.apply(variables, jnp.concatenate([cond, upsample_latent(latent, stride)], axis=-1),
+                                  train=False, dropout=False)
+        else:
+            # Dropout stays on at test time, as pix2pix's only source of sample-to-sample variation.
+            out = generator.apply(variables, cond, train=False, dropout=True, rngs={"dropout": key})
         return (out.astype(jnp.float32) + 1.0) / 2.0
 
-    variables = {"params": state["g"]["params"], "batch_stats": state["g"]["batch_stats"]}
-    extra = dict(input_channels=tuple(inputs), output_channels=tuple(outputs), sampling="threshold")
-    return variables, {"generate": jax.jit(generate)}, extra
+    extra = dict(input_channels=tuple(inputs), output_channels=tuple(outputs), sampling="threshold",
+                 latent_channels=latent_channels, latent_stride=stride)
+    return ({"generate": jax.jit(generate)}, extra,
+            lambda state: {"params": state["g"]["params"], "batch_stats": state["g"]["batch_stats"]})
 
 
-def _vae(config: ml_collections.ConfigDict, fields: dict[str, Any], state: dict) -> tuple:
+def _vae(config: ml_collections.ConfigDict, fields: dict[str, Any]) -> tuple:
     from urbangen.models.vae import ConditionalVAE, vae_from_config
 
     cfg = config.vae
@@ -223,7 +253,7 @@ def _vae(config: ml_collections.ConfigDict, fields: dict[str, Any], state: dict)
         logits = model.apply(variables, z, z_params, fields["tile_px"], method=ConditionalVAE.decode)
         return jax.nn.sigmoid(logits.astype(jnp.float32))
 
-    def generate(variables, z_maps, key, given=None):
+    def generate(variables, z_maps, key, given=None, latent=None):
         # One latent from the prior per tile, conditioned on the tile's mean parameters.
         params = z_maps.mean(axis=(1, 2))
         return decode(variables, jax.random.normal(key, (params.shape[0], cfg.latent_dim)), params)
@@ -232,11 +262,11 @@ def _vae(config: ml_collections.ConfigDict, fields: dict[str, Any], state: dict)
         return model.apply(variables, layout_to_signed(tiles), z_params, method=ConditionalVAE.encode)
 
     extra = dict(output_channels=tuple(fields["channels"]), sampling="bernoulli", conditional=bool(cfg.conditional))
-    return {"params": state["params"]}, {"generate": jax.jit(generate), "encode": jax.jit(encode),
-                                  "decode": jax.jit(decode)}, extra
+    return ({"generate": jax.jit(generate), "encode": jax.jit(encode), "decode": jax.jit(decode)}, extra,
+            lambda state: {"params": state["params"]})
 
 
-def _encoder(config: ml_collections.ConfigDict, fields: dict[str, Any], state: dict) -> tuple:
+def _encoder(config: ml_collections.ConfigDict, fields: dict[str, Any]) -> tuple:
     from urbangen.models.encoder import LayoutEncoder, encoder_from_config
 
     model = encoder_from_config(config.encoder, fields["tile_px"], len(fields["channels"]),
@@ -245,8 +275,86 @@ def _encoder(config: ml_collections.ConfigDict, fields: dict[str, Any], state: d
     def embed(variables, tiles):
         return model.apply(variables, layout_to_signed(tiles), method=LayoutEncoder.embed).astype(jnp.float32)
 
-    return {"params": state["params"]}, {"embed": jax.jit(embed)}, {}
+    return {"embed": jax.jit(embed)}, {}, lambda state: {"params": state["params"]}
 
 
-#: Each model kind's builder: (config, spec fields, restored state) -> (variables, predict functions, spec fields).
+#: Each model kind's builder: (config, spec fields) -> (predict functions, extra spec fields, the
+#: function that takes the weights inference needs out of a train state).
 _BUILDERS: dict[str, Callable[..., tuple]] = {"pix2pix": _pix2pix, "vae": _vae, "encoder": _encoder}
+
+
+@dataclass(frozen=True)
+class GeneratorChain:
+    """Generators run in order, each drawing around what the earlier ones drew: streets, then buildings.
+
+    It answers what generation and evaluation ask of a :class:`TrainedModel`:
+    a ``spec`` (the union of the stages' parameters and output channels; it
+    draws around nothing) and :meth:`generate_tiles`. Standardized
+    parameter maps arrive in the order of ``spec.parameter_names``; each
+    stage reads its own columns, standardized by its own scaler.
+    """
+
+    stages: tuple[TrainedModel, ...]
+    spec: RunSpec
+    predict: dict[str, Callable[..., Any]] = field(repr=False)
+
+    @classmethod
+    def of(cls, name: str, stages: tuple[TrainedModel, ...]) -> GeneratorChain:
+        """Chain ``stages``; each stage's given channels must be drawn by an earlier one."""
+        first = stages[0].spec
+        drawn: list[str] = []
+        names: list[str] = []
+        mean: list[float] = []
+        std: list[float] = []
+        for stage in stages:
+            s = stage.spec
+            missing = [c for c in s.input_channels if c not in drawn]
+            if missing or s.sampling != "threshold":
+                raise RunSpecError(f"{name}: stage {s.workdir} draws around {missing or 'nothing'} that no earlier "
+                                   f"stage draws, or samples by {s.sampling!r} (chains need thresholded stages)")
+            if (s.tile_px, s.meters_per_pixel, s.channels) != (first.tile_px, first.meters_per_pixel, first.channels):
+                raise RunSpecError(f"{name}: stage {s.workdir} has other tiles or channels than {first.workdir}")
+            drawn += list(s.output_channels)
+            for p, m, sd in zip(s.parameter_names, s.scaler_mean, s.scaler_std):
+                if p not in names:
+                    names.append(p)
+                    mean.append(m)
+                    std.append(sd)
+        spec = RunSpec(kind="chain", workdir=name, step=max(st.spec.step for st in stages), dataset=first.dataset,
+                       channels=first.channels, output_channels=tuple(drawn), tile_px=first.tile_px,
+                       meters_per_pixel=first.meters_per_pixel, parameter_names=tuple(names),
+                       scaler_mean=tuple(mean), scaler_std=tuple(std), sampling="threshold", split=first.split,
+                       config={"stages": [st.spec.model_dump(exclude={"split"}) for st in stages]})
+        return cls(stages, spec, {"generate": cls.generate_tiles})
+
+    def around_given(self) -> TrainedModel | GeneratorChain:
+        """The stages after the first: what draws around a street network the user gives instead."""
+        rest = self.stages[1:]
+        if not rest:
+            raise RunSpecError(f"{self.spec.workdir} has one stage; nothing draws around a given network")
+        return rest[0] if len(rest) == 1 else GeneratorChain.of(self.spec.workdir, rest)
+
+    def columns(self, stage: TrainedModel) -> list[int]:
+        """Positions of a stage's parameters in ``spec.parameter_names``."""
+        return [self.spec.parameter_names.index(p) for p in stage.spec.parameter_names]
+
+    def fn(self, name: str) -> Callable[..., Any]:
+        if name != "generate":
+            raise RunSpecError(f"{self.spec.workdir} is a chain of generators, which has no {name!r} function")
+        return self.generate_tiles
+
+    def generate_tiles(self, z_maps: np.ndarray, key: jax.Array, given: np.ndarray | None = None,
+                       latent: np.ndarray | None = None) -> np.ndarray:
+        """Probabilities (B, t, t, C_out) of every stage's channels, each stage on the earlier ones' 0/1 layout."""
+        if given is not None or latent is not None:
+            raise RunSpecError(f"{self.spec.workdir} draws everything itself: it takes no given channels or latent")
+        drawn: dict[str, np.ndarray] = {}
+        out = []
+        for i, stage in enumerate(self.stages):
+            s = stage.spec
+            stage_given = np.stack([drawn[c] for c in s.input_channels], axis=-1) if s.input_channels else None
+            probs = stage.generate_tiles(z_maps[..., self.columns(stage)], jax.random.fold_in(key, i), stage_given)
+            for j, c in enumerate(s.output_channels):
+                drawn[c] = (probs[..., j] > 0.5).astype(np.uint8)
+            out.append(probs)
+        return np.concatenate(out, axis=-1)

@@ -35,6 +35,21 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     for v in variant.split(",") if variant else []:
         if v in ("mae", "params"):
             c.encoder.objective = v
+        elif v == "city":
+            # The shipped encoder-64: the embedding the realism metrics use, on the offline city set.
+            c.dataset = "data/offline_city_set"
+            c.num_steps = 2000
+            c.eval_every = 500
+            c.sample_every = 0
+            c.early_stopping_patience = 0
+            c.optim.learning_rate = 5e-4
+            c.optim.warmup_steps = 100
+            c.encoder.patch = 8
+            c.encoder.dim = 128
+            c.encoder.depth = 4
+            c.encoder.heads = 4
+            c.encoder.decoder_dim = 64
+            c.encoder.decoder_depth = 1
         elif v in ("test", "quickstart"):
             use_test_schedule(c)
             c.optim.learning_rate = 1e-3

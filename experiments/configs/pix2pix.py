@@ -30,8 +30,16 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     c.pix2pix.upsample = "subpixel"  # or "transpose" (see urbangen.models.layers.Upsample2x)
     c.pix2pix.gan_loss = "vanilla"  # or "lsgan"
     c.pix2pix.lambda_l1 = 100.0
+    # A latent map as the generator's noise source, trained as in BicycleGAN (urbangen.training.pix2pix).
+    c.pix2pix.latent_channels = 0  # 0 = none: dropout is the only noise, as in pix2pix
+    c.pix2pix.latent_stride = 8  # tile pixels per latent cell, along each side
+    c.pix2pix.nef = 32  # latent encoder filters
+    c.pix2pix.lambda_kl = 0.01
+    c.pix2pix.lambda_latent = 0.5
 
-    if variant == "streets_to_buildings":
+    if variant in ("city_streets", "city_buildings", "city_streets_test", "city_buildings_test"):
+        _city_stage(c, variant)
+    elif variant == "streets_to_buildings":
         c.pix2pix.input_channels = ("major_roads", "minor_roads", "cycle_foot")
         c.pix2pix.output_channels = ("buildings",)
     elif variant in ("test", "quickstart"):
@@ -43,3 +51,50 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     elif variant:
         raise ValueError(f"unknown pix2pix config variant {variant!r}")
     return c
+
+
+#: What each stage of the shipped two-stage generator is conditioned on.
+STREET_PARAMETERS = ("intersection_density_per_km2", "dead_end_share", "orientation_entropy", "major_road_share",
+                     "cycle_foot_share", "minor_road_density_km_per_km2", "major_road_density_km_per_km2",
+                     "cycle_foot_density_km_per_km2")
+BUILDING_PARAMETERS = ("building_coverage", "buildings_per_ha", "mean_footprint_m2", "open_space_share",
+                       "water_share")
+
+
+def _city_stage(c: ml_collections.ConfigDict, variant: str) -> None:
+    """The two stages of the shipped generator, on the offline city set at 4 m/px, 64 px.
+
+    ``city_streets`` draws a street network from street parameters and a
+    latent map (every source, streets-only ones included);
+    ``city_buildings`` draws buildings, open space and water around a street
+    network (sources whose buildings were mapped). Both are BicycleGAN-style
+    (LSGAN, lambda_L1 10), sized to train within an hour on two CPU cores.
+    """
+    c.dataset = "data/offline_city_set"
+    c.batch_size = 16
+    c.num_steps = 6000
+    c.eval_every = 500
+    c.eval_batches = 4
+    c.sample_every = 500
+    c.log_every = 50
+    c.early_stopping_patience = 0  # a GAN's validation L1 does not say when its samples are best
+    c.pix2pix.ngf = 32
+    c.pix2pix.ndf = 32
+    c.pix2pix.dropout = 0.0
+    c.pix2pix.gan_loss = "lsgan"
+    c.pix2pix.lambda_l1 = 10.0
+    c.pix2pix.latent_channels = 8
+    street_channels = ("major_roads", "minor_roads", "cycle_foot")
+    if variant.startswith("city_streets"):
+        c.parameters = STREET_PARAMETERS
+        c.pix2pix.output_channels = street_channels
+    else:
+        c.parameters = BUILDING_PARAMETERS
+        c.buildings_known_only = True
+        c.pix2pix.input_channels = street_channels
+        c.pix2pix.output_channels = ("buildings", "open_space", "water")
+    if variant.endswith("_test"):
+        use_test_schedule(c)
+        c.pix2pix.ngf = 8
+        c.pix2pix.ndf = 8
+        c.pix2pix.nef = 8

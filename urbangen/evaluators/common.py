@@ -31,6 +31,7 @@ class RealTiles:
     regions: np.ndarray  # region label per tile: the blocks of a block bootstrap
     channels: tuple[str, ...]
     meters_per_pixel: float
+    parameter_names: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -51,7 +52,7 @@ def read_real(dataset: TileDataset, indices: np.ndarray, parameter_names: tuple[
     columns = [dataset.parameter_names.index(p) for p in parameter_names]
     regions = region_blocks(dataset.tiles.iloc[indices])
     return RealTiles(indices, dataset.read_tiles(indices), dataset.parameters(indices)[:, columns], regions,
-                     tuple(dataset.channels), float(dataset.meters_per_pixel))
+                     tuple(dataset.channels), float(dataset.meters_per_pixel), tuple(parameter_names))
 
 
 def sample_rows(n_available: int, n: int, rng: np.random.Generator) -> np.ndarray:

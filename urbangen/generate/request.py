@@ -17,6 +17,8 @@ from data_pipeline.parameters import PARAMETERS
 
 OUTPUT_FORMATS = ("png", "geotiff", "geojson", "graphml", "report")
 MODEL_TYPES = ("pix2pix", "vae")
+#: The model a parameter file without a ``model`` field generates with (see :mod:`urbangen.pretrained`).
+DEFAULT_MODEL = "city-64"
 FIELD_KINDS = ("gradient", "radial", "zones")
 DIRECTIONS = {"east": (1.0, 0.0), "west": (-1.0, 0.0), "north": (0.0, 1.0), "south": (0.0, -1.0)}
 TOP_KEYS = ("model", "size_m", "parameters", "streets", "samples", "seed", "outputs", "georeference",
@@ -69,8 +71,12 @@ class ParameterField:
 
 @dataclass(frozen=True)
 class GenerationRequest:
-    checkpoint: Path
-    model_type: str
+    """A validated parameter file.
+
+    The model is ``pretrained`` (a shipped model's name, the default) or
+    ``checkpoint`` (a training run folder or a model file), never both.
+    """
+
     size_m: tuple[float, float]
     parameters: dict[str, ParameterField]
     streets: Path | None = None
@@ -81,7 +87,22 @@ class GenerationRequest:
     crs: str = "EPSG:3857"
     checkpoint_step: int | str = "best"
     min_building_area_m2: float = 20.0
+    pretrained: str | None = None
+    #: A run folder or model file, or several: a chain of stages (streets, then buildings).
+    checkpoint: Path | tuple[Path, ...] | None = None
+    model_type: str | None = None
     source: str = field(default="<request>", compare=False)
+
+    @property
+    def model(self) -> str | Path | tuple[Path, ...]:
+        """What :func:`urbangen.pretrained.load_model` loads."""
+        return self.pretrained if self.pretrained is not None else self.checkpoint
+
+    @property
+    def model_ref(self) -> str:
+        """The model as a user would name it: a shipped name or the checkpoint path(s)."""
+        model = self.model
+        return " + ".join(map(str, model)) if isinstance(model, tuple) else str(model)
 
 
 class _Reader:
@@ -196,16 +217,8 @@ def read_request(path: str | Path) -> GenerationRequest:
 def parse_request(raw: Any, *, source: str = "<request>", base: Path | None = None) -> GenerationRequest:
     """Validate a parameter mapping (as loaded from YAML)."""
     r = _Reader(source, Path(base or "."))
-    raw = r.mapping(raw, "", TOP_KEYS, ("model", "size_m", "parameters"))
-    model = r.mapping(raw["model"], "model", ("checkpoint", "type", "step"), ("checkpoint", "type"))
-    if model["type"] not in MODEL_TYPES:
-        r.fail("model.type", f"must be one of {', '.join(MODEL_TYPES)}, got {model['type']!r}")
-    checkpoint = r.path(model["checkpoint"], "model.checkpoint", ())
-    if not (checkpoint / "checkpoints").is_dir():
-        r.fail("model.checkpoint", f"{checkpoint} is not a training run directory (no checkpoints/ in it)")
-    step = model.get("step", "best")
-    if step not in ("best", "latest") and (isinstance(step, bool) or not isinstance(step, int)):
-        r.fail("model.step", f"must be best, latest or a step number, got {step!r}")
+    raw = r.mapping(raw, "", TOP_KEYS, ("size_m", "parameters"))
+    pretrained, checkpoint, model_type, step = _model(r, raw.get("model", DEFAULT_MODEL))
     size = r.pair(raw["size_m"], "size_m", lo=1.0)
     if max(size) > 20_000:
         r.fail("size_m", f"at most 20 km a side, got {size}")
@@ -231,8 +244,40 @@ def parse_request(raw: Any, *, source: str = "<request>", base: Path | None = No
     if not crs_obj.is_projected:
         r.fail("georeference.crs", f"must be a projected (metre) CRS, got {crs!r}")
     return GenerationRequest(
-        checkpoint=checkpoint, model_type=model["type"], size_m=size, parameters=fields, streets=streets,
+        pretrained=pretrained, checkpoint=checkpoint, model_type=model_type, size_m=size, parameters=fields,
+        streets=streets,
         samples=r.integer(raw.get("samples", 1), "samples", lo=1), seed=r.integer(raw.get("seed", 0), "seed"),
         outputs=tuple(dict.fromkeys(outputs)), origin=origin, crs=str(crs), checkpoint_step=step,
         min_building_area_m2=r.number(raw.get("min_building_area_m2", 20.0), "min_building_area_m2", 0.0),
         source=source)
+
+
+def _model(r: _Reader, raw: Any) -> tuple[str | None, Path | tuple[Path, ...] | None, str | None, int | str]:
+    """The ``model`` field: a shipped model's name, or ``{checkpoint, step, type}`` for one's own."""
+    from urbangen.pretrained import SHIPPED
+
+    if isinstance(raw, str):
+        if raw not in SHIPPED:
+            r.fail("model", f"{raw!r} is not a shipped model ({', '.join(SHIPPED)}); for a model of your own "
+                   "give {checkpoint: RUN_FOLDER_OR_MODEL_FILE}")
+        return raw, None, None, "best"
+    model = r.mapping(raw, "model", ("checkpoint", "type", "step"), ("checkpoint",))
+    model_type = model.get("type")
+    if model_type is not None and model_type not in MODEL_TYPES:
+        r.fail("model.type", f"must be one of {', '.join(MODEL_TYPES)}, got {model_type!r}")
+    many = isinstance(model["checkpoint"], list)
+    paths = model["checkpoint"] if many else [model["checkpoint"]]
+    if not paths:
+        r.fail("model.checkpoint", "an empty list: give one run folder or model file, or the stages of a chain")
+    checkpoints = []
+    for i, value in enumerate(paths):
+        where = f"model.checkpoint[{i}]" if many else "model.checkpoint"
+        checkpoint = r.path(value, where, ())
+        if not ((checkpoint / "checkpoints").is_dir() or checkpoint.is_file()):
+            r.fail(where, f"{checkpoint} is neither a training run directory (with checkpoints/ in it) "
+                   "nor a model file")
+        checkpoints.append(checkpoint)
+    step = model.get("step", "best")
+    if step not in ("best", "latest") and (isinstance(step, bool) or not isinstance(step, int)):
+        r.fail("model.step", f"must be best, latest or a step number, got {step!r}")
+    return None, tuple(checkpoints) if many else checkpoints[0], model_type, step

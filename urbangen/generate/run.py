@@ -16,7 +16,8 @@ from urbangen.generate.fields import parameter_fields
 from urbangen.generate.request import GenerationRequest, ParameterFileError, read_request
 from urbangen.generate.sampler import generate_layout, to_layout
 from urbangen.generate.vectorize import street_graph
-from urbangen.inference import TrainedModel, load_run
+from urbangen.inference import GeneratorChain, TrainedModel
+from urbangen.pretrained import load_model
 from urbangen.measure import measure_windows, vectorize
 from urbangen.generate.writers import write_geotiff, write_png, write_report
 
@@ -80,14 +81,17 @@ def generate(params_file: str | Path | GenerationRequest, out_dir: str | Path, *
     request = params_file if isinstance(params_file, GenerationRequest) else read_request(params_file)
     out_dir = Path(out_dir)
     _check_out_dir(out_dir, overwrite)
-    gen = generator or load_run(request.checkpoint, request.checkpoint_step)
+    gen = generator or load_model(request.model, request.checkpoint_step)
+    if request.streets is not None and isinstance(gen, GeneratorChain):
+        # A street network given: the stages that draw streets step aside for it.
+        gen = gen.around_given()
     spec = gen.spec
     if "generate" not in gen.predict:
         raise ParameterFileError(request.source, "model.checkpoint",
-                                 f"{request.checkpoint} holds a {spec.kind} run, which does not generate layouts")
-    if spec.kind != request.model_type:
+                                 f"{request.model_ref} holds a {spec.kind} run, which does not generate layouts")
+    if request.model_type is not None and spec.kind != request.model_type:
         raise ParameterFileError(request.source, "model.type",
-                                 f"is {request.model_type} but {request.checkpoint} holds a {spec.kind} checkpoint")
+                                 f"is {request.model_type} but {request.model_ref} holds a {spec.kind} model")
     if spec.input_channels and request.streets is None:
         raise ParameterFileError(request.source, "streets", f"this checkpoint generates around given "
                                  f"{', '.join(spec.input_channels)}: add a street network (GeoJSON or GraphML)")
@@ -178,7 +182,7 @@ def _report(request: GenerationRequest, gen: TrainedModel, samples: list[dict], 
                          "failed_windows": int(sum(r["failed_windows"] for r in rows)),
                          "windows": int(sum(len(r["per_window"]) for r in rows))}
     mpp = gen.spec.meters_per_pixel
-    return {"parameter_file": request.source, "checkpoint": str(request.checkpoint), "model": gen.spec.kind,
+    return {"parameter_file": request.source, "checkpoint": request.model_ref, "model": gen.spec.kind,
             "checkpoint_step": gen.spec.step, "meters_per_pixel": mpp,
             "size_px": [width, height], "size_m": [width * mpp, height * mpp],
             "crs": request.crs, "origin": list(request.origin), "seed": request.seed,

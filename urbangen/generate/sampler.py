@@ -10,7 +10,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from urbangen.inference import TrainedModel
+from urbangen.inference import GeneratorChain, TrainedModel
 
 
 def tile_offsets(n: int, tile: int) -> list[int]:
@@ -30,37 +30,72 @@ def blend_window(tile: int) -> np.ndarray:
     return np.outer(w, w)
 
 
-def generate_layout(model: TrainedModel, fields: np.ndarray, key: jax.Array,
+def generate_layout(model: TrainedModel | GeneratorChain, fields: np.ndarray, key: jax.Array,
                     given: np.ndarray | None = None, batch_size: int = 16) -> np.ndarray:
     """Blended per-pixel probabilities in [0, 1], (H, W, len(output_channels)).
 
     Parameters
     ----------
+    model
+        A generator, or a chain of them: each stage then runs over the whole
+        layout and the next draws around its thresholded result, so that
+        buildings front one connected street network rather than each
+        tile's own.
     fields
         (H, W, P) requested parameter values in their units, NaN where free.
     key
-        Randomness of this sample (pix2pix dropout, VAE latents), split per tile batch.
+        Randomness of this sample (latent fields, pix2pix dropout, VAE latents).
     given
         (H, W, len(input_channels)) uint8 0/1 layout channels the run
         draws around (a fixed street network), if it does.
     """
+    z = model.spec.scaler.transform(fields)
+    if isinstance(model, GeneratorChain):
+        drawn: dict[str, np.ndarray] = {}
+        out = []
+        for i, stage in enumerate(model.stages):
+            inputs = stage.spec.input_channels
+            stage_given = np.stack([drawn[c] for c in inputs], axis=-1) if inputs else None
+            probs = _blend(stage, z[..., model.columns(stage)], jax.random.fold_in(key, i), stage_given, batch_size)
+            drawn.update({c: (probs[..., j] > 0.5).astype(np.uint8) for j, c in enumerate(stage.spec.output_channels)})
+            out.append(probs)
+        return np.concatenate(out, axis=-1)
+    return _blend(model, z, key, given, batch_size)
+
+
+def _blend(model: TrainedModel, z: np.ndarray, key: jax.Array, given: np.ndarray | None,
+           batch_size: int) -> np.ndarray:
+    """One generator over a layout of standardized parameter maps: overlapping tiles, blended.
+
+    A generator with a latent map gets one latent field over the whole
+    layout, each tile its own window of it, so overlapping tiles see the
+    same noise where they overlap and agree there.
+    """
     spec = model.spec
-    h, w = fields.shape[:2]
+    h, w = z.shape[:2]
     t = spec.tile_px
-    ph, pw = max(h, t), max(w, t)
-    z = spec.scaler.transform(fields)
-    if (ph, pw) != (h, w):  # a layout smaller than a tile: generate one tile and crop
+    stride = spec.latent_stride if spec.latent_channels else 1
+    # At least one tile, and whole latent cells, so that every tile window starts on a cell boundary.
+    ph, pw = (-(-max(n, t) // stride) * stride for n in (h, w))
+    if (ph, pw) != (h, w):  # pad, generate, crop
         z = np.pad(z, ((0, ph - h), (0, pw - w), (0, 0)), mode="edge")
         given = None if given is None else np.pad(given, ((0, ph - h), (0, pw - w), (0, 0)), mode="edge")
+    field = None
+    if spec.latent_channels:
+        field = np.asarray(jax.random.normal(jax.random.fold_in(key, 2**31 - 1),
+                                             (ph // stride, pw // stride, spec.latent_channels)))
     windows = [(r, c) for r in tile_offsets(ph, t) for c in tile_offsets(pw, t)]
     weight = blend_window(t)
     total = np.zeros((ph, pw, len(spec.output_channels)))
     norm = np.zeros((ph, pw, 1))
+    cells = t // stride
     for start in range(0, len(windows), batch_size):
         chunk = windows[start:start + batch_size]
         maps = np.stack([z[r:r + t, c:c + t] for r, c in chunk])
         tiles = None if given is None else np.stack([given[r:r + t, c:c + t] for r, c in chunk])
-        out = model.generate_tiles(maps, jax.random.fold_in(key, start), tiles)
+        latent = None if field is None else np.stack(
+            [field[r // stride:r // stride + cells, c // stride:c // stride + cells] for r, c in chunk])
+        out = model.generate_tiles(maps, jax.random.fold_in(key, start), tiles, latent)
         for (r, c), tile in zip(chunk, out):
             total[r:r + t, c:c + t] += tile * weight[..., None]
             norm[r:r + t, c:c + t] += weight[..., None]

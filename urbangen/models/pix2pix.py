@@ -113,3 +113,53 @@ def generator_from_config(cfg: Any, tile_px: int, out_channels: int, dtype: Any 
     """The generator an experiment config's ``pix2pix`` block describes (trainer and inference build it alike)."""
     return UNetGenerator(out_channels=out_channels, depth=unet_depth(tile_px), ngf=cfg.ngf, dropout_rate=cfg.dropout,
                          upsample=cfg.upsample, dtype=dtype)
+
+
+class LatentEncoder(nn.Module):
+    """BicycleGAN's encoder, made spatial: a layout to a Gaussian posterior over a coarse latent map.
+
+    The latent is a ``(t / stride, t / stride, latent_channels)`` map rather
+    than BicycleGAN's one vector, so a layout larger than a tile can share one
+    latent field across overlapping tiles (no seams where they are blended),
+    and the field's structure reaches the generator where it acts.
+
+    Attributes
+    ----------
+    latent_channels
+        Channels of the latent map.
+    stride
+        Downsampling from the tile to the latent map (a power of two).
+    nef
+        Filters of the first layer, doubled at each downsampling up to ``4 * nef``.
+    """
+
+    latent_channels: int
+    stride: int = 8
+    nef: int = 32
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, layout: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+        """Posterior mean and log-variance, each (B, t / stride, t / stride, latent_channels)."""
+        h = layout.astype(self.dtype)
+        h = nn.leaky_relu(nn.Conv(self.nef, (3, 3), kernel_init=pix2pix_init, dtype=self.dtype)(h), 0.2)
+        for i in range(int(math.log2(self.stride))):
+            h = nn.Conv(self.nef * min(2 ** (i + 1), 4), (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)),
+                        kernel_init=pix2pix_init, dtype=self.dtype, conv_general_dilated=small_input_conv)(h)
+            h = nn.leaky_relu(h, 0.2)
+        out = nn.Conv(2 * self.latent_channels, (3, 3), kernel_init=pix2pix_init, dtype=self.dtype,
+                      conv_general_dilated=small_input_conv)(h).astype(jnp.float32)
+        mean, logvar = jnp.split(out, 2, axis=-1)
+        return mean, jnp.clip(logvar, -10.0, 10.0)
+
+
+def upsample_latent(z: jnp.ndarray, stride: int) -> jnp.ndarray:
+    """Repeat each latent cell over the ``stride x stride`` pixels it covers (B, t, t, k)."""
+    return jnp.repeat(jnp.repeat(z, stride, axis=1), stride, axis=2)
+
+
+def latent_encoder_from_config(cfg: Any, dtype: Any = jnp.float32) -> LatentEncoder | None:
+    """The latent encoder of a ``pix2pix`` config block, or None when it has no latent (``latent_channels`` 0)."""
+    if not cfg.get("latent_channels", 0):
+        return None
+    return LatentEncoder(latent_channels=cfg.latent_channels, stride=cfg.latent_stride, nef=cfg.nef, dtype=dtype)

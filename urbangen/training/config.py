@@ -13,6 +13,7 @@ def base_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.dataset = "data/helsinki"  # a directory written by `urbangen data build`
     c.parameters = ()  # urban-form parameters to condition on / predict; () = all the dataset has
+    c.buildings_known_only = False  # train and validate only on tiles whose source mapped its buildings
     c.seed = 0
     c.batch_size = 4  # global, over all devices and hosts
     c.num_steps = 10_000

@@ -27,15 +27,21 @@ class TrainingData:
     split: Split
     parameter_names: list[str]
     scaler: ParameterScaler
+    #: Per tile row, whether the run uses it (all when None); see ``buildings_known_only`` of :meth:`open`.
+    usable: np.ndarray | None = None
 
     @classmethod
     def open(cls, path: str, *, parameters: Sequence[str] = (), val_fraction: float = 0.2,
              test_fraction: float = 0.2, buffer_m: float | None = None, seed: int = 0,
-             scaler: ParameterScaler | None = None) -> TrainingData:
+             scaler: ParameterScaler | None = None, buildings_known_only: bool = False) -> TrainingData:
         """Open ``path``, split it and fit (or reuse, when resuming) the parameter scaler.
 
         ``buffer_m`` of 0 or None is one tile (``tile_px * meters_per_pixel``);
         see :func:`urbangen.splits.region_split` for the rest.
+        ``buildings_known_only`` keeps only tiles whose source mapped its
+        buildings (a model that draws buildings must not learn that
+        streets-only sources have none). The split is made on every tile
+        first, so it is the same split as the other models' on this dataset.
         """
         dataset = open_dataset(path)
         names = list(parameters) or dataset.parameter_names
@@ -46,24 +52,31 @@ class TrainingData:
             buffer_m = dataset.tile_px * dataset.meters_per_pixel
         split = region_split(dataset.tiles, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
                              buffer_m=float(buffer_m))
+        usable = dataset.tiles["buildings_known"].to_numpy(bool) if buildings_known_only else None
         if scaler is None:
             columns = [dataset.parameter_names.index(p) for p in names]
-            scaler = ParameterScaler.fit(names, dataset.parameters(split.train)[:, columns])
+            train = split.train if usable is None else split.train[usable[split.train]]
+            scaler = ParameterScaler.fit(names, dataset.parameters(train)[:, columns])
         elif list(scaler.names) != names:
             raise ValueError(f"the checkpoint was trained on parameters {list(scaler.names)}, not {names}")
-        return cls(dataset, split, names, scaler)
+        return cls(dataset, split, names, scaler, usable)
+
+    def indices(self, name: str) -> np.ndarray:
+        """Row indices of split ``name`` that the run uses."""
+        idx = self.split.indices(name)
+        return idx if self.usable is None else idx[self.usable[idx]]
 
     @property
     def train_indices(self) -> np.ndarray:
-        return self.split.train
+        return self.indices("train")
 
     @property
     def val_indices(self) -> np.ndarray:
-        return self.split.val
+        return self.indices("val")
 
     @property
     def test_indices(self) -> np.ndarray:
-        return self.split.test
+        return self.indices("test")
 
     @property
     def split_record(self) -> dict[str, Any]:
@@ -86,7 +99,7 @@ class TrainingData:
         ``training`` shuffles, augments and repeats for ever; otherwise one
         ordered pass. Batch ``k`` is ``batches(...)[k]``.
         """
-        indices = self.split.indices(split)
+        indices = self.indices(split)
         if len(indices) == 0:
             raise ValueError(f"the {split} split is empty: change val_fraction/test_fraction/split_buffer_m, "
                              "or use a dataset with more regions")

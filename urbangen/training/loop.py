@@ -132,7 +132,7 @@ def fit(task_cls: type[Task], config: ml_collections.ConfigDict, workdir: str | 
     scaler = ParameterScaler.from_dict(resumed_meta["spec"]["scaler"]) if resumed_meta else None
     data = TrainingData.open(config.dataset, parameters=tuple(config.parameters), val_fraction=config.val_fraction,
                              test_fraction=config.test_fraction, buffer_m=config.split_buffer_m, seed=config.seed,
-                             scaler=scaler)
+                             scaler=scaler, buildings_known_only=config.buildings_known_only)
     if resumed_meta is not None:
         # A resumed run must train, validate and leave out exactly the tiles it did before.
         if "split" in resumed_meta:

@@ -3,6 +3,23 @@
 The generator maps condition maps (standardized parameters broadcast over
 the tile, plus any layout channels given as input) to the output layout
 channels; the discriminator judges (condition, layout) pairs patch by patch.
+
+With ``pix2pix.latent_channels`` > 0 the generator also reads a latent map,
+its real noise source, trained as in BicycleGAN (Zhu et al. 2017), whose
+reference settings this follows (LSGAN, lambda_L1 10, lambda_KL 0.01 per
+latent vector, lambda_z 0.5):
+
+- cVAE-GAN: an encoder reads the real layout; the generator reconstructs it
+  from the condition and a latent drawn from that posterior (L1 + GAN), and
+  a KL term keeps the posterior near the N(0, I) prior;
+- cLR-GAN: a latent drawn from the prior must give a layout the
+  discriminator takes for real, and the encoder must recover that latent
+  from it (a latent regression that updates the generator only), so that
+  different latents give different layouts.
+
+Without the latent the generator has only a constant parameter map (and
+dropout) to go on and regresses to the mean layout: blank where streets
+and buildings are rare.
 """
 
 from __future__ import annotations
@@ -16,7 +33,8 @@ import numpy as np
 import optax
 
 from urbangen.conditioning import channel_indices, layout_to_signed, parameter_maps
-from urbangen.models.pix2pix import PatchDiscriminator, generator_from_config
+from urbangen.models.pix2pix import (PatchDiscriminator, generator_from_config, latent_encoder_from_config,
+                                     upsample_latent)
 from urbangen.training.loop import Task
 from urbangen.training.samples import panel_grid
 
@@ -54,6 +72,27 @@ class Pix2PixTask(Task):
             raise ValueError(f"pix2pix.gan_loss must be one of {GAN_LOSSES}, got {cfg.gan_loss!r}")
         self.generator = generator_from_config(cfg, self.tile_px, len(self.out_idx), self.dtype)
         self.discriminator = PatchDiscriminator(ndf=cfg.ndf, n_layers=cfg.d_layers, dtype=self.dtype)
+        self.encoder = latent_encoder_from_config(cfg, self.dtype)
+        if self.encoder is not None and self.tile_px % cfg.latent_stride:
+            raise ValueError(f"pix2pix.latent_stride {cfg.latent_stride} must divide the tile size {self.tile_px}")
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        """(rows, cols, channels) of one tile's latent map; channels 0 without a latent."""
+        cfg = self.config.pix2pix
+        if self.encoder is None:
+            return (0, 0, 0)
+        side = self.tile_px // cfg.latent_stride
+        return (side, side, cfg.latent_channels)
+
+    def generator_input(self, cond: jnp.ndarray, z: jnp.ndarray | None) -> jnp.ndarray:
+        """The condition maps, and the latent map repeated to pixels when the model has one."""
+        if self.encoder is None:
+            return cond
+        return jnp.concatenate([cond, upsample_latent(z, self.config.pix2pix.latent_stride)], axis=-1)
+
+    def prior_latent(self, rng: jax.Array, batch: int) -> jnp.ndarray | None:
+        return None if self.encoder is None else jax.random.normal(rng, (batch, *self.latent_shape))
 
     @property
     def condition_channels(self) -> int:
@@ -73,9 +112,10 @@ class Pix2PixTask(Task):
         g_key, d_key, drop_key, train_key = jax.random.split(rng, 4)
         cond = jnp.zeros((1, self.tile_px, self.tile_px, self.condition_channels))
         layout = jnp.zeros((1, self.tile_px, self.tile_px, len(self.out_idx)))
-        g_vars = self.generator.init({"params": g_key, "dropout": drop_key}, cond, train=False)
+        g_vars = self.generator.init({"params": g_key, "dropout": drop_key},
+                                     self.generator_input(cond, self.prior_latent(drop_key, 1)), train=False)
         d_vars = self.discriminator.init(d_key, cond, layout, train=False)
-        return {
+        state = {
             "step": jnp.zeros((), jnp.int32),
             "rng": jax.random.key_data(train_key),
             "g": {"params": g_vars["params"], "batch_stats": g_vars["batch_stats"],
@@ -83,8 +123,14 @@ class Pix2PixTask(Task):
             "d": {"params": d_vars["params"], "batch_stats": d_vars["batch_stats"],
                   "opt": self.tx.init(d_vars["params"])},
         }
+        if self.encoder is not None:
+            e_params = self.encoder.init(jax.random.fold_in(g_key, 1), layout)["params"]
+            state["e"] = {"params": e_params, "opt": self.tx.init(e_params)}
+        return state
 
     def train_step(self, state: dict[str, Any], batch: dict[str, jax.Array]) -> tuple[dict[str, Any], dict]:
+        if self.encoder is not None:
+            return self._latent_train_step(state, batch)
         cfg = self.config.pix2pix
         rng = self.step_rng(state)
         cond, real = self.condition(batch), self.target(batch)
@@ -132,14 +178,29 @@ class Pix2PixTask(Task):
         return new_state, metrics
 
     def generate(self, state: dict[str, Any], cond: jnp.ndarray, rng: jax.Array, *, noise: bool = True) -> jnp.ndarray:
-        """Layouts in [-1, 1] for condition maps; dropout (``noise``) on, batch norm on running statistics."""
+        """Layouts in [-1, 1] for condition maps; batch norm on running statistics.
+
+        ``noise``: a latent drawn from the prior (the prior's mean, 0,
+        without it), or dropout kept on for a model with no latent.
+        """
         g = state["g"]
-        return self.generator.apply({"params": g["params"], "batch_stats": g["batch_stats"]}, cond, train=False,
-                                    dropout=noise, rngs={"dropout": rng})
+        z = self.prior_latent(rng, cond.shape[0])
+        if z is not None and not noise:
+            z = jnp.zeros_like(z)
+        return self.generator.apply({"params": g["params"], "batch_stats": g["batch_stats"]},
+                                    self.generator_input(cond, z), train=False,
+                                    dropout=noise and self.encoder is None, rngs={"dropout": rng})
 
     def eval_step(self, state: dict[str, Any], batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
-        fake = self.generate(state, self.condition(batch), jax.random.key(0), noise=False)
-        real = self.target(batch)
+        """L1 and pixel accuracy of the noise-free layout (with a latent: of the real layout's posterior mean)."""
+        cond, real = self.condition(batch), self.target(batch)
+        if self.encoder is None:
+            fake = self.generate(state, cond, jax.random.key(0), noise=False)
+        else:
+            g = state["g"]
+            z, _ = self.encoder.apply({"params": state["e"]["params"]}, real)
+            fake = self.generator.apply({"params": g["params"], "batch_stats": g["batch_stats"]},
+                                        self.generator_input(cond, z), train=False, dropout=False)
         agree = (fake > 0) == (real > 0)
         return {"l1": jnp.mean(jnp.abs(fake - real)), "pixel_accuracy": agree.mean()}
 
@@ -151,3 +212,68 @@ class Pix2PixTask(Task):
         given = tiles[..., self.in_idx] if self.in_idx else np.zeros(tiles.shape[:3] + (0,), np.float32)
         return panel_grid([(given, self.input_channels), ((fake + 1) / 2, self.output_channels),
                            (tiles[..., self.out_idx], self.output_channels)])
+
+    def _latent_train_step(self, state: dict[str, Any], batch: dict[str, jax.Array]) -> tuple[dict[str, Any], dict]:
+        """One BicycleGAN step (see the module docstring): D on real and both kinds of fake, then G and E."""
+        cfg = self.config.pix2pix
+        rng = self.step_rng(state)
+        eps_key, prior_key = jax.random.split(rng)
+        cond, real = self.condition(batch), self.target(batch)
+        b = real.shape[0]
+        g, d, e = state["g"], state["d"], state["e"]
+        cond2 = jnp.concatenate([cond, cond])
+        z_prior = self.prior_latent(prior_key, b)
+
+        # Generator and encoder run once; their backward pass is kept for the G/E step.
+        # Both halves (posterior latent, prior latent) go through G as one batch.
+        def generate(ge_params):
+            g_params, e_params = ge_params
+            mean, logvar = self.encoder.apply({"params": e_params}, real)
+            z_post = mean + jnp.exp(0.5 * logvar) * jax.random.normal(eps_key, mean.shape)
+            z = jnp.concatenate([z_post, z_prior])
+            fake, updates = self.generator.apply({"params": g_params, "batch_stats": g["batch_stats"]},
+                                                 self.generator_input(cond2, z), train=True, dropout=False,
+                                                 mutable=["batch_stats"])
+            # KL(q(z|x) || N(0, I)) summed over a latent cell's channels, averaged over cells and tiles.
+            kl = 0.5 * jnp.mean(jnp.sum(mean**2 + jnp.exp(logvar) - 1.0 - logvar, axis=-1))
+            return (fake, kl), updates["batch_stats"]
+
+        (fake, kl), ge_vjp, g_stats = jax.vjp(generate, (g["params"], e["params"]), has_aux=True)
+
+        def d_loss_fn(d_params):
+            variables = {"params": d_params, "batch_stats": d["batch_stats"]}
+            fake_logits, upd = self.discriminator.apply(variables, cond2, jax.lax.stop_gradient(fake), train=True,
+                                                        mutable=["batch_stats"])
+            variables = {"params": d_params, "batch_stats": upd["batch_stats"]}
+            real_logits, upd = self.discriminator.apply(variables, cond, real, train=True, mutable=["batch_stats"])
+            loss = 0.5 * (gan_loss(fake_logits, False, cfg.gan_loss) + gan_loss(real_logits, True, cfg.gan_loss))
+            return loss, (upd["batch_stats"], jax.nn.sigmoid(real_logits).mean(), jax.nn.sigmoid(fake_logits).mean())
+
+        (d_loss, (d_stats, d_real, d_fake)), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(d["params"])
+        d_updates, d_opt = self.tx.update(d_grads, d["opt"], d["params"])
+        d_params = optax.apply_updates(d["params"], d_updates)
+
+        def g_loss_fn(fake):
+            logits, upd = self.discriminator.apply({"params": d_params, "batch_stats": d_stats}, cond2, fake,
+                                                   train=True, mutable=["batch_stats"])
+            adversarial = 2.0 * gan_loss(logits, True, cfg.gan_loss)  # a GAN term for each half, as in BicycleGAN
+            l1 = jnp.mean(jnp.abs(fake[:b] - real))
+            # Latent regression: the encoder (held fixed here) must find the prior latent in its layout.
+            z_found, _ = self.encoder.apply({"params": e["params"]}, fake[b:])
+            latent = jnp.mean(jnp.abs(z_found - z_prior))
+            loss = adversarial + cfg.lambda_l1 * l1 + cfg.lambda_latent * latent
+            return loss, (adversarial, l1, latent, upd["batch_stats"])
+
+        (g_loss, (g_adv, l1, latent, d_stats)), fake_grad = jax.value_and_grad(g_loss_fn, has_aux=True)(fake)
+        ((g_grads, e_grads),) = ge_vjp((fake_grad, jnp.asarray(cfg.lambda_kl, kl.dtype)))
+        g_updates, g_opt = self.tx.update(g_grads, g["opt"], g["params"])
+        e_updates, e_opt = self.tx.update(e_grads, e["opt"], e["params"])
+
+        new_state = {"step": state["step"] + 1, "rng": state["rng"],
+                     "g": {"params": optax.apply_updates(g["params"], g_updates), "batch_stats": g_stats,
+                           "opt": g_opt},
+                     "d": {"params": d_params, "batch_stats": d_stats, "opt": d_opt},
+                     "e": {"params": optax.apply_updates(e["params"], e_updates), "opt": e_opt}}
+        metrics = {"g_loss": g_loss + cfg.lambda_kl * kl, "g_gan": g_adv, "l1": l1, "kl": kl, "latent": latent,
+                   "d_loss": d_loss, "d_real": d_real, "d_fake": d_fake}
+        return new_state, metrics

@@ -1,0 +1,197 @@
+"""The generators that ship in the package: their file format, latent fields, seams and street connectivity."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import networkx as nx
+import numpy as np
+import pytest
+
+from conftest import load_config
+
+
+@pytest.fixture(scope="module")
+def latent_run(small_tiles, tmp_path_factory) -> Path:
+    """A tiny street stage (pix2pix with a latent map, BicycleGAN-trained) on real Østerbro and Kennesaw tiles."""
+    from urbangen.training.tasks import train
+
+    workdir = tmp_path_factory.mktemp("runs") / "streets"
+    summary = train(load_config("pix2pix", "city_streets_test", dataset=str(small_tiles), num_steps=12,
+                                eval_every=12, sample_every=0, log_every=4, batch_size=4), workdir)
+    assert np.isfinite(summary["train"]["train/kl"]) and np.isfinite(summary["train"]["train/latent"])
+    return workdir
+
+
+def test_a_model_file_generates_exactly_what_its_run_does(latent_run, tmp_path):
+    """Export and read back: the same spec and, for the same key and latent, the same probabilities."""
+    from urbangen.inference import load_run
+    from urbangen.pretrained import export_model, read_model
+
+    run = load_run(latent_run, "latest")
+    path = export_model(run, tmp_path / "streets.msgpack")
+    shipped = read_model(path)
+    assert shipped.spec == run.spec
+    assert shipped.spec.latent_channels == 8 and shipped.spec.latent_stride == 8
+    maps = np.random.default_rng(0).standard_normal((3, 64, 64, len(run.spec.parameter_names))).astype(np.float32)
+    key = jax.random.key(3)
+    a, b = run.generate_tiles(maps, key), shipped.generate_tiles(maps, key)
+    np.testing.assert_array_equal(a, b)
+    assert a.shape == (3, 64, 64, 3)
+    # Different latents give different layouts: the latent is a real noise source.
+    c = shipped.generate_tiles(maps, jax.random.key(4))
+    assert np.abs(a - c).mean() > 1e-4
+
+
+def test_a_foreign_file_is_refused_by_name(tmp_path):
+    from urbangen.inference import RunSpecError
+    from urbangen.pretrained import load_model, read_model
+
+    junk = tmp_path / "model.msgpack"
+    junk.write_bytes(b"not a model")
+    with pytest.raises(RunSpecError, match="not an urbangen model file"):
+        read_model(junk)
+    with pytest.raises(RunSpecError, match="neither a shipped model"):
+        load_model(tmp_path / "missing")
+
+
+def test_overlapping_windows_share_one_latent_field(latent_run):
+    """Each window of a stitched layout reads its own crop of one latent field, so overlaps agree."""
+    from urbangen.generate.sampler import generate_layout
+    from urbangen.inference import load_run
+
+    model = load_run(latent_run, "latest")
+    seen: list[tuple[np.ndarray, np.ndarray]] = []
+
+    class Recorder:
+        spec = model.spec
+
+        def generate_tiles(self, maps, key, given=None, latent=None):
+            seen.append(np.asarray(latent))
+            return model.generate_tiles(maps, key, given, latent)
+
+    fields = np.full((160, 96, len(model.spec.parameter_names)), np.nan)
+    generate_layout(Recorder(), fields, jax.random.key(0), batch_size=2)
+    latents = np.concatenate(seen)
+    # Windows start every 32 px (4 latent cells); the last one is flush with the padded end (160 -> 160, 96).
+    starts = [(r, c) for r in (0, 32, 64, 96) for c in (0, 32)]
+    assert len(latents) == len(starts)
+    field = {}
+    for (r, c), lat in zip(starts, latents):
+        for i in range(8):
+            for j in range(8):
+                cell = (r // 8 + i, c // 8 + j)
+                if cell in field:
+                    np.testing.assert_array_equal(field[cell], lat[i, j])
+                field[cell] = lat[i, j]
+    assert len(field) == 20 * 12
+
+
+def _largest_share_networkx(tile: np.ndarray) -> float:
+    """Reference: the street pixels as an 8-neighbour graph, components by networkx."""
+    mask = tile[..., :3].any(axis=-1)
+    g = nx.Graph()
+    pixels = list(zip(*np.nonzero(mask)))
+    g.add_nodes_from(pixels)
+    on = set(pixels)
+    for r, c in pixels:
+        for dr, dc in ((0, 1), (1, -1), (1, 0), (1, 1)):
+            if (r + dr, c + dc) in on:
+                g.add_edge((r, c), (r + dr, c + dc))
+    return max(len(c) for c in nx.connected_components(g)) / len(pixels)
+
+
+def test_largest_component_share_matches_networkx_on_real_tiles(small_tiles):
+    from data_pipeline.dataset import open_dataset
+    from urbangen.evaluators.streets import largest_component_share
+
+    data = open_dataset(small_tiles)
+    assert list(data.channels[1:4]) == ["major_roads", "minor_roads", "cycle_foot"]
+    tiles = data.read_tiles(np.arange(0, len(data), max(1, len(data) // 12)))
+    ours = largest_component_share(tiles, list(data.channels))
+    reference = [_largest_share_networkx(t[..., 1:4]) for t in tiles]
+    np.testing.assert_allclose(ours, reference)
+    assert 0.2 < np.mean(ours) <= 1.0
+    # Cut every street every 8 px: the network falls apart and the share drops.
+    cut = tiles.copy()
+    cut[:, ::8, :, 1:4] = 0
+    cut[:, :, ::8, 1:4] = 0
+    assert np.nanmean(largest_component_share(cut, list(data.channels))) < 0.5 * np.mean(ours)
+
+
+def test_seam_ratios_find_a_seam_and_not_one_in_real_land(small_tiles):
+    from data_pipeline.dataset import open_dataset
+    from urbangen.evaluators.seams import Seams, real_mosaics, seam_ratios
+
+    data = open_dataset(small_tiles)
+    mosaics = real_mosaics(data, np.arange(len(data)), 2)
+    assert len(mosaics) >= 8 and mosaics[0].shape == (128, 128, len(data.channels))
+    channels = list(data.channels)
+    # Real land, pooled four mosaics (24 lines) at a time: no seam, so near 1.
+    groups = Seams(mosaics, channels, 32).real_groups(24)
+    assert len(groups) >= 2
+    floor = max(abs(g["change_rate_ratio"] - 1) for g in groups)
+    assert floor < 0.35
+    # Every other 32 px band from another place: a jump on each line, as mismatched tiles would make.
+    seamed = mosaics[0].copy()
+    for k in range(0, 128, 64):
+        seamed[:, k + 32:k + 64] = mosaics[1][:, k + 32:k + 64]
+    for k in range(0, 128, 64):
+        seamed[k + 32:k + 64] = mosaics[2][k + 32:k + 64]
+    assert seam_ratios(seamed, channels, 32)["change_rate_ratio"] - 1 > floor
+
+
+@pytest.fixture(scope="module")
+def buildings_run(small_tiles, tmp_path_factory) -> Path:
+    """A tiny buildings stage: buildings, open space and water around real streets."""
+    from urbangen.training.tasks import train
+
+    workdir = tmp_path_factory.mktemp("runs") / "buildings"
+    train(load_config("pix2pix", "city_buildings_test", dataset=str(small_tiles), num_steps=12, eval_every=12,
+                      sample_every=0, log_every=4, batch_size=4), workdir)
+    return workdir
+
+
+def test_a_two_stage_chain_draws_streets_then_buildings_around_them(latent_run, buildings_run, small_tiles,
+                                                                    tmp_path):
+    """Files of both stages as one chain: every number of the evaluation, and a parameter file that names it."""
+    import yaml
+
+    from urbangen.evaluate import evaluate
+    from urbangen.generate.run import generate
+    from urbangen.inference import GeneratorChain, load_run
+    from urbangen.pretrained import export_model, load_model
+
+    files = [export_model(load_run(run, "latest"), tmp_path / f"{name}.msgpack")
+             for name, run in (("streets", latent_run), ("buildings", buildings_run))]
+    chain = load_model(files)
+    assert isinstance(chain, GeneratorChain)
+    assert chain.spec.output_channels == ("major_roads", "minor_roads", "cycle_foot", "buildings", "open_space",
+                                          "water")
+    assert chain.spec.input_channels == ()
+    # The buildings stage reads what the street stage drew, thresholded: feeding it those streets by hand
+    # gives the same buildings.
+    maps = np.zeros((2, 64, 64, len(chain.spec.parameter_names)), np.float32)
+    probs = chain.generate_tiles(maps, jax.random.key(0))
+    streets = (probs[..., :3] > 0.5).astype(np.uint8)
+    buildings = chain.stages[1].generate_tiles(maps[..., chain.columns(chain.stages[1])],
+                                               jax.random.fold_in(jax.random.key(0), 1), streets)
+    np.testing.assert_array_equal(probs[..., 3:], buildings)
+
+    result = evaluate(chain, small_tiles, tmp_path / "eval", max_tiles=16, n_boot=20, seams_m=512)
+    assert {"realism", "conditioning", "diversity", "streets", "seams", "acceptance"} <= set(result)
+    criteria = {row["metric"] for row in result["acceptance"]}
+    assert "MAE building_coverage" in criteria and "conditioning failure rate" in criteria
+    assert any(c.startswith("seams:") for c in criteria)
+    assert all("floor" in row and "target" in row for row in result["acceptance"])
+    for name in ("report.md", "examples.png", "stitched.png", "evaluation.json"):
+        assert (tmp_path / "eval" / name).is_file()
+    assert "Against the bar" in (tmp_path / "eval" / "report.md").read_text()
+
+    params = tmp_path / "chain.yaml"
+    params.write_text(yaml.safe_dump({"model": {"checkpoint": [str(f) for f in files]}, "size_m": 320,
+                                      "parameters": {"building_coverage": 0.2}, "samples": 1,
+                                      "outputs": ["png", "report"]}))
+    report = generate(params, tmp_path / "out")
+    assert report["model"] == "chain" and report["size_px"] == [80, 80]

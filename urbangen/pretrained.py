@@ -1,0 +1,118 @@
+"""Trained models that ship inside the package, and the single-file format they ship in.
+
+A model file (``.msgpack``) holds one trained network: its
+:class:`~urbangen.inference.RunSpec` (kind, channels, tiles, parameters and
+their scaler, the config that builds its modules, the split it was trained
+on) and the weights inference needs, in Flax's msgpack serialization. It
+needs no checkpoint folder and no training code, and it works from a
+non-editable install.
+
+Shipped models (their cards are in the README and in ``data/models/MODELS.md``):
+
+- ``city-64``: the two-stage generator, 64 px tiles at 4 m/px: a street
+  network from street parameters and a latent field, then buildings, open
+  space and water around it;
+- ``encoder-64``: the attention encoder whose embedding the realism metrics use.
+
+Map data © OpenStreetMap contributors, under the ODbL.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from urbangen.inference import GeneratorChain, RunSpec, RunSpecError, TrainedModel, load_run, model_from_spec
+
+#: The format tag written into every model file.
+FORMAT = "urbangen-model/1"
+
+#: Shipped model name -> its files in ``urbangen/data/models/``, one per stage, in order.
+SHIPPED: dict[str, tuple[str, ...]] = {
+    "city-64": ("city_streets_64.msgpack", "city_buildings_64.msgpack"),
+    "encoder-64": ("encoder_64.msgpack",),
+}
+DEFAULT_GENERATOR = "city-64"
+DEFAULT_ENCODER = "encoder-64"
+
+
+def export_model(model: TrainedModel, path: str | Path) -> Path:
+    """Write ``model`` (spec and weights) to one file; the weights as float32 NumPy arrays."""
+    from flax import serialization
+    import jax
+
+    path = Path(path)
+    variables = jax.tree.map(lambda a: np.asarray(a, np.float32), model.variables)
+    payload = {"format": FORMAT, "spec": json.dumps(model.spec.model_dump()),
+               "variables": serialization.to_state_dict(variables)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(serialization.msgpack_serialize(payload))
+    os.replace(tmp, path)
+    return path
+
+
+def read_model(path: str | Path) -> TrainedModel:
+    """A model file written by :func:`export_model`.
+
+    Raises
+    ------
+    RunSpecError
+        If the file is missing or is not an urbangen model file.
+    """
+    from flax import serialization
+
+    path = Path(path)
+    if not path.is_file():
+        raise RunSpecError(f"no model file {path}")
+    try:
+        payload = serialization.msgpack_restore(path.read_bytes())
+    except Exception as err:  # noqa: BLE001 - msgpack raises several kinds on a foreign file
+        raise RunSpecError(f"{path} is not an urbangen model file ({err})") from err
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise RunSpecError(f"{path} is not an urbangen model file (format {FORMAT})")
+    spec = RunSpec(**json.loads(payload["spec"]))
+    return model_from_spec(spec, payload["variables"])
+
+
+def shipped_file(filename: str) -> Path:
+    """Path of a shipped model file, read through ``importlib.resources`` (works from any install)."""
+    path = Path(str(importlib.resources.files("urbangen") / "data" / "models" / filename))
+    if not path.is_file():
+        raise RunSpecError(f"the package lacks its shipped model {filename} (looked at {path}); reinstall urbangen")
+    return path
+
+
+def load_shipped(name: str = DEFAULT_GENERATOR) -> TrainedModel | GeneratorChain:
+    """A shipped model by name (see :data:`SHIPPED`); a chain when it has several stages."""
+    if name not in SHIPPED:
+        raise RunSpecError(f"no shipped model {name!r}; shipped: {', '.join(SHIPPED)}")
+    stages = tuple(read_model(shipped_file(f)) for f in SHIPPED[name])
+    return stages[0] if len(stages) == 1 else GeneratorChain.of(name, stages)
+
+
+def load_model(ref: str | Path | Sequence[str | Path], step: Any = "best") -> TrainedModel | GeneratorChain:
+    """A model from a shipped name, a model file, or a training run folder (``step`` applies to runs).
+
+    A sequence of those is a chain, each stage drawing around what the earlier ones drew
+    (a street stage, then a buildings stage trained on the same dataset).
+    """
+    if isinstance(ref, (list, tuple)):
+        stages = tuple(load_model(r, step) for r in ref)
+        if not all(isinstance(st, TrainedModel) for st in stages):
+            raise RunSpecError("a chain's stages must each be one model (a file or a run folder)")
+        return GeneratorChain.of(" + ".join(str(r) for r in ref), stages)
+    if str(ref) in SHIPPED:
+        return load_shipped(str(ref))
+    path = Path(ref)
+    if path.is_dir():
+        return load_run(path, step)
+    if path.is_file():
+        return read_model(path)
+    raise RunSpecError(f"{ref} is neither a shipped model ({', '.join(SHIPPED)}), a model file nor a run folder")
