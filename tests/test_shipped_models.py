@@ -42,6 +42,11 @@ def test_a_model_file_generates_exactly_what_its_run_does(latent_run, tmp_path):
     # Different latents give different layouts: the latent is a real noise source.
     c = shipped.generate_tiles(maps, jax.random.key(4))
     assert np.abs(a - c).mean() > 1e-4
+    # Half-precision weights (how the package ships them): half the file, nearly the same layouts.
+    half = read_model(export_model(run, tmp_path / "half.msgpack", dtype="float16"))
+    assert path.stat().st_size / (tmp_path / "half.msgpack").stat().st_size > 1.8
+    h = half.generate_tiles(maps, key)
+    assert np.abs(h - a).max() < 0.02 and ((h > 0.5) != (a > 0.5)).mean() < 1e-3
 
 
 def test_a_foreign_file_is_refused_by_name(tmp_path):

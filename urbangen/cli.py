@@ -166,6 +166,7 @@ def export_command(
     checkpoint: Annotated[Path, typer.Argument(help="Training run directory.")],
     out: Annotated[Path, typer.Argument(help="Model file to write (.msgpack).")],
     step: Annotated[str, typer.Option(help="best, latest or a step number.")] = "latest",
+    dtype: Annotated[str, typer.Option(help="float32, or float16 for half the size.")] = "float32",
 ) -> None:
     """Write a run's weights and run spec to one model file: the format the shipped models come in."""
     from urbangen.inference import load_run
@@ -175,7 +176,7 @@ def export_command(
         model = load_run(checkpoint, int(step) if step.isdigit() else step)
     except (FileNotFoundError, ValueError) as exc:
         _fail(exc)
-    path = export_model(model, out)
+    path = export_model(model, out, dtype)
     console.print(f"wrote [bold]{path}[/] ({path.stat().st_size / 1e6:.1f} MB, {model.spec.kind}, step {model.spec.step})")
 
 

@@ -42,13 +42,18 @@ DEFAULT_GENERATOR = "city-64"
 DEFAULT_ENCODER = "encoder-64"
 
 
-def export_model(model: TrainedModel, path: str | Path) -> Path:
-    """Write ``model`` (spec and weights) to one file; the weights as float32 NumPy arrays."""
+def export_model(model: TrainedModel, path: str | Path, dtype: str = "float32") -> Path:
+    """Write ``model`` (spec and weights) to one file.
+
+    ``dtype`` ``float16`` halves the file (the shipped models, within the
+    package's 40 MB); weights are read back as float32 either way, and
+    ``tests/test_shipped_models.py`` bounds what the rounding changes.
+    """
     from flax import serialization
     import jax
 
     path = Path(path)
-    variables = jax.tree.map(lambda a: np.asarray(a, np.float32), model.variables)
+    variables = jax.tree.map(lambda a: np.asarray(a, np.float32).astype(dtype), model.variables)
     payload = {"format": FORMAT, "spec": json.dumps(model.spec.model_dump()),
                "variables": serialization.to_state_dict(variables)}
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -77,8 +82,10 @@ def read_model(path: str | Path) -> TrainedModel:
         raise RunSpecError(f"{path} is not an urbangen model file ({err})") from err
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise RunSpecError(f"{path} is not an urbangen model file (format {FORMAT})")
+    import jax
+
     spec = RunSpec(**json.loads(payload["spec"]))
-    return model_from_spec(spec, payload["variables"])
+    return model_from_spec(spec, jax.tree.map(lambda a: np.asarray(a, np.float32), payload["variables"]))
 
 
 def shipped_file(filename: str) -> Path:
