@@ -183,3 +183,22 @@ def test_one_city_alone_gets_its_figures_and_no_comparisons(osm_path, tmp_path):
     assert json.loads((tmp_path / "out" / "results.json").read_text())["cities"]["osterbro"]["tiles"] > 10
     assert (tmp_path / "out" / "embeddings_pca.png").exists() and not (tmp_path / "out" / "similar_tiles.png").exists()
     assert "Only one city" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_notebook_runs_with_no_set_up(tmp_path, monkeypatch):
+    """No variables set, run from an empty folder: the embedded cities and the shipped encoder."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    for name in ("URBANGEN_DATASET", "URBANGEN_VAE", "URBANGEN_ENCODER", "URBANGEN_ANALYSIS_OUT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("URBANGEN_BOOTSTRAP", "20")
+    nb = nbformat.read(ROOT / "notebooks" / "latent_space_comparison.ipynb", as_version=4)
+    NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
+    assert not errors
+    import json
+
+    results = json.loads((tmp_path / "urbangen-notebook" / "analysis" / "results.json").read_text())
+    assert {"helsinki", "osterbro", "kennesaw"} <= set(results["cities"])
+    assert "encoder" in results["spaces"]

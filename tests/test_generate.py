@@ -32,7 +32,7 @@ def checkpoints(small_tiles, tmp_path_factory) -> dict[str, Path]:
 def example(name: str, checkpoint: Path, tmp_path: Path, **changes) -> Path:
     """An example parameter file pointed at ``checkpoint``, written beside the test's outputs."""
     raw = yaml.safe_load((PARAMS_DIR / name).read_text())
-    raw["model"]["checkpoint"] = str(checkpoint)
+    raw["model"] = {"checkpoint": str(checkpoint)}
     raw.update(changes)
     path = tmp_path / name
     path.write_text(yaml.safe_dump(raw))

