@@ -62,7 +62,9 @@ def data_build(
                 raise ValueError("give either --config or one of --place/--bbox/--osm-file, not both")
             if clip is not None or boundary is not None:
                 raise ValueError("with --config, give clip: or boundary: per city in the config file")
-            cities, tiling, config_out = load_build_config(config)
+            from urbangen.examples import resolve
+
+            cities, tiling, config_out = load_build_config(resolve(config, "cities"))
             out = out or (Path(config_out) if config_out else None)
         else:
             if sources_given > 1:
@@ -87,7 +89,7 @@ def data_build(
         if out is None:
             raise ValueError("--out is required (or 'out:' in the config file)")
         dataset = build_dataset(cities, out, tiling, overwrite=overwrite)
-    except (PipelineError, ValueError) as exc:
+    except (PipelineError, ValueError, FileNotFoundError) as exc:
         _fail(exc)
     console.print(f"wrote {len(dataset)} tiles to {dataset.path}")
 
@@ -116,11 +118,15 @@ def generate_command(
     overwrite: Annotated[bool, typer.Option(help="Replace --out if it holds files.")] = False,
 ) -> None:
     """Generate layouts from a parameter file: PNG, GeoTIFF, GeoJSON, GraphML and a report."""
+    from urbangen.examples import resolve
     from urbangen.generate.request import ParameterFileError
     from urbangen.generate.run import generate
 
     try:
-        report = generate(params_file, out, overwrite=overwrite)
+        found = resolve(params_file, "params")
+        if found != params_file:
+            console.print(f"{params_file}: the packaged example ({found})")
+        report = generate(found, out, overwrite=overwrite)
     except (ParameterFileError, FileExistsError, FileNotFoundError, ValueError) as exc:
         _fail(exc)
     console.print(f"wrote {len(report['samples'])} sample(s) to [bold]{out}[/] (report: {out / 'report.md'})")
@@ -159,6 +165,21 @@ def evaluate_command(
         r2 = "n/a" if g["r2"] is None else f"{g['r2']:.2f}"
         r2f = "n/a" if f["r2"] is None else f"{f['r2']:.2f}"
         console.print(f"  {name}: R² {r2} (floor {r2f}), failures {g['failures']}/{g['n']}")
+
+
+@app.command("examples")
+def examples_command(
+    out: Annotated[Path, typer.Option("--out", help="Folder to copy them into.")] = Path("urbangen-examples"),
+) -> None:
+    """Copy the packaged example parameter files and city files into a folder (never overwriting a file)."""
+    from urbangen.examples import copy_examples
+
+    try:
+        written = copy_examples(out)
+    except FileExistsError as exc:
+        _fail(exc)
+    for path in written:
+        console.print(f"wrote {path}")
 
 
 @app.command("export")

@@ -239,10 +239,10 @@ def _last_logged(rows: list[dict[str, float]], prefix: str) -> dict[str, float]:
 
 def _generate(out: Path, seed: int) -> dict[str, Any]:
     """Copy the example parameter file, pointed at the quickstart's VAE, and run it."""
+    from urbangen.examples import example_files
     from urbangen.generate.run import generate
-    from urbangen.training.config import experiments_dir
 
-    source = experiments_dir() / "params" / EXAMPLE_PARAMS
+    source = example_files("params")[EXAMPLE_PARAMS]
     request = yaml.safe_load(source.read_text())
     request["model"] = {"checkpoint": "../runs/vae", "type": "vae"}
     request["seed"] = seed

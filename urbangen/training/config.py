@@ -1,12 +1,14 @@
-"""Settings every experiment shares; ``experiments/configs/*.py`` start from :func:`base_config`."""
+"""Settings every experiment shares; the configs in :mod:`urbangen.configs` start from :func:`base_config`."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
+import importlib
+import pkgutil
 from typing import Any
 
 import ml_collections
+
+import urbangen.configs
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -71,29 +73,18 @@ def use_quickstart_schedule(c: ml_collections.ConfigDict, num_steps: int, batch_
     c.sample_every = num_steps // 3
 
 
-def experiments_dir() -> Path:
-    """The repository's ``experiments/`` folder (configs, parameter files), next to the package."""
-    path = Path(__file__).resolve().parents[2] / "experiments"
-    if not (path / "configs").is_dir():
-        raise FileNotFoundError(f"{path / 'configs'} not found: run urbangen from a clone of the repository "
-                                "installed with `pip install -e .`")
-    return path
-
-
 def experiment_config(model: str, variant: str = "", **overrides: Any) -> ml_collections.ConfigDict:
-    """``experiments/configs/MODEL.py``'s ``get_config(variant)`` with dotted-key overrides.
+    """:mod:`urbangen.configs`'s ``MODEL.get_config(variant)`` with dotted-key overrides.
 
     This is the config ``experiments/train.py --config experiments/configs/MODEL.py:VARIANT
     --config.KEY=VALUE`` builds, for code that trains without the command line (the
-    quickstart, tests, benchmarks).
+    quickstart, tests, benchmarks). The configs are package modules, so an
+    installed urbangen (editable or not) has them.
     """
-    path = experiments_dir() / "configs" / f"{model}.py"
-    if not path.is_file():
-        raise FileNotFoundError(f"no experiment config {path}")
-    spec = importlib.util.spec_from_file_location(f"urbangen_experiment_config_{model}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config(variant)
+    known = sorted(m.name for m in pkgutil.iter_modules(urbangen.configs.__path__))
+    if model not in known:
+        raise ValueError(f"no experiment config {model!r}; there are {', '.join(known)}")
+    config = importlib.import_module(f"urbangen.configs.{model}").get_config(variant)
     for key, value in overrides.items():
         target = config
         *parents, leaf = key.split(".")

@@ -1,0 +1,101 @@
+"""pix2pix: parameter maps (and optionally given layout channels) to layouts.
+
+``--config experiments/configs/pix2pix.py`` is the paper's setting at 256 px;
+``--config experiments/configs/pix2pix.py:test`` is a tiny variant for CPU
+tests, ``:quickstart`` the same model trained for ``urbangen quickstart``; ``:streets_to_buildings`` generates buildings
+around a given street network.
+"""
+
+import ml_collections
+
+from urbangen.training.config import base_config, use_quickstart_schedule, use_test_schedule
+
+
+def get_config(variant: str = "") -> ml_collections.ConfigDict:
+    c = base_config()
+    c.model = "pix2pix"
+    c.batch_size = 4
+    c.num_steps = 20_000
+    c.optim.learning_rate = 2e-4
+    c.optim.b1 = 0.5  # Isola et al. 2017
+    c.optim.decay_fraction = 0.5  # constant, then linear decay to 0 (100 + 100 epochs in the paper)
+
+    c.pix2pix = ml_collections.ConfigDict()
+    c.pix2pix.input_channels = ()  # layout channels given to the generator
+    c.pix2pix.output_channels = ()  # () = every channel that is not an input
+    c.pix2pix.ngf = 64
+    c.pix2pix.ndf = 64
+    c.pix2pix.d_layers = 3  # 3 = 70x70 PatchGAN
+    c.pix2pix.dropout = 0.5
+    c.pix2pix.upsample = "subpixel"  # or "transpose" (see urbangen.models.layers.Upsample2x)
+    c.pix2pix.gan_loss = "vanilla"  # or "lsgan"
+    c.pix2pix.lambda_l1 = 100.0
+    # A latent map as the generator's noise source, trained as in BicycleGAN (urbangen.training.pix2pix).
+    c.pix2pix.latent_channels = 0  # 0 = none: dropout is the only noise, as in pix2pix
+    c.pix2pix.latent_stride = 8  # tile pixels per latent cell, along each side
+    c.pix2pix.nef = 32  # latent encoder filters
+    c.pix2pix.lambda_kl = 0.01
+    c.pix2pix.lambda_latent = 0.5
+
+    if variant in ("city_streets", "city_buildings", "city_streets_test", "city_buildings_test"):
+        _city_stage(c, variant)
+    elif variant == "streets_to_buildings":
+        c.pix2pix.input_channels = ("major_roads", "minor_roads", "cycle_foot")
+        c.pix2pix.output_channels = ("buildings",)
+    elif variant in ("test", "quickstart"):
+        use_test_schedule(c)
+        c.pix2pix.ngf = 8
+        c.pix2pix.ndf = 8
+        if variant == "quickstart":
+            use_quickstart_schedule(c, num_steps=150, batch_size=8)
+    elif variant:
+        raise ValueError(f"unknown pix2pix config variant {variant!r}")
+    return c
+
+
+#: What each stage of the shipped two-stage generator is conditioned on.
+STREET_PARAMETERS = ("intersection_density_per_km2", "dead_end_share", "orientation_entropy", "major_road_share",
+                     "cycle_foot_share", "minor_road_density_km_per_km2", "major_road_density_km_per_km2",
+                     "cycle_foot_density_km_per_km2")
+BUILDING_PARAMETERS = ("building_coverage", "buildings_per_ha", "mean_footprint_m2", "open_space_share",
+                       "water_share")
+
+
+def _city_stage(c: ml_collections.ConfigDict, variant: str) -> None:
+    """The two stages of the shipped generator, on the offline city set at 4 m/px, 64 px.
+
+    ``city_streets`` draws a street network from street parameters and a
+    latent map (every source, streets-only ones included);
+    ``city_buildings`` draws buildings, open space and water around a street
+    network (sources whose buildings were mapped). Both are BicycleGAN-style
+    (LSGAN, lambda_L1 10), sized to train within an hour on two CPU cores.
+    """
+    c.dataset = "data/offline_city_set"
+    c.batch_size = 16
+    c.num_steps = 6000
+    c.eval_every = 500
+    c.eval_batches = 4
+    c.sample_every = 500
+    c.log_every = 50
+    c.early_stopping_patience = 0  # a GAN's validation L1 does not say when its samples are best
+    c.pix2pix.ngf = 32
+    c.pix2pix.ndf = 32
+    c.pix2pix.dropout = 0.0
+    c.pix2pix.gan_loss = "lsgan"
+    c.pix2pix.lambda_l1 = 10.0
+    c.pix2pix.latent_channels = 8
+    street_channels = ("major_roads", "minor_roads", "cycle_foot")
+    if variant.startswith("city_streets"):
+        c.parameters = STREET_PARAMETERS
+        c.pix2pix.output_channels = street_channels
+    else:
+        c.parameters = BUILDING_PARAMETERS
+        c.buildings_known_only = True
+        c.pix2pix.ngf = 16  # a quarter of the street stage's weights: both ship within the package's 40 MB
+        c.pix2pix.input_channels = street_channels
+        c.pix2pix.output_channels = ("buildings", "open_space", "water")
+    if variant.endswith("_test"):
+        use_test_schedule(c)
+        c.pix2pix.ngf = 8
+        c.pix2pix.ndf = 8
+        c.pix2pix.nef = 8
