@@ -116,7 +116,8 @@ BAD_FILES = [
     ({"parameters": {"building_coverage": {"spiral": 3}}}, "parameters.building_coverage", "must be a number or one of"),
     ({"model": {"checkpoint": "/nonexistent/run", "type": "pix2pix"}}, "model.checkpoint", "does not exist"),
     ({"model": {"type": "pix2pix"}}, "model.checkpoint", "is required"),
-    ({"model": {"checkpoint": "CKPT", "type": "vae"}}, "model.type", "holds a pix2pix checkpoint"),
+    ({"model": {"checkpoint": "CKPT", "type": "vae"}}, "model.type", "holds a pix2pix model"),
+    ({"model": "city-1024"}, "model", "is not a shipped model"),
     ({"outputs": ["png", "pdf"]}, "outputs[1]", "unknown format"),
     ({"georeference": {"crs": "EPSG:4326"}}, "georeference.crs", "projected"),
     ({"streets": "missing.geojson"}, "streets", "does not exist"),
@@ -131,7 +132,7 @@ def test_bad_parameter_files_name_the_field_and_write_nothing(checkpoints, tmp_p
     raw = {"model": {"checkpoint": str(checkpoints["pix2pix"]), "type": "pix2pix"}, "size_m": 256,
            "parameters": {"building_coverage": 0.2}}
     for key, value in change.items():
-        if key == "model" and value.get("checkpoint") == "CKPT":
+        if key == "model" and isinstance(value, dict) and value.get("checkpoint") == "CKPT":
             value = {**value, "checkpoint": str(checkpoints["pix2pix"])}
         raw[key] = value
     path = tmp_path / "params.yaml"

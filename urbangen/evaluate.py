@@ -155,6 +155,8 @@ def acceptance(result: dict[str, Any]) -> list[dict[str, Any]]:
     for p in MORPHOLOGY_TARGETS:
         if morph is None:
             break
+        if result["conditioning"]["parameters"].get(p, {}).get("given"):
+            continue  # its channels are given (copied from the real tile): nothing of the model's to judge
         ratio = morph.get("per_parameter_w1_ratio", {}).get(p) if morph["reported"] else None
         add(f"W1 {p} (× floor)", ratio, 1.0, "≤ 2 × floor", None if ratio is None else bool(ratio <= 2.0))
     params = result["conditioning"]["parameters"]
@@ -353,7 +355,7 @@ def _examples(real: RealTiles, generated: np.ndarray, path: Path, n: int = 6) ->
         axes[k, 2].imshow(tile_to_rgb(real.tiles[i], channels), interpolation="nearest")
         for ax in axes[k]:
             ax.set_axis_off()
-    for ax, title in zip(axes[0], ("requested parameters", "generated", "real tile they were measured on (test)")):
+    for ax, title in zip(axes[0], ("requested parameters", "generated", "real test tile (source)")):
         ax.set_title(title, fontsize=7, loc="left")
     fig.text(0.99, 0.003, f"map data {ATTRIBUTION}", ha="right", fontsize=5)
     fig.tight_layout()
