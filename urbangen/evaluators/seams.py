@@ -104,7 +104,8 @@ class Seams:
     def real_groups(self, lines: float) -> list[dict[str, float]]:
         """Ratios of real mosaics pooled into groups of about ``lines`` seam lines each (the generated count):
         the floor's noise at the generated layouts' sample size."""
-        per = max(1, int(round(lines / max(self.real_sums[0][1], 1))))
+        # At most all mosaics in one group: with few real mosaics the floor is one pooled ratio.
+        per = min(len(self.real_sums), max(1, int(round(lines / max(self.real_sums[0][1], 1)))))
         groups = [self.real_sums[i:i + per] for i in range(0, len(self.real_sums) - per + 1, per)]
         return [_ratios(np.sum(g, axis=0)) for g in groups]
 
