@@ -320,3 +320,26 @@ def test_two_hosts_assemble_the_global_batch_from_their_shards(small_tiles, tmp_
     _, metrics = jax.jit(task.train_step)(task.init_state(jax.random.key(config.seed)), batch)
     for k, v in jax.device_get(metrics).items():
         np.testing.assert_allclose(step1[f"train/{k}"], float(v), rtol=2e-4, atol=1e-5, err_msg=k)
+
+
+def test_the_discriminator_steps_at_its_own_learning_rate(small_tiles):
+    """``pix2pix.d_lr_scale``: Adam's first step moves each weight by about its learning rate, so the
+    discriminator's largest move triples at scale 3 while the generator's stays the same."""
+    from urbangen.training.data import TrainingData
+    from urbangen.training.pix2pix import Pix2PixTask
+
+    moves = {}
+    for scale in (1.0, 3.0):
+        config = load_config("pix2pix", "city_streets_test", dataset=str(small_tiles), batch_size=4)
+        config.pix2pix.d_lr_scale = scale
+        data = TrainingData.open(config.dataset, parameters=config.parameters, seed=config.seed)
+        batch = data.batches("train", 4, seed=0, training=True)[0]
+        task = Pix2PixTask(config, data.spec)
+        state = task.init_state(jax.random.key(0))
+        new, _ = jax.jit(task.train_step)(state, batch)
+        moves[scale] = {net: max(float(np.abs(a - b).max()) for a, b in
+                                 zip(jax.tree.leaves(new[net]["params"]), jax.tree.leaves(state[net]["params"])))
+                        for net in ("g", "d")}
+    lr = config.optim.learning_rate
+    assert moves[1.0]["d"] == pytest.approx(lr, rel=0.05) and moves[3.0]["d"] == pytest.approx(3 * lr, rel=0.05)
+    assert moves[3.0]["g"] == pytest.approx(moves[1.0]["g"], rel=1e-3)

@@ -32,11 +32,24 @@ import ml_collections
 import numpy as np
 import pydantic
 
-from urbangen.conditioning import ParameterScaler, layout_to_signed
+from urbangen.conditioning import ParameterScaler, channel_indices, layout_to_signed
+from urbangen.proximity import decode_proximity
 
 #: How a generator's probabilities become a 0/1 layout: ``bernoulli`` samples them with spatially
-#: correlated noise (a VAE's blurry probabilities), ``threshold`` takes p > 0.5 (pix2pix's tanh output).
-Sampling = Literal["bernoulli", "threshold"]
+#: correlated noise (a VAE's blurry probabilities), ``threshold`` takes p > 0.5 (pix2pix's tanh output),
+#: ``proximity`` decodes proximity fields into street cores and ridges (:mod:`urbangen.proximity`).
+Sampling = Literal["bernoulli", "threshold", "proximity"]
+#: The samplings that need no randomness: those a chain's stages may have.
+DETERMINISTIC = ("threshold", "proximity")
+
+
+def deterministic_layout(probs: np.ndarray, sampling: str) -> np.ndarray:
+    """The 0/1 layout (..., H, W, C) of a ``threshold`` or ``proximity`` generator's output."""
+    if sampling == "threshold":
+        return (np.asarray(probs) > 0.5).astype(np.uint8)
+    if sampling == "proximity":
+        return decode_proximity(probs)
+    raise RunSpecError(f"a {sampling!r} generator's output needs randomness to become a layout")
 
 
 class RunSpecError(ValueError):
@@ -222,6 +235,7 @@ def _pix2pix(config: ml_collections.ConfigDict, fields: dict[str, Any]) -> tuple
     generator = generator_from_config(cfg, fields["tile_px"], len(outputs), _dtype(config))
     latent_channels = int(cfg.get("latent_channels", 0))
     stride = int(cfg.get("latent_stride", 1)) if latent_channels else 1
+    upsample = cfg.get("latent_upsample", "nearest")
 
     def generate(variables, z_maps, key, given=None, latent=None):
         cond = z_maps if given is None else jnp.concatenate([z_maps, layout_to_signed(given)], axis=-1)
@@ -230,14 +244,15 @@ def _pix2pix(config: ml_collections.ConfigDict, fields: dict[str, Any]) -> tuple
             if latent is None:
                 side = fields["tile_px"] // stride
                 latent = jax.random.normal(key, (z_maps.shape[0], side, side, latent_channels))
-            out = generator.apply(variables, jnp.concatenate([cond, upsample_latent(latent, stride)], axis=-1),
+            out = generator.apply(variables, jnp.concatenate([cond, upsample_latent(latent, stride, upsample)], axis=-1),
                                   train=False, dropout=False)
         else:
             # Dropout stays on at test time, as pix2pix's only source of sample-to-sample variation.
             out = generator.apply(variables, cond, train=False, dropout=True, rngs={"dropout": key})
         return (out.astype(jnp.float32) + 1.0) / 2.0
 
-    extra = dict(input_channels=tuple(inputs), output_channels=tuple(outputs), sampling="threshold",
+    sampling = "proximity" if cfg.get("target", "mask") == "proximity" else "threshold"
+    extra = dict(input_channels=tuple(inputs), output_channels=tuple(outputs), sampling=sampling,
                  latent_channels=latent_channels, latent_stride=stride)
     return ({"generate": jax.jit(generate)}, extra,
             lambda state: {"params": state["g"]["params"], "batch_stats": state["g"]["batch_stats"]})
@@ -247,7 +262,9 @@ def _vae(config: ml_collections.ConfigDict, fields: dict[str, Any]) -> tuple:
     from urbangen.models.vae import ConditionalVAE, vae_from_config
 
     cfg = config.vae
-    model = vae_from_config(cfg, len(fields["channels"]), _dtype(config))
+    outputs = list(cfg.get("output_channels", ())) or list(fields["channels"])
+    out_idx = channel_indices(fields["channels"], outputs)
+    model = vae_from_config(cfg, len(outputs), _dtype(config))
 
     def decode(variables, z, z_params):
         logits = model.apply(variables, z, z_params, fields["tile_px"], method=ConditionalVAE.decode)
@@ -259,9 +276,11 @@ def _vae(config: ml_collections.ConfigDict, fields: dict[str, Any]) -> tuple:
         return decode(variables, jax.random.normal(key, (params.shape[0], cfg.latent_dim)), params)
 
     def encode(variables, tiles, z_params):
-        return model.apply(variables, layout_to_signed(tiles), z_params, method=ConditionalVAE.encode)
+        return model.apply(variables, layout_to_signed(tiles[..., out_idx]), z_params, method=ConditionalVAE.encode)
 
-    extra = dict(output_channels=tuple(fields["channels"]), sampling="bernoulli", conditional=bool(cfg.conditional))
+    # A proximity VAE's randomness is its latent: its fields decode without more (urbangen.proximity).
+    sampling = "proximity" if cfg.get("target", "mask") == "proximity" else "bernoulli"
+    extra = dict(output_channels=tuple(outputs), sampling=sampling, conditional=bool(cfg.conditional))
     return ({"generate": jax.jit(generate), "encode": jax.jit(encode), "decode": jax.jit(decode)}, extra,
             lambda state: {"params": state["params"]})
 
@@ -309,9 +328,9 @@ class GeneratorChain:
         for stage in stages:
             s = stage.spec
             missing = [c for c in s.input_channels if c not in drawn]
-            if missing or s.sampling != "threshold":
+            if missing or s.sampling not in DETERMINISTIC:
                 raise RunSpecError(f"{name}: stage {s.workdir} draws around {missing or 'nothing'} that no earlier "
-                                   f"stage draws, or samples by {s.sampling!r} (chains need thresholded stages)")
+                                   f"stage draws, or samples by {s.sampling!r} (chains need stages in {DETERMINISTIC})")
             if (s.tile_px, s.meters_per_pixel, s.channels) != (first.tile_px, first.meters_per_pixel, first.channels):
                 raise RunSpecError(f"{name}: stage {s.workdir} has other tiles or channels than {first.workdir}")
             drawn += list(s.output_channels)
@@ -345,7 +364,10 @@ class GeneratorChain:
 
     def generate_tiles(self, z_maps: np.ndarray, key: jax.Array, given: np.ndarray | None = None,
                        latent: np.ndarray | None = None) -> np.ndarray:
-        """Probabilities (B, t, t, C_out) of every stage's channels, each stage on the earlier ones' 0/1 layout."""
+        """Probabilities (B, t, t, C_out) of every stage's channels, each stage on the earlier ones' 0/1 layout.
+
+        A ``proximity`` stage's channels come back decoded, as 0/1 (thresholding them again changes nothing).
+        """
         if given is not None or latent is not None:
             raise RunSpecError(f"{self.spec.workdir} draws everything itself: it takes no given channels or latent")
         drawn: dict[str, np.ndarray] = {}
@@ -354,7 +376,7 @@ class GeneratorChain:
             s = stage.spec
             stage_given = np.stack([drawn[c] for c in s.input_channels], axis=-1) if s.input_channels else None
             probs = stage.generate_tiles(z_maps[..., self.columns(stage)], jax.random.fold_in(key, i), stage_given)
-            for j, c in enumerate(s.output_channels):
-                drawn[c] = (probs[..., j] > 0.5).astype(np.uint8)
-            out.append(probs)
+            layout = deterministic_layout(probs, s.sampling)
+            drawn.update({c: layout[..., j] for j, c in enumerate(s.output_channels)})
+            out.append(probs if s.sampling == "threshold" else layout.astype(np.float32))
         return np.concatenate(out, axis=-1)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from urbangen.inference import GeneratorChain, TrainedModel
+from urbangen.inference import GeneratorChain, TrainedModel, deterministic_layout
 
 
 def tile_offsets(n: int, tile: int) -> list[int]:
@@ -57,8 +57,10 @@ def generate_layout(model: TrainedModel | GeneratorChain, fields: np.ndarray, ke
             inputs = stage.spec.input_channels
             stage_given = np.stack([drawn[c] for c in inputs], axis=-1) if inputs else None
             probs = _blend(stage, z[..., model.columns(stage)], jax.random.fold_in(key, i), stage_given, batch_size)
-            drawn.update({c: (probs[..., j] > 0.5).astype(np.uint8) for j, c in enumerate(stage.spec.output_channels)})
-            out.append(probs)
+            layout = deterministic_layout(probs, stage.spec.sampling)
+            drawn.update({c: layout[..., j] for j, c in enumerate(stage.spec.output_channels)})
+            # A proximity stage's fields are decoded here, after blending: the chain's output is 0/1 for them.
+            out.append(probs if stage.spec.sampling == "threshold" else layout.astype(np.float32))
         return np.concatenate(out, axis=-1)
     return _blend(model, z, key, given, batch_size)
 
@@ -125,10 +127,11 @@ def to_layout(probs: np.ndarray, sampling: str, rng: np.random.Generator) -> np.
     """A 0/1 layout (..., H, W, C) from a generator's probabilities, as its run spec's ``sampling`` says.
 
     ``bernoulli`` (a VAE's blurry probabilities): :func:`correlated_bernoulli`,
-    tile by tile; ``threshold`` (pix2pix's tanh outputs, near 0 or 1): p > 0.5.
+    tile by tile; ``threshold`` (pix2pix's tanh outputs, near 0 or 1): p > 0.5;
+    ``proximity``: street proximity fields decoded into lines (:mod:`urbangen.proximity`).
     """
     if sampling == "bernoulli":
         if probs.ndim == 3:
             return correlated_bernoulli(probs, rng)
         return np.stack([correlated_bernoulli(p, rng) for p in probs]) if len(probs) else probs.astype(np.uint8)
-    return (probs > 0.5).astype(np.uint8)
+    return deterministic_layout(probs, sampling)

@@ -12,6 +12,7 @@ import math
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from urbangen.models.layers import Upsample2x, pix2pix_init, small_input_conv
@@ -91,6 +92,8 @@ class PatchDiscriminator(nn.Module):
 
     ndf: int = 64
     n_layers: int = 3
+    #: "batch" (the reference) or "none".
+    norm: str = "batch"
     dtype: Any = jnp.float32
 
     @nn.compact
@@ -101,9 +104,12 @@ class PatchDiscriminator(nn.Module):
         h = nn.leaky_relu(h, 0.2)
         for i in range(1, self.n_layers + 1):
             stride = 2 if i < self.n_layers else 1
-            h = nn.Conv(self.ndf * min(2**i, 8), (4, 4), strides=(stride, stride), padding=pad, use_bias=False,
-                        kernel_init=pix2pix_init, dtype=self.dtype)(h)
-            h = nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype)(h)
+            h = nn.Conv(self.ndf * min(2**i, 8), (4, 4), strides=(stride, stride), padding=pad,
+                        use_bias=self.norm == "none", kernel_init=pix2pix_init, dtype=self.dtype)(h)
+            if self.norm == "batch":
+                h = nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype)(h)
+            elif self.norm != "none":
+                raise ValueError(f"the discriminator's norm must be 'batch' or 'none', got {self.norm!r}")
             h = nn.leaky_relu(h, 0.2)
         h = nn.Conv(1, (4, 4), strides=(1, 1), padding=pad, kernel_init=pix2pix_init, dtype=self.dtype)(h)
         return h.astype(jnp.float32)
@@ -153,9 +159,23 @@ class LatentEncoder(nn.Module):
         return mean, jnp.clip(logvar, -10.0, 10.0)
 
 
-def upsample_latent(z: jnp.ndarray, stride: int) -> jnp.ndarray:
-    """Repeat each latent cell over the ``stride x stride`` pixels it covers (B, t, t, k)."""
-    return jnp.repeat(jnp.repeat(z, stride, axis=1), stride, axis=2)
+LATENT_UPSAMPLING = ("nearest", "bilinear")
+
+
+def upsample_latent(z: jnp.ndarray, stride: int, method: str = "nearest") -> jnp.ndarray:
+    """Latent cells (B, t/stride, t/stride, k) to pixels (B, t, t, k).
+
+    ``nearest`` repeats each cell over the ``stride x stride`` pixels it
+    covers; ``bilinear`` interpolates between cell centres (edge cells
+    extend to the tile's edge), so the generator sees no cell borders to
+    draw along.
+    """
+    if method == "nearest":
+        return jnp.repeat(jnp.repeat(z, stride, axis=1), stride, axis=2)
+    if method == "bilinear":
+        b, h, w, k = z.shape
+        return jax.image.resize(z, (b, h * stride, w * stride, k), method="bilinear")
+    raise ValueError(f"latent upsampling must be one of {LATENT_UPSAMPLING}, got {method!r}")
 
 
 def latent_encoder_from_config(cfg: Any, dtype: Any = jnp.float32) -> LatentEncoder | None:

@@ -35,10 +35,13 @@ import optax
 from urbangen.conditioning import channel_indices, layout_to_signed, parameter_maps
 from urbangen.models.pix2pix import (PatchDiscriminator, generator_from_config, latent_encoder_from_config,
                                      upsample_latent)
+from urbangen.proximity import proximity_field
+from urbangen.training.optim import adam
 from urbangen.training.loop import Task
 from urbangen.training.samples import panel_grid
 
 GAN_LOSSES = ("vanilla", "lsgan")
+TARGETS = ("mask", "proximity")
 
 
 def gan_loss(logits: jnp.ndarray, is_real: bool, kind: str) -> jnp.ndarray:
@@ -71,8 +74,16 @@ class Pix2PixTask(Task):
         if cfg.gan_loss not in GAN_LOSSES:
             raise ValueError(f"pix2pix.gan_loss must be one of {GAN_LOSSES}, got {cfg.gan_loss!r}")
         self.generator = generator_from_config(cfg, self.tile_px, len(self.out_idx), self.dtype)
-        self.discriminator = PatchDiscriminator(ndf=cfg.ndf, n_layers=cfg.d_layers, dtype=self.dtype)
+        self.discriminator = PatchDiscriminator(ndf=cfg.ndf, n_layers=cfg.d_layers, norm=cfg.get("d_norm", "batch"),
+                                                dtype=self.dtype)
         self.encoder = latent_encoder_from_config(cfg, self.dtype)
+        # The discriminator's own optimizer: a faster one (two time-scale update rule, Heusel et al. 2017)
+        # keeps it from being pinned at "cannot tell" by a generator of many times its size.
+        d_optim = ml_collections.ConfigDict(config.optim.to_dict())
+        d_optim.learning_rate = config.optim.learning_rate * cfg.get("d_lr_scale", 1.0)
+        self.d_tx = adam(d_optim, config.num_steps)
+        if cfg.target not in TARGETS:
+            raise ValueError(f"pix2pix.target must be one of {TARGETS}, got {cfg.target!r}")
         if self.encoder is not None and self.tile_px % cfg.latent_stride:
             raise ValueError(f"pix2pix.latent_stride {cfg.latent_stride} must divide the tile size {self.tile_px}")
 
@@ -89,7 +100,8 @@ class Pix2PixTask(Task):
         """The condition maps, and the latent map repeated to pixels when the model has one."""
         if self.encoder is None:
             return cond
-        return jnp.concatenate([cond, upsample_latent(z, self.config.pix2pix.latent_stride)], axis=-1)
+        cfg = self.config.pix2pix
+        return jnp.concatenate([cond, upsample_latent(z, cfg.latent_stride, cfg.latent_upsample)], axis=-1)
 
     def prior_latent(self, rng: jax.Array, batch: int) -> jnp.ndarray | None:
         return None if self.encoder is None else jax.random.normal(rng, (batch, *self.latent_shape))
@@ -106,7 +118,11 @@ class Pix2PixTask(Task):
         return jnp.concatenate([maps, given], axis=-1)
 
     def target(self, batch: dict[str, jax.Array]) -> jnp.ndarray:
-        return layout_to_signed(batch["tile"][..., self.out_idx])
+        """The output channels in [-1, 1]: as 0/1 layers, or as proximity fields (``pix2pix.target``)."""
+        layers = batch["tile"][..., self.out_idx]
+        if self.config.pix2pix.target == "proximity":
+            return 2.0 * proximity_field(layers) - 1.0
+        return layout_to_signed(layers)
 
     def init_state(self, rng: jax.Array) -> dict[str, Any]:
         g_key, d_key, drop_key, train_key = jax.random.split(rng, 4)
@@ -120,8 +136,8 @@ class Pix2PixTask(Task):
             "rng": jax.random.key_data(train_key),
             "g": {"params": g_vars["params"], "batch_stats": g_vars["batch_stats"],
                   "opt": self.tx.init(g_vars["params"])},
-            "d": {"params": d_vars["params"], "batch_stats": d_vars["batch_stats"],
-                  "opt": self.tx.init(d_vars["params"])},
+            "d": {"params": d_vars["params"], "batch_stats": d_vars.get("batch_stats", {}),
+                  "opt": self.d_tx.init(d_vars["params"])},
         }
         if self.encoder is not None:
             e_params = self.encoder.init(jax.random.fold_in(g_key, 1), layout)["params"]
@@ -149,13 +165,13 @@ class Pix2PixTask(Task):
             variables = {"params": d_params, "batch_stats": d["batch_stats"]}
             fake_logits, upd = self.discriminator.apply(variables, cond, jax.lax.stop_gradient(fake), train=True,
                                                         mutable=["batch_stats"])
-            variables = {"params": d_params, "batch_stats": upd["batch_stats"]}
+            variables = {"params": d_params, "batch_stats": upd.get("batch_stats", {})}
             real_logits, upd = self.discriminator.apply(variables, cond, real, train=True, mutable=["batch_stats"])
             loss = 0.5 * (gan_loss(fake_logits, False, cfg.gan_loss) + gan_loss(real_logits, True, cfg.gan_loss))
-            return loss, (upd["batch_stats"], jax.nn.sigmoid(real_logits).mean(), jax.nn.sigmoid(fake_logits).mean())
+            return loss, (upd.get("batch_stats", {}), jax.nn.sigmoid(real_logits).mean(), jax.nn.sigmoid(fake_logits).mean())
 
         (d_loss, (d_stats, d_real, d_fake)), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(d["params"])
-        d_updates, d_opt = self.tx.update(d_grads, d["opt"], d["params"])
+        d_updates, d_opt = self.d_tx.update(d_grads, d["opt"], d["params"])
         d_params = optax.apply_updates(d["params"], d_updates)
 
         # G step: fool the updated D, and stay close to the real layout (lambda_L1).
@@ -164,7 +180,7 @@ class Pix2PixTask(Task):
                                                    train=True, mutable=["batch_stats"])
             adversarial = gan_loss(logits, True, cfg.gan_loss)
             l1 = jnp.mean(jnp.abs(fake - real))
-            return adversarial + cfg.lambda_l1 * l1, (adversarial, l1, upd["batch_stats"])
+            return adversarial + cfg.lambda_l1 * l1, (adversarial, l1, upd.get("batch_stats", {}))
 
         (g_loss, (g_adv, l1, d_stats)), d_fake_grad = jax.value_and_grad(g_loss_fn, has_aux=True)(fake)
         (g_grads,) = generator_vjp(d_fake_grad)
@@ -244,13 +260,13 @@ class Pix2PixTask(Task):
             variables = {"params": d_params, "batch_stats": d["batch_stats"]}
             fake_logits, upd = self.discriminator.apply(variables, cond2, jax.lax.stop_gradient(fake), train=True,
                                                         mutable=["batch_stats"])
-            variables = {"params": d_params, "batch_stats": upd["batch_stats"]}
+            variables = {"params": d_params, "batch_stats": upd.get("batch_stats", {})}
             real_logits, upd = self.discriminator.apply(variables, cond, real, train=True, mutable=["batch_stats"])
             loss = 0.5 * (gan_loss(fake_logits, False, cfg.gan_loss) + gan_loss(real_logits, True, cfg.gan_loss))
-            return loss, (upd["batch_stats"], jax.nn.sigmoid(real_logits).mean(), jax.nn.sigmoid(fake_logits).mean())
+            return loss, (upd.get("batch_stats", {}), jax.nn.sigmoid(real_logits).mean(), jax.nn.sigmoid(fake_logits).mean())
 
         (d_loss, (d_stats, d_real, d_fake)), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(d["params"])
-        d_updates, d_opt = self.tx.update(d_grads, d["opt"], d["params"])
+        d_updates, d_opt = self.d_tx.update(d_grads, d["opt"], d["params"])
         d_params = optax.apply_updates(d["params"], d_updates)
 
         def g_loss_fn(fake):
@@ -262,7 +278,7 @@ class Pix2PixTask(Task):
             z_found, _ = self.encoder.apply({"params": e["params"]}, fake[b:])
             latent = jnp.mean(jnp.abs(z_found - z_prior))
             loss = adversarial + cfg.lambda_l1 * l1 + cfg.lambda_latent * latent
-            return loss, (adversarial, l1, latent, upd["batch_stats"])
+            return loss, (adversarial, l1, latent, upd.get("batch_stats", {}))
 
         (g_loss, (g_adv, l1, latent, d_stats)), fake_grad = jax.value_and_grad(g_loss_fn, has_aux=True)(fake)
         ((g_grads, e_grads),) = ge_vjp((fake_grad, jnp.asarray(cfg.lambda_kl, kl.dtype)))

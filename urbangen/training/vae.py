@@ -1,4 +1,8 @@
-"""Training the conditional VAE: Bernoulli reconstruction + beta * KL, with KL warm-up."""
+"""Training the conditional VAE: Bernoulli reconstruction + beta * KL, with KL warm-up.
+
+It models ``vae.output_channels`` (default all), as 0/1 layers or, with
+``vae.target = "proximity"``, as proximity fields (soft Bernoulli targets).
+"""
 
 from __future__ import annotations
 
@@ -10,8 +14,9 @@ import ml_collections
 import numpy as np
 import optax
 
-from urbangen.conditioning import layout_to_signed
+from urbangen.conditioning import channel_indices, layout_to_signed
 from urbangen.models.vae import ConditionalVAE, kl_divergence, vae_from_config
+from urbangen.proximity import proximity_field
 from urbangen.training.loop import Task
 from urbangen.training.samples import panel_grid
 
@@ -29,11 +34,20 @@ class VAETask(Task):
         levels = len(cfg.features)
         if self.tile_px % 2**levels or self.tile_px < 2**levels:
             raise ValueError(f"tile size {self.tile_px} cannot be halved {levels} times (vae.features)")
-        self.model = vae_from_config(cfg, len(self.channels), self.dtype)
+        self.output_channels = list(cfg.get("output_channels", ())) or self.channels
+        self.out_idx = channel_indices(self.channels, self.output_channels)
+        self.model = vae_from_config(cfg, len(self.out_idx), self.dtype)
+
+    def target(self, tiles: jax.Array) -> jnp.ndarray:
+        """What the decoder's Bernoulli likelihood is of: the output layers, or their proximity fields."""
+        layers = tiles[..., self.out_idx]
+        if self.config.vae.get("target", "mask") == "proximity":
+            return proximity_field(layers)
+        return layers.astype(jnp.float32)
 
     def init_state(self, rng: jax.Array) -> dict[str, Any]:
         init_key, sample_key, train_key = jax.random.split(rng, 3)
-        tiles = jnp.zeros((1, self.tile_px, self.tile_px, len(self.channels)))
+        tiles = jnp.zeros((1, self.tile_px, self.tile_px, len(self.out_idx)))
         params = self.model.init(init_key, tiles, jnp.zeros((1, self.n_params)), sample_key)["params"]
         return {"step": jnp.zeros((), jnp.int32), "rng": jax.random.key_data(train_key), "params": params,
                 "opt": self.tx.init(params)}
@@ -47,8 +61,9 @@ class VAETask(Task):
 
     def losses(self, params, batch: dict[str, jax.Array], rng: jax.Array) -> dict[str, jax.Array]:
         """Per-tile reconstruction (nats, summed over pixels and channels) and KL, averaged over the batch."""
-        logits, mu, log_var = self.model.apply({"params": params}, layout_to_signed(batch["tile"]), batch["params"], rng)
-        recon = optax.sigmoid_binary_cross_entropy(logits, batch["tile"].astype(jnp.float32)).sum(axis=(1, 2, 3))
+        tiles = batch["tile"][..., self.out_idx]
+        logits, mu, log_var = self.model.apply({"params": params}, layout_to_signed(tiles), batch["params"], rng)
+        recon = optax.sigmoid_binary_cross_entropy(logits, self.target(batch["tile"])).sum(axis=(1, 2, 3))
         return {"recon": recon.mean(), "kl": kl_divergence(mu, log_var).mean()}
 
     def train_step(self, state: dict[str, Any], batch: dict[str, jax.Array]) -> tuple[dict[str, Any], dict]:
@@ -66,8 +81,8 @@ class VAETask(Task):
         return {**parts, "nelbo": parts["recon"] + parts["kl"]}  # the full ELBO, beta = 1, comparable across runs
 
     def encode(self, state: dict[str, Any], tiles: jnp.ndarray, params: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
-        """Posterior mean and log-variance of uint8 tiles."""
-        return self.model.apply({"params": state["params"]}, layout_to_signed(tiles), params,
+        """Posterior mean and log-variance of uint8 tiles (all the dataset's channels)."""
+        return self.model.apply({"params": state["params"]}, layout_to_signed(tiles[..., self.out_idx]), params,
                                 method=ConditionalVAE.encode)
 
     def decode(self, state: dict[str, Any], z: jnp.ndarray, params: jnp.ndarray) -> jnp.ndarray:
@@ -88,5 +103,5 @@ class VAETask(Task):
         mu, _ = self.jit("encode")(state, tiles, params)
         recon = np.asarray(self.jit("decode")(state, mu, params))
         prior = np.asarray(self.jit("sample", static_argnums=2)(state, params, 1, jax.random.key(1)))
-        return panel_grid([(prior, self.channels), (recon, self.channels),
-                           (np.asarray(tiles, np.float32), self.channels)])
+        real = np.asarray(self.target(tiles), np.float32)
+        return panel_grid([(prior, self.output_channels), (recon, self.output_channels), (real, self.output_channels)])
