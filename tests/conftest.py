@@ -27,6 +27,19 @@ HOUSTON_GRAPHML = "houston/houston_tx_usa_drive.graphml"
 HELSINKI = "helsinki/Helsinki.osm.pbf"
 
 
+#: Marks a test file as integration even where no real-data fixture says so: it trains, installs,
+#: runs the quickstart or reads the shipped models.
+INTEGRATION_FILES = ("test_packaging.py", "test_quickstart.py", "test_shipped_models.py", "test_training.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark the tests that read real OSM extracts (``osm_dir`` among their fixtures) or run whole workflows
+    as ``integration``: ``pytest -m "not integration"`` is the quick check on synthetic arrays."""
+    for item in items:
+        if "osm_dir" in getattr(item, "fixturenames", ()) or item.path.name in INTEGRATION_FILES:
+            item.add_marker(pytest.mark.integration)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def jax_compilation_cache(tmp_path_factory) -> Path:
     """One persistent XLA compilation cache per test session (each xdist worker's own), its subprocesses included.

@@ -185,6 +185,7 @@ def test_one_city_alone_gets_its_figures_and_no_comparisons(osm_path, tmp_path):
     assert "Only one city" in (tmp_path / "out" / "report.md").read_text()
 
 
+@pytest.mark.integration  # the whole notebook, on the embedded data and shipped models
 def test_notebook_runs_with_no_set_up(tmp_path, monkeypatch):
     """No variables set, run from an empty folder: the embedded cities and the shipped encoder."""
     import nbformat

@@ -88,6 +88,7 @@ def check_split_is_sound(tiles: pd.DataFrame, split, buffer_m: float) -> None:
         assert d.min() < buffer_m - TOL or d.min() < 0, f"tile {i} was dropped {d.min():.3f} m from the nearest"
 
 
+@pytest.mark.integration  # real tiles, through request.getfixturevalue
 @pytest.mark.parametrize("which", ["small", "overlapping"])
 @pytest.mark.parametrize("buffer_m", [0.0, 256.0, 400.0])
 def test_splits_hold_whole_regions_apart_by_the_buffer(which, buffer_m, request):
