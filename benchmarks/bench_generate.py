@@ -29,10 +29,10 @@ from benchmarks.bench_train import CHANNELS, N_PARAMS  # noqa: E402
 
 def make_generator():
     import jax
-    from urbangen.training.config import experiment_config
 
     from urbangen.conditioning import ParameterScaler
     from urbangen.inference import model_from_state
+    from urbangen.training.config import experiment_config
     from urbangen.training.pix2pix import Pix2PixTask
 
     config = experiment_config("pix2pix")

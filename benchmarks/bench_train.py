@@ -38,8 +38,8 @@ N_PARAMS = 14
 def jax_step(batch: int, steps: int, precision: str, upsample: str = "subpixel") -> dict:
     import jax
     import jax.numpy as jnp
-    from urbangen.training.config import experiment_config
 
+    from urbangen.training.config import experiment_config
     from urbangen.training.pix2pix import Pix2PixTask
 
     config = experiment_config("pix2pix")

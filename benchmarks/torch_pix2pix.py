@@ -61,7 +61,8 @@ class PatchDiscriminator(nn.Module):
         layers = [nn.Conv2d(in_channels, ndf, 4, stride=2, padding=1), nn.LeakyReLU(0.2)]
         for i in range(1, n_layers + 1):
             stride = 2 if i < n_layers else 1
-            layers += [nn.Conv2d(ndf * min(2 ** (i - 1), 8), ndf * min(2**i, 8), 4, stride=stride, padding=1, bias=False),
+            layers += [nn.Conv2d(ndf * min(2 ** (i - 1), 8), ndf * min(2**i, 8), 4, stride=stride, padding=1,
+                                 bias=False),
                        nn.BatchNorm2d(ndf * min(2**i, 8)), nn.LeakyReLU(0.2)]
         layers.append(nn.Conv2d(ndf * min(2**n_layers, 8), 1, 4, stride=1, padding=1))
         self.net = nn.Sequential(*layers)
@@ -104,7 +105,8 @@ class Pix2PixStep:
         self.opt_d.zero_grad(set_to_none=True)
         pred_fake = self.D(torch.cat([cond, fake.detach()], 1))
         pred_real = self.D(torch.cat([cond, real], 1))
-        loss_d = 0.5 * (self.bce(pred_fake, torch.zeros_like(pred_fake)) + self.bce(pred_real, torch.ones_like(pred_real)))
+        loss_d = 0.5 * (self.bce(pred_fake, torch.zeros_like(pred_fake))
+                        + self.bce(pred_real, torch.ones_like(pred_real)))
         loss_d.backward()
         self.opt_d.step()
         for p in self.D.parameters():

@@ -247,7 +247,9 @@ def build_dataset(
                 tile_rows(city.name, grid.crs, grid.bounds, params, config, features.layers_known["buildings"],
                           grid.coverage)
             )
-            progress.update(task, description=f"{city.name}: {len(grid)} tiles ({grid.dropped['outside_coverage']} outside the {coverage.source} coverage, {grid.dropped['too_few_streets']} with too few streets)")
+            progress.update(task, description=f"{city.name}: {len(grid)} tiles ({grid.dropped['outside_coverage']} "
+                                              f"outside the {coverage.source} coverage, "
+                                              f"{grid.dropped['too_few_streets']} with too few streets)")
         writer.commit(
             {
                 "tiling": config.to_dict(),
@@ -268,7 +270,8 @@ def load_build_config(path: str | Path) -> tuple[list[CitySpec], TilingConfig, s
         out: data/cities            # optional; --out wins
         tiling: {meters_per_pixel: 2.0, tile_px: 256, stride_px: 128}
         cities:
-          - {name: osterbro, osm_file: "${URBANGEN_OSM_DIR}/copenhagen/osterbro_osm_bbox.osm.xml.gz", group: micromobility}
+          - {name: osterbro, osm_file: "${URBANGEN_OSM_DIR}/copenhagen/osterbro_osm_bbox.osm.xml.gz",
+             group: micromobility}
           - {name: houston, place: "Houston, Texas, USA", group: car_centric}
 
     ``${VAR}`` in ``osm_file`` is replaced by the environment variable; a

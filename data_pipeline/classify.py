@@ -7,6 +7,10 @@ documented in the README ("Channels").
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
 
 #: Street classes by ``highway=*`` value. Each street way falls in exactly one.
 MAJOR_HIGHWAYS = frozenset(
@@ -70,7 +74,7 @@ def street_class(highway: str | None) -> str | None:
     return None
 
 
-def cycle_infrastructure(tags) -> "np.ndarray":
+def cycle_infrastructure(tags) -> np.ndarray:
     """Per row of a tag frame: True when the street carries a cycle track or lane tagged on the street itself."""
     import numpy as np
 

@@ -49,8 +49,8 @@ DEPENDS_ON_LAYER: dict[str, tuple[str, ...]] = {
     "buildings": ("building_coverage", "buildings_per_ha", "mean_footprint_m2"),
     "cycle_foot": ("cycle_foot_density_km_per_km2", "cycle_foot_share"),
     # A street-only source (an osmnx drive GraphML) holds no service roads, paths or footways.
-    "all_streets": ("walk_network_density_km_per_km2", "service_road_density_km_per_km2", "cycle_foot_density_km_per_km2",
-                    "cycle_foot_share", "major_road_share"),
+    "all_streets": ("walk_network_density_km_per_km2", "service_road_density_km_per_km2",
+                    "cycle_foot_density_km_per_km2", "cycle_foot_share", "major_road_share"),
     "open_space": ("open_space_share",),
     "water": ("water_share",),
 }

@@ -197,7 +197,8 @@ def _read_with_osmium(path: Path, suffix: str, _sorted: bool = False
         raise EmptyOSMFileError(f"{path.name}: the file holds no OSM objects with the tags used")
     lengths = np.fromiter((len(c) for c in line_coords), dtype=np.int64, count=len(line_coords))
     flat = np.array([xy for c in line_coords for xy in c], dtype=np.float64).reshape(-1, 2)
-    lines = shapely.linestrings(flat, indices=np.repeat(np.arange(len(lengths)), lengths)) if len(lengths) else np.array([], dtype=object)
+    lines = (shapely.linestrings(flat, indices=np.repeat(np.arange(len(lengths)), lengths)) if len(lengths)
+             else np.array([], dtype=object))
     polygons = shapely.from_wkb(np.array(area_wkb, dtype=object)) if area_wkb else np.array([], dtype=object)
     rows = line_tags + area_tags
     columns = [*TAG_COLUMNS, NODES_COLUMN]

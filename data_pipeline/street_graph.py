@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import pandas as pd
@@ -69,7 +69,7 @@ class WayFilter:
         return keep
 
 
-@lru_cache(maxsize=None)
+@cache
 def way_filter(network_type: str) -> WayFilter:
     """osmnx's way filter for ``network_type`` (``drive``, ``walk``, ``bike``, ...), parsed.
 
@@ -123,7 +123,8 @@ class StreetGraph:
 def _vertex_ids(lonlat: np.ndarray, line_of: np.ndarray, node_ids: pd.Series | None) -> np.ndarray:
     """An id per line vertex: the OSM node ids where the source has them, else one per location."""
     if node_ids is not None and node_ids.notna().all():
-        ids = np.concatenate([np.asarray(n, dtype=np.int64) for n in node_ids]) if len(node_ids) else np.zeros(0, np.int64)
+        ids = (np.concatenate([np.asarray(n, dtype=np.int64) for n in node_ids]) if len(node_ids)
+               else np.zeros(0, np.int64))
         if len(ids) == len(lonlat):
             return ids
     # Downloads without node lists and GraphML: vertices at the same place (to 1e-7 degrees) are one node.

@@ -38,7 +38,7 @@ import osmium
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script from a checkout, installed or not
 
-from data_pipeline import classify, features
+from data_pipeline import classify, features  # noqa: E402
 from urbangen import embedded  # noqa: E402
 from urbangen.settings import osm_file  # noqa: E402
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
-import struct
 import socket
+import struct
 from pathlib import Path
 
 import pytest
@@ -105,7 +105,8 @@ def overpass_json(osm_file) -> dict:
     import osmium
 
     elements = []
-    for obj in osmium.FileProcessor(str(osm_file)).with_filter(osmium.filter.EntityFilter(osmium.osm.NODE | osmium.osm.WAY)):
+    for obj in osmium.FileProcessor(str(osm_file)).with_filter(
+            osmium.filter.EntityFilter(osmium.osm.NODE | osmium.osm.WAY)):
         if obj.is_node():
             if obj.location.valid():
                 elements.append({"type": "node", "id": obj.id, "lat": obj.location.lat, "lon": obj.location.lon})

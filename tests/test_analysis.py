@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import ROOT, load_config, wandb_records
 
 
@@ -16,7 +15,8 @@ def runs(small_tiles, tmp_path_factory) -> dict[str, Path]:
     from urbangen.training.tasks import train
 
     out = {}
-    for name, model, variant, steps in (("vae", "vae", "test", 60), ("vae_unconditional", "vae", "test,unconditional", 60),
+    for name, model, variant, steps in (("vae", "vae", "test", 60),
+                                        ("vae_unconditional", "vae", "test,unconditional", 60),
                                         ("encoder", "encoder", "test", 40)):
         workdir = tmp_path_factory.mktemp("analysis_runs") / name
         train(load_config(model, variant, dataset=str(small_tiles), num_steps=steps, eval_every=steps, sample_every=0,
@@ -132,7 +132,8 @@ def test_analyze_cli_writes_results_report_and_figures(small_tiles, runs, tmp_pa
     for stem in ("embeddings_pca", "embeddings_umap", "correlations", "similar_tiles", "traversal"):
         assert (tmp_path / f"{stem}.png").stat().st_size > 5_000 and (tmp_path / f"{stem}.svg").exists()
     report = (tmp_path / "report.md").read_text()
-    assert "© OpenStreetMap contributors" in report and "block bootstrap over regions, bias-corrected normal interval" in report
+    assert ("© OpenStreetMap contributors" in report
+            and "block bootstrap over regions, bias-corrected normal interval" in report)
     assert "| MMD p-value |" in report
     # W&B (offline): the output folder was logged as an artifact
     run_files = list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
@@ -164,7 +165,8 @@ def test_notebook_runs_top_to_bottom(small_tiles, runs, tmp_path):
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
     assert not errors
     assert (tmp_path / "out" / "results.json").exists()
-    images = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
+    images = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+              if "image/png" in o.get("data", {})]
     assert len(images) >= 5
 
 
@@ -172,6 +174,7 @@ def test_one_city_alone_gets_its_figures_and_no_comparisons(osm_path, tmp_path):
     import json
 
     from conftest import OSTERBRO
+
     from data_pipeline.build import CitySpec, build_dataset
     from data_pipeline.config import TilingConfig
     from urbangen.analysis.run import analyze

@@ -126,7 +126,8 @@ def test_clip_and_boundary_from_the_command_line(osm_path, tmp_path):
     result = runner.invoke(app, ["data", "build", "--osm-file", str(osm_path(OSTERBRO)), "--out", str(out),
                                  "--tile-px", "64", "--meters-per-pixel", "4", "--clip", *map(str, CLIP)])
     assert result.exit_code == 0, result.output
-    assert json.loads((out / "manifest.json").read_text())["cities"]["osterbro_osm_bbox"]["coverage"]["source"] == "clip"
+    assert (json.loads((out / "manifest.json").read_text())
+            ["cities"]["osterbro_osm_bbox"]["coverage"]["source"] == "clip")
     missing = runner.invoke(app, ["data", "build", "--osm-file", str(osm_path(OSTERBRO)), "--out",
                                   str(tmp_path / "b"), "--boundary", str(tmp_path / "nope.geojson")])
     assert missing.exit_code == 2 and "no such boundary file" in missing.output

@@ -34,7 +34,8 @@ def test_manifest_and_table_follow_the_contract(helsinki):
     m = json.loads((helsinki.path / "manifest.json").read_text())
     assert m["attribution"] == ATTRIBUTION == "© OpenStreetMap contributors (ODbL)"
     assert m["tiling"]["meters_per_pixel"] == 2.0 and m["tiling"]["tile_px"] == 256
-    assert [c["name"] for c in m["channels"]] == ["buildings", "major_roads", "minor_roads", "cycle_foot", "open_space", "water"]
+    assert [c["name"] for c in m["channels"]] == ["buildings", "major_roads", "minor_roads", "cycle_foot",
+                                                  "open_space", "water"]
     assert {p["name"]: p["unit"] for p in m["parameters"]} == {k: v[0] for k, v in PARAMETERS.items()}
     city = m["cities"]["helsinki"]
     assert city["crs"] == "EPSG:32635" and city["source"] == "Helsinki.osm.pbf" and city["n_tiles"] == len(helsinki)
@@ -58,7 +59,8 @@ def test_interrupted_build_leaves_no_dataset(osm_path, tmp_path, monkeypatch):
 
     monkeypatch.setattr("data_pipeline.build.rasterize_tiles", dies_midway)
     with pytest.raises(KeyboardInterrupt):
-        build_dataset([CitySpec("lyngby", osm_file=str(osm_path(LYNGBY)))], tmp_path / "ds", TilingConfig(block_tiles=2))
+        build_dataset([CitySpec("lyngby", osm_file=str(osm_path(LYNGBY)))], tmp_path / "ds",
+                      TilingConfig(block_tiles=2))
     assert list(tmp_path.iterdir()) == []
 
 
@@ -124,7 +126,8 @@ def test_cli_builds_from_a_config_and_shows(osm_path, tmp_path, monkeypatch):
     cfg.write_text(
         "tiling: {stride_px: 128}\n"
         "cities:\n"
-        "  - {name: osterbro, osm_file: '${URBANGEN_OSM_DIR}/copenhagen/osterbro_osm_bbox.osm.xml.gz', group: micromobility}\n"
+        "  - {name: osterbro, osm_file: '${URBANGEN_OSM_DIR}/copenhagen/osterbro_osm_bbox.osm.xml.gz', "
+        "group: micromobility}\n"
         "  - {name: helsinki_default, osm_file: '${URBANGEN_OSM_DIR}/helsinki/Helsinki.osm.pbf'}\n"
     )
     runner = CliRunner()
@@ -141,7 +144,8 @@ def test_cli_builds_from_a_config_and_shows(osm_path, tmp_path, monkeypatch):
 
 def test_cli_reports_bad_input_clearly(tmp_path):
     runner = CliRunner()
-    result = runner.invoke(app, ["data", "build", "--osm-file", str(tmp_path / "none.osm"), "--out", str(tmp_path / "x")])
+    result = runner.invoke(app, ["data", "build", "--osm-file", str(tmp_path / "none.osm"), "--out",
+                                 str(tmp_path / "x")])
     assert result.exit_code == 2
     assert "no such OSM file" in result.output
     assert not (tmp_path / "x").exists()

@@ -11,9 +11,9 @@ import osmium
 import pytest
 
 from data_pipeline import classify
-from urbangen.embedded import EMBEDDED_FILES, embedded_osm_file, embedded_osm_files, sources_note
 from data_pipeline.features import TAG_COLUMNS
 from tests.conftest import KENNESAW, OSTERBRO, ROOT
+from urbangen.embedded import EMBEDDED_FILES, embedded_osm_file, embedded_osm_files, sources_note
 
 #: Embedded city -> its source extract under URBANGEN_OSM_DIR.
 SOURCE_OF = {"osterbro": OSTERBRO, "kennesaw": KENNESAW}

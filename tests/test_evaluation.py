@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import load_config
 
 
@@ -37,7 +36,8 @@ def encoder_run(small_tiles, tmp_path_factory):
 
 
 def test_ladder_rungs_keep_what_they_should(held_out):
-    """Shuffling keeps each tile's channel shares, noise keeps only the shares over all tiles, blurring loses streets."""
+    """Shuffling keeps each tile's channel shares, noise keeps only the shares over all tiles, blurring loses
+    streets."""
     from urbangen.evaluators import ladder
 
     _, test, _ = held_out
@@ -68,7 +68,8 @@ def test_morphology_and_encoder_metrics_climb_the_sanity_ladder(held_out, encode
 
 
 def test_a_metric_that_fails_the_ladder_is_withheld(held_out):
-    """A realism run whose generated tiles are the real ones: reported beside floor and ceiling; a broken metric withheld."""
+    """A realism run whose generated tiles are the real ones: reported beside floor and ceiling; a broken metric
+    withheld."""
     from urbangen.evaluators.realism import Realism
 
     data, test, train = held_out
@@ -104,7 +105,8 @@ def test_the_raster_path_floor_is_measured_on_real_tiles(held_out):
     assert floor["open_space_share"]["r2"] > 0.98
     assert floor["major_road_density_km_per_km2"]["r2"] > 0.8
     # Service roads are not drawn in any channel: the path cannot recover them, and the floor says so.
-    assert floor["service_road_density_km_per_km2"]["r2"] is None or floor["service_road_density_km_per_km2"]["r2"] < 0.1
+    assert (floor["service_road_density_km_per_km2"]["r2"] is None
+            or floor["service_road_density_km_per_km2"]["r2"] < 0.1)
 
 
 def test_measuring_a_mosaic_equals_measuring_each_tile_alone(held_out):

@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-
 from conftest import ROOT, load_config
 
 PARAMS_DIR = ROOT / "experiments" / "params"
@@ -86,7 +85,8 @@ def test_vector_outputs_read_back_with_geopandas_osmnx_and_rasterio(checkpoints,
     with rasterio.open(out / "sample_000.tif") as src:
         assert src.crs.to_epsg() == 32632 and src.res == (4.0, 4.0)
         assert (src.bounds.left, src.bounds.bottom) == (724000.0, 6177000.0)
-        assert list(src.descriptions) == ["buildings", "major_roads", "minor_roads", "cycle_foot", "open_space", "water"]
+        assert list(src.descriptions) == ["buildings", "major_roads", "minor_roads", "cycle_foot", "open_space",
+                                          "water"]
         bands = src.read()
     streets = gpd.read_file(out / "sample_000_streets.geojson")
     buildings = gpd.read_file(out / "sample_000_buildings.geojson")
@@ -113,7 +113,8 @@ BAD_FILES = [
     ({"parameters": {"water_share": 0.1}}, "parameters.water_share", "not trained on it"),
     ({"parameters": {"building_coverage": {"gradient": {"from": 0.1, "to": 0.2, "direction": "up"}}}},
      "parameters.building_coverage.gradient.direction", "must be one of"),
-    ({"parameters": {"building_coverage": {"spiral": 3}}}, "parameters.building_coverage", "must be a number or one of"),
+    ({"parameters": {"building_coverage": {"spiral": 3}}}, "parameters.building_coverage",
+     "must be a number or one of"),
     ({"model": {"checkpoint": "/nonexistent/run", "type": "pix2pix"}}, "model.checkpoint", "does not exist"),
     ({"model": {"type": "pix2pix"}}, "model.checkpoint", "is required"),
     ({"model": {"checkpoint": "CKPT", "type": "vae"}}, "model.type", "holds a pix2pix model"),
@@ -246,8 +247,8 @@ def test_buildings_around_a_given_real_street_network(small_tiles, osm_path, tmp
     """A streets-to-buildings pix2pix keeps the given Østerbro streets and draws the buildings around them."""
     import rasterio
     import shapely
-
     from conftest import OSTERBRO
+
     from data_pipeline.grid import project_to_utm
     from data_pipeline.sources import read_osm_file
     from urbangen.generate.run import generate

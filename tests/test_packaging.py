@@ -1,4 +1,5 @@
-"""A non-editable install (a wheel, as `pip install .` or pip from a git URL makes) has everything the main job needs."""
+"""A non-editable install (a wheel, as `pip install .` or pip from a git URL makes) has everything the main job
+needs."""
 
 from __future__ import annotations
 

@@ -121,7 +121,8 @@ def test_network_filters_are_osmnx_own_and_exclude_parking_and_private_ways():
 
 
 #: Every shared extract with streets.
-NETWORK_EXTRACTS = ["columbus_oh/columbus.osm.pbf", OSTERBRO, LYNGBY, KENNESAW, "atlanta_cobb_county/cobb-county.filtered.osm.pbf",
+NETWORK_EXTRACTS = ["columbus_oh/columbus.osm.pbf", OSTERBRO, LYNGBY, KENNESAW,
+                    "atlanta_cobb_county/cobb-county.filtered.osm.pbf",
                     "austin/austin_downtown_osm_bbox.osm.xml.gz", "austin/austin_ut_campus_osm_bbox.osm.xml.gz",
                     "baltimore/baltimore.osm.pbf", "berlin/berlin_mitte_osm_bbox.osm.xml.gz", HELSINKI,
                     HOUSTON_GRAPHML, "houston/houston_tx_usa_drive_2000.graphml", "lyon/lyon_osm_bbox.osm.xml.gz",

@@ -79,8 +79,8 @@ def test_bilinear_latents_have_no_cell_borders():
 def test_a_proximity_vae_models_the_street_fields_and_decodes_them_to_streets(small_tiles, tmp_path):
     """A VAE street stage: Bernoulli likelihood of the fields, and its samples decode to 0/1 street layers."""
     import jax
-
     from conftest import load_config
+
     from urbangen.inference import load_run
     from urbangen.training.tasks import train
     from urbangen.training.vae import VAETask

@@ -8,7 +8,6 @@ import jax
 import networkx as nx
 import numpy as np
 import pytest
-
 from conftest import load_config
 
 

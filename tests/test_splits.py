@@ -8,7 +8,6 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import OSTERBRO
 
 #: The float tolerance the checks allow on tile distances (metres).

@@ -15,7 +15,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from conftest import CONFIGS, ROOT, load_config, wandb_history  # noqa: F401 - load_config is used by subprocess code too
 
 # --- architecture ---------------------------------------------------------------------------------------------
@@ -105,7 +104,8 @@ def test_checkpointer_keeps_latest_n_and_the_best(tmp_path):
 # --- training --------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("model", "loss"), [("pix2pix", "train/l1"), ("vae", "train/recon"), ("encoder", "train/loss")])
+@pytest.mark.parametrize(("model", "loss"),
+                         [("pix2pix", "train/l1"), ("vae", "train/recon"), ("encoder", "train/loss")])
 def test_short_run_on_real_tiles_lowers_the_loss(small_tiles, tmp_path, model, loss):
     from urbangen.training.logging import read_metrics
     from urbangen.training.tasks import train
@@ -198,7 +198,8 @@ def test_sigkill_then_resume_gives_the_uninterrupted_parameters(small_tiles, tmp
 
     killed = tmp_path / "killed"
     args = [sys.executable, str(ROOT / "experiments" / "train.py"), "--config",
-            f"{CONFIGS / 'pix2pix.py'}:test", f"--workdir={killed}"] + [f"--config.{k}={v}" for k, v in overrides.items()]
+            f"{CONFIGS / 'pix2pix.py'}:test", f"--workdir={killed}"] + [f"--config.{k}={v}"
+                                                                         for k, v in overrides.items()]
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
     while not (killed / "checkpoints" / "10").is_dir():  # a finished checkpoint (orbax renames it when complete)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -23,26 +23,27 @@ def _fail(exc: Exception) -> None:
 
 @data_app.command("build")
 def data_build(
-    out: Annotated[Optional[Path], typer.Option("--out", help="Dataset directory to write.")] = None,
-    place: Annotated[Optional[str], typer.Option(help="Place name to download through osmnx.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Dataset directory to write.")] = None,
+    place: Annotated[str | None, typer.Option(help="Place name to download through osmnx.")] = None,
     bbox: Annotated[
-        Optional[tuple[float, float, float, float]], typer.Option(help="W S E N in degrees, downloaded through osmnx.")
+        tuple[float, float, float, float] | None, typer.Option(help="W S E N in degrees, downloaded through osmnx.")
     ] = None,
-    osm_file: Annotated[Optional[str], typer.Option(
+    osm_file: Annotated[str | None, typer.Option(
         "--osm-file", metavar="[NAME=]PATH",
-        help="Local .osm[.xml][.gz|.bz2], .osm.pbf or .graphml; NAME=PATH names the city (default: the file's stem).")] = None,
-    city: Annotated[Optional[str], typer.Option(help="City name in the dataset (default from the source).")] = None,
+        help="Local .osm[.xml][.gz|.bz2], .osm.pbf or .graphml; NAME=PATH names the city "
+        "(default: the file's stem).")] = None,
+    city: Annotated[str | None, typer.Option(help="City name in the dataset (default from the source).")] = None,
     clip: Annotated[
-        Optional[tuple[float, float, float, float]],
+        tuple[float, float, float, float] | None,
         typer.Option(help="W S E N in degrees: keep only tiles inside this box (replaces the source's coverage)."),
     ] = None,
     boundary: Annotated[
-        Optional[Path], typer.Option(help="GeoJSON polygon (any CRS): keep only tiles inside it.")
+        Path | None, typer.Option(help="GeoJSON polygon (any CRS): keep only tiles inside it.")
     ] = None,
-    config: Annotated[Optional[Path], typer.Option(help="YAML file listing many cities (see README).")] = None,
-    meters_per_pixel: Annotated[Optional[float], typer.Option(help="Metres per pixel [2.0].")] = None,
-    tile_px: Annotated[Optional[int], typer.Option(help="Tile side in pixels [256].")] = None,
-    stride_px: Annotated[Optional[int], typer.Option(help="Step between tiles in pixels [tile_px].")] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML file listing many cities (see README).")] = None,
+    meters_per_pixel: Annotated[float | None, typer.Option(help="Metres per pixel [2.0].")] = None,
+    tile_px: Annotated[int | None, typer.Option(help="Tile side in pixels [256].")] = None,
+    stride_px: Annotated[int | None, typer.Option(help="Step between tiles in pixels [tile_px].")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing dataset once the new one is complete.")] = False,
 ) -> None:
     """Turn OSM data into a dataset of tiles with per-tile parameters.
@@ -77,14 +78,16 @@ def data_build(
                 if osm_file is not None:
                     named, path = parse_osm_file(osm_file)
                     if city and "=" in osm_file and named != city and not Path(osm_file).exists():
-                        raise ValueError(f"--city {city!r} and --osm-file {osm_file!r} name the city twice, differently")
+                        raise ValueError(f"--city {city!r} and --osm-file {osm_file!r} name the city twice, "
+                                         "differently")
                     city = city or named
                 name = city or source_city_name(place=place, bbox=bbox)
                 cities = [CitySpec(name=name, osm_file=str(path) if path else None, place=place, bbox=bbox)]
             if city and sources_given == 0:
                 cities = [replace(cities[0], name=city)]
             cities = [replace(c, clip=clip, boundary=str(boundary) if boundary else None) for c in cities]
-        overrides = {k: v for k, v in dict(meters_per_pixel=meters_per_pixel, tile_px=tile_px, stride_px=stride_px).items() if v is not None}
+        overrides = {k: v for k, v in dict(meters_per_pixel=meters_per_pixel, tile_px=tile_px,
+                                           stride_px=stride_px).items() if v is not None}
         tiling = TilingConfig.from_dict({**tiling.to_dict(), **overrides})
         if out is None:
             raise ValueError("--out is required (or 'out:' in the config file)")
@@ -97,7 +100,7 @@ def data_build(
 @data_app.command("show")
 def data_show(
     dataset_dir: Annotated[Path, typer.Argument(help="Dataset directory.")],
-    png: Annotated[Optional[Path], typer.Option(help="Mosaic PNG to write [DIR/mosaic.png].")] = None,
+    png: Annotated[Path | None, typer.Option(help="Mosaic PNG to write [DIR/mosaic.png].")] = None,
     samples: Annotated[int, typer.Option(help="Tiles in the mosaic.")] = 12,
 ) -> None:
     """Print a summary table and write a PNG mosaic of sample tiles."""
@@ -140,12 +143,14 @@ def evaluate_command(
     checkpoint: Annotated[str, typer.Option(help="A generator: a shipped model's name (city-64), a model file, or "
                                                  "a training run directory.")],
     dataset: Annotated[Path, typer.Option(help="The dataset the run was trained on (its test regions are used).")],
-    out: Annotated[Path, typer.Option("--out", help="Directory for evaluation.json, report.md and plots.")] = Path("evaluation"),
-    encoder: Annotated[Optional[str], typer.Option(help="Encoder (shipped name, model file or run): realism in its "
+    out: Annotated[Path, typer.Option(
+        "--out", help="Directory for evaluation.json, report.md and plots.")] = Path("evaluation"),
+    encoder: Annotated[str | None, typer.Option(help="Encoder (shipped name, model file or run): realism in its "
                                                         "embedding space (Frechet, KID).")] = None,
-    tiles: Annotated[int, typer.Option(help="Test tiles to evaluate on (as many real training tiles are the floor).")] = 128,
+    tiles: Annotated[int, typer.Option(
+        help="Test tiles to evaluate on (as many real training tiles are the floor).")] = 128,
     seed: Annotated[int, typer.Option(help="Seed of the tile choice and the samples.")] = 0,
-    split_seed: Annotated[Optional[int], typer.Option(help="Check that the run's split was drawn with this seed.")] = None,
+    split_seed: Annotated[int | None, typer.Option(help="Check that the run's split was drawn with this seed.")] = None,
     wandb_mode: Annotated[str, typer.Option(help="online, offline or disabled.")] = "disabled",
 ) -> None:
     """Realism, conditioning and diversity of a generator on its test regions, each beside its floor and ceiling."""
@@ -198,17 +203,20 @@ def export_command(
     except (FileNotFoundError, ValueError) as exc:
         _fail(exc)
     path = export_model(model, out, dtype)
-    console.print(f"wrote [bold]{path}[/] ({path.stat().st_size / 1e6:.1f} MB, {model.spec.kind}, step {model.spec.step})")
+    console.print(f"wrote [bold]{path}[/] ({path.stat().st_size / 1e6:.1f} MB, {model.spec.kind}, "
+                  f"step {model.spec.step})")
 
 
 @app.command("analyze")
 def analyze_command(
     dataset: Annotated[Path, typer.Option(help="Dataset of the cities to compare.")],
-    out: Annotated[Path, typer.Option("--out", help="Directory for results.json, report.md and figures.")] = Path("analysis"),
-    checkpoint: Annotated[Optional[list[Path]], typer.Option(
+    out: Annotated[Path, typer.Option(
+        "--out", help="Directory for results.json, report.md and figures.")] = Path("analysis"),
+    checkpoint: Annotated[list[Path] | None, typer.Option(
         help="VAE run (repeat for a conditional and an unconditional one): posterior means are a space.")] = None,
-    encoder: Annotated[Optional[Path], typer.Option(help="Encoder run: its embeddings are another.")] = None,
-    groups: Annotated[Optional[Path], typer.Option(help="YAML mapping city -> group (default: the build's groups).")] = None,
+    encoder: Annotated[Path | None, typer.Option(help="Encoder run: its embeddings are another.")] = None,
+    groups: Annotated[Path | None, typer.Option(
+        help="YAML mapping city -> group (default: the build's groups).")] = None,
     max_tiles: Annotated[int, typer.Option(help="Tiles per city at most.")] = 400,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the intervals.")] = 200,
     seed: Annotated[int, typer.Option()] = 0,
@@ -238,19 +246,20 @@ def analyze_command(
 
 @app.command("quickstart")
 def quickstart_command(
-    out: Annotated[Path, typer.Option("--out", help="Folder for the report, figures, data, runs and layouts.")] = Path("quickstart"),
-    osm_file: Annotated[Optional[list[str]], typer.Option(
+    out: Annotated[Path, typer.Option(
+        "--out", help="Folder for the report, figures, data, runs and layouts.")] = Path("quickstart"),
+    osm_file: Annotated[list[str] | None, typer.Option(
         "--osm-file", metavar="[NAME=]PATH", help="Another city from a local OSM file, NAME=PATH to name it "
         "(default: the file's stem; repeatable).")] = None,
-    place: Annotated[Optional[list[str]], typer.Option(
+    place: Annotated[list[str] | None, typer.Option(
         help="Another city downloaded through osmnx by place name (repeatable; needs the internet).")] = None,
-    group: Annotated[Optional[list[str]], typer.Option(
+    group: Annotated[list[str] | None, typer.Option(
         help="CITY=GROUP, for example mycity=car-centric (repeatable; default: helsinki and osterbro "
         "micromobility, kennesaw car-centric, any other city its own group).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the split, the models, generation and analysis.")] = 0,
     overwrite: Annotated[bool, typer.Option(help="Replace an earlier quickstart of other cities in --out.")] = False,
     wandb_mode: Annotated[str, typer.Option(help="online, offline or disabled.")] = "disabled",
-    steps: Annotated[Optional[int], typer.Option(
+    steps: Annotated[int | None, typer.Option(
         min=1, help="Training steps of every model, instead of the :quickstart configs' (a smoke run).")] = None,
 ) -> None:
     """The whole pipeline in minutes on a CPU: build, train each model, generate, evaluate, compare.

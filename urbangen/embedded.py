@@ -74,8 +74,8 @@ def embedded_dataset(path: str | Path) -> Path:
     analyses with no set-up.
     """
     from data_pipeline.build import CitySpec, build_dataset, default_city
-    from data_pipeline.dataset import is_dataset_dir
     from data_pipeline.config import TilingConfig
+    from data_pipeline.dataset import is_dataset_dir
 
     path = Path(path)
     if is_dataset_dir(path):

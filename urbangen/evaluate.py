@@ -45,9 +45,9 @@ def run_split(spec: RunSpec, data: TileDataset, split_seed: int | None = None) -
     return check_split(spec.split, data.tiles, seed=split_seed)
 
 
-def evaluate(checkpoint: str | Path | TrainedModel | GeneratorChain, dataset: str | Path, out_dir: str | Path, *, encoder: str | Path | None = None,
-             max_tiles: int = 128, seed: int = 0, split_seed: int | None = None, n_boot: int = 200,
-             seams_m: float = 2048.0, wandb_mode: str = "disabled") -> dict[str, Any]:
+def evaluate(checkpoint: str | Path | TrainedModel | GeneratorChain, dataset: str | Path, out_dir: str | Path, *,
+             encoder: str | Path | None = None, max_tiles: int = 128, seed: int = 0, split_seed: int | None = None,
+             n_boot: int = 200, seams_m: float = 2048.0, wandb_mode: str = "disabled") -> dict[str, Any]:
     """Evaluate a generator run on its test regions; write ``evaluation.json``, ``report.md`` and plots.
 
     Parameters
@@ -280,7 +280,8 @@ def report_markdown(result: dict[str, Any]) -> str:
     if "streets" in result:
         st = result["streets"]
         lines += ["", "## Streets", "", f"Share of street pixels in each tile's largest connected piece: generated "
-                  f"{_fmt(st['generated'])}, real test {_fmt(st['real_test'])}, real training {_fmt(st['real_train'])}; "
+                  f"{_fmt(st['generated'])}, real test {_fmt(st['real_test'])}, "
+                  f"real training {_fmt(st['real_train'])}; "
                   f"{st['generated_tiles_without_streets']} generated tiles have no street."]
     if "seams" in result:
         sm = result["seams"]
@@ -369,8 +370,8 @@ def _log_wandb(result: dict[str, Any], out: Path, mode: str) -> None:
     logger = RunLogger(out, {"checkpoint": result["checkpoint"], "dataset": result["dataset"]}, {"mode": mode})
     flat = {f"eval/realism/{k}": m["generated"] for k, m in result["realism"]["metrics"].items() if m["reported"]}
     flat.update({f"eval/realism_floor/{k}": m["floor"] for k, m in result["realism"]["metrics"].items()})
-    flat.update({f"eval/conditioning_r2/{k}": p["generated"]["r2"] for k, p in result["conditioning"]["parameters"].items()
-                 if p["generated"]["r2"] is not None})
+    flat.update({f"eval/conditioning_r2/{k}": p["generated"]["r2"]
+                 for k, p in result["conditioning"]["parameters"].items() if p["generated"]["r2"] is not None})
     flat.update({f"eval/diversity/{k}": v for k, v in result["diversity"].items() if isinstance(v, float)})
     logger.log(int(result["step"]), flat)
     logger.finish()

@@ -133,7 +133,8 @@ class TrainedModel:
     def encode_tiles(self, tiles: np.ndarray, z_params: np.ndarray, batch: int = 64) -> np.ndarray:
         """Posterior means of uint8 tiles (``encode``), a batch at a time."""
         encode = self.fn("encode")
-        return np.concatenate([np.asarray(encode(jnp.asarray(tiles[i:i + batch]), jnp.asarray(z_params[i:i + batch]))[0])
+        return np.concatenate([np.asarray(encode(jnp.asarray(tiles[i:i + batch]),
+                                                 jnp.asarray(z_params[i:i + batch]))[0])
                                for i in range(0, len(tiles), batch)])
 
 
@@ -244,7 +245,8 @@ def _pix2pix(config: ml_collections.ConfigDict, fields: dict[str, Any]) -> tuple
             if latent is None:
                 side = fields["tile_px"] // stride
                 latent = jax.random.normal(key, (z_maps.shape[0], side, side, latent_channels))
-            out = generator.apply(variables, jnp.concatenate([cond, upsample_latent(latent, stride, upsample)], axis=-1),
+            out = generator.apply(variables,
+                                  jnp.concatenate([cond, upsample_latent(latent, stride, upsample)], axis=-1),
                                   train=False, dropout=False)
         else:
             # Dropout stays on at test time, as pix2pix's only source of sample-to-sample variation.

@@ -49,8 +49,8 @@ def export_model(model: TrainedModel, path: str | Path, dtype: str = "float32") 
     package's 40 MB); weights are read back as float32 either way, and
     ``tests/test_shipped_models.py`` bounds what the rounding changes.
     """
-    from flax import serialization
     import jax
+    from flax import serialization
 
     path = Path(path)
     variables = jax.tree.map(lambda a: np.asarray(a, np.float32).astype(dtype), model.variables)

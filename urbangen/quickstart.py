@@ -30,10 +30,10 @@ from rich.table import Table
 from data_pipeline.build import CitySpec, city_name_from, default_city, source_city_name
 from data_pipeline.config import TilingConfig
 from data_pipeline.dataset import ATTRIBUTION
-from urbangen.embedded import EMBEDDED_FILES, embedded_osm_files
-from urbangen.pretrained import DEFAULT_GENERATOR
 from data_pipeline.errors import OSMFileNotFoundError
+from urbangen.embedded import EMBEDDED_FILES, embedded_osm_files
 from urbangen.osm_file_option import parse_osm_file
+from urbangen.pretrained import DEFAULT_GENERATOR
 
 #: 64 px tiles at 4 m/px (256 m) side by side, in 1 km regions: whole regions go to validation and
 #: test with a one-tile buffer from training ground (urbangen.splits), which overlapping tiles
@@ -206,8 +206,9 @@ def _build(out: Path, cities: list[CitySpec]) -> dict[str, Any]:
     counts = dataset.tiles.city.value_counts()
     return {"path": "data", "tiles": len(dataset), "channels": list(dataset.channels),
             "parameters": list(dataset.parameter_names),
-            "cities": {name: {"group": info.get("group"), "source": info.get("source"), "tiles": int(counts.get(name, 0)),
-                              "crs": info.get("crs")} for name, info in dataset.manifest["cities"].items()}}
+            "cities": {name: {"group": info.get("group"), "source": info.get("source"),
+                              "tiles": int(counts.get(name, 0)), "crs": info.get("crs")}
+                       for name, info in dataset.manifest["cities"].items()}}
 
 
 def _train(out: Path, model: str, seed: int, wandb_mode: str, num_steps: int | None) -> dict[str, Any]:
@@ -285,7 +286,8 @@ def _analyze(out: Path, seed: int) -> dict[str, Any]:
         for pair, r in entry["cities"].items():
             headline.setdefault(pair, {})[space] = {"probe_auc": r.get("probe", {}).get("auc"),
                                                     "shuffled_auc": r.get("probe_shuffled_labels", {}).get("auc"),
-                                                    "frechet": r["frechet"]["value"], "frechet_ci95": r["frechet"]["ci95"],
+                                                    "frechet": r["frechet"]["value"],
+                                                    "frechet_ci95": r["frechet"]["ci95"],
                                                     "mmd_permutation_p": r.get("mmd_permutation_p")}
     return {"path": "analysis", "spaces": list(results["spaces"]), "city_pairs": headline}
 
@@ -362,7 +364,8 @@ def report_markdown(summary: dict[str, Any]) -> str:
     runs = {m: results[f"train_{m}"] for m in MODELS}
     t = summary["plan"]["tiling"]
     lines = ["# urbangen quickstart", "",
-             f"The stages took {summary['total_seconds'] / 60:.1f} min on {machine['cpu']} ({machine['cores']} cores, JAX "
+             f"The stages took {summary['total_seconds'] / 60:.1f} min on {machine['cpu']} "
+             f"({machine['cores']} cores, JAX "
              f"{machine['jax_backend']}: {', '.join(machine['jax_devices'])}). Stage times in `summary.json`.", "",
              f"Map data {ATTRIBUTION}; generated layouts are derived from it.", "",
              "![the pipeline, as this run made it](figures/pipeline.png)", "",
@@ -398,7 +401,8 @@ def report_markdown(summary: dict[str, Any]) -> str:
               f"{g['buildings'][0]} buildings and {g['street_segments'][0]} street segments in the first sample "
               "(GeoTIFF, GeoJSON, GraphML and `report.md` in `layouts/`). Achieved values are measured on the "
               "vectorized layout with the pipeline's own parameter code.", "",
-              "| parameter | requested (mean) | achieved (mean) | mean abs. error per tile window |", "|---|---|---|---|"]
+              "| parameter | requested (mean) | achieved (mean) | mean abs. error per tile window |",
+              "|---|---|---|---|"]
     lines += [f"| {name} [{row['unit']}] | {_fmt(row['requested_mean'])} | {_fmt(row['achieved_mean'])} | "
               f"{_fmt(row['mean_absolute_error'])} |" for name, row in g["average"].items()]
     lines += ["", "![generated layout](figures/generated_layout.png)", ""]

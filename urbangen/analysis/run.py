@@ -134,17 +134,12 @@ def analyze(dataset: str | Path, out_dir: str | Path, *, vae: str | Path | list 
         probe_x, reduce = probe_inputs.get(name, (z, None))
         entry: dict[str, Any] = {"dims": int(z.shape[1]), "probe_pca_in_folds": reduce, "cities": {}, "groups": {}}
         done: dict[bytes, dict] = {}  # a group that is exactly one city asks the same question again
-
-        def compare(labels: np.ndarray, a: str, b: str) -> dict[str, Any]:
-            key = np.concatenate([labels == a, labels == b]).tobytes()
-            if key not in done:
-                done[key] = _compare(z, probe_x, reduce, labels, blocks, a, b, n_boot, seed)
-            return done[key]
-
-        for a, b in itertools.combinations(sorted(set(cities)), 2):
-            entry["cities"][f"{a} vs {b}"] = compare(cities, a, b)
-        for a, b in itertools.combinations(sorted(set(group_of)), 2):
-            entry["groups"][f"{a} vs {b}"] = compare(group_of, a, b)
+        for kind, labels in (("cities", cities), ("groups", group_of)):
+            for a, b in itertools.combinations(sorted(set(labels)), 2):
+                key = np.concatenate([labels == a, labels == b]).tobytes()
+                if key not in done:
+                    done[key] = _compare(z, probe_x, reduce, labels, blocks, a, b, n_boot, seed)
+                entry[kind][f"{a} vs {b}"] = done[key]
         corr = axis_correlations(z[:, :16], params)
         entry["spearman_axis_vs_parameter"] = {
             "axes": list(range(corr.shape[0])), "parameters": data.parameter_names,

@@ -78,7 +78,8 @@ class Conditioning:
         per_parameter: dict[str, Any] = {}
         for j, name in enumerate(names):
             entry = {"unit": PARAMETERS[name][0], "given": name in given, "drawn": name in drawn,
-                     "requested_mean": float(np.nanmean(requested[:, j])) if np.isfinite(requested[:, j]).any() else None}
+                     "requested_mean": (float(np.nanmean(requested[:, j])) if np.isfinite(requested[:, j]).any()
+                                        else None)}
             for side, values in achieved.items():
                 entry[side] = errors(requested[:, j], values[:, j])
             per_parameter[name] = entry

@@ -17,8 +17,8 @@ from typing import Any, Literal, NamedTuple
 
 import numpy as np
 from scipy import linalg
-from scipy.stats import norm
 from scipy.spatial.distance import pdist, squareform
+from scipy.stats import norm
 from sklearn.metrics.pairwise import polynomial_kernel
 
 #: ``statistic(index_a, index_b) -> float``, evaluated on row indices into the two samples.

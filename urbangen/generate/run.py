@@ -16,10 +16,10 @@ from urbangen.generate.fields import parameter_fields
 from urbangen.generate.request import GenerationRequest, ParameterFileError, read_request
 from urbangen.generate.sampler import generate_layout, to_layout
 from urbangen.generate.vectorize import street_graph
-from urbangen.inference import GeneratorChain, TrainedModel
-from urbangen.pretrained import load_model
-from urbangen.measure import measure_windows, vectorize
 from urbangen.generate.writers import write_geotiff, write_png, write_report
+from urbangen.inference import GeneratorChain, TrainedModel
+from urbangen.measure import measure_windows, vectorize
+from urbangen.pretrained import load_model
 
 #: Written into every output folder of :func:`generate`: ``--overwrite`` replaces only folders that have it.
 MARKER = ".urbangen-generate"
@@ -132,7 +132,8 @@ def generate(params_file: str | Path | GenerationRequest, out_dir: str | Path, *
             if "graphml" in request.outputs:
                 import osmnx as ox
 
-                ox.save_graphml(street_graph(vectors["streets"], snap_m=mpp), stem.parent / f"{stem.name}_streets.graphml")
+                ox.save_graphml(street_graph(vectors["streets"], snap_m=mpp),
+                                stem.parent / f"{stem.name}_streets.graphml")
             samples.append({"sample": s, "buildings": int(len(vectors["buildings"])),
                             "street_segments": int(len(vectors["streets"])),
                             "parameters": compare(fields, names, achieved, windows, list(request.parameters))})

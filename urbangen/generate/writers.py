@@ -72,7 +72,8 @@ def write_report(report: dict[str, Any], json_path: Path, md_path: Path) -> None
              "- a match here is not realism: a per-pixel coin flip matches a coverage share by construction. How far"
              " a generator's layouts are from real ones, beside the floor that real tiles score through this same"
              " path, is what `urbangen evaluate` measures", "",
-             "| parameter | unit | requested (mean) | achieved (mean over samples) | mean absolute error | failed windows |",
+             "| parameter | unit | requested (mean) | achieved (mean over samples) | mean absolute error "
+             "| failed windows |",
              "|---|---|---|---|---|---|"]
 
     def fmt(v):

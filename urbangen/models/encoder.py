@@ -78,7 +78,8 @@ class LayoutEncoder(nn.Module):
         self.to_decoder = nn.Dense(self.decoder_dim, dtype=self.dtype)
         self.mask_token = self.param("mask_token", nn.initializers.normal(0.02), (1, 1, self.decoder_dim))
         self.decoder_pos = self.param("decoder_pos", nn.initializers.normal(0.02), (1, n, self.decoder_dim))
-        self.decoder = Transformer(self.decoder_dim, self.decoder_depth, max(1, self.decoder_dim // 64), dtype=self.dtype)
+        self.decoder = Transformer(self.decoder_dim, self.decoder_depth, max(1, self.decoder_dim // 64),
+                                   dtype=self.dtype)
         self.to_pixels = nn.Dense(self.patch * self.patch * self.channels)
 
     def tokens(self, tiles: jnp.ndarray, keep: jnp.ndarray | None = None) -> jnp.ndarray:
@@ -118,7 +119,8 @@ class LayoutEncoder(nn.Module):
         return self.reconstruct(tiles, rng, mask_ratio), self.predict_parameters(tiles)
 
 
-def encoder_from_config(cfg: Any, tile_px: int, channels: int, n_params: int, dtype: Any = jnp.float32) -> LayoutEncoder:
+def encoder_from_config(cfg: Any, tile_px: int, channels: int, n_params: int,
+                        dtype: Any = jnp.float32) -> LayoutEncoder:
     """The encoder an experiment config's ``encoder`` block describes (trainer and inference build it alike)."""
     return LayoutEncoder(tile_px=tile_px, channels=channels, n_params=n_params, patch=cfg.patch, dim=cfg.dim,
                          depth=cfg.depth, heads=cfg.heads, decoder_dim=cfg.decoder_dim,

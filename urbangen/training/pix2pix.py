@@ -33,11 +33,15 @@ import numpy as np
 import optax
 
 from urbangen.conditioning import channel_indices, layout_to_signed, parameter_maps
-from urbangen.models.pix2pix import (PatchDiscriminator, generator_from_config, latent_encoder_from_config,
-                                     upsample_latent)
+from urbangen.models.pix2pix import (
+    PatchDiscriminator,
+    generator_from_config,
+    latent_encoder_from_config,
+    upsample_latent,
+)
 from urbangen.proximity import proximity_field
-from urbangen.training.optim import adam
 from urbangen.training.loop import Task
+from urbangen.training.optim import adam
 from urbangen.training.samples import panel_grid
 
 GAN_LOSSES = ("vanilla", "lsgan")
@@ -168,7 +172,8 @@ class Pix2PixTask(Task):
             variables = {"params": d_params, "batch_stats": upd.get("batch_stats", {})}
             real_logits, upd = self.discriminator.apply(variables, cond, real, train=True, mutable=["batch_stats"])
             loss = 0.5 * (gan_loss(fake_logits, False, cfg.gan_loss) + gan_loss(real_logits, True, cfg.gan_loss))
-            return loss, (upd.get("batch_stats", {}), jax.nn.sigmoid(real_logits).mean(), jax.nn.sigmoid(fake_logits).mean())
+            return loss, (upd.get("batch_stats", {}), jax.nn.sigmoid(real_logits).mean(),
+                          jax.nn.sigmoid(fake_logits).mean())
 
         (d_loss, (d_stats, d_real, d_fake)), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(d["params"])
         d_updates, d_opt = self.d_tx.update(d_grads, d["opt"], d["params"])
@@ -263,7 +268,8 @@ class Pix2PixTask(Task):
             variables = {"params": d_params, "batch_stats": upd.get("batch_stats", {})}
             real_logits, upd = self.discriminator.apply(variables, cond, real, train=True, mutable=["batch_stats"])
             loss = 0.5 * (gan_loss(fake_logits, False, cfg.gan_loss) + gan_loss(real_logits, True, cfg.gan_loss))
-            return loss, (upd.get("batch_stats", {}), jax.nn.sigmoid(real_logits).mean(), jax.nn.sigmoid(fake_logits).mean())
+            return loss, (upd.get("batch_stats", {}), jax.nn.sigmoid(real_logits).mean(),
+                          jax.nn.sigmoid(fake_logits).mean())
 
         (d_loss, (d_stats, d_real, d_fake)), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(d["params"])
         d_updates, d_opt = self.d_tx.update(d_grads, d["opt"], d["params"])

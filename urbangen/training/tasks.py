@@ -7,9 +7,9 @@ from typing import Any
 
 import ml_collections
 
-from urbangen.training.loop import Task, fit
 from urbangen.training.checkpoints import Checkpointer
 from urbangen.training.encoder import EncoderTask
+from urbangen.training.loop import Task, fit
 from urbangen.training.pix2pix import Pix2PixTask
 from urbangen.training.vae import VAETask
 
