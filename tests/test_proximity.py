@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from urbangen.proximity import CORE_LEVEL, PROXIMITY_PX, RADIUS_PX, RIDGE_LEVEL, decode_proximity, proximity_field
+from urbangen.proximity import CORE_LEVEL, PROXIMITY_PX, RADIUS_PX, SKELETON_LEVEL, decode_proximity, proximity_field
 
 STREETS = ("major_roads", "minor_roads", "cycle_foot")
 
@@ -39,24 +39,31 @@ def test_the_field_is_the_distance_to_the_nearest_street(street_tiles):
     assert checked > 50
 
 
-def test_a_real_field_decodes_to_exactly_its_streets(street_tiles):
+def test_a_real_field_decodes_to_its_streets_and_at_most_a_pixel_or_two_beyond(street_tiles):
     field = np.asarray(proximity_field(jnp.asarray(street_tiles)))
-    np.testing.assert_array_equal(decode_proximity(field), street_tiles)
+    decoded = decode_proximity(field).astype(bool)
+    streets = street_tiles.astype(bool)
+    assert not (streets & ~decoded).any()  # every street pixel is kept (its core)
+    extra = decoded & ~streets
+    assert extra.sum() <= 0.15 * streets.sum()  # 12 % on these tiles: stubs, and gaps of dotted paths filled
+    # Extra pixels are centre-line stubs past street ends: within two pixels of a street (scipy's EDT).
+    for b, c in zip(*np.nonzero(extra.any(axis=(1, 2)))):
+        distance = ndimage.distance_transform_edt(~streets[b, ..., c])
+        assert distance[extra[b, ..., c]].max() <= 2.0
 
 
-def test_a_weak_ridge_is_drawn_as_a_one_pixel_line_and_a_weaker_one_is_not():
-    """A soft line (what a generator draws where unsure) becomes a connected, one-pixel centreline."""
+def test_a_blurry_ridge_is_drawn_as_a_one_pixel_line_broken_where_it_fades():
+    """A wide soft line (what a VAE draws) becomes a one-pixel centre line, absent where the field is low."""
     rows = np.arange(32, dtype=np.float64)[:, None]
-    # A horizontal line on row 16, its peak dipping to just above, then below, the ridge level.
-    peak = np.full(32, 0.9)
-    peak[10:13] = RIDGE_LEVEL + 0.02
-    peak[22:25] = RIDGE_LEVEL - 0.02
-    field = (peak[None, :] * np.exp(-np.abs(rows - 16) / PROXIMITY_PX))[None, :, :, None]
+    peak = np.full(40, 0.6)
+    peak[22:25] = SKELETON_LEVEL - 0.05
+    field = (peak[None, :] * np.exp(-np.abs(rows - 16) / 3.0))[None, :, :, None]
     layout = decode_proximity(field)[0, ..., 0]
-    assert layout[16, :22].all() and not layout[16, 22:25].any() and layout[16, 25:].all()
-    # Only the ridge row: the flanks of the soft line are not drawn.
-    assert layout.sum() == layout[16].sum()
-    assert CORE_LEVEL > RIDGE_LEVEL > np.exp(-1.0 / PROXIMITY_PX)
+    assert layout.sum(axis=0).max() == 1  # one pixel wide
+    assert layout[15:17, 3:19].any(axis=0).all()  # unbroken where the ridge is high
+    assert not layout[:, 21:26].any()  # broken where the ridge falls below the level
+    assert set(np.nonzero(layout)[0]) <= {15, 16}  # on the ridge
+    assert CORE_LEVEL > SKELETON_LEVEL
 
 
 def test_bilinear_latents_have_no_cell_borders():

@@ -3,6 +3,12 @@
 Tiles are laid at half-tile strides and averaged with a squared-sine window
 that falls towards each tile's border, so every pixel is a smooth blend of
 the tiles that cover it and no tile edge shows.
+
+A VAE draws one latent vector per tile, so two overlapping tiles would
+draw unrelated streets and their blend would break both. A street VAE's tiles are
+laid one by one instead, each the best of ``CANDIDATES`` samples at
+agreeing with what the tiles before it drew where they overlap: a sample from
+the tile's distribution given its neighbours, by selection.
 """
 
 from __future__ import annotations
@@ -11,6 +17,9 @@ import jax
 import numpy as np
 
 from urbangen.inference import GeneratorChain, TrainedModel, deterministic_layout
+
+#: Samples drawn per tile of a VAE's layout, of which the one agreeing best with its neighbours is kept.
+CANDIDATES = 32
 
 
 def tile_offsets(n: int, tile: int) -> list[int]:
@@ -82,6 +91,8 @@ def _blend(model: TrainedModel, z: np.ndarray, key: jax.Array, given: np.ndarray
     if (ph, pw) != (h, w):  # pad, generate, crop
         z = np.pad(z, ((0, ph - h), (0, pw - w), (0, 0)), mode="edge")
         given = None if given is None else np.pad(given, ((0, ph - h), (0, pw - w), (0, 0)), mode="edge")
+    if spec.kind == "vae" and spec.sampling == "proximity":  # streets must continue from tile to tile
+        return _matched(model, z, key, batch_size)[:h, :w]
     field = None
     if spec.latent_channels:
         field = np.asarray(jax.random.normal(jax.random.fold_in(key, 2**31 - 1),
@@ -102,6 +113,31 @@ def _blend(model: TrainedModel, z: np.ndarray, key: jax.Array, given: np.ndarray
             total[r:r + t, c:c + t] += tile * weight[..., None]
             norm[r:r + t, c:c + t] += weight[..., None]
     return (total / norm)[:h, :w].astype(np.float32)
+
+
+def _matched(model: TrainedModel, z: np.ndarray, key: jax.Array, batch_size: int) -> np.ndarray:
+    """A one-latent-per-tile generator over a layout: tiles in raster order, each of ``CANDIDATES``
+    samples, the one agreeing best (soft Dice, weighted by the blend so far) with what is drawn under it."""
+    t = model.spec.tile_px
+    h, w = z.shape[:2]
+    weight = blend_window(t)[..., None]
+    total = np.zeros((h, w, len(model.spec.output_channels)))
+    norm = np.zeros((h, w, 1))
+    windows = [(r, c) for r in tile_offsets(h, t) for c in tile_offsets(w, t)]
+    for i, (r, c) in enumerate(windows):
+        maps = np.repeat(z[None, r:r + t, c:c + t], CANDIDATES, axis=0)
+        samples = np.concatenate([model.generate_tiles(maps[j:j + batch_size], jax.random.fold_in(key, i * 1000 + j))
+                                  for j in range(0, CANDIDATES, batch_size)])
+        known = norm[r:r + t, c:c + t]
+        drawn = total[r:r + t, c:c + t] / np.maximum(known, 1e-12)
+        # Soft Dice of the fields under the blend so far: a squared error would prefer empty tiles (a
+        # blurry street placed a few pixels off costs twice what no street does), Dice scores them 0.
+        overlap = (2 * np.minimum(samples, drawn) * known).sum(axis=(1, 2, 3))
+        mass = ((samples + drawn) * known).sum(axis=(1, 2, 3))
+        best = int(np.argmax((overlap + 1e-6) / (mass + 1e-6)))
+        total[r:r + t, c:c + t] += samples[best] * weight
+        norm[r:r + t, c:c + t] += weight
+    return (total / norm).astype(np.float32)
 
 
 def correlated_bernoulli(probs: np.ndarray, rng: np.random.Generator, sigma_px: float = 1.5) -> np.ndarray:
