@@ -112,3 +112,40 @@ def test_a_proximity_vae_models_the_street_fields_and_decodes_them_to_streets(sm
     assert probs.shape == (2, 64, 64, 3) and 0.0 <= probs.min() and probs.max() <= 1.0
     layout = decode_proximity(probs)
     assert set(np.unique(layout)) <= {0, 1}
+
+
+class _RandomLines:
+    """A stand-in street VAE: each sample is one horizontal street at a random row, as a proximity field."""
+
+    def __init__(self):
+        from types import SimpleNamespace
+
+        self.spec = SimpleNamespace(kind="vae", sampling="proximity", tile_px=64, output_channels=("minor_roads",),
+                                    latent_channels=0, latent_stride=1,
+                                    scaler=SimpleNamespace(transform=lambda fields: fields))
+
+    def generate_tiles(self, maps, key, given=None, latent=None):
+        import jax
+
+        rows = np.asarray(jax.random.randint(key, (len(maps),), 8, 56))
+        mask = np.zeros((len(maps), 64, 64, 1), np.float32)
+        mask[np.arange(len(maps)), rows, :, 0] = 1.0
+        return np.asarray(proximity_field(jnp.asarray(mask)))
+
+
+def test_a_street_vaes_stitched_tiles_continue_their_neighbours_streets(monkeypatch):
+    """Tiles chosen to agree with what is drawn under them join one street across the layout; drawn blindly,
+    the blend of unrelated tiles breaks it."""
+    import jax
+    from scipy import ndimage as ndi
+
+    from urbangen.generate import sampler
+
+    def longest_street(candidates: int) -> int:
+        monkeypatch.setattr(sampler, "CANDIDATES", candidates)
+        field = sampler.generate_layout(_RandomLines(), np.zeros((64, 256, 1), np.float32), jax.random.key(3))
+        labels, n = ndi.label(decode_proximity(field[None])[0, ..., 0], structure=np.ones((3, 3)))
+        return max(np.ptp(np.nonzero(labels == i)[1]) + 1 for i in range(1, n + 1)) if n else 0
+
+    assert longest_street(32) == 256
+    assert longest_street(1) < 256
