@@ -10,8 +10,8 @@ non-editable install.
 Shipped models (their cards are in the README and in ``data/models/MODELS.md``):
 
 - ``city-64``: the two-stage generator, 64 px tiles at 4 m/px: a street
-  network from street parameters and a latent field, then buildings, open
-  space and water around it;
+  network from street parameters (a VAE over street proximity fields), then
+  buildings, open space and water around it (pix2pix with a latent field);
 - ``encoder-64``: the attention encoder whose embedding the realism metrics use.
 
 Map data © OpenStreetMap contributors, under the ODbL.
