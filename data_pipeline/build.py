@@ -20,6 +20,7 @@ from data_pipeline import sources
 from data_pipeline.config import CHANNELS, TilingConfig
 from data_pipeline.coverage import WGS84, Coverage, boundary_coverage, clip_coverage, estimate_coverage
 from data_pipeline.dataset import DatasetWriter, TileDataset, open_dataset
+from data_pipeline.errors import InvalidValueError
 from data_pipeline.features import OSMFeatures
 from data_pipeline.grid import make_grid, project_to_utm
 from data_pipeline.parameters import PARAMETERS, drive_graph, network_summary, parameter_table, tile_parameters
@@ -83,12 +84,12 @@ class CitySpec:
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
-            raise ValueError(f"city name {self.name!r}: use letters, digits, '_' and '-' only (it names files)")
+            raise InvalidValueError(f"city name {self.name!r}: use letters, digits, '_' and '-' only (it names files)")
         given = [s for s in (self.osm_file, self.place, self.bbox) if s is not None]
         if len(given) != 1:
-            raise ValueError(f"city {self.name!r}: give exactly one of osm_file, place, bbox")
+            raise InvalidValueError(f"city {self.name!r}: give exactly one of osm_file, place, bbox")
         if self.clip is not None and self.boundary is not None:
-            raise ValueError(f"city {self.name!r}: give clip or boundary, not both")
+            raise InvalidValueError(f"city {self.name!r}: give clip or boundary, not both")
 
     def user_coverage(self) -> Coverage | None:
         """The coverage the user gave (``clip`` or ``boundary``), lon/lat, or None."""
@@ -199,10 +200,10 @@ def build_dataset(
     """
     config = config or TilingConfig()
     if not cities:
-        raise ValueError("no cities to build")
+        raise InvalidValueError("no cities to build")
     names = [c.name for c in cities]
     if len(set(names)) != len(names):
-        raise ValueError(f"city names must be unique, got {names}")
+        raise InvalidValueError(f"city names must be unique, got {names}")
     with DatasetWriter(out_dir, overwrite=overwrite) as writer, _progress() as progress:
         for city in cities:
             task = progress.add_task(f"{city.name}: reading", total=None)
@@ -282,24 +283,24 @@ def load_build_config(path: str | Path) -> tuple[list[CitySpec], TilingConfig, s
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        raise ValueError(f"{path}: not valid YAML ({exc})") from exc
+        raise InvalidValueError(f"{path}: not valid YAML ({exc})") from exc
     if not isinstance(raw, dict) or not isinstance(raw.get("cities"), list) or not raw["cities"]:
-        raise ValueError(f"{path}: needs a non-empty 'cities' list")
+        raise InvalidValueError(f"{path}: needs a non-empty 'cities' list")
     unknown = set(raw) - {"out", "tiling", "cities"}
     if unknown:
-        raise ValueError(f"{path}: unknown keys {sorted(unknown)}")
+        raise InvalidValueError(f"{path}: unknown keys {sorted(unknown)}")
     cities = []
     for i, entry in enumerate(raw["cities"]):
         if not isinstance(entry, dict):
-            raise ValueError(f"{path}: cities[{i}] must be a mapping")
+            raise InvalidValueError(f"{path}: cities[{i}] must be a mapping")
         entry: dict[str, Any] = dict(entry)
         bad = set(entry) - set(CitySpec.__dataclass_fields__)
         if bad:
-            raise ValueError(f"{path}: cities[{i}] has unknown keys {sorted(bad)}")
+            raise InvalidValueError(f"{path}: cities[{i}] has unknown keys {sorted(bad)}")
         if entry.get("osm_file"):
             expanded = os.path.expandvars(str(entry["osm_file"]))
             if "$" in expanded:
-                raise ValueError(f"{path}: cities[{i}].osm_file uses an unset variable: {entry['osm_file']}")
+                raise InvalidValueError(f"{path}: cities[{i}].osm_file uses an unset variable: {entry['osm_file']}")
             p = Path(expanded).expanduser()
             # A path from a variable (URBANGEN_OSM_DIR=../shared/osm) is relative to where you are,
             # like the variable itself; a literal one to the YAML file.

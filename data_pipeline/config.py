@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from data_pipeline import classify
+from data_pipeline.errors import InvalidValueError
 
 #: Raster channels, in their default order, with what each one draws.
 CHANNELS: dict[str, str] = {
@@ -70,21 +71,21 @@ class TilingConfig:
 
     def __post_init__(self) -> None:
         if self.meters_per_pixel <= 0:
-            raise ValueError(f"meters_per_pixel must be positive, got {self.meters_per_pixel}")
+            raise InvalidValueError(f"meters_per_pixel must be positive, got {self.meters_per_pixel}")
         if self.tile_px < 8:
-            raise ValueError(f"tile_px must be at least 8, got {self.tile_px}")
+            raise InvalidValueError(f"tile_px must be at least 8, got {self.tile_px}")
         if self.coverage_cell_m <= 0:
-            raise ValueError(f"coverage_cell_m must be positive, got {self.coverage_cell_m}")
+            raise InvalidValueError(f"coverage_cell_m must be positive, got {self.coverage_cell_m}")
         if not 0.0 < self.min_coverage <= 1.0:
-            raise ValueError(f"min_coverage must be in (0, 1], got {self.min_coverage}")
+            raise InvalidValueError(f"min_coverage must be in (0, 1], got {self.min_coverage}")
         if self.stride_px is not None and not 0 < self.stride_px <= self.tile_px:
-            raise ValueError(f"stride_px must be in (0, tile_px], got {self.stride_px}")
+            raise InvalidValueError(f"stride_px must be in (0, tile_px], got {self.stride_px}")
         unknown = set(self.channels) - set(CHANNELS)
         if unknown or not self.channels:
-            raise ValueError(f"unknown channels {sorted(unknown)}; choose from {list(CHANNELS)}")
+            raise InvalidValueError(f"unknown channels {sorted(unknown)}; choose from {list(CHANNELS)}")
         unknown_roads = set(self.road_width_m) - set(classify.ROAD_WIDTH_M)
         if unknown_roads:
-            raise ValueError(f"road_width_m names unknown highway values {sorted(unknown_roads)}")
+            raise InvalidValueError(f"road_width_m names unknown highway values {sorted(unknown_roads)}")
 
     @property
     def stride(self) -> int:
@@ -113,5 +114,5 @@ class TilingConfig:
             values["channels"] = tuple(values["channels"])
         unknown = set(values) - set(cls.__dataclass_fields__)
         if unknown:
-            raise ValueError(f"unknown tiling settings {sorted(unknown)}")
+            raise InvalidValueError(f"unknown tiling settings {sorted(unknown)}")
         return cls(**values)

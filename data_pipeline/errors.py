@@ -1,13 +1,20 @@
-"""Errors raised by the OSM-to-tiles pipeline.
+"""Every error urbangen and its data pipeline raise on purpose, in one module.
 
-Every failure a user can cause has its own class so that the command line and
-callers can tell them apart and print a specific message.
+Every failure a user can cause has its own class, all derived from
+:class:`UrbangenError`, so that callers can tell them apart and the command
+line prints any of them as one line. Classes that replace a built-in error
+also derive from it (``ValueError``, ``FileNotFoundError``, ...), so code that
+catches the built-in keeps working.
 """
 
 from __future__ import annotations
 
 
-class PipelineError(Exception):
+class UrbangenError(Exception):
+    """Base class for every error urbangen raises on purpose."""
+
+
+class PipelineError(UrbangenError):
     """Base class for every error the data pipeline raises on purpose."""
 
 
@@ -57,3 +64,39 @@ class ForeignDirectoryError(PipelineError, FileExistsError):
     Also a :class:`FileExistsError`, like the refusal to write into a used
     folder without ``--overwrite``.
     """
+
+
+class InvalidValueError(UrbangenError, ValueError):
+    """A setting, argument or value urbangen cannot use; the message says which and why."""
+
+
+class MissingFileError(UrbangenError, FileNotFoundError):
+    """A file or folder urbangen needs (a checkpoint, an example, an extract) is not there."""
+
+
+class OutputExistsError(UrbangenError, FileExistsError):
+    """An output folder or file is already in use; nothing was written."""
+
+
+class UnknownEmbeddedExtractError(UrbangenError, KeyError):
+    """No OSM extract of that name is embedded in the package."""
+
+
+class RunSpecError(UrbangenError, ValueError):
+    """A run folder holds no usable checkpoint, or a model lacks a predict function that was asked for."""
+
+
+class SplitMismatchError(UrbangenError, ValueError):
+    """A recorded split does not belong to these tiles or this seed."""
+
+
+class ParameterFileError(UrbangenError, ValueError):
+    """A parameter file that cannot be used; the message names the field."""
+
+    def __init__(self, source: str, where: str, message: str) -> None:
+        self.field = where
+        super().__init__(f"{source}: {where}: {message}" if where else f"{source}: {message}")
+
+
+class NonFiniteLossError(UrbangenError, RuntimeError):
+    """A loss became NaN or infinite; the run stopped before saving it."""

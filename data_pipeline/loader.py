@@ -15,6 +15,7 @@ import grain
 import numpy as np
 
 from data_pipeline.dataset import TileDataset
+from data_pipeline.errors import InvalidValueError
 
 
 class TileSource:
@@ -112,7 +113,7 @@ def tile_batches(
     all_rows = np.arange(len(dataset)) if indices is None else np.asarray(indices, dtype=np.int64)
     source = TileSource(dataset, all_rows[shard_index::shard_count])
     if len(source) < batch_size:
-        raise ValueError(f"{len(all_rows)} tiles cannot fill a batch of {batch_size} on {shard_count} host(s)")
+        raise InvalidValueError(f"{len(all_rows)} tiles cannot fill a batch of {batch_size} on {shard_count} host(s)")
     order = EpochShuffle(len(source), seed, shuffle=shuffle, epochs=1_000_000 if repeat else 1)
     ds = grain.MapDataset.source(order).map(source.__getitem__)
     if augment_tiles:

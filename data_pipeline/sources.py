@@ -25,6 +25,7 @@ from data_pipeline.coverage import WGS84, Coverage
 from data_pipeline.errors import (
     CorruptOSMFileError,
     EmptyOSMFileError,
+    InvalidValueError,
     NetworkUnavailableError,
     OSMFileNotFoundError,
     UnknownPlaceError,
@@ -381,7 +382,7 @@ def download_place(place: str) -> OSMFeatures:
 def download_bbox(west: float, south: float, east: float, north: float) -> OSMFeatures:
     """Download the layers inside a lon/lat bounding box through osmnx (cached)."""
     if not (-180 <= west < east <= 180 and -90 <= south < north <= 90):
-        raise ValueError(f"bad bounding box W S E N = {west} {south} {east} {north}")
+        raise InvalidValueError(f"bad bounding box W S E N = {west} {south} {east} {north}")
     bbox = (west, south, east, north)
     return _download(
         f"bbox: {west} {south} {east} {north}",

@@ -29,6 +29,8 @@ from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 from scipy.stats import entropy as shannon_entropy
 
+from data_pipeline.errors import InvalidValueError
+
 #: Network types whose osmnx filters the pipeline evaluates.
 NETWORK_TYPES = ("drive", "walk")
 #: osmnx's values of ``oneway`` meaning one-way, and one-way against the node order (``osmnx.graph._add_paths``).
@@ -83,7 +85,7 @@ def way_filter(network_type: str) -> WayFilter:
     text = _overpass._get_network_filter(network_type)
     clauses = tuple((k, op or "", rx or "") for k, op, rx in _CLAUSE.findall(text))
     if "".join(m.group(0) for m in _CLAUSE.finditer(text)) != text:
-        raise ValueError(f"osmnx's {network_type!r} filter has a clause this parser does not read: {text}")
+        raise InvalidValueError(f"osmnx's {network_type!r} filter has a clause this parser does not read: {text}")
     return WayFilter(network_type, clauses)
 
 

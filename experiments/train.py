@@ -15,7 +15,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from urbangen.training.checkpoints import NonFiniteLossError
+from data_pipeline.errors import NonFiniteLossError
 from urbangen.training.tasks import train
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config file (get_config)", lock_config=True)

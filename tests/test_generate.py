@@ -127,7 +127,7 @@ BAD_FILES = [
 
 @pytest.mark.parametrize(("change", "field", "message"), BAD_FILES, ids=[b[1] for b in BAD_FILES])
 def test_bad_parameter_files_name_the_field_and_write_nothing(checkpoints, tmp_path, change, field, message):
-    from urbangen.generate.request import ParameterFileError
+    from data_pipeline.errors import ParameterFileError
     from urbangen.generate.run import generate
 
     raw = {"model": {"checkpoint": str(checkpoints["pix2pix"]), "type": "pix2pix"}, "size_m": 256,

@@ -49,7 +49,7 @@ def test_a_model_file_generates_exactly_what_its_run_does(latent_run, tmp_path):
 
 
 def test_a_foreign_file_is_refused_by_name(tmp_path):
-    from urbangen.inference import RunSpecError
+    from data_pipeline.errors import RunSpecError
     from urbangen.pretrained import load_model, read_model
 
     junk = tmp_path / "model.msgpack"

@@ -175,7 +175,8 @@ def test_cities_never_interact(overlapping):
 
 
 def test_split_records_round_trip_and_check_the_dataset_and_seed(small, overlapping):
-    from urbangen.splits import Split, SplitMismatchError, check_split, region_split
+    from data_pipeline.errors import SplitMismatchError
+    from urbangen.splits import Split, check_split, region_split
 
     split = region_split(small, val_fraction=0.2, test_fraction=0.2, seed=0, buffer_m=256.0)
     record = json.loads(json.dumps(split.to_dict()))
@@ -196,7 +197,8 @@ def test_split_records_round_trip_and_check_the_dataset_and_seed(small, overlapp
 
 
 def test_a_changed_split_is_explained(small):
-    from urbangen.splits import SplitMismatchError, ensure_same_split, region_split
+    from data_pipeline.errors import SplitMismatchError
+    from urbangen.splits import ensure_same_split, region_split
 
     split = region_split(small, val_fraction=0.2, test_fraction=0.2, seed=0, buffer_m=256.0)
     ensure_same_split(split.to_dict(), split)

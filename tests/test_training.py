@@ -68,7 +68,8 @@ def test_subpixel_upsampling_spans_the_transposed_convolution():
 
 def test_checkpoints_record_the_split_and_a_resume_must_keep_it(small_tiles, tmp_path):
     """meta["split"] is the run's train/val/test split; resuming with settings that split otherwise fails clearly."""
-    from urbangen.splits import Split, SplitMismatchError, check_split
+    from data_pipeline.errors import SplitMismatchError
+    from urbangen.splits import Split, check_split
     from urbangen.training.data import TrainingData
     from urbangen.training.tasks import load_trained, train
 
@@ -222,7 +223,7 @@ def test_sigkill_then_resume_gives_the_uninterrupted_parameters(small_tiles, tmp
 
 
 def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(small_tiles, tmp_path):
-    from urbangen.training.checkpoints import NonFiniteLossError
+    from data_pipeline.errors import NonFiniteLossError
     from urbangen.training.tasks import load_trained, train
 
     overrides = dict(dataset=str(small_tiles), eval_every=10, log_every=5, sample_every=0)

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from data_pipeline.errors import PipelineError
+from data_pipeline.errors import InvalidValueError, PipelineError, UrbangenError
 
 app = typer.Typer(help="Generative urban layouts from OpenStreetMap.", no_args_is_help=True)
 data_app = typer.Typer(help="Build and inspect tile datasets from OSM data.", no_args_is_help=True)
@@ -60,16 +60,16 @@ def data_build(
         sources_given = sum(x is not None for x in (place, bbox, osm_file))
         if config is not None:
             if sources_given:
-                raise ValueError("give either --config or one of --place/--bbox/--osm-file, not both")
+                raise InvalidValueError("give either --config or one of --place/--bbox/--osm-file, not both")
             if clip is not None or boundary is not None:
-                raise ValueError("with --config, give clip: or boundary: per city in the config file")
+                raise InvalidValueError("with --config, give clip: or boundary: per city in the config file")
             from urbangen.examples import resolve
 
             cities, tiling, config_out = load_build_config(resolve(config, "cities"))
             out = out or (Path(config_out) if config_out else None)
         else:
             if sources_given > 1:
-                raise ValueError("give only one of --place, --bbox, --osm-file")
+                raise InvalidValueError("give only one of --place, --bbox, --osm-file")
             tiling = TilingConfig()
             if sources_given == 0:
                 cities = [default_city()]
@@ -78,7 +78,7 @@ def data_build(
                 if osm_file is not None:
                     named, path = parse_osm_file(osm_file)
                     if city and "=" in osm_file and named != city and not Path(osm_file).exists():
-                        raise ValueError(f"--city {city!r} and --osm-file {osm_file!r} name the city twice, "
+                        raise InvalidValueError(f"--city {city!r} and --osm-file {osm_file!r} name the city twice, "
                                          "differently")
                     city = city or named
                 name = city or source_city_name(place=place, bbox=bbox)
@@ -90,7 +90,7 @@ def data_build(
                                            stride_px=stride_px).items() if v is not None}
         tiling = TilingConfig.from_dict({**tiling.to_dict(), **overrides})
         if out is None:
-            raise ValueError("--out is required (or 'out:' in the config file)")
+            raise InvalidValueError("--out is required (or 'out:' in the config file)")
         dataset = build_dataset(cities, out, tiling, overwrite=overwrite)
     except (PipelineError, ValueError, FileNotFoundError) as exc:
         _fail(exc)
@@ -121,8 +121,8 @@ def generate_command(
     overwrite: Annotated[bool, typer.Option(help="Replace --out if it holds files.")] = False,
 ) -> None:
     """Generate layouts from a parameter file: PNG, GeoTIFF, GeoJSON, GraphML and a report."""
+    from data_pipeline.errors import ParameterFileError
     from urbangen.examples import resolve
-    from urbangen.generate.request import ParameterFileError
     from urbangen.generate.run import generate
 
     try:
@@ -230,7 +230,7 @@ def analyze_command(
     try:
         mapping = yaml.safe_load(groups.read_text()) if groups else None
         if mapping is not None and not isinstance(mapping, dict):
-            raise ValueError(f"{groups}: expected a mapping of city to group")
+            raise InvalidValueError(f"{groups}: expected a mapping of city to group")
         results = analyze(dataset, out, vae=checkpoint, encoder=encoder, groups=mapping,
                           max_tiles_per_city=max_tiles, n_boot=bootstrap, seed=seed, wandb_mode=wandb_mode)
     except (FileNotFoundError, ValueError) as exc:
@@ -279,7 +279,12 @@ def quickstart_command(
 
 
 def main() -> None:
-    app()
+    """The ``urbangen`` entry point: any error urbangen raises on purpose is printed as one line."""
+    try:
+        app()
+    except UrbangenError as exc:
+        console.print(f"[bold red]error:[/] {exc}")
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

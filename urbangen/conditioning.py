@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass
 import jax.numpy as jnp
 import numpy as np
 
+from data_pipeline.errors import InvalidValueError
+
 
 @dataclass(frozen=True)
 class ParameterScaler:
@@ -33,7 +35,7 @@ class ParameterScaler:
         """Fit to ``values`` (n_tiles, n_parameters), ignoring NaN."""
         values = np.asarray(values, dtype=np.float64)
         if values.ndim != 2 or values.shape[1] != len(names):
-            raise ValueError(f"expected ({len(values)}, {len(names)}) parameter values, got {values.shape}")
+            raise InvalidValueError(f"expected ({len(values)}, {len(names)}) parameter values, got {values.shape}")
         finite = np.isfinite(values)
         count = finite.sum(axis=0)
         filled = np.where(finite, values, 0.0)
@@ -63,7 +65,7 @@ def channel_indices(all_channels: Sequence[str], wanted: Sequence[str]) -> list[
     """Positions of ``wanted`` channels in the dataset's channel order, with a clear error."""
     unknown = [c for c in wanted if c not in all_channels]
     if unknown:
-        raise ValueError(f"channels {unknown} are not in the dataset; it has {list(all_channels)}")
+        raise InvalidValueError(f"channels {unknown} are not in the dataset; it has {list(all_channels)}")
     return [list(all_channels).index(c) for c in wanted]
 
 

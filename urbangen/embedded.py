@@ -15,7 +15,7 @@ import importlib.resources
 from dataclasses import replace
 from pathlib import Path
 
-from data_pipeline.errors import OSMFileNotFoundError
+from data_pipeline.errors import OSMFileNotFoundError, UnknownEmbeddedExtractError
 
 #: The folder in the source tree, for the script that makes the files; read them through
 #: :func:`embedded_osm_file`, which also works for a non-editable install.
@@ -47,7 +47,7 @@ def embedded_osm_file(city: str) -> Path:
         If the installed package lacks the file.
     """
     if city not in EMBEDDED_FILES:
-        raise KeyError(f"no embedded extract {city!r}; embedded: {', '.join(EMBEDDED_FILES)}")
+        raise UnknownEmbeddedExtractError(f"no embedded extract {city!r}; embedded: {', '.join(EMBEDDED_FILES)}")
     return _resource(EMBEDDED_FILES[city])
 
 

@@ -16,24 +16,25 @@ import numpy as np
 
 from data_pipeline.atomic import write_text_atomic
 from data_pipeline.dataset import ATTRIBUTION, TileDataset, open_dataset
+from data_pipeline.errors import InvalidValueError, RunSpecError, SplitMismatchError
 from urbangen.evaluators.common import RealTiles, generate_for, read_real, sample_rows
 from urbangen.evaluators.conditioning import Conditioning
 from urbangen.evaluators.diversity import Diversity
 from urbangen.evaluators.realism import Realism
 from urbangen.evaluators.seams import Seams, real_mosaics
 from urbangen.evaluators.streets import StreetConnectivity
-from urbangen.inference import GeneratorChain, RunSpec, RunSpecError, TrainedModel
+from urbangen.inference import GeneratorChain, RunSpec, TrainedModel
 from urbangen.pretrained import load_model
-from urbangen.splits import Split, SplitMismatchError, check_split
+from urbangen.splits import Split, check_split
 
 
 def check_compatible(spec: RunSpec, data: TileDataset, what: str) -> None:
     """Raise a clear error when ``data`` is not the kind of tiles the run was trained on."""
     if data.tile_px != spec.tile_px or abs(data.meters_per_pixel - spec.meters_per_pixel) > 1e-9:
-        raise ValueError(f"the dataset has {data.tile_px} px tiles at {data.meters_per_pixel} m/px; {what} "
+        raise InvalidValueError(f"the dataset has {data.tile_px} px tiles at {data.meters_per_pixel} m/px; {what} "
                          f"{spec.workdir} was trained on {spec.tile_px} px at {spec.meters_per_pixel} m/px")
     if list(data.channels) != list(spec.channels):
-        raise ValueError(f"the dataset's channels {data.channels} differ from those {what} {spec.workdir} was "
+        raise InvalidValueError(f"the dataset's channels {data.channels} differ from those {what} {spec.workdir} was "
                          f"trained on ({list(spec.channels)})")
 
 
@@ -89,7 +90,7 @@ def evaluate(checkpoint: str | Path | TrainedModel | GeneratorChain, dataset: st
         known = data.tiles["buildings_known"].to_numpy(bool)
         test_rows, train_rows = test_rows[known[test_rows]], train_rows[known[train_rows]]
     if len(test_rows) < 2 or len(train_rows) < 2:
-        raise ValueError(f"{dataset}: the run's split has {len(test_rows)} test and {len(train_rows)} training "
+        raise InvalidValueError(f"{dataset}: the run's split has {len(test_rows)} test and {len(train_rows)} training "
                          "tiles; evaluation needs at least two of each (more regions, or a larger test_fraction)")
     rng = np.random.default_rng(seed)
     n = min(max_tiles, len(test_rows), len(train_rows))

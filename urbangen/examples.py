@@ -13,13 +13,15 @@ import importlib.resources
 import shutil
 from pathlib import Path
 
+from data_pipeline.errors import InvalidValueError, MissingFileError, OutputExistsError
+
 #: Kinds of example, each a folder of ``urbangen/resources/``.
 KINDS = ("params", "cities")
 
 
 def _folder(kind: str) -> Path:
     if kind not in KINDS:
-        raise ValueError(f"no example kind {kind!r}; there are {', '.join(KINDS)}")
+        raise InvalidValueError(f"no example kind {kind!r}; there are {', '.join(KINDS)}")
     # A real folder: installs of this project are plain folders (no zip imports), as for the embedded data.
     return Path(str(importlib.resources.files("urbangen") / "resources" / kind))
 
@@ -43,7 +45,7 @@ def resolve(path: str | Path, kind: str) -> Path:
     packaged = example_files(kind)
     if path.parent == Path(".") and path.name in packaged:
         return packaged[path.name]
-    raise FileNotFoundError(f"{path}: no such file, and no packaged example of that name "
+    raise MissingFileError(f"{path}: no such file, and no packaged example of that name "
                             f"(packaged {kind} files: {', '.join(packaged)})")
 
 
@@ -59,7 +61,7 @@ def copy_examples(out_dir: str | Path) -> list[Path]:
     plan = [(src, out_dir / kind / name) for kind in KINDS for name, src in example_files(kind).items()]
     clashes = [str(dst) for _, dst in plan if dst.exists()]
     if clashes:
-        raise FileExistsError(f"{', '.join(clashes)} exist(s): choose another --out (nothing was written)")
+        raise OutputExistsError(f"{', '.join(clashes)} exist(s): choose another --out (nothing was written)")
     for src, dst in plan:
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src, dst)

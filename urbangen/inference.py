@@ -32,6 +32,7 @@ import ml_collections
 import numpy as np
 import pydantic
 
+from data_pipeline.errors import RunSpecError
 from urbangen.conditioning import ParameterScaler, channel_indices, layout_to_signed
 from urbangen.proximity import decode_proximity
 
@@ -50,10 +51,6 @@ def deterministic_layout(probs: np.ndarray, sampling: str) -> np.ndarray:
     if sampling == "proximity":
         return decode_proximity(probs)
     raise RunSpecError(f"a {sampling!r} generator's output needs randomness to become a layout")
-
-
-class RunSpecError(ValueError):
-    """A run folder holds no usable checkpoint, or a model lacks a predict function that was asked for."""
 
 
 class RunSpec(pydantic.BaseModel):

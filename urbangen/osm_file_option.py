@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from data_pipeline.build import _NAME, source_city_name
+from data_pipeline.errors import InvalidValueError
 
 
 def parse_osm_file(value: str | Path) -> tuple[str, Path]:
@@ -26,12 +27,12 @@ def parse_osm_file(value: str | Path) -> tuple[str, Path]:
     name, _, path_text = value.partition("=")  # a name holds no '=', so the first one splits
     name, path_text = name.strip(), path_text.strip()
     if not name:
-        raise ValueError(f"--osm-file {value!r}: the city name before '=' is empty; "
+        raise InvalidValueError(f"--osm-file {value!r}: the city name before '=' is empty; "
                          "use NAME=PATH or a plain PATH")
     if not _NAME.match(name):
-        raise ValueError(f"--osm-file {value!r}: city name {name!r} may hold only letters, digits, '_' "
+        raise InvalidValueError(f"--osm-file {value!r}: city name {name!r} may hold only letters, digits, '_' "
                          "and '-' (it names files); use NAME=PATH, or check the path if the whole value "
                          "is a file name")
     if not path_text:
-        raise ValueError(f"--osm-file {value!r}: no file after '='; use NAME=PATH")
+        raise InvalidValueError(f"--osm-file {value!r}: no file after '='; use NAME=PATH")
     return name, Path(path_text)

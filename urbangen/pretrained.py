@@ -28,7 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from urbangen.inference import GeneratorChain, RunSpec, RunSpecError, TrainedModel, load_run, model_from_spec
+from data_pipeline.errors import RunSpecError
+from urbangen.inference import GeneratorChain, RunSpec, TrainedModel, load_run, model_from_spec
 
 #: The format tag written into every model file.
 FORMAT = "urbangen-model/1"

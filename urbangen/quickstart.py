@@ -30,7 +30,7 @@ from rich.table import Table
 from data_pipeline.build import CitySpec, city_name_from, default_city, source_city_name
 from data_pipeline.config import TilingConfig
 from data_pipeline.dataset import ATTRIBUTION
-from data_pipeline.errors import OSMFileNotFoundError
+from data_pipeline.errors import InvalidValueError, OSMFileNotFoundError, OutputExistsError
 from urbangen.embedded import EMBEDDED_FILES, embedded_osm_files
 from urbangen.osm_file_option import parse_osm_file
 from urbangen.pretrained import DEFAULT_GENERATOR
@@ -86,12 +86,12 @@ def quickstart_cities(osm_files: Sequence[str | Path] = (), places: Sequence[str
     names = [c.name for c in cities]
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
-        raise ValueError(f"two sources would both be called {', '.join(repeated)}; name one with "
+        raise InvalidValueError(f"two sources would both be called {', '.join(repeated)}; name one with "
                          "--osm-file NAME=PATH or rename its file")
     groups = dict(groups or {})
     unknown = sorted(set(groups) - set(names))
     if unknown:
-        raise ValueError(f"--group names unknown cities {unknown}; the cities are {names}")
+        raise InvalidValueError(f"--group names unknown cities {unknown}; the cities are {names}")
     groups = {**DEFAULT_GROUPS, **groups}
     return [replace(c, group=city_name_from(groups.get(c.name, c.name))) for c in cities]
 
@@ -102,7 +102,7 @@ def parse_groups(items: Sequence[str]) -> dict[str, str]:
     for item in items:
         city, sep, group = item.partition("=")
         if not sep or not city.strip() or not group.strip():
-            raise ValueError(f"--group expects CITY=GROUP, got {item!r}")
+            raise InvalidValueError(f"--group expects CITY=GROUP, got {item!r}")
         groups[city.strip()] = group.strip()
     return groups
 
@@ -184,7 +184,7 @@ def _claim(out: Path, plan: dict[str, Any], overwrite: bool) -> None:
                 raise ForeignDirectoryError(f"{out} is not a quickstart folder (no {PLAN_FILE}) and is not "
                                             "empty; choose another --out")
             if not overwrite and not nothing_kept:
-                raise FileExistsError(f"{out} holds a quickstart of other cities or settings; use --overwrite to "
+                raise OutputExistsError(f"{out} holds a quickstart of other cities or settings; use --overwrite to "
                                       "replace it or --out for another folder")
             shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)

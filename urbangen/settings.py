@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from data_pipeline.errors import MissingFileError
+
 #: Environment variable naming the folder of OSM extracts used by tests and
 #: benchmarks (the project's ``../shared/osm``, laid out as in its SOURCES.md).
 OSM_DIR_ENV = "URBANGEN_OSM_DIR"
@@ -26,8 +28,8 @@ def osm_file(relative: str) -> Path:
     """
     base = osm_data_dir()
     if base is None:
-        raise FileNotFoundError(f"set {OSM_DIR_ENV} to the folder of OSM extracts (see README, 'Data')")
+        raise MissingFileError(f"set {OSM_DIR_ENV} to the folder of OSM extracts (see README, 'Data')")
     path = base / relative
     if not path.is_file():
-        raise FileNotFoundError(f"{relative} not found under {OSM_DIR_ENV}={base}")
+        raise MissingFileError(f"{relative} not found under {OSM_DIR_ENV}={base}")
     return path

@@ -32,6 +32,8 @@ import numpy as np
 import pandas as pd
 import shapely
 
+from data_pipeline.errors import InvalidValueError, SplitMismatchError
+
 #: The splits, in priority order: a tile of an earlier one is never dropped for a later one.
 SPLIT_NAMES = ("test", "val", "train")
 
@@ -40,10 +42,6 @@ _TOLERANCE_M = 1e-6
 
 _RECORD_VERSION = 1
 _REQUIRED_COLUMNS = ("tile_id", "city", "crs", "x0", "y0", "x1", "y1", "region")
-
-
-class SplitMismatchError(ValueError):
-    """A recorded split does not belong to these tiles or this seed."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -114,7 +112,7 @@ class Split:
             Sorted, read-only int64 row indices into the tiles table.
         """
         if name not in (*SPLIT_NAMES, "dropped"):
-            raise ValueError(f"no split {name!r}; choose from train, val, test, dropped")
+            raise InvalidValueError(f"no split {name!r}; choose from train, val, test, dropped")
         return getattr(self, name)
 
     def counts(self) -> dict[str, int]:
@@ -153,9 +151,9 @@ class Split:
         missing = [k for k in ("fingerprint", "seed", "val_fraction", "test_fraction", "buffer_m", "regions",
                                "train", "val", "test", "dropped") if k not in record]
         if missing:
-            raise ValueError(f"not a split record: it lacks {missing}")
+            raise InvalidValueError(f"not a split record: it lacks {missing}")
         if record.get("version", _RECORD_VERSION) != _RECORD_VERSION:
-            raise ValueError(f"split record version {record.get('version')} is not {_RECORD_VERSION}; "
+            raise InvalidValueError(f"split record version {record.get('version')} is not {_RECORD_VERSION}; "
                              "it was written by another version of urbangen")
         return cls(
             train=record["train"], val=record["val"], test=record["test"], dropped=record["dropped"],
@@ -250,12 +248,12 @@ def region_split(tiles: pd.DataFrame, *, val_fraction: float, test_fraction: flo
     """
     for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
         if not 0.0 <= value < 1.0:
-            raise ValueError(f"{name} must be in [0, 1), got {value}")
+            raise InvalidValueError(f"{name} must be in [0, 1), got {value}")
     if val_fraction + test_fraction >= 1.0:
-        raise ValueError(f"val_fraction + test_fraction must be below 1 to leave regions for training, "
+        raise InvalidValueError(f"val_fraction + test_fraction must be below 1 to leave regions for training, "
                          f"got {val_fraction} + {test_fraction}")
     if not (math.isfinite(buffer_m) and buffer_m >= 0.0):
-        raise ValueError(f"buffer_m must be a finite distance >= 0 in metres, got {buffer_m}")
+        raise InvalidValueError(f"buffer_m must be a finite distance >= 0 in metres, got {buffer_m}")
     _check_columns(tiles)
 
     regions = _assign_regions(tiles, val_fraction, test_fraction, seed)
@@ -339,7 +337,7 @@ def ensure_same_split(recorded: Mapping[str, Any], split: Split) -> None:
 def _check_columns(tiles: pd.DataFrame) -> None:
     missing = [c for c in _REQUIRED_COLUMNS if c not in tiles.columns]
     if missing:
-        raise ValueError(f"the tiles table lacks columns {missing}")
+        raise InvalidValueError(f"the tiles table lacks columns {missing}")
 
 
 def _assign_regions(tiles: pd.DataFrame, val_fraction: float, test_fraction: float,

@@ -11,6 +11,7 @@ import numpy as np
 
 from data_pipeline.atomic import write_text_atomic
 from data_pipeline.dataset import ATTRIBUTION, open_dataset
+from data_pipeline.errors import InvalidValueError
 from urbangen.analysis import embeddings as emb
 from urbangen.analysis import figures
 from urbangen.analysis.stats import axis_correlations, nearest_across
@@ -61,7 +62,7 @@ def _load(run: str | Path, data) -> TrainedModel:
 
     model = load_model(run)
     if tuple(model.spec.channels) != tuple(data.channels) or model.spec.tile_px != data.tile_px:
-        raise ValueError(f"{run} was trained on {model.spec.tile_px} px tiles of {list(model.spec.channels)}; "
+        raise InvalidValueError(f"{run} was trained on {model.spec.tile_px} px tiles of {list(model.spec.channels)}; "
                          f"the dataset has {data.tile_px} px tiles of {list(data.channels)}")
     return model
 
@@ -120,7 +121,7 @@ def analyze(dataset: str | Path, out_dir: str | Path, *, vae: str | Path | list 
         z_params = emb.scaled_parameters(model, params, data.parameter_names)
         name, z = emb.vae_means(model, tiles, z_params)
         if name in spaces:
-            raise ValueError(f"two {name} VAE runs given; give at most one conditional and one unconditional")
+            raise InvalidValueError(f"two {name} VAE runs given; give at most one conditional and one unconditional")
         spaces[name] = z
         traversal_run = traversal_run or (model, name, z_params)
     if encoder is not None:

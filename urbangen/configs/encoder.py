@@ -7,6 +7,7 @@ variant for CPU tests, ``:quickstart`` the same model trained for ``urbangen qui
 
 import ml_collections
 
+from data_pipeline.errors import InvalidValueError
 from urbangen.training.config import base_config, use_quickstart_schedule, use_test_schedule
 
 
@@ -63,5 +64,5 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
             if v == "quickstart":
                 use_quickstart_schedule(c, num_steps=150, batch_size=16)
         else:
-            raise ValueError(f"unknown encoder config variant {v!r}")
+            raise InvalidValueError(f"unknown encoder config variant {v!r}")
     return c

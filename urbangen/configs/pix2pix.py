@@ -8,6 +8,7 @@ around a given street network.
 
 import ml_collections
 
+from data_pipeline.errors import InvalidValueError
 from urbangen.training.config import base_config, use_quickstart_schedule, use_test_schedule
 
 
@@ -56,7 +57,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
         if variant == "quickstart":
             use_quickstart_schedule(c, num_steps=150, batch_size=8)
     elif variant:
-        raise ValueError(f"unknown pix2pix config variant {variant!r}")
+        raise InvalidValueError(f"unknown pix2pix config variant {variant!r}")
     return c
 
 

@@ -9,6 +9,7 @@ for ``urbangen quickstart``.
 
 import ml_collections
 
+from data_pipeline.errors import InvalidValueError
 from urbangen.training.config import base_config, use_quickstart_schedule, use_test_schedule
 
 
@@ -49,7 +50,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
                 use_quickstart_schedule(c, num_steps=600, batch_size=16)
                 c.vae.kl_warmup_steps = 100
         else:
-            raise ValueError(f"unknown vae config variant {v!r}")
+            raise InvalidValueError(f"unknown vae config variant {v!r}")
     return c
 
 

@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from data_pipeline.errors import InvalidValueError
+
 
 def probe_pipeline(reduce: int | None = None, *, seed: int = 0):
     """The probe: standardize, optionally project on ``reduce`` principal components, logistic regression.
@@ -77,7 +79,7 @@ def blocked_folds(y: np.ndarray, blocks: np.ndarray, *, folds: int = 5,
     y, blocks = np.asarray(y).astype(int), np.asarray(blocks)
     n_folds = min(folds, len(np.unique(blocks[y == 0])), len(np.unique(blocks[y == 1])))
     if n_folds < 2:
-        raise ValueError("each side needs at least two regions for blocked cross-validation")
+        raise InvalidValueError("each side needs at least two regions for blocked cross-validation")
     splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
     return [(train, test) for train, test in splitter.split(np.zeros(len(y)), y, blocks)
             if len(np.unique(y[train])) == 2 and len(np.unique(y[test])) == 2]
@@ -128,6 +130,6 @@ def blocked_probe(x: np.ndarray, y: np.ndarray, blocks: np.ndarray, *, folds: in
         accuracy.append(balanced_accuracy_score(y[test], model.predict(x[test])))
         auc.append(roc_auc_score(y[test], model.predict_proba(x[test])[:, 1]))
     if not auc:
-        raise ValueError("no fold had both classes on both sides")
+        raise InvalidValueError("no fold had both classes on both sides")
     return {"balanced_accuracy": float(np.mean(accuracy)), "auc": float(np.mean(auc)), "folds": len(auc),
             "reduce": reduce}

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as scipy_stats
 
+from data_pipeline.errors import InvalidValueError
 from urbangen.evaluators import ladder
 from urbangen.evaluators.common import RealTiles
 from urbangen.evaluators.stats import frechet_distance, frechet_interval, kid
@@ -68,7 +69,7 @@ class Realism:
               measured: pd.DataFrame | None = None) -> dict[str, Any]:
         """Every metric of one tile set (as many tiles as the reference); ``measured``: their parameters, if known."""
         if len(tiles) != len(self.reference):
-            raise ValueError(f"realism compares equal sample sizes: {len(tiles)} tiles against a reference of "
+            raise InvalidValueError(f"realism compares equal sample sizes: {len(tiles)} tiles against a reference of "
                              f"{len(self.reference)}")
         out: dict[str, Any] = {}
         if self.encoder is not None:

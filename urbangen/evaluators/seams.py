@@ -24,6 +24,7 @@ import jax
 import numpy as np
 
 from data_pipeline.dataset import TileDataset
+from data_pipeline.errors import InvalidValueError
 from urbangen.generate.sampler import generate_layout, to_layout
 from urbangen.measure import STREET_CHANNELS
 
@@ -95,7 +96,7 @@ class Seams:
 
     def __init__(self, mosaics: list[np.ndarray], channels: list[str], period: int) -> None:
         if not mosaics:
-            raise ValueError("no real mosaic of whole tiles side by side: the seam floor needs contiguous tiles")
+            raise InvalidValueError("no real mosaic of whole tiles side by side: the seam floor needs contiguous tiles")
         self.channels = channels
         self.period = period
         self.real_sums = [seam_sums(m, channels, period) for m in mosaics]

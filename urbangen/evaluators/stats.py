@@ -21,6 +21,8 @@ from scipy.spatial.distance import pdist, squareform
 from scipy.stats import norm
 from sklearn.metrics.pairwise import polynomial_kernel
 
+from data_pipeline.errors import InvalidValueError
+
 #: ``statistic(index_a, index_b) -> float``, evaluated on row indices into the two samples.
 Statistic = Callable[[np.ndarray, np.ndarray], float]
 
@@ -51,7 +53,7 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     """
     a, b = _pair(a, b)
     if min(len(a), len(b)) < 2:
-        raise ValueError("need at least two embeddings in each set")
+        raise InvalidValueError("need at least two embeddings in each set")
     (mu_a, cov_a), (mu_b, cov_b) = _moments(a), _moments(b)
     root = linalg.sqrtm(cov_a @ cov_b)
     if not np.isfinite(root).all():  # singular product: regularise as the FID reference code does
@@ -101,9 +103,9 @@ def kid(
     a, b = _pair(a, b)
     m = min(len(a), len(b), 1000) if subset_size is None else int(subset_size)
     if not 2 <= m <= min(len(a), len(b)):
-        raise ValueError(f"subset_size must lie in [2, {min(len(a), len(b))}], got {m}")
+        raise InvalidValueError(f"subset_size must lie in [2, {min(len(a), len(b))}], got {m}")
     if n_subsets < 1:
-        raise ValueError(f"n_subsets must be positive, got {n_subsets}")
+        raise InvalidValueError(f"n_subsets must be positive, got {n_subsets}")
     rng = np.random.default_rng(seed)
     values = np.empty(n_subsets)
     for s in range(n_subsets):
@@ -148,7 +150,7 @@ def mmd2(kernel: np.ndarray, ia: np.ndarray, ib: np.ndarray) -> float:
     """
     kernel = np.asarray(kernel, np.float64)
     if kernel.ndim != 2 or kernel.shape[0] != kernel.shape[1]:
-        raise ValueError(f"need a square kernel matrix, got shape {kernel.shape}")
+        raise InvalidValueError(f"need a square kernel matrix, got shape {kernel.shape}")
     # Multiplicities of each original row: sums over positions become weighted sums over rows, and the
     # pairs of one original row (k(x, x) and copies of it) are exactly the c_i^2 K_ii terms to drop.
     counts = np.stack([_counts(ia, len(kernel), "ia"), _counts(ib, len(kernel), "ib")], axis=1)
@@ -156,7 +158,7 @@ def mmd2(kernel: np.ndarray, ia: np.ndarray, ib: np.ndarray) -> float:
     totals, squares = counts.sum(0), (counts**2).sum(0)
     pairs = totals**2 - squares
     if np.any(pairs <= 0):
-        raise ValueError("each group needs at least two distinct rows")
+        raise InvalidValueError("each group needs at least two distinct rows")
     within = (np.diag(gram) - (counts**2).T @ np.diag(kernel)) / pairs
     return float(within.sum() - 2.0 * gram[0, 1] / (totals[0] * totals[1]))
 
@@ -188,11 +190,11 @@ def rbf_kernel(x: np.ndarray, bandwidth: float | None = None) -> tuple[np.ndarra
     """
     x = _rows(x, "x")
     if len(x) < 2:
-        raise ValueError("need at least two rows")
+        raise InvalidValueError("need at least two rows")
     squared = pdist(x, "sqeuclidean")
     h = float(np.median(np.sqrt(squared))) if bandwidth is None else float(bandwidth)
     if not (np.isfinite(h) and h > 0):
-        raise ValueError(f"bandwidth must be positive and finite, got {h} (pass one explicitly)")
+        raise InvalidValueError(f"bandwidth must be positive and finite, got {h} (pass one explicitly)")
     kernel = squareform(np.exp(-squared / (2.0 * h * h)))
     np.fill_diagonal(kernel, 1.0)  # squareform leaves zeros there
     return kernel, h
@@ -316,11 +318,11 @@ def block_bootstrap(
     data do not exclude small values.
     """
     if interval not in ("normal", "basic"):
-        raise ValueError(f"interval must be 'normal' or 'basic', got {interval!r}")
+        raise InvalidValueError(f"interval must be 'normal' or 'basic', got {interval!r}")
     groups_a = _block_rows(blocks_a, len(a), "a")
     groups_b = _block_rows(blocks_b, len(b), "b")
     if n_boot < 2:
-        raise ValueError(f"n_boot must be at least 2, got {n_boot}")
+        raise InvalidValueError(f"n_boot must be at least 2, got {n_boot}")
     # Separate streams: the point estimate's subsamples do not shift the resamples that follow.
     point_rng, boot_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
     rows_a, rows_b = np.arange(len(a)), np.arange(len(b))
@@ -342,7 +344,7 @@ def block_bootstrap(
                 break
             redrawn += 1
         else:
-            raise ValueError("block resamples keep holding fewer than two distinct rows: too few regions "
+            raise InvalidValueError("block resamples keep holding fewer than two distinct rows: too few regions "
                              f"({len(groups_a.sizes)} and {len(groups_b.sizes)}) for a bootstrap")
         replicates[r] = statistic(ia, ib)
     bias, se = float(replicates.mean() - value), float(replicates.std(ddof=1))
@@ -457,7 +459,7 @@ def mmd_permutation_test(
     """
     a, b = _pair(a, b)
     if n_perm < 1:
-        raise ValueError(f"n_perm must be positive, got {n_perm}")
+        raise InvalidValueError(f"n_perm must be positive, got {n_perm}")
     kernel, _ = rbf_kernel(np.vstack([a, b]), bandwidth)
     groups_a = _block_rows(blocks_a, len(a), "a")
     pooled = groups_a.then(_block_rows(blocks_b, len(b), "b"))
@@ -475,14 +477,14 @@ def mmd_permutation_test(
 def _rows(x: np.ndarray, name: str) -> np.ndarray:
     x = np.asarray(x, np.float64)
     if x.ndim != 2:
-        raise ValueError(f"{name} must be an (n, d) array, got shape {x.shape}")
+        raise InvalidValueError(f"{name} must be an (n, d) array, got shape {x.shape}")
     return x
 
 
 def _pair(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     a, b = _rows(a, "a"), _rows(b, "b")
     if a.shape[1] != b.shape[1]:
-        raise ValueError(f"need two (n, d) arrays of the same d, got {a.shape} and {b.shape}")
+        raise InvalidValueError(f"need two (n, d) arrays of the same d, got {a.shape} and {b.shape}")
     return a, b
 
 
@@ -507,12 +509,12 @@ def _unbiased_mmd2(kxx: np.ndarray, kyy: np.ndarray, kxy: np.ndarray) -> float:
 def _counts(index: np.ndarray, size: int, name: str) -> np.ndarray:
     index = np.asarray(index)
     if index.ndim != 1 or not np.issubdtype(index.dtype, np.integer):
-        raise ValueError(f"{name} must be a 1-D integer array, got {index.dtype} of shape {index.shape}")
+        raise InvalidValueError(f"{name} must be a 1-D integer array, got {index.dtype} of shape {index.shape}")
     if index.size and index.min() < 0:
-        raise ValueError(f"{name} holds negative indices")
+        raise InvalidValueError(f"{name} holds negative indices")
     counts = np.bincount(index, minlength=size)
     if len(counts) > size:
-        raise ValueError(f"{name} indexes outside the kernel's {size} rows")
+        raise InvalidValueError(f"{name} indexes outside the kernel's {size} rows")
     return counts.astype(np.float64)
 
 
@@ -543,12 +545,12 @@ class _Blocks(NamedTuple):
 def _block_rows(blocks: Sequence | np.ndarray, n: int, name: str) -> _Blocks:
     labels = np.asarray(blocks)
     if labels.shape != (n,):
-        raise ValueError(f"blocks_{name} must hold one label per row ({n}), got shape {labels.shape}")
+        raise InvalidValueError(f"blocks_{name} must hold one label per row ({n}), got shape {labels.shape}")
     _, inverse = np.unique(labels, return_inverse=True)
     sizes = np.bincount(inverse)
     if len(sizes) < 2:
         # One block resamples to itself: the interval would have zero width, not a real certainty.
-        raise ValueError(f"side {name} needs at least two blocks, got {len(sizes)}")
+        raise InvalidValueError(f"side {name} needs at least two blocks, got {len(sizes)}")
     return _Blocks(np.argsort(inverse, kind="stable"), np.cumsum(sizes) - sizes, sizes)
 
 

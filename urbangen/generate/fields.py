@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from data_pipeline.errors import InvalidValueError
 from urbangen.generate.request import GenerationRequest, ParameterField
 
 
@@ -31,7 +32,7 @@ def evaluate_field(spec: ParameterField, height: int, width: int, meters_per_pix
         return spec.centre + (spec.edge - spec.centre) * np.minimum(d / spec.radius_m, 1.0)
     if spec.kind == "zones":
         return _zones(spec, height, width, meters_per_pixel, request)
-    raise ValueError(f"unknown field kind {spec.kind!r}")
+    raise InvalidValueError(f"unknown field kind {spec.kind!r}")
 
 
 def _zones(spec: ParameterField, height: int, width: int, meters_per_pixel: float,
@@ -59,7 +60,7 @@ def parameter_fields(request: GenerationRequest, names: list[str], height: int, 
     """(H, W, P) fields in the checkpoint's parameter order; NaN where the request leaves a parameter free."""
     unknown = [n for n in request.parameters if n not in names]
     if unknown:
-        from urbangen.generate.request import ParameterFileError
+        from data_pipeline.errors import ParameterFileError
 
         raise ParameterFileError(request.source, f"parameters.{unknown[0]}",
                                  f"the checkpoint was not trained on it; it knows {', '.join(names)}")

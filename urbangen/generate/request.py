@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from data_pipeline.errors import ParameterFileError
 from data_pipeline.parameters import PARAMETERS
 
 OUTPUT_FORMATS = ("png", "geotiff", "geojson", "graphml", "report")
@@ -23,14 +24,6 @@ FIELD_KINDS = ("gradient", "radial", "zones")
 DIRECTIONS = {"east": (1.0, 0.0), "west": (-1.0, 0.0), "north": (0.0, 1.0), "south": (0.0, -1.0)}
 TOP_KEYS = ("model", "size_m", "parameters", "streets", "samples", "seed", "outputs", "georeference",
             "min_building_area_m2")
-
-
-class ParameterFileError(ValueError):
-    """A parameter file that cannot be used; the message names the field."""
-
-    def __init__(self, source: str, where: str, message: str) -> None:
-        self.field = where
-        super().__init__(f"{source}: {where}: {message}" if where else f"{source}: {message}")
 
 
 def parameter_range(name: str) -> tuple[float, float]:

@@ -11,9 +11,10 @@ from rasterio.transform import from_origin
 
 from data_pipeline.atomic import PartialDir, check_replaceable, is_empty_dir
 from data_pipeline.dataset import ATTRIBUTION
+from data_pipeline.errors import OutputExistsError, ParameterFileError
 from data_pipeline.parameters import PARAMETERS
 from urbangen.generate.fields import parameter_fields
-from urbangen.generate.request import GenerationRequest, ParameterFileError, read_request
+from urbangen.generate.request import GenerationRequest, read_request
 from urbangen.generate.sampler import generate_layout, to_layout
 from urbangen.generate.vectorize import street_graph
 from urbangen.generate.writers import write_geotiff, write_png, write_report
@@ -159,7 +160,7 @@ def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
     check_replaceable(out_dir, is_generate_output,
                       f"an urbangen generate output (a folder with its {MARKER} file)")
     if not overwrite and out_dir.exists() and not is_empty_dir(out_dir):
-        raise FileExistsError(f"{out_dir} exists and is not empty (use --overwrite)")
+        raise OutputExistsError(f"{out_dir} exists and is not empty (use --overwrite)")
 
 
 def _write_geojson(frame, path: Path) -> None:

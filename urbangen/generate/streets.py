@@ -7,9 +7,10 @@ import numpy as np
 import shapely
 
 from data_pipeline.config import TilingConfig
+from data_pipeline.errors import ParameterFileError
 from data_pipeline.features import OSMFeatures, street_frame
 from data_pipeline.rasterize import channel_geometries
-from urbangen.generate.request import GenerationRequest, ParameterFileError
+from urbangen.generate.request import GenerationRequest
 
 
 def read_streets(request: GenerationRequest) -> gpd.GeoDataFrame:

@@ -15,6 +15,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from data_pipeline.errors import InvalidValueError
+
 
 def patchify(tiles: jnp.ndarray, patch: int) -> jnp.ndarray:
     """(B, H, W, C) to (B, H/p * W/p, p * p * C), patches in row-major order."""
@@ -69,7 +71,7 @@ class LayoutEncoder(nn.Module):
 
     def setup(self) -> None:
         if self.tile_px % self.patch:
-            raise ValueError(f"tile size {self.tile_px} is not a multiple of the patch size {self.patch}")
+            raise InvalidValueError(f"tile size {self.tile_px} is not a multiple of the patch size {self.patch}")
         n = (self.tile_px // self.patch) ** 2
         self.patch_embed = nn.Dense(self.dim, dtype=self.dtype)
         self.pos_embed = self.param("pos_embed", nn.initializers.normal(0.02), (1, n, self.dim))

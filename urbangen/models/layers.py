@@ -8,6 +8,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 from jax import lax
 
+from data_pipeline.errors import InvalidValueError
+
 #: pix2pix initialises every conv from N(0, 0.02) (Isola et al. 2017, reference code).
 pix2pix_init = nn.initializers.normal(stddev=0.02)
 
@@ -88,4 +90,4 @@ class Upsample2x(nn.Module):
         if self.mode == "transpose":
             return nn.ConvTranspose(self.features, (4, 4), strides=(2, 2), padding="SAME",
                                     use_bias=self.use_bias, kernel_init=self.kernel_init, dtype=self.dtype)(x)
-        raise ValueError(f"unknown upsample mode {self.mode!r}; expected one of {UPSAMPLE_MODES}")
+        raise InvalidValueError(f"unknown upsample mode {self.mode!r}; expected one of {UPSAMPLE_MODES}")

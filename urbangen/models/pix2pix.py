@@ -15,6 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from data_pipeline.errors import InvalidValueError
 from urbangen.models.layers import Upsample2x, pix2pix_init, small_input_conv
 
 
@@ -22,7 +23,7 @@ def unet_depth(tile_px: int) -> int:
     """Number of stride-2 downsamplings that take ``tile_px`` to 1 pixel (8 for 256)."""
     depth = int(math.log2(tile_px))
     if 2**depth != tile_px or depth < 5:
-        raise ValueError(f"the U-Net needs a power-of-two tile size of at least 32 px, got {tile_px}")
+        raise InvalidValueError(f"the U-Net needs a power-of-two tile size of at least 32 px, got {tile_px}")
     return depth
 
 
@@ -109,7 +110,7 @@ class PatchDiscriminator(nn.Module):
             if self.norm == "batch":
                 h = nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype)(h)
             elif self.norm != "none":
-                raise ValueError(f"the discriminator's norm must be 'batch' or 'none', got {self.norm!r}")
+                raise InvalidValueError(f"the discriminator's norm must be 'batch' or 'none', got {self.norm!r}")
             h = nn.leaky_relu(h, 0.2)
         h = nn.Conv(1, (4, 4), strides=(1, 1), padding=pad, kernel_init=pix2pix_init, dtype=self.dtype)(h)
         return h.astype(jnp.float32)
@@ -175,7 +176,7 @@ def upsample_latent(z: jnp.ndarray, stride: int, method: str = "nearest") -> jnp
     if method == "bilinear":
         b, h, w, k = z.shape
         return jax.image.resize(z, (b, h * stride, w * stride, k), method="bilinear")
-    raise ValueError(f"latent upsampling must be one of {LATENT_UPSAMPLING}, got {method!r}")
+    raise InvalidValueError(f"latent upsampling must be one of {LATENT_UPSAMPLING}, got {method!r}")
 
 
 def latent_encoder_from_config(cfg: Any, dtype: Any = jnp.float32) -> LatentEncoder | None:

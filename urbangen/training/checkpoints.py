@@ -16,9 +16,7 @@ import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
-
-class NonFiniteLossError(RuntimeError):
-    """A loss became NaN or infinite; the run stopped before saving it."""
+from data_pipeline.errors import MissingFileError
 
 
 class Checkpointer:
@@ -70,7 +68,7 @@ class Checkpointer:
         """Restore the state at ``step`` (default latest) into the structure and shardings of ``like``."""
         step = self.latest_step() if step is None else step
         if step is None:
-            raise FileNotFoundError(f"no checkpoint in {self.directory}")
+            raise MissingFileError(f"no checkpoint in {self.directory}")
         abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)),
                                 like)
         out = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
@@ -81,7 +79,7 @@ class Checkpointer:
         """Only the JSON metadata (cheap: no arrays are read)."""
         step = self.latest_step() if step is None else step
         if step is None:
-            raise FileNotFoundError(f"no checkpoint in {self.directory}")
+            raise MissingFileError(f"no checkpoint in {self.directory}")
         return dict(self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"])
 
     def wait(self) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 import ml_collections
 
 import urbangen.configs
+from data_pipeline.errors import InvalidValueError
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -83,7 +84,7 @@ def experiment_config(model: str, variant: str = "", **overrides: Any) -> ml_col
     """
     known = sorted(m.name for m in pkgutil.iter_modules(urbangen.configs.__path__))
     if model not in known:
-        raise ValueError(f"no experiment config {model!r}; there are {', '.join(known)}")
+        raise InvalidValueError(f"no experiment config {model!r}; there are {', '.join(known)}")
     config = importlib.import_module(f"urbangen.configs.{model}").get_config(variant)
     for key, value in overrides.items():
         target = config

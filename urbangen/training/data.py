@@ -10,6 +10,7 @@ import grain
 import numpy as np
 
 from data_pipeline.dataset import TileDataset, open_dataset
+from data_pipeline.errors import InvalidValueError
 from data_pipeline.loader import tile_batches
 from urbangen.conditioning import ParameterScaler
 from urbangen.splits import Split, region_split
@@ -47,7 +48,7 @@ class TrainingData:
         names = list(parameters) or dataset.parameter_names
         unknown = [p for p in names if p not in dataset.parameter_names]
         if unknown:
-            raise ValueError(f"parameters {unknown} are not in the dataset; it has {dataset.parameter_names}")
+            raise InvalidValueError(f"parameters {unknown} are not in the dataset; it has {dataset.parameter_names}")
         if not buffer_m:
             buffer_m = dataset.tile_px * dataset.meters_per_pixel
         split = region_split(dataset.tiles, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
@@ -58,7 +59,7 @@ class TrainingData:
             train = split.train if usable is None else split.train[usable[split.train]]
             scaler = ParameterScaler.fit(names, dataset.parameters(train)[:, columns])
         elif list(scaler.names) != names:
-            raise ValueError(f"the checkpoint was trained on parameters {list(scaler.names)}, not {names}")
+            raise InvalidValueError(f"the checkpoint was trained on parameters {list(scaler.names)}, not {names}")
         return cls(dataset, split, names, scaler, usable)
 
     def indices(self, name: str) -> np.ndarray:
@@ -101,7 +102,7 @@ class TrainingData:
         """
         indices = self.indices(split)
         if len(indices) == 0:
-            raise ValueError(f"the {split} split is empty: change val_fraction/test_fraction/split_buffer_m, "
+            raise InvalidValueError(f"the {split} split is empty: change val_fraction/test_fraction/split_buffer_m, "
                              "or use a dataset with more regions")
         columns = [self.dataset.parameter_names.index(p) for p in self.parameter_names]
         scaler = self.scaler

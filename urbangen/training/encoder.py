@@ -10,6 +10,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from data_pipeline.errors import InvalidValueError
 from urbangen.conditioning import layout_to_signed
 from urbangen.models.encoder import LayoutEncoder, encoder_from_config, patchify
 from urbangen.training.loop import Task
@@ -36,7 +37,7 @@ class EncoderTask(Task):
         super().__init__(config, spec)
         cfg = config.encoder
         if cfg.objective not in OBJECTIVES:
-            raise ValueError(f"encoder.objective must be one of {OBJECTIVES}, got {cfg.objective!r}")
+            raise InvalidValueError(f"encoder.objective must be one of {OBJECTIVES}, got {cfg.objective!r}")
         self.model = encoder_from_config(cfg, self.tile_px, len(self.channels), self.n_params, self.dtype)
 
     def init_state(self, rng: jax.Array) -> dict[str, Any]:

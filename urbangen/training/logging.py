@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from data_pipeline.atomic import write_text_atomic
+from data_pipeline.errors import InvalidValueError
 
 WANDB_MODES = ("online", "offline", "disabled")
 
@@ -25,7 +26,7 @@ def wandb_mode(config_mode: str | None) -> str:
     if mode == "dryrun":  # W&B's old name for offline
         mode = "offline"
     if mode not in WANDB_MODES:
-        raise ValueError(f"wandb mode must be one of {WANDB_MODES}, got {mode!r}")
+        raise InvalidValueError(f"wandb mode must be one of {WANDB_MODES}, got {mode!r}")
     return mode
 
 

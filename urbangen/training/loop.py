@@ -22,9 +22,10 @@ import optax
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from data_pipeline.errors import InvalidValueError, NonFiniteLossError
 from urbangen.conditioning import ParameterScaler
 from urbangen.splits import ensure_same_split
-from urbangen.training.checkpoints import Checkpointer, NonFiniteLossError
+from urbangen.training.checkpoints import Checkpointer
 from urbangen.training.data import TrainingData
 from urbangen.training.logging import RunLogger
 from urbangen.training.optim import adam, learning_rate_schedule
@@ -149,7 +150,7 @@ def fit(task_cls: type[Task], config: ml_collections.ConfigDict, workdir: str | 
         try:
             state, _ = checkpointer.restore(state)
         except Exception as err:  # noqa: BLE001 - a shape mismatch reads badly from orbax; say what it means
-            raise ValueError(f"the checkpoint in {checkpointer.directory} does not fit this config's model "
+            raise InvalidValueError(f"the checkpoint in {checkpointer.directory} does not fit this config's model "
                              f"(was the model config changed?): {err}") from err
         start = int(resumed_meta["step"])
     # best_metric lets inference pick the best checkpoint without the trainer (urbangen.inference).

@@ -19,6 +19,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from data_pipeline.errors import InvalidValueError
+
 #: Environment variables that mean "this process is one of several hosts".
 DISTRIBUTED_ENV = ("JAX_COORDINATOR_ADDRESS", "COORDINATOR_ADDRESS")
 
@@ -44,7 +46,7 @@ def _int_env(name: str) -> int | None:
     try:
         return int(value)
     except ValueError:
-        raise ValueError(f"{name} must be an integer, got {value!r}") from None
+        raise InvalidValueError(f"{name} must be an integer, got {value!r}") from None
 
 
 def make_mesh() -> Mesh:
@@ -64,7 +66,7 @@ def local_batch_size(global_batch_size: int, mesh: Mesh) -> int:
     """This host's share of the global batch, with a clear error when it does not divide."""
     n_dev, n_proc = mesh.devices.size, jax.process_count()
     if global_batch_size % n_dev:
-        raise ValueError(f"batch_size {global_batch_size} must be a multiple of the {n_dev} devices")
+        raise InvalidValueError(f"batch_size {global_batch_size} must be a multiple of the {n_dev} devices")
     return global_batch_size // n_proc
 
 

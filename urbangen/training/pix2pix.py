@@ -32,6 +32,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from data_pipeline.errors import InvalidValueError
 from urbangen.conditioning import channel_indices, layout_to_signed, parameter_maps
 from urbangen.models.pix2pix import (
     PatchDiscriminator,
@@ -55,7 +56,7 @@ def gan_loss(logits: jnp.ndarray, is_real: bool, kind: str) -> jnp.ndarray:
         return optax.sigmoid_binary_cross_entropy(logits, target).mean()
     if kind == "lsgan":
         return jnp.mean((logits - target) ** 2)
-    raise ValueError(f"gan_loss must be one of {GAN_LOSSES}, got {kind!r}")
+    raise InvalidValueError(f"gan_loss must be one of {GAN_LOSSES}, got {kind!r}")
 
 
 class Pix2PixTask(Task):
@@ -72,11 +73,11 @@ class Pix2PixTask(Task):
         self.output_channels = list(cfg.output_channels) or [c for c in self.channels if c not in self.input_channels]
         overlap = set(self.input_channels) & set(self.output_channels)
         if overlap:
-            raise ValueError(f"channels {sorted(overlap)} cannot be both generator input and output")
+            raise InvalidValueError(f"channels {sorted(overlap)} cannot be both generator input and output")
         self.in_idx = channel_indices(self.channels, self.input_channels)
         self.out_idx = channel_indices(self.channels, self.output_channels)
         if cfg.gan_loss not in GAN_LOSSES:
-            raise ValueError(f"pix2pix.gan_loss must be one of {GAN_LOSSES}, got {cfg.gan_loss!r}")
+            raise InvalidValueError(f"pix2pix.gan_loss must be one of {GAN_LOSSES}, got {cfg.gan_loss!r}")
         self.generator = generator_from_config(cfg, self.tile_px, len(self.out_idx), self.dtype)
         self.discriminator = PatchDiscriminator(ndf=cfg.ndf, n_layers=cfg.d_layers, norm=cfg.get("d_norm", "batch"),
                                                 dtype=self.dtype)
@@ -87,9 +88,10 @@ class Pix2PixTask(Task):
         d_optim.learning_rate = config.optim.learning_rate * cfg.get("d_lr_scale", 1.0)
         self.d_tx = adam(d_optim, config.num_steps)
         if cfg.target not in TARGETS:
-            raise ValueError(f"pix2pix.target must be one of {TARGETS}, got {cfg.target!r}")
+            raise InvalidValueError(f"pix2pix.target must be one of {TARGETS}, got {cfg.target!r}")
         if self.encoder is not None and self.tile_px % cfg.latent_stride:
-            raise ValueError(f"pix2pix.latent_stride {cfg.latent_stride} must divide the tile size {self.tile_px}")
+            raise InvalidValueError(
+                f"pix2pix.latent_stride {cfg.latent_stride} must divide the tile size {self.tile_px}")
 
     @property
     def latent_shape(self) -> tuple[int, int, int]:

@@ -7,6 +7,7 @@ from typing import Any
 
 import ml_collections
 
+from data_pipeline.errors import InvalidValueError, MissingFileError
 from urbangen.training.checkpoints import Checkpointer
 from urbangen.training.encoder import EncoderTask
 from urbangen.training.loop import Task, fit
@@ -18,7 +19,7 @@ TASKS: dict[str, type[Task]] = {"pix2pix": Pix2PixTask, "vae": VAETask, "encoder
 
 def task_class(name: str) -> type[Task]:
     if name not in TASKS:
-        raise ValueError(f"unknown model {name!r}; expected one of {sorted(TASKS)}")
+        raise InvalidValueError(f"unknown model {name!r}; expected one of {sorted(TASKS)}")
     return TASKS[name]
 
 
@@ -47,7 +48,7 @@ def load_trained(workdir: str | Path, step: int | None = None, *, best: bool = F
             if step is None and best:  # no metrics recorded: fall back to the latest
                 step = checkpointer.latest_step()
         if step is None:
-            raise FileNotFoundError(f"no checkpoint in {Path(workdir) / 'checkpoints'}")
+            raise MissingFileError(f"no checkpoint in {Path(workdir) / 'checkpoints'}")
         meta = checkpointer.restore_meta(step)
         config = ml_collections.ConfigDict(meta["config"])
         task = task_class(config.model)(config, meta["spec"])

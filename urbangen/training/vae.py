@@ -14,6 +14,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from data_pipeline.errors import InvalidValueError
 from urbangen.conditioning import channel_indices, layout_to_signed
 from urbangen.models.vae import ConditionalVAE, kl_divergence, vae_from_config
 from urbangen.proximity import proximity_field
@@ -33,7 +34,7 @@ class VAETask(Task):
         cfg = config.vae
         levels = len(cfg.features)
         if self.tile_px % 2**levels or self.tile_px < 2**levels:
-            raise ValueError(f"tile size {self.tile_px} cannot be halved {levels} times (vae.features)")
+            raise InvalidValueError(f"tile size {self.tile_px} cannot be halved {levels} times (vae.features)")
         self.output_channels = list(cfg.get("output_channels", ())) or self.channels
         self.out_idx = channel_indices(self.channels, self.output_channels)
         self.model = vae_from_config(cfg, len(self.out_idx), self.dtype)
