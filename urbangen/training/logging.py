@@ -8,7 +8,6 @@ everything else (metrics file, sample PNGs, checkpoints) is unchanged.
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from pathlib import Path
 from typing import Any
@@ -17,12 +16,13 @@ import numpy as np
 
 from data_pipeline.atomic import write_text_atomic
 from data_pipeline.errors import InvalidValueError
+from urbangen.settings import wandb_mode_from_env
 
 WANDB_MODES = ("online", "offline", "disabled")
 
 
 def wandb_mode(config_mode: str | None) -> str:
-    mode = config_mode or os.environ.get("WANDB_MODE") or "disabled"
+    mode = config_mode or wandb_mode_from_env() or "disabled"
     if mode == "dryrun":  # W&B's old name for offline
         mode = "offline"
     if mode not in WANDB_MODES:

@@ -9,7 +9,6 @@ for NaN, evaluate, checkpoint and stop early.
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from data_pipeline.errors import InvalidValueError, NonFiniteLossError
 from urbangen.conditioning import ParameterScaler
+from urbangen.settings import progress_disabled
 from urbangen.splits import ensure_same_split
 from urbangen.training.checkpoints import Checkpointer
 from urbangen.training.data import TrainingData
@@ -98,7 +98,7 @@ class Task:
 def _progress(disable: bool) -> Progress:
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                    disable=disable or os.environ.get("URBANGEN_NO_PROGRESS") == "1")
+                    disable=disable or progress_disabled())
 
 
 def _check_finite(rows: list[dict[str, float]], first_step: int, checkpointer: Checkpointer) -> None:

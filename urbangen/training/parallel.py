@@ -12,7 +12,6 @@ hand-written collectives, which these models do not need.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import jax
@@ -20,11 +19,10 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from data_pipeline.errors import InvalidValueError
+from urbangen.settings import distributed_requested, int_from_env
+
 
 #: Environment variables that mean "this process is one of several hosts".
-DISTRIBUTED_ENV = ("JAX_COORDINATOR_ADDRESS", "COORDINATOR_ADDRESS")
-
-
 def maybe_initialize_distributed(force: bool = False) -> None:
     """Join a multi-host run when asked to (``force``) or when the environment says so.
 
@@ -32,21 +30,12 @@ def maybe_initialize_distributed(force: bool = False) -> None:
     peers by itself; elsewhere set ``JAX_COORDINATOR_ADDRESS``,
     ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID``.
     """
-    if force or any(os.environ.get(v) for v in DISTRIBUTED_ENV):
+    if force or distributed_requested():
         if not jax.distributed.is_initialized():
             # JAX reads the coordinator address from the environment but not these two.
-            jax.distributed.initialize(num_processes=_int_env("JAX_NUM_PROCESSES"),
-                                       process_id=_int_env("JAX_PROCESS_ID"))
+            jax.distributed.initialize(num_processes=int_from_env("JAX_NUM_PROCESSES"),
+                                       process_id=int_from_env("JAX_PROCESS_ID"))
 
-
-def _int_env(name: str) -> int | None:
-    value = os.environ.get(name)
-    if value is None or value == "":
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        raise InvalidValueError(f"{name} must be an integer, got {value!r}") from None
 
 
 def make_mesh() -> Mesh:
