@@ -32,6 +32,7 @@ def test_no_bare_builtin_error_is_raised_on_purpose():
     assert not found
 
 
+@pytest.mark.integration  # the installed command line, in a subprocess
 @pytest.mark.parametrize("command", [["evaluate", "--checkpoint", "city-64"], ["analyze"]])
 def test_a_missing_dataset_is_one_line_without_a_traceback(command, tmp_path):
     result = subprocess.run([sys.executable, "-m", "urbangen.cli", *command, "--dataset", str(tmp_path / "nowhere"),
