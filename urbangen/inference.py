@@ -53,6 +53,14 @@ def deterministic_layout(probs: np.ndarray, sampling: str) -> np.ndarray:
     raise RunSpecError(f"a {sampling!r} generator's output needs randomness to become a layout")
 
 
+def stage_outputs(probs: np.ndarray, spec: RunSpec) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """A chain stage's 0/1 channels by name (what the next stage draws around), and what the chain outputs
+    for them: a thresholded stage's probabilities, or a proximity stage's decoded 0/1 layout."""
+    layout = deterministic_layout(probs, spec.sampling)
+    drawn = {c: layout[..., j] for j, c in enumerate(spec.output_channels)}
+    return drawn, probs if spec.sampling == "threshold" else layout.astype(np.float32)
+
+
 class RunSpec(pydantic.BaseModel):
     """What a trained run needs from data and gives back: recorded in every checkpoint's metadata."""
 
@@ -375,7 +383,7 @@ class GeneratorChain:
             s = stage.spec
             stage_given = np.stack([drawn[c] for c in s.input_channels], axis=-1) if s.input_channels else None
             probs = stage.generate_tiles(z_maps[..., self.columns(stage)], jax.random.fold_in(key, i), stage_given)
-            layout = deterministic_layout(probs, s.sampling)
-            drawn.update({c: layout[..., j] for j, c in enumerate(s.output_channels)})
-            out.append(probs if s.sampling == "threshold" else layout.astype(np.float32))
+            stage_drawn, stage_out = stage_outputs(probs, s)
+            drawn.update(stage_drawn)
+            out.append(stage_out)
         return np.concatenate(out, axis=-1)

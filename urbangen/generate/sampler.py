@@ -16,7 +16,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from urbangen.inference import GeneratorChain, TrainedModel, deterministic_layout
+from urbangen.inference import GeneratorChain, TrainedModel, deterministic_layout, stage_outputs
 
 #: Samples drawn per tile of a VAE's layout, of which the one agreeing best with its neighbours is kept.
 CANDIDATES = 32
@@ -66,10 +66,10 @@ def generate_layout(model: TrainedModel | GeneratorChain, fields: np.ndarray, ke
             inputs = stage.spec.input_channels
             stage_given = np.stack([drawn[c] for c in inputs], axis=-1) if inputs else None
             probs = _blend(stage, z[..., model.columns(stage)], jax.random.fold_in(key, i), stage_given, batch_size)
-            layout = deterministic_layout(probs, stage.spec.sampling)
-            drawn.update({c: layout[..., j] for j, c in enumerate(stage.spec.output_channels)})
             # A proximity stage's fields are decoded here, after blending: the chain's output is 0/1 for them.
-            out.append(probs if stage.spec.sampling == "threshold" else layout.astype(np.float32))
+            stage_drawn, stage_out = stage_outputs(probs, stage.spec)
+            drawn.update(stage_drawn)
+            out.append(stage_out)
         return np.concatenate(out, axis=-1)
     return _blend(model, z, key, given, batch_size)
 
