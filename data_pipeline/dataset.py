@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -46,6 +47,27 @@ def _zarr_compressor():
     return zarr.codecs.BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle")
 
 
+def create_raster_array(path: str | Path, n_tiles: int, tile_px: int, n_channels: int):
+    """A new zarr array for a city's tiles: ``(n_tiles, H, W, C)`` uint8, one chunk per tile."""
+    import zarr
+
+    return zarr.create_array(
+        store=str(path),
+        shape=(n_tiles, tile_px, tile_px, n_channels),
+        chunks=(1, tile_px, tile_px, n_channels),
+        dtype="uint8",
+        compressors=_zarr_compressor(),
+    )
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    """Hard-link a file (instant, no extra space) and copy it where links are not possible."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
 class DatasetWriter:
     """Writes a dataset into a temporary directory; :meth:`commit` publishes it.
 
@@ -70,7 +92,7 @@ class DatasetWriter:
     def __init__(self, out_dir: str | Path, *, overwrite: bool = False) -> None:
         self.out_dir = Path(out_dir)
         self.overwrite = overwrite
-        _check_out_dir(self.out_dir, overwrite)
+        check_out_dir(self.out_dir, overwrite)
         # Removes only partial directories of builds that have ended: a concurrent build's stays.
         self._partial = PartialDir(self.out_dir)
         self.tmp_dir = self._partial.path
@@ -88,25 +110,29 @@ class DatasetWriter:
 
     def add_city(self, city: str, n_tiles: int, tile_px: int, n_channels: int, info: dict[str, Any]) -> None:
         """Create the raster array of a city before its tiles are written."""
-        import zarr
-
         if city in self._cities:
             raise DatasetError(f"city {city!r} is in the dataset twice; give each a unique name")
         self._cities[city] = dict(info, n_tiles=n_tiles)
-        self._arrays[city] = zarr.create_array(
-            store=str(self.tmp_dir / RASTERS / f"{city}.zarr"),
-            shape=(n_tiles, tile_px, tile_px, n_channels),
-            chunks=(1, tile_px, tile_px, n_channels),
-            dtype="uint8",
-            compressors=_zarr_compressor(),
-        )
+        self._arrays[city] = create_raster_array(self.tmp_dir / RASTERS / f"{city}.zarr", n_tiles, tile_px,
+                                                 n_channels)
 
-    def write_coverage(self, city: str, geojson: str) -> str:
-        """Store a city's coverage polygon; returns its path relative to the dataset."""
+    def add_city_files(self, city: str, rasters: Path, rows: pd.DataFrame, coverage_geojson: Path,
+                       info: dict[str, Any]) -> None:
+        """Add a city built elsewhere: its raster array folder, its table rows and its coverage file.
+
+        ``info`` is the city's manifest entry; ``info["coverage"]["file"]`` is where
+        the coverage file goes, relative to the dataset (``coverage/CITY.geojson``).
+
+        The files are hard-linked where possible (copied otherwise), so the
+        sources stay as they were until the dataset is committed.
+        """
+        if city in self._cities:
+            raise DatasetError(f"city {city!r} is in the dataset twice; give each a unique name")
+        shutil.copytree(rasters, self.tmp_dir / RASTERS / f"{city}.zarr", copy_function=_link_or_copy)
         (self.tmp_dir / COVERAGE).mkdir(exist_ok=True)
-        relative = f"{COVERAGE}/{city}.geojson"
-        (self.tmp_dir / relative).write_text(geojson)
-        return relative
+        _link_or_copy(str(coverage_geojson), str(self.tmp_dir / info["coverage"]["file"]))
+        self._cities[city] = dict(info, n_tiles=len(rows))
+        self._frames.append(rows)
 
     def write_tiles(self, city: str, indices: np.ndarray, tiles: np.ndarray) -> None:
         array = self._arrays[city]
@@ -126,7 +152,7 @@ class DatasetWriter:
         # The manifest is written last: a directory without one is not a dataset.
         write_text_atomic(self.tmp_dir / MANIFEST, json.dumps(manifest, indent=2, default=str))
         # Checked again: someone (or another build) may have written to out_dir while this one ran.
-        _check_out_dir(self.out_dir, self.overwrite)
+        check_out_dir(self.out_dir, self.overwrite)
         return self._partial.publish()
 
 
@@ -139,7 +165,7 @@ def is_dataset_dir(path: str | Path) -> bool:
     return isinstance(manifest, dict) and manifest.get("format_version") == FORMAT_VERSION
 
 
-def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
+def check_out_dir(out_dir: Path, overwrite: bool) -> None:
     """Raise unless ``out_dir`` is missing, empty, or a dataset that ``overwrite`` may replace."""
     check_replaceable(out_dir, is_dataset_dir,
                       f"an urbangen dataset ({MANIFEST} with format_version {FORMAT_VERSION})")

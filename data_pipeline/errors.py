@@ -54,6 +54,10 @@ class NoTilesError(PipelineError):
     """The data covers no tile that passes the build's coverage filter."""
 
 
+class CityBuildError(PipelineError):
+    """Some cities of a many-city build failed; the others were kept for a rerun."""
+
+
 class DatasetError(PipelineError):
     """A dataset directory is missing, incomplete or of an unknown format."""
 

@@ -58,26 +58,43 @@ def jax_compilation_cache(tmp_path_factory) -> Path:
     return cache
 
 
+#: Hosts that stay reachable in tests: the loopback interface is this machine (Dask's local cluster), not network.
+LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+
+
 @pytest.fixture(autouse=True)
 def no_network(monkeypatch):
     """Any attempt to open a network connection fails at once instead of hanging.
 
-    Unix-domain sockets stay allowed: they are local IPC (W&B's offline service uses one), not network.
+    Unix-domain sockets and the loopback interface stay allowed: they are local IPC (W&B's offline
+    service, a Dask LocalCluster's scheduler), not network.
     """
 
     def refuse(*args, **kwargs):
         raise OSError("network access is disabled in tests")
 
     real_connect = socket.socket.connect
+    real_create_connection = socket.create_connection
+    real_getaddrinfo = socket.getaddrinfo
 
     def connect(sock, address):
-        if sock.family == getattr(socket, "AF_UNIX", None):
+        if sock.family == getattr(socket, "AF_UNIX", None) or (isinstance(address, tuple) and address[0] in LOOPBACK):
             return real_connect(sock, address)
         refuse()
 
+    def create_connection(address, *args, **kwargs):
+        if address[0] in LOOPBACK:
+            return real_create_connection(address, *args, **kwargs)
+        refuse()
+
+    def getaddrinfo(host, *args, **kwargs):
+        if host in LOOPBACK:
+            return real_getaddrinfo(host, *args, **kwargs)
+        refuse()
+
     monkeypatch.setattr(socket.socket, "connect", connect)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    monkeypatch.setattr(socket, "create_connection", create_connection)
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
 
 
 @pytest.fixture(scope="session")

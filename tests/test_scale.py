@@ -1,0 +1,124 @@
+"""Many-city builds on Dask: the same dataset as a serial build, failures kept apart, reruns that resume."""
+
+from __future__ import annotations
+
+import filecmp
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import HOUSTON_GRAPHML, KENNESAW
+
+from data_pipeline.build import CitySpec, build_dataset
+from data_pipeline.city_tasks import CityParts
+from data_pipeline.config import TilingConfig
+from data_pipeline.errors import CityBuildError, CorruptOSMFileError
+
+AUSTIN_CAMPUS = "austin/austin_ut_campus_osm_bbox.osm.xml.gz"
+SMALL = TilingConfig(meters_per_pixel=4.0, tile_px=64, region_m=1024)
+
+
+@pytest.fixture(scope="module")
+def three_cities(osm_path) -> list[CitySpec]:
+    """Three real extracts of three formats' worth of work: Overpass XML with buildings, and osmnx GraphML."""
+    return [CitySpec("austin_campus", osm_file=str(osm_path(AUSTIN_CAMPUS)), group="car_centric"),
+            CitySpec("kennesaw", osm_file=str(osm_path(KENNESAW)), group="car_centric"),
+            CitySpec("houston", osm_file=str(osm_path(HOUSTON_GRAPHML)), group="car_centric")]
+
+
+def _differing_files(left: Path, right: Path) -> list[str]:
+    """Files that are missing on one side or differ in a byte (filecmp with shallow=False)."""
+    compared = filecmp.dircmp(left, right)
+    bad = [str(left / n) for n in compared.left_only + compared.right_only]
+    _, mismatch, errors = filecmp.cmpfiles(left, right, compared.common_files, shallow=False)
+    bad += [str(left / n) for n in mismatch + errors]
+    for name in compared.common_dirs:
+        bad += _differing_files(left / name, right / name)
+    return bad
+
+
+def test_a_dask_build_writes_the_serial_build_byte_for_byte(three_cities, tmp_path):
+    from distributed import LocalCluster
+
+    serial = build_dataset(three_cities, tmp_path / "serial", SMALL)
+    # Through a scheduler's address, as `--scheduler tcp://HOST:8786` sends the tasks to a real cluster.
+    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster:
+        results = []
+        dask = build_dataset(three_cities, tmp_path / "dask", SMALL, scheduler=cluster.scheduler_address,
+                             results=results)
+
+    assert _differing_files(serial.path / "rasters", dask.path / "rasters") == []
+    assert _differing_files(serial.path / "coverage", dask.path / "coverage") == []
+    pd.testing.assert_frame_equal(serial.tiles, dask.tiles)
+    assert serial.manifest["cities"] == dask.manifest["cities"]
+    assert list(dask.manifest["cities"]) == ["austin_campus", "kennesaw", "houston"]  # the config's order
+    assert sorted(r.city for r in results) == ["austin_campus", "houston", "kennesaw"]
+    assert len({r.host for r in results}) == 2  # both workers took a city
+    assert all(r.peak_rss_mb > 0 for r in results)
+    assert not CityParts(tmp_path / "dask").path.exists()  # a complete build leaves no parts behind
+
+
+def test_a_failing_city_is_reported_and_the_others_kept_for_the_rerun(three_cities, tmp_path):
+    broken = tmp_path / "broken.osm"
+    broken.write_text("<osm version='0.6'><node id='1'")  # cut off: not readable
+    cities = [three_cities[0], CitySpec("broken", osm_file=str(broken)), three_cities[2]]
+    out = tmp_path / "ds"
+
+    with pytest.raises(CityBuildError) as failed:
+        build_dataset(cities, out, SMALL, scheduler="local", workers=2)
+    message = str(failed.value)
+    assert "1 of 3 cities failed" in message and "broken: CorruptOSMFileError" in message
+    assert not out.exists()  # nothing published without --skip-failed
+    parts = CityParts(out)
+    kept = {p.name for p in parts.path.iterdir() if p.is_dir()}
+    assert kept == {"austin_campus", "houston"}
+
+    # Rerun with the city's source fixed: only that city is built; the others come from their parts.
+    fixed = CitySpec("broken", osm_file=three_cities[1].osm_file)
+    results = []
+    dataset = build_dataset([cities[0], fixed, cities[2]], out, SMALL, results=results)
+    assert [r.city for r in results] == ["broken"]
+    assert list(dataset.manifest["cities"]) == ["austin_campus", "broken", "houston"]
+    assert not parts.path.exists()
+    reference = build_dataset(three_cities[:1], tmp_path / "austin_alone", SMALL)
+    alone, joined = (d.path / "rasters" / "austin_campus.zarr" for d in (reference, dataset))
+    assert _differing_files(alone, joined) == []  # the kept part's bytes, as a build of it alone
+    pd.testing.assert_frame_equal(
+        reference.tiles, dataset.tiles[dataset.tiles.city == "austin_campus"].reset_index(drop=True))
+
+
+def test_skip_failed_publishes_the_rest_and_names_the_failures(three_cities, tmp_path):
+    cities = [three_cities[0], CitySpec("missing", osm_file=str(tmp_path / "nowhere.osm.pbf"))]
+    dataset = build_dataset(cities, tmp_path / "ds", SMALL, skip_failed=True)
+    assert list(dataset.manifest["cities"]) == ["austin_campus"]
+    assert "OSMFileNotFoundError" in dataset.manifest["cities_failed"]["missing"]
+    assert CityParts(tmp_path / "ds").part("austin_campus").is_dir()  # kept for a rerun with the file found
+
+
+def test_a_part_built_with_other_settings_is_rebuilt(three_cities, tmp_path):
+    out = tmp_path / "ds"
+    parts = CityParts(out)
+    parts.create()
+    from data_pipeline.city import build_city_part
+
+    build_city_part(three_cities[0], TilingConfig(meters_per_pixel=4.0, tile_px=32), parts.part("austin_campus"))
+    results = []
+    dataset = build_dataset(three_cities[:1], out, SMALL, results=results)
+    assert [r.city for r in results] == ["austin_campus"]  # rebuilt: the tiling differs
+    assert dataset.tile_px == 64
+
+
+def test_a_one_city_build_raises_its_own_error(tmp_path):
+    bad = tmp_path / "bad.osm"
+    bad.write_text("not osm")
+    with pytest.raises(CorruptOSMFileError):
+        build_dataset([CitySpec("bad", osm_file=str(bad))], tmp_path / "ds", SMALL)
+
+
+def test_the_parts_folder_is_removed_only_when_marked(tmp_path):
+    out = tmp_path / "ds"
+    parts = CityParts(out)
+    parts.path.mkdir()
+    (parts.path / "mine.txt").write_text("not urbangen's")
+    parts.remove()
+    assert (parts.path / "mine.txt").read_text() == "not urbangen's"
