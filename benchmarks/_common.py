@@ -3,23 +3,20 @@
 from __future__ import annotations
 
 import json
-import resource
 import time
 from pathlib import Path
 from typing import Any
 
+from data_pipeline.city import peak_rss_mb, reset_peak_rss
 from urbangen.machine import describe_machine
+
+__all__ = ["machine", "peak_rss_mb", "reset_peak_rss", "write_results"]
 
 RESULTS_DIR = Path(__file__).parent / "results"
 
 
 def machine() -> dict[str, Any]:
     return describe_machine()
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far, MiB (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def write_results(name: str, results: dict[str, Any]) -> Path:

@@ -87,6 +87,8 @@ def main() -> None:
         "serial_peak_rss_mb": round(serial_peak, 1),
         "worker_peak_rss_mb": sorted(round(v, 1) for v in per_worker.values()),
         "city_seconds_serial": {r.city: round(r.seconds, 2) for r in serial_results},
+        "city_seconds_dask": {r.city: round(r.seconds, 2) for r in dask_results},
+        "city_worker_dask": {r.city: r.host for r in dask_results},
         "rasters_equal": rasters_equal, "tables_equal": tables_equal,
     })
     print(f"wrote {path}")

@@ -214,19 +214,41 @@ def part_is_current(part: Path, city: CitySpec, config: TilingConfig) -> bool:
     return info.get("built_from") == build_inputs(city, config)
 
 
+def reset_peak_rss() -> None:
+    """Start a new peak-memory measurement for this process, where the OS allows (Linux 4.0+)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
 def peak_rss_mb() -> float:
-    """The peak resident memory of this process so far, in MiB (NaN where the OS does not say)."""
+    """The peak resident memory of this process, in MiB, since :func:`reset_peak_rss` (or its start).
+
+    Linux's ``VmHWM`` rather than ``ru_maxrss``: the latter survives ``exec``, so
+    a Dask worker would report the peak of the process that started it.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     try:
         import resource
     except ImportError:  # Windows
         return float("nan")
-    scale = 1.0 if sys.platform == "darwin" else 1024.0  # bytes on macOS, KiB on Linux
+    scale = 1.0 if sys.platform == "darwin" else 1024.0  # bytes on macOS, KiB elsewhere
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
 
 
 @dataclass(frozen=True)
 class CityPartResult:
-    """What building one city part did: its size, time and the peak memory of the process that built it."""
+    """What building one city part did: its size, time, and the peak memory of the process while it ran.
+
+    ``peak_rss_mb`` covers the build alone where Linux can reset the peak
+    (``/proc/self/clear_refs``); elsewhere it is the process's peak so far.
+    """
 
     city: str
     n_tiles: int
@@ -257,6 +279,7 @@ def build_city_part(city: CitySpec, config: TilingConfig, part: str | Path,
     CityPartResult
     """
     start = time.perf_counter()
+    reset_peak_rss()
     report = report or (lambda stage, completed, total: None)
     report("reading", 0, None)
     user = city.user_coverage()  # a bad clip or boundary fails before any reading
@@ -294,8 +317,7 @@ def build_city_part(city: CitySpec, config: TilingConfig, part: str | Path,
         report("rasterizing", 0, len(grid))
         done = 0
         for idx, tiles in rasterize_tiles(features, grid.bounds, config):
-            for i, tile in zip(idx, tiles):
-                array[int(i)] = tile
+            array.oindex[np.asarray(idx)] = tiles  # one call per block: zarr writes its chunks concurrently
             done += len(idx)
             report("rasterizing", done, len(grid))
         tile_rows(city.name, grid.crs, grid.bounds, params, config, features.layers_known["buildings"],
