@@ -15,6 +15,15 @@ cost the same whatever the pixels are.
 On a GPU (JAX with CUDA and a CUDA torch), pass ``--precision bfloat16`` to
 time mixed precision as well; MFU is reported from the step's FLOP count
 (XLA's cost analysis) and ``--peak-tflops``.
+
+``--loader`` times instead whether the input pipeline keeps up: the same step fed
+by the real Grain loader (reading zarr tiles, augmenting, standardizing, in
+``loader_threads`` threads ahead of the step) against the step on one batch
+already on the device, in the same run. Target: within 10 %. The dataset is
+``--dataset DIR``, else Østerbro and Lyngby built at 256 px and 2 m/px from
+``URBANGEN_OSM_DIR`` into a temporary folder.
+
+    python benchmarks/bench_train.py --loader [--batch 4 16] [--steps 5]
 """
 
 from __future__ import annotations
@@ -88,13 +97,85 @@ def torch_step(batch: int, steps: int, upsample: str) -> dict:
             "version": torch.__version__}
 
 
+def loader_step(dataset: str, batch: int, steps: int, threads: int, prefetch: int) -> dict:
+    """Images per second of the pix2pix step fed by the training loader, and on a batch kept on the device."""
+    import grain
+    import jax
+
+    from urbangen.training.config import experiment_config
+    from urbangen.training.data import TrainingData
+    from urbangen.training.pix2pix import Pix2PixTask
+
+    config = experiment_config("pix2pix")
+    data = TrainingData.open(dataset)
+    task = Pix2PixTask(config, data.spec)
+    state = task.init_state(jax.random.key(0))
+    batches = data.batches("train", batch, seed=0, training=True)
+    on_device = jax.device_put(batches[0])
+    compiled = jax.jit(task.train_step, donate_argnums=0).lower(state, on_device).compile()
+    state, metrics = compiled(state, on_device)
+    jax.block_until_ready(metrics)
+
+    def timed(feed) -> float:
+        nonlocal state, metrics
+        tic = time.perf_counter()
+        for _ in range(steps):
+            state, metrics = compiled(state, feed())
+        jax.block_until_ready(metrics)
+        return (time.perf_counter() - tic) / steps
+
+    alone_s = timed(lambda: on_device)
+    stream = iter(batches[1:].to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=prefetch)))
+    next(stream)  # the threads start; the first batches' reads are not the steady state
+    fed_s = timed(lambda: jax.device_put(next(stream)))
+    return {"batch": batch, "step_alone_s": alone_s, "step_with_loader_s": fed_s,
+            "img_per_s_alone": batch / alone_s, "img_per_s_with_loader": batch / fed_s,
+            "loader_slowdown": fed_s / alone_s - 1.0, "loader_threads": threads, "loader_prefetch": prefetch,
+            "tiles_in_train_split": len(data.train_indices)}
+
+
+def _loader_dataset(tmp: str) -> str:
+    from data_pipeline.build import CitySpec, build_dataset
+    from data_pipeline.config import TilingConfig
+    from urbangen.settings import osm_file
+
+    cities = [CitySpec("osterbro", osm_file=str(osm_file("copenhagen/osterbro_osm_bbox.osm.xml.gz"))),
+              CitySpec("lyngby", osm_file=str(osm_file("copenhagen_lyngby/lyngby_osm_bbox.osm.xml.gz")))]
+    return str(build_dataset(cities, Path(tmp) / "loader", TilingConfig(stride_px=128)).path)
+
+
+def main_loader(args) -> None:
+    import tempfile
+
+    from urbangen.training.config import base_config
+
+    defaults = base_config()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        dataset = args.dataset or _loader_dataset(tmp)
+        for batch in args.batch:
+            row = loader_step(dataset, batch, args.steps, defaults.loader_threads, defaults.loader_prefetch)
+            rows.append(row)
+            print(f"batch {batch:3d}  step alone {row['img_per_s_alone']:.2f} img/s  with the loader "
+                  f"{row['img_per_s_with_loader']:.2f} img/s  ({row['loader_slowdown']:+.1%}; target within 10 %)",
+                  flush=True)
+    path = write_results("train_loader", {"target": "step with the loader within 10 % of the step alone",
+                                          "rows": rows})
+    print(f"results: {path}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, nargs="+", default=[4, 16])
     parser.add_argument("--steps", type=int, default=3, help="timed steps after one warm-up step")
     parser.add_argument("--precision", nargs="+", default=["float32"], choices=["float32", "bfloat16"])
     parser.add_argument("--peak-tflops", type=float, default=0.0, help="device peak for MFU (bf16 dense)")
+    parser.add_argument("--loader", action="store_true", help="time the step fed by the real loader instead")
+    parser.add_argument("--dataset", help="dataset for --loader (default: built from URBANGEN_OSM_DIR)")
     args = parser.parse_args()
+    if args.loader:
+        main_loader(args)
+        return
 
     rows = []
     for batch in args.batch:

@@ -12,6 +12,7 @@ import gzip
 import importlib.resources
 import re
 import tempfile
+from array import array
 from dataclasses import replace
 from pathlib import Path
 
@@ -90,19 +91,54 @@ def _xml_timestamp(path: Path, suffix: str) -> str | None:
     return match.group(1) if match else None
 
 
-def _located_runs(nodes) -> list[list]:
-    """The runs of two or more consecutive way nodes whose location the file holds."""
-    runs, run = [], []
-    for node in nodes:
-        if node.location.valid():
-            run.append(node)
-            continue
-        if len(run) >= 2:
-            runs.append(run)
-        run = []
-    if len(run) >= 2:
-        runs.append(run)
-    return runs
+class _LineBuffer:
+    """The street ways read so far, as flat arrays: no Python object per vertex.
+
+    ``coords`` holds lon, lat pairs and ``refs`` the OSM node ids of every
+    vertex, line after line; ``lengths`` the vertices of each line.
+    """
+
+    def __init__(self) -> None:
+        self.coords = array("d")
+        self.refs = array("q")
+        self.lengths = array("q")
+
+    def add_way(self, nodes) -> int:
+        """Append the runs of two or more consecutive located nodes of a way; return how many.
+
+        Extracts clipped at a box miss some nodes: the way is cut there, never bridged.
+        """
+        runs = run = 0
+        for node in nodes:
+            location = node.location
+            if location.valid():
+                self.coords.append(location.lon)
+                self.coords.append(location.lat)
+                self.refs.append(node.ref)
+                run += 1
+                continue
+            runs += self._close(run)
+            run = 0
+        return runs + self._close(run)
+
+    def _close(self, run: int) -> int:
+        if run >= 2:
+            self.lengths.append(run)
+            return 1
+        if run:  # a lone located node is no line
+            del self.coords[-2 * run:]
+            del self.refs[-run:]
+        return 0
+
+    def lines(self) -> tuple[np.ndarray, list[np.ndarray]]:
+        """The lines (shapely LineStrings, lon/lat) and each one's node ids."""
+        lengths = np.frombuffer(self.lengths, dtype=np.int64)
+        if not len(lengths):
+            return np.array([], dtype=object), []
+        flat = np.frombuffer(self.coords, dtype=np.float64).reshape(-1, 2)
+        lines = shapely.linestrings(flat, indices=np.repeat(np.arange(len(lengths)), lengths))
+        refs = np.split(np.frombuffer(self.refs, dtype=np.int64).copy(), np.cumsum(lengths)[:-1])
+        return lines, refs
 
 
 def _sorted_copy(path: Path, fmt: str, folder: Path) -> Path:
@@ -154,7 +190,7 @@ def _read_with_osmium(path: Path, suffix: str, _sorted: bool = False
             .with_filter(keys)
         )
         wkb = osmium.geom.WKBFactory()
-        line_coords: list[list[tuple[float, float]]] = []
+        streets = _LineBuffer()
         line_tags: list[dict[str, str]] = []
         area_wkb: list[str] = []
         area_tags: list[dict[str, str]] = []
@@ -165,17 +201,7 @@ def _read_with_osmium(path: Path, suffix: str, _sorted: bool = False
                 if "highway" not in obj.tags:
                     continue
                 tags = {t.k: t.v for t in obj.tags if t.k in _TAG_SET}
-                # Extracts clipped at a box miss some nodes: the way is cut there, never bridged.
-                if len(obj.nodes) < 2:
-                    continue
-                try:  # the common case: every node located
-                    line_coords.append([(n.lon, n.lat) for n in obj.nodes])
-                    tags[NODES_COLUMN] = [n.ref for n in obj.nodes]
-                    line_tags.append(tags)
-                except osmium.InvalidLocationError:
-                    for run in _located_runs(obj.nodes):
-                        line_coords.append([(n.lon, n.lat) for n in run])
-                        line_tags.append({**tags, NODES_COLUMN: [n.ref for n in run]})
+                line_tags.extend([tags] * streets.add_way(obj.nodes))
             elif obj.is_area():
                 tags = {t.k: t.v for t in obj.tags if t.k in _TAG_SET}
                 if classify.area_layer(tags) is None:
@@ -196,12 +222,9 @@ def _read_with_osmium(path: Path, suffix: str, _sorted: bool = False
 
     if n_objects == 0:
         raise EmptyOSMFileError(f"{path.name}: the file holds no OSM objects with the tags used")
-    lengths = np.fromiter((len(c) for c in line_coords), dtype=np.int64, count=len(line_coords))
-    flat = np.array([xy for c in line_coords for xy in c], dtype=np.float64).reshape(-1, 2)
-    lines = (shapely.linestrings(flat, indices=np.repeat(np.arange(len(lengths)), lengths)) if len(lengths)
-             else np.array([], dtype=object))
+    lines, refs = streets.lines()
     polygons = shapely.from_wkb(np.array(area_wkb, dtype=object)) if area_wkb else np.array([], dtype=object)
-    rows = line_tags + area_tags
+    rows = [{**tags, NODES_COLUMN: ids} for tags, ids in zip(line_tags, refs)] + area_tags
     columns = [*TAG_COLUMNS, NODES_COLUMN]
     frame = gpd.GeoDataFrame(
         [{k: r.get(k) for k in columns} for r in rows] if rows else None,

@@ -22,6 +22,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.num_steps = 10_000
     c.precision = "float32"  # or "bfloat16": bf16 compute, float32 parameters and optimizer state
     c.distributed = False  # force jax.distributed.initialize(); it also runs when JAX_COORDINATOR_ADDRESS is set
+    # Grain reads, decodes and augments batches in these threads while the step runs (0: in the step's thread),
+    # keeping up to loader_prefetch batches ready; benchmarks/bench_train.py --loader measures that it keeps up.
+    c.loader_threads = 2
+    c.loader_prefetch = 4
 
     # Splits by whole regions of every city (urbangen.splits): val chooses checkpoints and stops early,
     # test is only for reported numbers. Tiles of different splits closer than the buffer are dropped.

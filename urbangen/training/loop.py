@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import grain
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -190,7 +191,8 @@ def fit(task_cls: type[Task], config: ml_collections.ConfigDict, workdir: str | 
     val_metrics: dict[str, float] = {}
     best, evals_without_gain, stopped_early = np.inf, 0, False
     tic, images_since = time.perf_counter(), 0
-    stream = iter(train_batches[start:config.num_steps].to_iter_dataset())
+    stream = iter(train_batches[start:config.num_steps].to_iter_dataset(
+        grain.ReadOptions(num_threads=config.loader_threads, prefetch_buffer_size=config.loader_prefetch)))
     done = start
     with _progress(not is_main) as progress:
         bar = progress.add_task(f"train {task.name}", total=config.num_steps, completed=start, status="")
