@@ -5,15 +5,22 @@ tiles) twice: in this process, one city after another, and on a ``LocalCluster``
 of 2 single-threaded worker processes (cluster start-up included). Prints the
 speed-up, the peak memory of each worker against the serial build's, and checks
 that the two datasets are equal (rasters byte for byte, ``tiles.parquet`` equal).
-Target: at least 1.7x on a 2-core machine. Needs ``URBANGEN_OSM_DIR``.
+Target: at least 1.7x on a 2-core machine.
 
-    python benchmarks/bench_scale.py [--workers 2]
+Then builds the largest extract (Lyngby) whole and in blocks of at most
+2 x 2 km (``--block-km``), each in a fresh process after a small warm-up build,
+and prints the peak memory of the blocked build's largest task against the
+whole build's, and the time overhead of blocking. Targets: peak memory below
+half, at most 20 % overhead. Needs ``URBANGEN_OSM_DIR``.
+
+    python benchmarks/bench_scale.py [--workers 2] [--block-km 2]
 """
 
 from __future__ import annotations
 
 import argparse
 import filecmp
+import json
 import os
 import sys
 import tempfile
@@ -31,6 +38,47 @@ from data_pipeline.build import build_dataset, load_build_config  # noqa: E402
 from urbangen.examples import resolve  # noqa: E402
 
 TARGET_SPEEDUP = 1.7
+LARGEST = "copenhagen_lyngby/lyngby_osm_bbox.osm.xml.gz"
+WARM_UP = "austin/austin_ut_campus_osm_bbox.osm.xml.gz"
+
+
+def _build_in_fresh_process(out: str, block_km: float | None, tiling) -> dict:
+    """Run in a spawned process: a warm-up build (imports, caches), then the largest extract, timed."""
+    from data_pipeline.build import CitySpec, build_dataset
+    from data_pipeline.city import current_rss_mb
+    from urbangen.settings import osm_file
+
+    build_dataset([CitySpec("warm_up", osm_file=str(osm_file(WARM_UP)))], Path(out) / "warm_up", tiling,
+                  block_km=block_km)
+    results = []
+    base = current_rss_mb()
+    start = time.perf_counter()
+    build_dataset([CitySpec("lyngby", osm_file=str(osm_file(LARGEST)))], Path(out) / "lyngby", tiling,
+                  block_km=block_km, results=results)
+    return {"seconds": time.perf_counter() - start, "process_rss_before_mb": base,
+            "peak_rss_mb": results[0].peak_rss_mb, "own_peak_mb": results[0].own_peak_mb,
+            "tasks": results[0].n_tasks}
+
+
+def blocked_build(tiling, block_km: float) -> dict:
+    """Lyngby whole and in blocks, each in its own fresh process; their outputs compared."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with tempfile.TemporaryDirectory() as tmp:
+        runs = {}
+        for name, blocks in (("whole", None), ("blocked", block_km)):
+            with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+                runs[name] = pool.submit(_build_in_fresh_process, str(Path(tmp) / name), blocks, tiling).result()
+        whole, blocked = (Path(tmp) / n / "lyngby" for n in ("whole", "blocked"))
+        runs["rasters_equal"] = _same_bytes(whole / "rasters", blocked / "rasters")
+        try:
+            pd.testing.assert_frame_equal(pd.read_parquet(whole / "tiles.parquet"),
+                                          pd.read_parquet(blocked / "tiles.parquet"), check_exact=True)
+            runs["tables_equal"] = True
+        except AssertionError:
+            runs["tables_equal"] = False
+    return runs
 
 
 def _same_bytes(left: Path, right: Path) -> bool:
@@ -45,6 +93,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--config", default="offline_city_set.yaml")
+    parser.add_argument("--block-km", type=float, default=2.0)
     args = parser.parse_args()
     cities, tiling, _ = load_build_config(resolve(args.config, "cities"))
 
@@ -91,9 +140,22 @@ def main() -> None:
         "city_worker_dask": {r.city: r.host for r in dask_results},
         "rasters_equal": rasters_equal, "tables_equal": tables_equal,
     })
+    blocks = blocked_build(tiling, args.block_km)
+    whole, blocked = blocks["whole"], blocks["blocked"]
+    overhead = blocked["seconds"] / whole["seconds"] - 1.0
+    print(f"Lyngby whole       {whole['seconds']:6.1f} s   peak memory {whole['peak_rss_mb']:5.0f} MiB "
+          f"({whole['own_peak_mb']:4.0f} MiB above the process before it)")
+    print(f"Lyngby in blocks   {blocked['seconds']:6.1f} s   peak memory {blocked['peak_rss_mb']:5.0f} MiB "
+          f"({blocked['own_peak_mb']:4.0f} MiB above) over {blocked['tasks']} tasks (plan, blocks, join)")
+    print(f"blocking: time overhead {overhead:+.0%} (target <= +20 %); peak memory "
+          f"{blocked['peak_rss_mb'] / whole['peak_rss_mb']:.0%} of the whole build's, "
+          f"{blocked['own_peak_mb'] / whole['own_peak_mb']:.0%} above the process (target < 50 %); "
+          f"outputs equal: rasters {blocks['rasters_equal']}, tiles.parquet {blocks['tables_equal']}")
+    path = write_results("bench_scale", {**json.loads(path.read_text()), "blocked_largest": {
+        **blocks, "block_km": args.block_km, "time_overhead": round(overhead, 3)}})
     print(f"wrote {path}")
-    if not (rasters_equal and tables_equal):
-        sys.exit("the Dask build differs from the serial build")
+    if not (rasters_equal and tables_equal and blocks["rasters_equal"] and blocks["tables_equal"]):
+        sys.exit("a Dask or blocked build differs from the serial whole build")
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from data_pipeline.city import (
     default_city,
     source_city_name,
 )
-from data_pipeline.city_tasks import SERIAL, CityFailure, CityParts, progress_bar, run_cities
+from data_pipeline.city_tasks import SERIAL, Blocking, CityFailure, CityParts, progress_bar, run_cities
 from data_pipeline.config import CHANNELS, TilingConfig
 from data_pipeline.dataset import DatasetWriter, TileDataset, check_out_dir, open_dataset
 from data_pipeline.errors import CityBuildError, InvalidValueError
@@ -45,6 +45,7 @@ def build_dataset(
     scheduler: str = SERIAL,
     workers: int | None = None,
     skip_failed: bool = False,
+    block_km: float | None = None,
     results: list[CityPartResult] | None = None,
 ) -> TileDataset:
     """Turn the cities' OSM data into a tile dataset at ``out_dir``.
@@ -68,6 +69,11 @@ def build_dataset(
     skip_failed
         Publish the dataset without the cities that failed (they are listed in
         the manifest's ``cities_failed``) instead of raising.
+    block_km
+        Build each city read from a local OSM file in square blocks of whole
+        tiles of at most this side, each block a task of its own, so that
+        memory follows the block and not the region (see
+        :mod:`data_pipeline.blocks`). The tiles are those of a whole-city build.
     results
         A list that receives what each city's build measured (time, peak memory).
 
@@ -98,7 +104,8 @@ def build_dataset(
             if city not in todo:
                 progress.add_task(f"{city.name}: kept from an earlier run", total=1, completed=1)
         try:
-            built, failures = run_cities(todo, config, parts, progress, scheduler=scheduler, workers=workers)
+            built, failures = run_cities(todo, config, parts, progress, scheduler=scheduler, workers=workers,
+                                         blocking=None if block_km is None else Blocking(block_km))
         except BaseException:  # interrupted: keep what was finished, if anything
             parts.remove_if_empty()
             raise

@@ -222,6 +222,17 @@ def reset_peak_rss() -> None:
         pass
 
 
+def current_rss_mb() -> float:
+    """This process's resident memory now, in MiB (NaN where the OS does not say)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return float("nan")
+
+
 def peak_rss_mb() -> float:
     """The peak resident memory of this process, in MiB, since :func:`reset_peak_rss` (or its start).
 
@@ -255,6 +266,10 @@ class CityPartResult:
     seconds: float
     peak_rss_mb: float
     host: str
+    #: The peak above the process's memory when the build started (what the build itself needed).
+    own_peak_mb: float = float("nan")
+    #: Tasks the city took: 1, or a plan, its blocks (see :mod:`data_pipeline.blocks`).
+    n_tasks: int = 1
 
 
 def build_city_part(city: CitySpec, config: TilingConfig, part: str | Path,
@@ -280,6 +295,7 @@ def build_city_part(city: CitySpec, config: TilingConfig, part: str | Path,
     """
     start = time.perf_counter()
     reset_peak_rss()
+    base = current_rss_mb()
     report = report or (lambda stage, completed, total: None)
     report("reading", 0, None)
     user = city.user_coverage()  # a bad clip or boundary fails before any reading
@@ -330,5 +346,5 @@ def build_city_part(city: CitySpec, config: TilingConfig, part: str | Path,
     finally:
         writer.discard()
     return CityPartResult(city=city.name, n_tiles=len(grid), seconds=time.perf_counter() - start,
-                          peak_rss_mb=peak_rss_mb(),
+                          peak_rss_mb=peak_rss_mb(), own_peak_mb=peak_rss_mb() - base,
                           host=f"{socket.gethostname()}:{os.getpid()}")

@@ -18,9 +18,11 @@ from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
+from data_pipeline.blocks import DEFAULT_MARGIN_M, CityPlan, build_block, can_block, join_blocks, plan_city
 from data_pipeline.city import PART_INFO, CityPartResult, CitySpec, Reporter, build_city_part, part_is_current
 from data_pipeline.config import TilingConfig
 from data_pipeline.errors import InvalidValueError
@@ -92,8 +94,19 @@ def progress_bar(disable: bool = False) -> Progress:
     )
 
 
+@dataclass(frozen=True)
+class Blocking:
+    """Build cities larger than ``block_km`` in blocks of whole tiles (see :mod:`data_pipeline.blocks`)."""
+
+    block_km: float
+    margin_m: float = DEFAULT_MARGIN_M
+
+    def applies(self, city: CitySpec) -> bool:
+        return can_block(city)
+
+
 def run_cities(cities: Sequence[CitySpec], config: TilingConfig, parts: CityParts, progress: Progress, *,
-               scheduler: str = SERIAL, workers: int | None = None
+               scheduler: str = SERIAL, workers: int | None = None, blocking: Blocking | None = None
                ) -> tuple[list[CityPartResult], list[CityFailure]]:
     """Build a part for each city; return what was built and what failed.
 
@@ -114,14 +127,17 @@ def run_cities(cities: Sequence[CitySpec], config: TilingConfig, parts: CityPart
         (``tcp://HOST:8786``) to send the tasks to.
     workers
         Workers of the local cluster.
+    blocking
+        Build each city from a local OSM file as a plan, its blocks and a join
+        (tasks of their own), instead of one task.
     """
     if workers is not None and workers < 1:
         raise InvalidValueError(f"workers must be at least 1, got {workers}")
     parts.create()
     rows = {c.name: progress.add_task(f"{c.name}: waiting", total=None) for c in cities}
     if scheduler == SERIAL:
-        return _run_serial(cities, config, parts, progress, rows)
-    return _run_dask(cities, config, parts, progress, rows, scheduler, workers)
+        return _run_serial(cities, config, parts, progress, rows, blocking)
+    return _run_dask(cities, config, parts, progress, rows, scheduler, workers, blocking)
 
 
 def _reporter(progress: Progress, row: TaskID, city: str) -> Reporter:
@@ -132,18 +148,40 @@ def _reporter(progress: Progress, row: TaskID, city: str) -> Reporter:
 
 def _finish_row(progress: Progress, row: TaskID, result: CityPartResult | None, failure: CityFailure | None) -> None:
     if result is not None:
-        progress.update(row, description=f"{result.city}: {result.n_tiles} tiles in {result.seconds:.0f} s",
+        blocks = f" ({result.n_tasks - 2} blocks)" if result.n_tasks > 1 else ""
+        progress.update(row, description=f"{result.city}: {result.n_tiles} tiles{blocks} in {result.seconds:.0f} s",
                         total=result.n_tiles, completed=result.n_tiles)
     else:
         progress.update(row, description=f"[red]{failure.city}: failed ({failure.message})", total=1, completed=0)
 
 
-def _run_serial(cities, config, parts, progress, rows):
+def _scratch(parts: CityParts, city: CitySpec) -> Path:
+    return parts.path / f".{city.name}.blocks"
+
+
+def _build_blocked(city: CitySpec, config: TilingConfig, parts: CityParts, blocking: Blocking,
+                   report: Reporter) -> CityPartResult:
+    """A blocked city in this process: plan, blocks, join."""
+    scratch = _scratch(parts, city)
+    plan = plan_city(city, config, scratch / "chunks", blocking.block_km, blocking.margin_m, report)
+    results = []
+    for b in range(len(plan.blocks)):
+        report(f"block {b + 1} of {len(plan.blocks)}", b, len(plan.blocks))
+        results.append(build_block(plan, b, config, scratch / f"block-{b:05d}"))
+    result = join_blocks(plan, results, config, parts.part(city.name))
+    shutil.rmtree(scratch, ignore_errors=True)
+    return result
+
+
+def _run_serial(cities, config, parts, progress, rows, blocking):
     results, failures = [], []
     for city in cities:
+        report = _reporter(progress, rows[city.name], city.name)
         try:
-            result = build_city_part(city, config, parts.part(city.name), _reporter(progress, rows[city.name],
-                                                                                    city.name))
+            if blocking is not None and blocking.applies(city):
+                result = _build_blocked(city, config, parts, blocking, report)
+            else:
+                result = build_city_part(city, config, parts.part(city.name), report)
         except Exception as exc:  # noqa: BLE001 - one city's failure, whatever it is, must not stop the others
             failure = CityFailure(city.name, exc, traceback.format_exc())
             failures.append(failure)
@@ -154,17 +192,24 @@ def _run_serial(cities, config, parts, progress, rows):
     return results, failures
 
 
-def _build_on_worker(city: CitySpec, config: TilingConfig, part: str) -> CityPartResult:
-    """The Dask task of one city: build its part, sending progress as worker events."""
+def _worker_reporter(city: str) -> Reporter:
     from distributed import get_worker
 
     worker = get_worker()
 
     def report(stage: str, completed: int, total: int | None) -> None:
-        worker.log_event(PROGRESS_TOPIC, {"city": city.name, "stage": stage, "completed": completed,
-                                          "total": total})
+        worker.log_event(PROGRESS_TOPIC, {"city": city, "stage": stage, "completed": completed, "total": total})
 
-    return build_city_part(city, config, part, report)
+    return report
+
+
+def _build_on_worker(city: CitySpec, config: TilingConfig, part: str) -> CityPartResult:
+    """The Dask task of one city: build its part, sending progress as worker events."""
+    return build_city_part(city, config, part, _worker_reporter(city.name))
+
+
+def _plan_on_worker(city: CitySpec, config: TilingConfig, scratch: str, blocking: Blocking) -> CityPlan:
+    return plan_city(city, config, scratch, blocking.block_km, blocking.margin_m, _worker_reporter(city.name))
 
 
 def _expected_work(city: CitySpec) -> float:
@@ -180,7 +225,7 @@ def _expected_work(city: CitySpec) -> float:
     return size * (4.0 if str(city.osm_file).endswith(".pbf") else 1.0)
 
 
-def _run_dask(cities, config, parts, progress, rows, scheduler, workers):
+def _run_dask(cities, config, parts, progress, rows, scheduler, workers, blocking):
     import dask
     from distributed import Client, LocalCluster, as_completed
 
@@ -206,23 +251,59 @@ def _run_dask(cities, config, parts, progress, rows, scheduler, workers):
         client.subscribe_topic(PROGRESS_TOPIC, on_event)
         # The longest cities first, so that none starts when the others are done (Graham's LPT order).
         order = sorted(cities, key=_expected_work, reverse=True)
-        futures = {
-            client.submit(_build_on_worker, city, config, str(parts.part(city.name)), key=f"city-{city.name}",
-                          priority=len(order) - rank, pure=False): city
-            for rank, city in enumerate(order)
-        }
-        results, failures = [], []
-        for future in as_completed(futures):
-            city = futures[future]
-            if future.status == "finished":
-                result = future.result()
-                results.append(result)
-                _finish_row(progress, rows[city.name], result, None)
+        running = as_completed()
+        jobs: dict = {}  # future -> (kind, city, block index)
+
+        def submit(kind: str, city: CitySpec, fn, *args, block: int = -1, priority: int = 0):
+            future = client.submit(fn, *args, key=f"{kind}-{city.name}-{block}", priority=priority, pure=False)
+            jobs[future] = (kind, city, block)
+            running.add(future)
+            return future
+
+        for rank, city in enumerate(order):
+            priority = len(order) - rank
+            if blocking is not None and blocking.applies(city):
+                submit("plan", city, _plan_on_worker, city, config, str(_scratch(parts, city) / "chunks"), blocking,
+                       priority=priority)
             else:
+                submit("city", city, _build_on_worker, city, config, str(parts.part(city.name)), priority=priority)
+
+        plans: dict[str, Any] = {}  # city -> (plan future, block futures, blocks done)
+        results, failures, failed = [], [], set()
+        for future in running:
+            kind, city, block = jobs.pop(future)
+            if city.name in failed:
+                continue
+            if future.status != "finished":
                 error = future.exception()
                 tb = "".join(traceback.format_tb(future.traceback())) if future.traceback() else ""
                 failure = CityFailure(city.name, error, tb)
                 failures.append(failure)
+                failed.add(city.name)
                 _finish_row(progress, rows[city.name], None, failure)
+                continue
+            if kind == "plan":
+                n = len(future.result().blocks)
+                # Blocks go before cities not started yet: a started city's memory is freed the sooner.
+                blocks = [submit("block", city, build_block, future, b, config,
+                                 str(_scratch(parts, city) / f"block-{b:05d}"), block=b, priority=1000)
+                          for b in range(n)]
+                plans[city.name] = [future, blocks, 0]
+                progress.update(rows[city.name], description=f"{city.name}: {n} blocks", completed=0, total=n)
+            elif kind == "block":
+                state = plans[city.name]
+                state[2] += 1
+                progress.update(rows[city.name], description=f"{city.name}: blocks", completed=state[2],
+                                total=len(state[1]))
+                if state[2] == len(state[1]):
+                    submit("join", city, join_blocks, state[0], state[1], config, str(parts.part(city.name)),
+                           priority=2000)
+            else:  # a city, or the join of a blocked one
+                result = future.result()
+                if kind == "join":
+                    shutil.rmtree(_scratch(parts, city), ignore_errors=True)
+                    plans.pop(city.name, None)
+                results.append(result)
+                _finish_row(progress, rows[city.name], result, None)
         client.unsubscribe_topic(PROGRESS_TOPIC)
     return results, failures

@@ -90,6 +90,9 @@ def estimate_coverage(points: np.ndarray, owners: np.ndarray, cell_m: float) -> 
     tenth of the largest dropped: a second town far off in the same file is
     dropped too, so give it its own ``--clip``.
 
+    The same as :func:`coverage_from_cell_counts` of :func:`cell_way_counts`, which
+    a streamed read adds up chunk by chunk.
+
     Parameters
     ----------
     points
@@ -99,17 +102,43 @@ def estimate_coverage(points: np.ndarray, owners: np.ndarray, cell_m: float) -> 
     cell_m
         Cell side in metres.
     """
+    return coverage_from_cell_counts(*cell_way_counts(points, owners, cell_m), cell_m)
+
+
+def cell_way_counts(points: np.ndarray, owners: np.ndarray, cell_m: float) -> tuple[np.ndarray, np.ndarray]:
+    """The cells (``(k, 2)`` int64 indices ``floor(xy / cell_m)``) that ways reach, and how many distinct ways.
+
+    Counts of disjoint sets of ways add up: a file read in chunks gives the
+    counts of the whole file as the sum of its chunks' (:func:`add_cell_counts`).
+    """
     if len(points) == 0:
+        return np.zeros((0, 2), np.int64), np.zeros(0, np.int64)
+    cells = np.floor(points / cell_m).astype(np.int64)
+    pairs = np.unique(np.column_stack([cells, np.asarray(owners, dtype=np.int64)]), axis=0)  # each way once per cell
+    return np.unique(pairs[:, :2], axis=0, return_counts=True)
+
+
+def add_cell_counts(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """Sum :func:`cell_way_counts` of disjoint sets of ways."""
+    cells = np.concatenate([c for c, _ in parts]) if parts else np.zeros((0, 2), np.int64)
+    counts = np.concatenate([n for _, n in parts]) if parts else np.zeros(0, np.int64)
+    if not len(cells):
+        return cells, counts
+    unique, inverse = np.unique(cells, axis=0, return_inverse=True)
+    return unique, np.bincount(inverse.ravel(), weights=counts, minlength=len(unique)).astype(np.int64)
+
+
+def coverage_from_cell_counts(cells: np.ndarray, counts: np.ndarray, cell_m: float) -> shapely.Geometry:
+    """The mapped area from per-cell way counts (see :func:`estimate_coverage` for the rule)."""
+    if len(cells) == 0:
         return shapely.Polygon()
-    origin = np.floor(points.min(axis=0) / cell_m) * cell_m - cell_m
-    cells = np.floor((points - origin) / cell_m).astype(np.int64)
-    shape = tuple(cells.max(axis=0) + 2)
-    # Each way once per cell: one int64 key per (cell, way) pair.
-    keys = np.unique((cells[:, 0] * shape[1] + cells[:, 1]) * (int(owners.max()) + 1) + owners)
-    cell = keys // (int(owners.max()) + 1)
-    counts = np.bincount(cell, minlength=shape[0] * shape[1]).reshape(shape)
-    threshold = max(3.0, 0.1 * np.percentile(counts[counts > 0], 90))
-    mapped = ndimage.binary_closing(counts >= threshold, structure=np.ones((3, 3)))
+    origin = cells.min(axis=0) - 1  # one empty cell around, for the closing
+    local = cells - origin
+    shape = tuple(local.max(axis=0) + 2)
+    grid = np.zeros(shape, dtype=np.int64)
+    grid[local[:, 0], local[:, 1]] = counts
+    threshold = max(3.0, 0.1 * np.percentile(grid[grid > 0], 90))
+    mapped = ndimage.binary_closing(grid >= threshold, structure=np.ones((3, 3)))
     mapped = ndimage.binary_fill_holes(mapped)
     labels, n = ndimage.label(mapped, structure=np.ones((3, 3)))
     if n == 0:
@@ -117,9 +146,8 @@ def estimate_coverage(points: np.ndarray, owners: np.ndarray, cell_m: float) -> 
     sizes = np.bincount(labels.ravel())[1:]
     keep = np.isin(labels, 1 + np.flatnonzero(sizes >= 0.1 * sizes.max()))
     ix, iy = np.nonzero(keep)
-    boxes = shapely.box(origin[0] + ix * cell_m, origin[1] + iy * cell_m,
-                        origin[0] + (ix + 1) * cell_m, origin[1] + (iy + 1) * cell_m)
-    return shapely.union_all(boxes)
+    ix, iy = ix + origin[0], iy + origin[1]
+    return shapely.union_all(shapely.box(ix * cell_m, iy * cell_m, (ix + 1) * cell_m, (iy + 1) * cell_m))
 
 
 def inside_share(polygon: shapely.Geometry, boxes: np.ndarray) -> np.ndarray:

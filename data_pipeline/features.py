@@ -169,6 +169,7 @@ def features_from_tagged_frame(
     timestamp: str | None = None,
     extent: tuple[float, float, float, float] | None = None,
     layers_known: dict[str, bool] | None = None,
+    whole_source: bool = True,
 ) -> OSMFeatures:
     """Classify a frame of OSM geometries with tag columns into :class:`OSMFeatures`.
 
@@ -180,6 +181,10 @@ def features_from_tagged_frame(
         has this shape, and so has the local-file reader's).
     source, timestamp, extent, layers_known
         Passed through to :class:`OSMFeatures`.
+    whole_source
+        False for a part of a source (a block of a region): it need not hold
+        streets, and ``layers_known`` is taken as given (a block without
+        buildings says nothing about the source's buildings).
 
     Raises
     ------
@@ -194,7 +199,7 @@ def features_from_tagged_frame(
 
     tags = pd.DataFrame({k: _column(frame, k) for k in TAG_COLUMNS})
     streets = _streets(frame, tags, is_line)
-    if not (streets["street_class"] != "other").any():
+    if whole_source and not (streets["street_class"] != "other").any():
         raise NoStreetsError(
             f"{source}: no streets found (no highway=* way of the classes "
             f"major/minor/cycle_foot); nothing to tile."
@@ -210,7 +215,7 @@ def features_from_tagged_frame(
         return gpd.GeoSeries(sel, crs=crs).reset_index(drop=True)
 
     known = dict.fromkeys(LAYERS, True) if layers_known is None else dict(layers_known)
-    if not (layer == "building").any():
+    if whole_source and not (layer == "building").any():
         # Not one building in a whole extract means they were filtered out or never mapped (a streets-only
         # PBF), not that the city has none: their pixels would be "known empty", which is false.
         known["buildings"] = False

@@ -68,16 +68,50 @@ def make_grid(features: OSMFeatures, config: TilingConfig, coverage: shapely.Geo
     NoTilesError
         If the coverage is smaller than one tile or no tile passes.
     """
+    candidates = candidate_tiles(coverage, config, features.source)
+    keep = has_streets(features, candidates.bounds, config)
+    return candidates.keep(keep, str(features.crs), features.source, config)
+
+
+@dataclass(frozen=True)
+class CandidateTiles:
+    """The tiles of the grid that lie enough inside the coverage, before the street test.
+
+    ``outside`` counts the grid's tiles left out for lying outside.
+    """
+
+    bounds: np.ndarray  # (n, 4), north to south, then west to east
+    share: np.ndarray  # (n,) share inside the coverage
+    outside: int
+
+    def keep(self, keep: np.ndarray, crs: str, source: str, config: TilingConfig) -> TileGrid:
+        """The grid of the candidates that passed the street test (raises NoTilesError if none did)."""
+        dropped = {"outside_coverage": self.outside, "too_few_streets": int((~keep).sum())}
+        if not keep.any():
+            raise NoTilesError(
+                f"{source}: no tile is both {config.min_coverage:.0%} inside the mapped area and holds "
+                f"{config.min_street_km} km of streets ({dropped['outside_coverage']} outside, "
+                f"{dropped['too_few_streets']} with too few streets)"
+            )
+        return TileGrid(bounds=self.bounds[keep], crs=crs, coverage=self.share[keep], dropped=dropped)
+
+
+def candidate_tiles(coverage: shapely.Geometry, config: TilingConfig, source: str) -> CandidateTiles:
+    """The grid's tiles at least ``config.min_coverage`` inside ``coverage`` (projected metres).
+
+    Tiles sit on multiples of the stride, so the candidates depend on the
+    coverage alone, not on which features were read.
+    """
     size, step = config.tile_m, config.stride_m
     if coverage.is_empty:
-        raise NoTilesError(f"{features.source}: no mapped area found (the coverage is empty); "
+        raise NoTilesError(f"{source}: no mapped area found (the coverage is empty); "
                            "give the area with --clip W S E N or --boundary FILE")
     west, south, east, north = coverage.bounds
     xs = np.arange(math.floor(west / step) * step, east - size + 1e-6, step)
     ys = np.arange(math.floor(south / step) * step, north - size + 1e-6, step)
     if len(xs) == 0 or len(ys) == 0:
         raise NoTilesError(
-            f"{features.source}: the mapped area ({(east - west) / 1000:.2f} x "
+            f"{source}: the mapped area ({(east - west) / 1000:.2f} x "
             f"{(north - south) / 1000:.2f} km) is smaller than one {size:.0f} m tile; "
             "use a larger area or smaller tiles (tile_px, meters_per_pixel)."
         )
@@ -85,22 +119,19 @@ def make_grid(features: OSMFeatures, config: TilingConfig, coverage: shapely.Geo
     gx, gy = np.meshgrid(xs, ys[::-1])
     x0, y0 = gx.ravel(), gy.ravel()
     bounds = np.stack([x0, y0, x0 + size, y0 + size], axis=1)
-    boxes = shapely.box(*bounds.T)
-    share = inside_share(coverage, boxes)
+    share = inside_share(coverage, shapely.box(*bounds.T))
     covered = share >= config.min_coverage
+    return CandidateTiles(bounds=bounds[covered], share=share[covered], outside=int((~covered).sum()))
 
+
+def has_streets(features: OSMFeatures, bounds: np.ndarray, config: TilingConfig) -> np.ndarray:
+    """Whether each tile holds at least ``config.min_street_km`` of the features' streets."""
+    boxes = shapely.box(*bounds.T)
     lines = features.streets.geometry.values
     tree = shapely.STRtree(lines)
-    tile_idx, line_idx = tree.query(boxes[covered], predicate="intersects")
-    clipped = shapely.length(shapely.intersection(lines[line_idx], boxes[covered][tile_idx]))
-    street_km = np.zeros(len(bounds))
-    street_km[covered] = np.bincount(tile_idx, weights=clipped, minlength=int(covered.sum())) / 1000.0
-    keep = covered & (street_km >= config.min_street_km)
-    dropped = {"outside_coverage": int((~covered).sum()), "too_few_streets": int((covered & ~keep).sum())}
-    if not keep.any():
-        raise NoTilesError(
-            f"{features.source}: no tile is both {config.min_coverage:.0%} inside the mapped area and holds "
-            f"{config.min_street_km} km of streets ({dropped['outside_coverage']} outside, "
-            f"{dropped['too_few_streets']} with too few streets)"
-        )
-    return TileGrid(bounds=bounds[keep], crs=str(features.crs), coverage=share[keep], dropped=dropped)
+    tile_idx, line_idx = tree.query(boxes, predicate="intersects")
+    order = np.lexsort((line_idx, tile_idx))  # summed in the features' order, as the parameters are
+    tile_idx, line_idx = tile_idx[order], line_idx[order]
+    clipped = shapely.length(shapely.intersection(lines[line_idx], boxes[tile_idx]))
+    street_km = np.bincount(tile_idx, weights=clipped, minlength=len(bounds)) / 1000.0
+    return street_km >= config.min_street_km

@@ -79,15 +79,23 @@ def network_summary(graph: StreetGraph, tolerance_m: float = 10.0) -> dict[str, 
     }
 
 
+def _pairs_in_order(tile_idx: np.ndarray, item_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """STRtree query pairs sorted by tile, then item: sums then run in the features' order, not the tree's.
+
+    So a tile's figures are the same to the last bit whichever other features
+    were read with it (a block of a region, or the whole region).
+    """
+    order = np.lexsort((item_idx, tile_idx))
+    return tile_idx[order], item_idx[order]
+
+
 def _clipped_union_fraction(polygons: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     """Per box: area of the union of the polygons clipped to it, over the box area."""
     out = np.zeros(len(boxes))
     if len(polygons) == 0:
         return out
     tree = shapely.STRtree(polygons)
-    tile_idx, poly_idx = tree.query(boxes, predicate="intersects")
-    order = np.argsort(tile_idx, kind="stable")
-    tile_idx, poly_idx = tile_idx[order], poly_idx[order]
+    tile_idx, poly_idx = _pairs_in_order(*tree.query(boxes, predicate="intersects"))
     splits = np.flatnonzero(np.diff(tile_idx)) + 1
     for tiles, polys in zip(np.split(tile_idx, splits), np.split(poly_idx, splits)):
         if len(tiles) == 0:
@@ -103,7 +111,7 @@ def _clipped_lengths(lines: np.ndarray, boxes: np.ndarray, weights: np.ndarray) 
     out = np.zeros((len(boxes), weights.shape[1]))
     if len(lines) == 0:
         return out
-    tile_idx, line_idx = shapely.STRtree(lines).query(boxes, predicate="intersects")
+    tile_idx, line_idx = _pairs_in_order(*shapely.STRtree(lines).query(boxes, predicate="intersects"))
     length = shapely.length(shapely.intersection(lines[line_idx], boxes[tile_idx]))
     for j in range(weights.shape[1]):
         out[:, j] = np.bincount(tile_idx, weights=length * weights[line_idx, j], minlength=len(boxes))
@@ -114,7 +122,7 @@ def _points_in_boxes(points: np.ndarray, bounds: np.ndarray) -> list[np.ndarray]
     """Indices of the points inside each box, half-open [x0, x1) x [y0, y1)."""
     if len(points) == 0:
         return [np.zeros(0, dtype=np.int64) for _ in bounds]
-    order = np.argsort(points[:, 0])
+    order = np.argsort(points[:, 0], kind="stable")  # equal x in input order: sums do not depend on the sort
     xs = points[order, 0]
     result = []
     for x0, y0, x1, y1 in bounds:

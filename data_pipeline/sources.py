@@ -13,11 +13,13 @@ import importlib.resources
 import re
 import tempfile
 from array import array
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
+import pandas as pd
 import shapely
 from pyproj import CRS
 
@@ -166,35 +168,66 @@ def _sorted_copy(path: Path, fmt: str, folder: Path) -> Path:
     return out
 
 
-def _read_with_osmium(path: Path, suffix: str, _sorted: bool = False
-                      ) -> tuple[gpd.GeoDataFrame, tuple | None, str | None]:
+#: OSM ways and areas per chunk of a streamed read (:func:`iter_osm_chunks`).
+CHUNK_OBJECTS = 10_000
+
+
+class _OutOfOrderError(Exception):
+    """The file's objects are not in id order (osmium's location and area handlers need it)."""
+
+
+def osm_header(path: Path, suffix: str) -> tuple[tuple | None, str | None]:
+    """The file's declared bounds (lon/lat) and data time stamp, where it has them."""
     import osmium
 
-    fmt = _osmium_format(suffix)
     timestamp = _xml_timestamp(path, suffix) if suffix != ".osm.pbf" else None
     extent = None
     try:
-        reader = osmium.io.Reader(osmium.io.File(str(path), fmt), osmium.osm.osm_entity_bits.NOTHING)
+        reader = osmium.io.Reader(osmium.io.File(str(path), _osmium_format(suffix)),
+                                  osmium.osm.osm_entity_bits.NOTHING)
         header = reader.header()
         box = header.box()
         if box.valid():
             extent = (box.bottom_left.lon, box.bottom_left.lat, box.top_right.lon, box.top_right.lat)
         timestamp = timestamp or header.get("osmosis_replication_timestamp") or header.get("timestamp") or None
         reader.close()
+    except RuntimeError as exc:
+        raise CorruptOSMFileError(f"{path.name}: not readable as OSM ({exc})") from exc
+    return extent, timestamp
 
-        keys = osmium.filter.KeyFilter(*classify.KEYS_READ)
+
+def _tagged_frame(rows: list[dict], geometry: np.ndarray) -> gpd.GeoDataFrame:
+    """A tagged frame (see :func:`data_pipeline.features.features_from_tagged_frame`) of lon/lat geometries."""
+    columns = [*TAG_COLUMNS, NODES_COLUMN]
+    return gpd.GeoDataFrame(
+        [{k: r.get(k) for k in columns} for r in rows] if rows else None,
+        columns=columns,
+        geometry=geometry if rows else [],
+        crs=WGS84,
+    )
+
+
+def _osmium_chunks(path: Path, suffix: str, chunk_objects: int
+                   ) -> Iterator[tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]]:
+    """Stream a file's street ways and classified areas as ``(lines, areas)`` tagged frames of a chunk each."""
+    import osmium
+
+    fmt = _osmium_format(suffix)
+    keys = osmium.filter.KeyFilter(*classify.KEYS_READ)
+    wkb = osmium.geom.WKBFactory()
+
+    def new_chunk():
+        return _LineBuffer(), [], [], []
+
+    streets, line_tags, area_wkb, area_tags = new_chunk()
+    n_objects = 0
+    try:
         processor = (
             osmium.FileProcessor(osmium.io.File(str(path), fmt))
             .with_locations()
             .with_areas(osmium.filter.KeyFilter(*classify.KEYS_READ))
             .with_filter(keys)
         )
-        wkb = osmium.geom.WKBFactory()
-        streets = _LineBuffer()
-        line_tags: list[dict[str, str]] = []
-        area_wkb: list[str] = []
-        area_tags: list[dict[str, str]] = []
-        n_objects = 0
         for obj in processor:
             n_objects += 1
             if obj.is_way():
@@ -211,28 +244,71 @@ def _read_with_osmium(path: Path, suffix: str, _sorted: bool = False
                 except RuntimeError:  # broken ring in the source data: skip the area
                     continue
                 area_tags.append(tags)
+            else:
+                continue
+            if len(line_tags) + len(area_tags) >= chunk_objects:
+                yield _chunk_frames(streets, line_tags, area_wkb, area_tags)
+                streets, line_tags, area_wkb, area_tags = new_chunk()
     except RuntimeError as exc:
-        if "out of order" in str(exc) and not _sorted:
-            # Some tools write objects out of id order, which osmium's location and area handlers
-            # refuse: read a sorted copy instead (``osmium sort`` does the same for large files).
-            with tempfile.TemporaryDirectory() as tmp:
-                frame, _, _ = _read_with_osmium(_sorted_copy(path, fmt, Path(tmp)), ".osm.pbf", _sorted=True)
-            return frame, extent, timestamp  # the original's header
+        if "out of order" in str(exc):
+            raise _OutOfOrderError(str(exc)) from exc
         raise CorruptOSMFileError(f"{path.name}: not readable as OSM ({exc})") from exc
-
     if n_objects == 0:
         raise EmptyOSMFileError(f"{path.name}: the file holds no OSM objects with the tags used")
+    if line_tags or area_tags:
+        yield _chunk_frames(streets, line_tags, area_wkb, area_tags)
+
+
+def _chunk_frames(streets: _LineBuffer, line_tags: list[dict], area_wkb: list, area_tags: list[dict]
+                  ) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]:
     lines, refs = streets.lines()
     polygons = shapely.from_wkb(np.array(area_wkb, dtype=object)) if area_wkb else np.array([], dtype=object)
-    rows = [{**tags, NODES_COLUMN: ids} for tags, ids in zip(line_tags, refs)] + area_tags
-    columns = [*TAG_COLUMNS, NODES_COLUMN]
-    frame = gpd.GeoDataFrame(
-        [{k: r.get(k) for k in columns} for r in rows] if rows else None,
-        columns=columns,
-        geometry=np.concatenate([lines, polygons]) if rows else [],
-        crs=WGS84,
-    )
-    return frame, extent, timestamp
+    rows = [{**tags, NODES_COLUMN: ids} for tags, ids in zip(line_tags, refs)]
+    return _tagged_frame(rows, lines), _tagged_frame(area_tags, polygons)
+
+
+def iter_osm_chunks(path: str | Path, chunk_objects: int = CHUNK_OBJECTS, *, _sorted: bool = False
+                    ) -> Iterator[tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]]:
+    """Stream a local OSM file (XML or PBF) as ``(lines, areas)`` tagged frames of ``chunk_objects`` each.
+
+    Nothing but the current chunk is held (and osmium's node location index).
+    A file whose objects are out of id order is read through a sorted copy,
+    made in memory: sort large ones with ``osmium sort`` first.
+
+    Raises
+    ------
+    EmptyOSMFileError, CorruptOSMFileError
+    """
+    path = Path(path)
+    suffix = _suffix(path)
+    try:
+        yield from _osmium_chunks(path, suffix, chunk_objects)
+    except _OutOfOrderError:
+        if _sorted:
+            raise CorruptOSMFileError(f"{path.name}: objects out of order even after sorting") from None
+        # Some tools write objects out of id order, which osmium's location and area handlers refuse:
+        # read a sorted copy instead (``osmium sort`` does the same for large files). Chunks already
+        # yielded came before the first object out of order; the sorted copy starts over.
+        with tempfile.TemporaryDirectory() as tmp:
+            yield from iter_osm_chunks(_sorted_copy(path, _osmium_format(suffix), Path(tmp)), chunk_objects,
+                                       _sorted=True)
+
+
+def _read_with_osmium(path: Path, suffix: str) -> tuple[gpd.GeoDataFrame, tuple | None, str | None]:
+    """The whole file as one tagged frame (every street line, then every area), with its header."""
+    extent, timestamp = osm_header(path, suffix)
+    try:
+        chunks = list(_osmium_chunks(path, suffix, CHUNK_OBJECTS))
+    except _OutOfOrderError:
+        with tempfile.TemporaryDirectory() as tmp:
+            frame, _, _ = _read_with_osmium(_sorted_copy(path, _osmium_format(suffix), Path(tmp)), ".osm.pbf")
+        return frame, extent, timestamp  # the original's header
+    frames = [lines for lines, _ in chunks] + [areas for _, areas in chunks]
+    frames = [f for f in frames if len(f)]
+    if len(frames) == 1:
+        return frames[0], extent, timestamp
+    frame = pd.concat(frames, ignore_index=True) if frames else _tagged_frame([], np.array([], dtype=object))
+    return gpd.GeoDataFrame(frame, geometry="geometry", crs=WGS84), extent, timestamp
 
 
 def read_osm_file(path: str | Path, *, source: str | None = None) -> OSMFeatures:
@@ -262,9 +338,16 @@ def read_osm_file(path: str | Path, *, source: str | None = None) -> OSMFeatures
         return read_graphml(path, source=source)
     frame, extent, timestamp = _read_with_osmium(path, suffix)
     features = features_from_tagged_frame(frame, source=source, timestamp=timestamp, extent=extent)
+    coverage = file_coverage(extent)
+    return features if coverage is None else replace(features, coverage=coverage)
+
+
+def file_coverage(extent: tuple | None) -> Coverage | None:
+    """The coverage a file's declared bounds give (lon/lat); None without bounds or for a placeholder box
+    of the whole world (the coverage is then estimated)."""
     if extent is None or extent[2] - extent[0] >= 180 or extent[3] - extent[1] >= 90:
-        return features  # no bounds, or a placeholder box of the world: the coverage is estimated
-    return replace(features, coverage=Coverage(shapely.box(*extent), "bounds"))
+        return None
+    return Coverage(shapely.box(*extent), "bounds")
 
 
 def read_graphml(path: str | Path, *, source: str | None = None) -> OSMFeatures:

@@ -320,19 +320,25 @@ def orientation_entropy(
     float
         The entropy; NaN when no edge is left.
     """
+    counts = bearing_counts(graph, edges, num_bins)
+    return float(shannon_entropy(counts)) if counts.sum() else float("nan")
+
+
+def bearing_counts(graph: StreetGraph, edges: np.ndarray | None = None, num_bins: int = 36) -> np.ndarray:
+    """The bearing histogram :func:`orientation_entropy` takes the entropy of (counts of edge sets add up)."""
     u, v = graph.u, graph.v
     if edges is not None:
         u, v = u[edges], v[edges]
     keep = u != v
     u, v = u[keep], v[keep]
     if len(u) == 0:
-        return float("nan")
+        return np.zeros(num_bins, dtype=np.int64)
     lon, lat = graph.node_lonlat[:, 0], graph.node_lonlat[:, 1]
     b = bearings(lon[u], lat[u], lon[v], lat[v])
     b = np.concatenate([b, (b - 180.0) % 360.0])
     split_counts, _ = np.histogram(b, bins=np.linspace(0, 360, 2 * num_bins + 1))
     split_counts = np.roll(split_counts, 1)
-    return float(shannon_entropy(split_counts[::2] + split_counts[1::2]))
+    return split_counts[::2] + split_counts[1::2]
 
 
 def intersection_clusters(graph: StreetGraph, tolerance_m: float, min_streets: int = 3) -> np.ndarray:

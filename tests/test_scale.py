@@ -5,9 +5,10 @@ from __future__ import annotations
 import filecmp
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
-from conftest import HOUSTON_GRAPHML, KENNESAW
+from conftest import HOUSTON_GRAPHML, KENNESAW, LYNGBY
 
 from data_pipeline.build import CitySpec, build_dataset
 from data_pipeline.city_tasks import CityParts
@@ -15,6 +16,7 @@ from data_pipeline.config import TilingConfig
 from data_pipeline.errors import CityBuildError, CorruptOSMFileError
 
 AUSTIN_CAMPUS = "austin/austin_ut_campus_osm_bbox.osm.xml.gz"
+BALTIMORE = "baltimore/baltimore.osm.pbf"
 SMALL = TilingConfig(meters_per_pixel=4.0, tile_px=64, region_m=1024)
 
 
@@ -122,3 +124,30 @@ def test_the_parts_folder_is_removed_only_when_marked(tmp_path):
     (parts.path / "mine.txt").write_text("not urbangen's")
     parts.remove()
     assert (parts.path / "mine.txt").read_text() == "not urbangen's"
+
+
+def test_a_region_built_in_blocks_equals_the_whole_build(osm_path, tmp_path):
+    """The largest shared extract (Lyngby, 6 x 6 km, coverage estimated from its ways) and a PBF with declared
+    bounds (Baltimore), in blocks of at most 2 x 2 km on two Dask workers, against whole-city builds."""
+    from distributed import LocalCluster
+
+    cities = [CitySpec("lyngby", osm_file=str(osm_path(LYNGBY))),
+              CitySpec("baltimore", osm_file=str(osm_path(BALTIMORE)))]
+    whole = build_dataset(cities, tmp_path / "whole", SMALL)
+    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster:
+        results = []
+        blocked = build_dataset(cities, tmp_path / "blocked", SMALL, scheduler=cluster.scheduler_address,
+                                block_km=2.0, results=results)
+
+    assert {r.city: r.n_tasks > 3 for r in results} == {"lyngby": True, "baltimore": True}  # several blocks each
+    assert blocked.manifest["cities"]["lyngby"]["blocks"]["block_km"] <= 2.0
+    assert _differing_files(whole.path / "rasters", blocked.path / "rasters") == []
+    assert _differing_files(whole.path / "coverage", blocked.path / "coverage") == []
+    pd.testing.assert_frame_equal(whole.tiles, blocked.tiles, check_exact=True)  # parameters to the last bit
+    for name in ("lyngby", "baltimore"):
+        ours, theirs = (dict(d.manifest["cities"][name]) for d in (whole, blocked))
+        for key in ("drive_network", "blocks"):  # the network summary of a blocked city covers its blocks only
+            ours.pop(key, None)
+            theirs.pop(key, None)
+        assert ours == theirs
+    assert all(np.isfinite(r.own_peak_mb) for r in results)  # memory is measured per task (bench_scale.py)

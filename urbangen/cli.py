@@ -52,6 +52,9 @@ def data_build(
     workers: Annotated[int | None, typer.Option(help="Workers of the local cluster [one per CPU].")] = None,
     skip_failed: Annotated[bool, typer.Option(
         help="Publish the dataset without the cities that failed instead of stopping.")] = False,
+    block_km: Annotated[float | None, typer.Option(
+        help="Build each city from a local OSM file in blocks of whole tiles of at most this side (km), one task "
+        "each, so that memory follows the block, not the region; same tiles as a whole-city build.")] = None,
 ) -> None:
     """Turn OSM data into a dataset of tiles with per-tile parameters.
 
@@ -103,10 +106,12 @@ def data_build(
         if scheduler is None:
             scheduler = "local" if len(cities) > 1 else "serial"
         dataset = build_dataset(cities, out, tiling, overwrite=overwrite, scheduler=scheduler, workers=workers,
-                                skip_failed=skip_failed)
+                                skip_failed=skip_failed, block_km=block_km)
     except (PipelineError, ValueError, FileNotFoundError) as exc:
         _fail(exc)
     console.print(f"wrote {len(dataset)} tiles to {dataset.path}")
+    for name, error in dataset.manifest.get("cities_failed", {}).items():
+        console.print(f"[yellow]left out {name}:[/] {error}")
 
 
 @data_app.command("show")

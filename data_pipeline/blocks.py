@@ -1,0 +1,415 @@
+"""Whole regions in blocks: a city is read once as a stream, then built block by block, each with bounded memory.
+
+A blocked city is built in three steps, each its own task:
+
+1. :func:`plan_city` streams the OSM file (pyosmium, :func:`data_pipeline.sources.iter_osm_chunks`)
+   into GeoParquet chunks, and from them alone finds what a whole-city build finds
+   from the whole city: the UTM zone, the coverage (declared, given, or estimated
+   from per-cell way counts that add up chunk by chunk), and the grid's candidate
+   tiles. It cuts the candidates into square blocks of whole tiles.
+2. :func:`build_block` reads only the chunks' rows near one block (the block's
+   tiles plus ``margin_m`` on every side, for ways and buildings that cross its
+   edges), and tests, measures and rasterizes the block's tiles as a whole-city
+   build would.
+3. :func:`join_blocks` puts the blocks' tiles back in the grid's order as one city part.
+
+Memory per task then follows the block's size, not the region's; the result is
+the whole-city build's (tested on the largest shared extract) as long as no
+simplified street edge that ends in a block reaches further than the margin
+beyond it. The drive-network summary of a blocked city counts the network inside
+the blocks (``drive_network.scope``), not every way in the file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pyproj
+import shapely
+
+from data_pipeline import sources
+from data_pipeline.atomic import PartialDir
+from data_pipeline.city import (
+    PART_COVERAGE,
+    PART_INFO,
+    PART_RASTERS,
+    PART_TILES,
+    CityPartResult,
+    CitySpec,
+    Reporter,
+    build_inputs,
+    current_rss_mb,
+    peak_rss_mb,
+    reset_peak_rss,
+    tile_rows,
+)
+from data_pipeline.config import TilingConfig
+from data_pipeline.coverage import WGS84, Coverage, add_cell_counts, cell_way_counts, coverage_from_cell_counts
+from data_pipeline.dataset import COVERAGE, create_raster_array
+from data_pipeline.errors import InvalidValueError, NoStreetsError, OSMFileNotFoundError
+from data_pipeline.features import LAYERS, OSMFeatures, features_from_tagged_frame
+from data_pipeline.grid import CandidateTiles, candidate_tiles, has_streets, utm_crs
+from data_pipeline.parameters import PARAMETERS, drive_graph, tile_parameters
+from data_pipeline.rasterize import rasterize_tiles
+from data_pipeline.street_graph import bearing_counts, intersection_clusters
+
+#: Default ground read around a block, beyond a city block and the street edges that end in it
+#: (the blocked Lyngby equals the whole-city build with it; see tests/test_scale.py).
+DEFAULT_MARGIN_M = 256.0
+
+
+def can_block(city: CitySpec) -> bool:
+    """Whether a city's source can be built in blocks: a local OSM file (GraphML and downloads cannot)."""
+    return city.osm_file is not None and not str(city.osm_file).endswith(sources.GRAPHML_SUFFIXES)
+
+
+@dataclass(frozen=True)
+class CityPlan:
+    """What :func:`plan_city` found: the city's CRS, coverage, candidate tiles and blocks.
+
+    ``blocks[b]`` are indices into ``candidates`` (ascending), ``tile_areas[b]``
+    the box ``(x0, y0, x1, y1)`` their tiles fill (projected).
+    """
+
+    city: CitySpec
+    crs: str
+    coverage: Coverage  # projected
+    candidates: CandidateTiles
+    block_m: float
+    blocks: list[np.ndarray]
+    block_keys: list[tuple[int, int]]
+    tile_areas: list[tuple[float, float, float, float]]
+    margin_m: float
+    chunks_dir: str
+    source: str
+    timestamp: str | None
+    extent: tuple | None
+    layers_known: dict[str, bool]
+    seconds: float = 0.0
+    peak_rss_mb: float = 0.0
+    own_peak_mb: float = 0.0
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def _median_zone(zone_counts: Counter, north: int, south: int) -> tuple[int, bool]:
+    """The UTM zone and hemisphere of the median street vertex, from counts per zone (exact but for a tie
+    between two zones at the median of an even count, where the upper one is taken)."""
+    n = sum(zone_counts.values())
+    target, seen = n // 2, 0
+    for zone in sorted(zone_counts):
+        seen += zone_counts[zone]
+        if seen > target:
+            return zone, north >= south
+    raise NoStreetsError("no street vertices")  # pragma: no cover - checked before
+
+
+def plan_city(city: CitySpec, config: TilingConfig, scratch: str | Path, block_km: float,
+              margin_m: float = DEFAULT_MARGIN_M, report: Reporter | None = None) -> CityPlan:
+    """Stream ``city``'s OSM file into chunks under ``scratch`` and lay out its blocks.
+
+    Parameters
+    ----------
+    city
+        A city with a local OSM file (see :func:`can_block`).
+    config
+        Tiling settings.
+    scratch
+        Folder for the GeoParquet chunks (created; the blocks read them).
+    block_km
+        Block side in km, rounded down to whole tiles (at least one).
+    margin_m
+        Ground read around each block, in metres.
+    """
+    start = time.perf_counter()
+    reset_peak_rss()
+    base = current_rss_mb()
+    report = report or (lambda stage, completed, total: None)
+    if block_km <= 0:
+        raise InvalidValueError(f"block_km must be positive, got {block_km}")
+    user = city.user_coverage()
+    path = Path(city.osm_file)
+    if not path.is_file():
+        raise OSMFileNotFoundError(f"{path}: no such OSM file")
+    extent, timestamp = sources.osm_header(path, sources._suffix(path))
+    declared = sources.file_coverage(extent)
+    scratch = Path(scratch)
+    if scratch.exists():
+        shutil.rmtree(scratch)
+    scratch.mkdir(parents=True)
+
+    # Pass 1: the file, streamed once into chunks; street vertices counted per UTM zone.
+    zones: Counter = Counter()
+    north = south = 0
+    any_street = any_building = False
+    n_chunks = 0
+    for k, (lines, areas) in enumerate(sources.iter_osm_chunks(path)):
+        report("reading", k, None)
+        for kind, frame in (("lines", lines), ("areas", areas)):
+            if len(frame):
+                frame.to_parquet(scratch / f"{kind}-{k:06d}.parquet", write_covering_bbox=True)
+        chunk = _chunk_features(lines, areas, city)
+        any_street |= bool((chunk.streets["street_class"] != "other").any())
+        any_building |= bool(len(chunk.buildings))
+        lonlat = shapely.get_coordinates(chunk.streets.geometry.values)
+        zone = np.minimum(((lonlat[:, 0] + 180.0) // 6.0).astype(np.int64) + 1, 60)
+        zones.update(dict(zip(*np.unique(zone, return_counts=True))))
+        north += int((lonlat[:, 1] >= 0).sum())
+        south += int((lonlat[:, 1] < 0).sum())
+        n_chunks = k + 1
+    if not any_street:
+        raise NoStreetsError(f"{path.name}: no streets found (no highway=* way of the classes "
+                             "major/minor/cycle_foot); nothing to tile.")
+
+    # The CRS and coverage a whole-city build chooses (grid.project_to_utm, city.city_coverage).
+    area = user.polygon if user is not None else (declared.polygon if declared is not None else None)
+    if area is not None and not area.is_empty:
+        point = area.representative_point()
+        crs = utm_crs(point.x, point.y)
+    else:
+        zone, is_north = _median_zone(zones, north, south)
+        crs = f"EPSG:{(32600 if is_north else 32700) + zone}"
+    if user is not None:
+        projected = user.to_crs(WGS84, crs)
+        coverage = projected if declared is None else Coverage(
+            shapely.intersection(projected.polygon, declared.to_crs(WGS84, crs).polygon), projected.source)
+    elif declared is not None:
+        coverage = declared.to_crs(WGS84, crs)
+    else:  # Pass 2, over the chunks: ways per coverage cell, summed.
+        counts, owner = [], 0
+        for k in range(n_chunks):
+            report("coverage", k, n_chunks)
+            chunk = _chunk_features(*_read_chunk(scratch, k), city).to_crs(crs)
+            lines, line_of = shapely.get_coordinates(chunk.streets.geometry.values, return_index=True)
+            rings, ring_of = shapely.get_coordinates(shapely.get_exterior_ring(
+                shapely.get_geometry(chunk.buildings.values, 0)), return_index=True)
+            points = np.concatenate([lines, rings])
+            owners = owner + np.concatenate([line_of, ring_of + len(chunk.streets)])
+            owner += len(chunk.streets) + len(chunk.buildings)
+            counts.append(cell_way_counts(points, owners, config.coverage_cell_m))
+        coverage = Coverage(coverage_from_cell_counts(*add_cell_counts(counts), config.coverage_cell_m), "estimated")
+
+    candidates = candidate_tiles(coverage.polygon, config, path.name)
+    block_m = max(1, math.floor(block_km * 1000.0 / config.stride_m)) * config.stride_m
+    keys = np.floor(candidates.bounds[:, :2] / block_m).astype(np.int64)
+    unique, label = np.unique(keys, axis=0, return_inverse=True)
+    blocks = [np.flatnonzero(label.ravel() == b) for b in range(len(unique))]
+    tile_areas = [tuple(float(v) for v in (*candidates.bounds[idx, :2].min(axis=0),
+                                           *candidates.bounds[idx, 2:].max(axis=0))) for idx in blocks]
+    known = {**dict.fromkeys(LAYERS, True), "buildings": any_building and city.buildings_mapped}
+    return CityPlan(
+        city=city, crs=crs, coverage=coverage, candidates=candidates, block_m=float(block_m), blocks=blocks,
+        block_keys=[tuple(int(v) for v in k) for k in unique], tile_areas=tile_areas, margin_m=margin_m,
+        chunks_dir=str(scratch),
+        source=path.name, timestamp=timestamp, extent=extent, layers_known=known,
+        seconds=time.perf_counter() - start, peak_rss_mb=peak_rss_mb(), own_peak_mb=peak_rss_mb() - base,
+    )
+
+
+def _chunk_features(lines: gpd.GeoDataFrame, areas: gpd.GeoDataFrame, city: CitySpec) -> OSMFeatures:
+    frame = pd.concat([lines, areas], ignore_index=True) if len(areas) else lines
+    return features_from_tagged_frame(gpd.GeoDataFrame(frame, geometry="geometry", crs=WGS84),
+                                      source=Path(city.osm_file).name, whole_source=False)
+
+
+def _read_chunk(scratch: Path, k: int) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]:
+    out = []
+    for kind in ("lines", "areas"):
+        file = scratch / f"{kind}-{k:06d}.parquet"
+        out.append(gpd.read_parquet(file) if file.is_file() else gpd.GeoDataFrame(geometry=[], crs=WGS84))
+    return out[0], out[1]
+
+
+def _read_box(scratch: Path, box: tuple[float, float, float, float]) -> gpd.GeoDataFrame | None:
+    """Every chunk's rows whose bounding box meets ``box`` (lon/lat): street lines first, then areas, each in
+    the file's order, as the whole-file reader gives them. None if no row does."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    west, south, east, north = box
+    meets = ((pc.field("bbox", "xmin") <= east) & (pc.field("bbox", "xmax") >= west)
+             & (pc.field("bbox", "ymin") <= north) & (pc.field("bbox", "ymax") >= south))
+    frames, geometry = [], []
+    for kind in ("lines", "areas"):
+        for file in sorted(scratch.glob(f"{kind}-*.parquet")):
+            table = pq.read_table(file, filters=meets)
+            if table.num_rows:
+                # Read with pyarrow, not geopandas: its reader parses the file's CRS at every call.
+                geometry.append(shapely.from_wkb(table.column("geometry").to_numpy(zero_copy_only=False)))
+                frames.append(table.drop_columns(["bbox", "geometry"]).to_pandas())
+    if not frames:
+        return None
+    frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    return gpd.GeoDataFrame(frame, geometry=np.concatenate(geometry), crs=_WGS84_CRS)
+
+
+@dataclass(frozen=True)
+class BlockResult:
+    """One block's tiles (indices into the plan's candidates), their parameters, and its share of the network."""
+
+    block: int
+    kept: np.ndarray
+    rows: pd.DataFrame
+    rasters: str
+    network: dict[str, Any]
+    seconds: float
+    peak_rss_mb: float
+    own_peak_mb: float
+
+
+def build_block(plan: CityPlan, b: int, config: TilingConfig, out: str | Path) -> BlockResult:
+    """Test, measure and rasterize block ``b``'s tiles from the features near it; rasters go to ``out``."""
+    start = time.perf_counter()
+    reset_peak_rss()
+    base = current_rss_mb()
+    idx = plan.blocks[b]
+    bounds = plan.candidates.bounds[idx]
+    features, graph = _block_features(plan, b)
+    if features is None:  # nothing mapped near the block: none of its tiles has streets
+        kept, keep = idx[:0], np.zeros(len(idx), dtype=bool)
+        params = pd.DataFrame(columns=list(PARAMETERS), dtype=np.float64)
+        network = {"intersections": 0, "nodes": 0, "dead_ends": 0, "bearings": [0] * 36}
+    else:
+        keep = has_streets(features, bounds, config)
+        kept = idx[keep]
+        params = tile_parameters(features, bounds[keep], config, graph=graph)
+        network = _core_network(graph, plan, b, config)
+
+    writer = PartialDir(out)
+    try:
+        array = create_raster_array(writer.path / PART_RASTERS, len(kept), config.tile_px, len(config.channels))
+        if len(kept):
+            for rows, tiles in rasterize_tiles(features, bounds[keep], config):
+                array.oindex[np.asarray(rows)] = tiles
+        writer.publish()
+    finally:
+        writer.discard()
+    return BlockResult(block=b, kept=kept, rows=params, rasters=str(Path(out) / PART_RASTERS),
+                       network=network, seconds=time.perf_counter() - start,
+                       peak_rss_mb=peak_rss_mb(), own_peak_mb=peak_rss_mb() - base)
+
+
+_WGS84_CRS = pyproj.CRS.from_user_input(WGS84)  # parsed once: pyproj takes milliseconds per parse
+
+#: Times a block's read box grows to take in street edges cut off at its edge.
+_MAX_GROWTH = 8
+
+
+def _block_features(plan: CityPlan, b: int) -> tuple[OSMFeatures | None, Any]:
+    """The features around block ``b`` and their drive graph.
+
+    The box read is the block's tiles plus the margin, grown until no simplified
+    drive edge near the tiles ends outside it: an edge ending outside the box may
+    be cut short (its way's continuation was not read), which would move its
+    midpoint and bearing. ``None`` when nothing was mapped near the block.
+    """
+    x0, y0, x1, y1 = plan.tile_areas[b]
+    m = plan.margin_m
+    crs = pyproj.CRS.from_user_input(plan.crs)
+    box = (x0 - m, y0 - m, x1 + m, y1 + m)
+    for _ in range(_MAX_GROWTH):
+        lonlat = gpd.GeoSeries([shapely.segmentize(shapely.box(*box), 50.0)], crs=crs).to_crs(_WGS84_CRS)
+        frame = _read_box(Path(plan.chunks_dir), tuple(float(v) for v in lonlat.total_bounds))
+        if frame is None:
+            return None, None
+        features = features_from_tagged_frame(frame, source=plan.source, timestamp=plan.timestamp,
+                                              layers_known=plan.layers_known, whole_source=False).to_crs(crs)
+        graph = drive_graph(features)
+        ends = np.stack([graph.node_xy[graph.u], graph.node_xy[graph.v]], axis=1)  # (edges, 2 ends, xy)
+
+        def within(xy: np.ndarray, area: tuple) -> np.ndarray:
+            return (xy[..., 0] >= area[0]) & (xy[..., 0] <= area[2]) & (xy[..., 1] >= area[1]) & (xy[..., 1] <= area[3])
+
+        open_end = ~within(ends, box).all(axis=1)
+        near = within(ends, (x0, y0, x1, y1)).any(axis=1) | within(ends.mean(axis=1), (x0, y0, x1, y1))
+        cut = ends[open_end & near].reshape(-1, 2)
+        if not len(cut):
+            return features, graph
+        box = (min(box[0], cut[:, 0].min() - m), min(box[1], cut[:, 1].min() - m),
+               max(box[2], cut[:, 0].max() + m), max(box[3], cut[:, 1].max() + m))
+    return features, graph
+
+
+def _core_network(graph, plan: CityPlan, b: int, config: TilingConfig) -> dict[str, Any]:
+    """The block's share of the drive network: what lies in its square of the block grid."""
+    key = np.asarray(plan.block_keys[b])
+
+    def inside(xy: np.ndarray) -> np.ndarray:
+        return np.all(np.floor(xy / plan.block_m).astype(np.int64) == key, axis=1) if len(xy) else \
+            np.zeros(0, dtype=bool)
+
+    centres = intersection_clusters(graph, config.intersection_tolerance_m)
+    mid = (graph.node_xy[graph.u] + graph.node_xy[graph.v]) / 2.0
+    nodes = inside(graph.node_xy)
+    return {"intersections": int(inside(centres).sum()), "nodes": int(nodes.sum()),
+            "dead_ends": int((graph.street_count[nodes] == 1).sum()),
+            "bearings": bearing_counts(graph, np.flatnonzero(inside(mid))).tolist()}
+
+
+def join_blocks(plan: CityPlan, results: list[BlockResult], config: TilingConfig, part: str | Path) -> CityPartResult:
+    """Write the city part of a blocked city: the blocks' tiles in the grid's order, as a whole-city build."""
+    import zarr
+    from scipy.stats import entropy
+
+    city = plan.city
+    order = np.concatenate([r.kept for r in results])
+    params = pd.concat([r.rows for r in results if len(r.rows)], ignore_index=True)
+    rank = np.argsort(order, kind="stable")
+    in_order = order[rank]
+    keep = np.zeros(len(plan.candidates.bounds), dtype=bool)
+    keep[order] = True
+    grid = plan.candidates.keep(keep, plan.crs, plan.source, config)
+    writer = PartialDir(part)
+    try:
+        (writer.path / PART_COVERAGE).write_text(
+            gpd.GeoSeries([plan.coverage.polygon], crs=plan.crs).to_crs(WGS84).to_json())
+        array = create_raster_array(writer.path / PART_RASTERS, len(grid), config.tile_px, len(config.channels))
+        for r in results:
+            if len(r.kept):  # one read and one write per block: the block's tiles fit in memory
+                array.oindex[np.searchsorted(in_order, r.kept)] = zarr.open_array(r.rasters, mode="r")[:]
+        bearings = np.sum([r.network["bearings"] for r in results], axis=0)
+        nodes = sum(r.network["nodes"] for r in results)
+        info = {
+            "crs": plan.crs,
+            "source": plan.source,
+            "osm_timestamp": plan.timestamp,
+            "group": city.group,
+            "layers_known": plan.layers_known,
+            "extent_lonlat": None if plan.extent is None else [float(v) for v in plan.extent],
+            "coverage": {
+                "source": plan.coverage.source,
+                "area_km2": round(float(plan.coverage.polygon.area) / 1e6, 4),
+                "file": f"{COVERAGE}/{city.name}.geojson",
+                "min_share": config.min_coverage,
+            },
+            "tiles_dropped": grid.dropped,
+            "drive_network": {
+                "intersections": int(sum(r.network["intersections"] for r in results)),
+                "nodes": int(nodes),
+                "dead_end_share": sum(r.network["dead_ends"] for r in results) / nodes if nodes else None,
+                "orientation_entropy": float(entropy(bearings)) if bearings.sum() else None,
+                "scope": f"within the {len(results)} blocks of {plan.block_m / 1000:g} km",
+            },
+            "blocks": {"count": len(results), "block_km": plan.block_m / 1000.0},
+        }
+        tile_rows(city.name, grid.crs, grid.bounds, params.iloc[rank].reset_index(drop=True), config,
+                  plan.layers_known["buildings"], grid.coverage).to_parquet(writer.path / PART_TILES, index=False)
+        (writer.path / PART_INFO).write_text(json.dumps(
+            {"name": city.name, "n_tiles": len(grid), "info": info, "built_from": build_inputs(city, config)},
+            indent=2, default=str))
+        writer.publish()
+    finally:
+        writer.discard()
+    tasks = [plan, *results]
+    return CityPartResult(city=city.name, n_tiles=len(grid), seconds=sum(t.seconds for t in tasks),
+                          peak_rss_mb=max(t.peak_rss_mb for t in tasks),
+                          own_peak_mb=max(t.own_peak_mb for t in tasks), host="", n_tasks=len(tasks))
