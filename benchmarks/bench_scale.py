@@ -57,7 +57,7 @@ def _build_in_fresh_process(out: str, block_km: float | None, tiling) -> dict:
                   block_km=block_km, results=results)
     return {"seconds": time.perf_counter() - start, "process_rss_before_mb": base,
             "peak_rss_mb": results[0].peak_rss_mb, "own_peak_mb": results[0].own_peak_mb,
-            "tasks": results[0].n_tasks}
+            "tasks": results[0].n_tasks, "task_own_peaks_mb": list(results[0].task_own_peaks_mb)}
 
 
 def blocked_build(tiling, block_km: float) -> dict:
@@ -98,10 +98,12 @@ def main() -> None:
     cities, tiling, _ = load_build_config(resolve(args.config, "cities"))
 
     with tempfile.TemporaryDirectory() as tmp:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), os.times()
         serial_results = []
         serial = build_dataset(cities, Path(tmp) / "serial", tiling, results=serial_results)
         serial_s = time.perf_counter() - start
+        # The serial build is not single-core: libosmium decodes PBF, and zarr compresses, in threads of their own.
+        serial_cores = (sum(os.times()[:2]) - sum(cpu[:2])) / serial_s
         serial_peak = peak_rss_mb()
 
         start = time.perf_counter()
@@ -123,7 +125,8 @@ def main() -> None:
     longest = max(serial_results, key=lambda r: r.seconds)
     speedup = serial_s / dask_s
     print(f"{len(cities)} cities, {len(serial)} tiles ({tiling.tile_px} px at {tiling.meters_per_pixel} m/px)")
-    print(f"serial build           {serial_s:7.1f} s   peak memory {serial_peak:6.0f} MiB (this process)")
+    print(f"serial build           {serial_s:7.1f} s   peak memory {serial_peak:6.0f} MiB (this process), "
+          f"{serial_cores:.2f} cores busy on average")
     print(f"LocalCluster {args.workers} x 1 thr  {dask_s:7.1f} s   peak memory per worker "
           + ", ".join(f"{v:.0f}" for v in sorted(per_worker.values())) + " MiB")
     print(f"speed-up {speedup:.2f}x (target >= {TARGET_SPEEDUP}x); longest city {longest.city} "
@@ -132,6 +135,7 @@ def main() -> None:
     path = write_results("bench_scale", {
         "cities": len(cities), "tiles": len(serial), "workers": args.workers,
         "serial_s": round(serial_s, 2), "dask_s": round(dask_s, 2), "speedup": round(speedup, 3),
+        "serial_cores_busy": round(serial_cores, 2),
         "target_speedup": TARGET_SPEEDUP,
         "serial_peak_rss_mb": round(serial_peak, 1),
         "worker_peak_rss_mb": sorted(round(v, 1) for v in per_worker.values()),
@@ -146,7 +150,9 @@ def main() -> None:
     print(f"Lyngby whole       {whole['seconds']:6.1f} s   peak memory {whole['peak_rss_mb']:5.0f} MiB "
           f"({whole['own_peak_mb']:4.0f} MiB above the process before it)")
     print(f"Lyngby in blocks   {blocked['seconds']:6.1f} s   peak memory {blocked['peak_rss_mb']:5.0f} MiB "
-          f"({blocked['own_peak_mb']:4.0f} MiB above) over {blocked['tasks']} tasks (plan, blocks, join)")
+          f"({blocked['own_peak_mb']:4.0f} MiB above) over {blocked['tasks']} tasks (plan, blocks, join); above the "
+          f"process per task: plan {blocked['task_own_peaks_mb'][0]:.0f}, blocks "
+          f"{min(blocked['task_own_peaks_mb'][1:]):.0f} to {max(blocked['task_own_peaks_mb'][1:]):.0f} MiB")
     print(f"blocking: time overhead {overhead:+.0%} (target <= +20 %); peak memory "
           f"{blocked['peak_rss_mb'] / whole['peak_rss_mb']:.0%} of the whole build's, "
           f"{blocked['own_peak_mb'] / whole['own_peak_mb']:.0%} above the process (target < 50 %); "

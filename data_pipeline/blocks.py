@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
+import socket
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -412,4 +414,5 @@ def join_blocks(plan: CityPlan, results: list[BlockResult], config: TilingConfig
     tasks = [plan, *results]
     return CityPartResult(city=city.name, n_tiles=len(grid), seconds=sum(t.seconds for t in tasks),
                           peak_rss_mb=max(t.peak_rss_mb for t in tasks),
-                          own_peak_mb=max(t.own_peak_mb for t in tasks), host="", n_tasks=len(tasks))
+                          own_peak_mb=max(t.own_peak_mb for t in tasks), host=f"{socket.gethostname()}:{os.getpid()}",
+                          n_tasks=len(tasks) + 1, task_own_peaks_mb=tuple(round(t.own_peak_mb, 1) for t in tasks))

@@ -268,8 +268,10 @@ class CityPartResult:
     host: str
     #: The peak above the process's memory when the build started (what the build itself needed).
     own_peak_mb: float = float("nan")
-    #: Tasks the city took: 1, or a plan, its blocks (see :mod:`data_pipeline.blocks`).
+    #: Tasks the city took: 1, or a plan, its blocks and a join (see :mod:`data_pipeline.blocks`).
     n_tasks: int = 1
+    #: ``own_peak_mb`` of each task of a blocked city (plan, blocks; the join copies tiles block by block).
+    task_own_peaks_mb: tuple[float, ...] = ()
 
 
 def build_city_part(city: CitySpec, config: TilingConfig, part: str | Path,
