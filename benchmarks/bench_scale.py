@@ -34,7 +34,7 @@ os.environ.setdefault("URBANGEN_NO_PROGRESS", "1")
 import pandas as pd  # noqa: E402
 
 from benchmarks._common import peak_rss_mb, write_results  # noqa: E402
-from data_pipeline.build import build_dataset, load_build_config  # noqa: E402
+from data_pipeline.build import build_dataset, read_build_file  # noqa: E402
 from urbangen.examples import resolve  # noqa: E402
 
 TARGET_SPEEDUP = 1.7
@@ -95,7 +95,8 @@ def main() -> None:
     parser.add_argument("--config", default="offline_city_set.yaml")
     parser.add_argument("--block-km", type=float, default=2.0)
     args = parser.parse_args()
-    cities, tiling, _ = load_build_config(resolve(args.config, "cities"))
+    build_file = read_build_file(resolve(args.config, "cities"))
+    cities, tiling = build_file.cities, build_file.tiling
 
     with tempfile.TemporaryDirectory() as tmp:
         start, cpu = time.perf_counter(), os.times()

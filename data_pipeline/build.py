@@ -10,10 +10,12 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pydantic
 import yaml
 
 from data_pipeline.city import (
@@ -33,7 +35,8 @@ from data_pipeline.dataset import DatasetWriter, TileDataset, check_out_dir, ope
 from data_pipeline.errors import CityBuildError, InvalidValueError
 from data_pipeline.parameters import PARAMETERS, parameter_table
 
-__all__ = ["CitySpec", "build_dataset", "city_name_from", "default_city", "load_build_config", "source_city_name"]
+__all__ = ["BuildFile", "CitySpec", "build_dataset", "city_name_from", "default_city", "read_build_file",
+           "source_city_name"]
 
 
 def build_dataset(
@@ -149,13 +152,59 @@ def _failure_report(failures: Sequence[CityFailure], n_cities: int, parts: CityP
     return "\n".join(lines)
 
 
-def load_build_config(path: str | Path) -> tuple[list[CitySpec], TilingConfig, str | None]:
+class _CityEntry(pydantic.BaseModel):
+    """One entry of a build file's ``cities`` (see :class:`CitySpec`)."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    name: str
+    osm_file: str | None = None
+    place: str | None = None
+    bbox: tuple[float, float, float, float] | None = None
+    group: str | None = None
+    clip: tuple[float, float, float, float] | None = None
+    boundary: str | None = None
+    buildings_mapped: bool = True
+
+
+class _BuildFile(pydantic.BaseModel):
+    """A build file: where to write, the tiling, blocking, and the cities."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    out: str | None = None
+    tiling: dict[str, Any] = pydantic.Field(default_factory=dict)
+    block_km: float | None = pydantic.Field(default=None, gt=0)
+    cities: list[_CityEntry] = pydantic.Field(min_length=1)
+
+
+def _validation_message(path: Path, exc: pydantic.ValidationError) -> str:
+    """One clause per problem, each naming the entry it is in (``cities[2].bbox``)."""
+    problems = []
+    for error in exc.errors():
+        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error["loc"]).lstrip(".")
+        problems.append(f"{where or 'the file'}: {error['msg']}")
+    return f"{path}: " + "; ".join(problems)
+
+
+@dataclass(frozen=True)
+class BuildFile:
+    """What a build file asks for: the cities, their tiling, the output folder and blocking."""
+
+    cities: list[CitySpec]
+    tiling: TilingConfig
+    out: str | None
+    block_km: float | None
+
+
+def read_build_file(path: str | Path) -> BuildFile:
     """Read a YAML build file listing many cities.
 
     Example::
 
         out: data/cities            # optional; --out wins
         tiling: {meters_per_pixel: 2.0, tile_px: 256, stride_px: 128}
+        block_km: 4                 # optional: build each city from a file in blocks (see build_dataset)
         cities:
           - {name: osterbro, osm_file: "${URBANGEN_OSM_DIR}/copenhagen/osterbro_osm_bbox.osm.xml.gz",
              group: micromobility}
@@ -164,40 +213,37 @@ def load_build_config(path: str | Path) -> tuple[list[CitySpec], TilingConfig, s
     ``${VAR}`` in ``osm_file`` is replaced by the environment variable; a
     relative path is relative to the YAML file, unless it came from a variable
     (then, like the variable, to the working directory).
+
+    Raises
+    ------
+    InvalidValueError
+        For YAML that does not parse, and for every entry that is wrong, each named
+        with its place in the file (``cities[2].bbox: ...``).
     """
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise InvalidValueError(f"{path}: not valid YAML ({exc})") from exc
-    if not isinstance(raw, dict) or not isinstance(raw.get("cities"), list) or not raw["cities"]:
-        raise InvalidValueError(f"{path}: needs a non-empty 'cities' list")
-    unknown = set(raw) - {"out", "tiling", "cities"}
-    if unknown:
-        raise InvalidValueError(f"{path}: unknown keys {sorted(unknown)}")
+    try:
+        parsed = _BuildFile.model_validate(raw if raw is not None else {})
+    except pydantic.ValidationError as exc:
+        raise InvalidValueError(_validation_message(path, exc)) from None
     cities = []
-    for i, entry in enumerate(raw["cities"]):
-        if not isinstance(entry, dict):
-            raise InvalidValueError(f"{path}: cities[{i}] must be a mapping")
-        entry: dict[str, Any] = dict(entry)
-        bad = set(entry) - set(CitySpec.__dataclass_fields__)
-        if bad:
-            raise InvalidValueError(f"{path}: cities[{i}] has unknown keys {sorted(bad)}")
-        if entry.get("osm_file"):
-            expanded = os.path.expandvars(str(entry["osm_file"]))
+    for i, entry in enumerate(parsed.cities):
+        fields = entry.model_dump()
+        if entry.osm_file:
+            expanded = os.path.expandvars(entry.osm_file)
             if "$" in expanded:
-                raise InvalidValueError(f"{path}: cities[{i}].osm_file uses an unset variable: {entry['osm_file']}")
+                raise InvalidValueError(f"{path}: cities[{i}].osm_file uses an unset variable: {entry.osm_file}")
             p = Path(expanded).expanduser()
             # A path from a variable (URBANGEN_OSM_DIR=../shared/osm) is relative to where you are,
             # like the variable itself; a literal one to the YAML file.
-            base = Path.cwd() if "$" in str(entry["osm_file"]) else path.parent
-            entry["osm_file"] = str(p if p.is_absolute() else base / p)
-        for key in ("bbox", "clip"):
-            if entry.get(key) is not None:
-                entry[key] = tuple(float(v) for v in entry[key])
-        if entry.get("boundary"):
-            b = Path(os.path.expandvars(str(entry["boundary"]))).expanduser()
-            entry["boundary"] = str(b if b.is_absolute() else path.parent / b)
-        cities.append(CitySpec(**entry))
-    tiling = TilingConfig.from_dict(raw.get("tiling") or {})
-    return cities, tiling, raw.get("out")
+            base = Path.cwd() if "$" in entry.osm_file else path.parent
+            fields["osm_file"] = str(p if p.is_absolute() else base / p)
+        if entry.boundary:
+            b = Path(os.path.expandvars(entry.boundary)).expanduser()
+            fields["boundary"] = str(b if b.is_absolute() else path.parent / b)
+        cities.append(CitySpec(**fields))
+    return BuildFile(cities=cities, tiling=TilingConfig.from_dict(parsed.tiling), out=parsed.out,
+                     block_km=parsed.block_km)

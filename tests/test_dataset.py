@@ -153,18 +153,19 @@ def test_cli_reports_bad_input_clearly(tmp_path):
 
 def test_the_city_comparison_configs_read_as_documented(osm_dir, monkeypatch, tmp_path):
     """``experiments/cities/*.yaml``: a variable path is relative to the working directory, like the variable."""
-    from data_pipeline.build import load_build_config
+    from data_pipeline.build import read_build_file
     from tests.conftest import ROOT
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("URBANGEN_OSM_DIR", os.path.relpath(osm_dir, tmp_path))
-    cities, tiling, out = load_build_config(ROOT / "experiments/cities/offline_car_centric_vs_micromobility.yaml")
+    build = read_build_file(ROOT / "experiments/cities/offline_car_centric_vs_micromobility.yaml")
+    cities, tiling, out = build.cities, build.tiling, build.out
     assert {c.name: c.group for c in cities} == {"osterbro": "micromobility", "lyngby": "micromobility",
                                                  "kennesaw": "car_centric"}
     assert all(os.path.isfile(c.osm_file) for c in cities)
     assert (tiling.meters_per_pixel, tiling.tile_px, out) == (2.0, 256, "data/car_centric_vs_micromobility")
 
-    cities, _, _ = load_build_config(ROOT / "experiments/cities/houston_vs_copenhagen.yaml")
+    cities = read_build_file(ROOT / "experiments/cities/houston_vs_copenhagen.yaml").cities
     groups = {c.name: c.group for c in cities}
     assert groups["copenhagen"] == "micromobility" and groups["houston_inner_loop"] == "car_centric"
     west, south, east, north = next(c.bbox for c in cities if c.name == "houston_inner_loop")
@@ -172,4 +173,25 @@ def test_the_city_comparison_configs_read_as_documented(osm_dir, monkeypatch, tm
 
     monkeypatch.delenv("URBANGEN_OSM_DIR")
     with pytest.raises(ValueError, match="unset variable"):
-        load_build_config(ROOT / "experiments/cities/offline_car_centric_vs_micromobility.yaml")
+        read_build_file(ROOT / "experiments/cities/offline_car_centric_vs_micromobility.yaml")
+
+
+def test_a_wrong_build_file_names_every_bad_entry_by_its_place(tmp_path):
+    from data_pipeline.build import read_build_file
+    from data_pipeline.errors import InvalidValueError
+
+    path = tmp_path / "cities.yaml"
+    path.write_text("tiling: {meters_per_pixel: 4.0}\nblok_km: 3\ncities:\n"
+                    "  - {name: a, osm_file: x.osm, bbox: [1, 2, 3, nope]}\n"
+                    "  - {name: b, place: Somewhere, colour: red}\n")
+    with pytest.raises(InvalidValueError) as raised:
+        read_build_file(path)
+    message = str(raised.value)
+    assert "cities[0].bbox[3]" in message and "cities[1].colour" in message and "blok_km" in message
+
+    path.write_text("block_km: 2.5\ncities: [{name: a, osm_file: x.osm}]\n")
+    build = read_build_file(path)
+    assert build.block_km == 2.5 and build.cities[0].osm_file == str(tmp_path / "x.osm")
+    path.write_text("cities: []\n")
+    with pytest.raises(InvalidValueError, match="cities"):
+        read_build_file(path)

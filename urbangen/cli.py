@@ -64,7 +64,7 @@ def data_build(
     """
     from dataclasses import replace
 
-    from data_pipeline.build import CitySpec, build_dataset, default_city, load_build_config, source_city_name
+    from data_pipeline.build import CitySpec, build_dataset, default_city, read_build_file, source_city_name
     from data_pipeline.config import TilingConfig
     from urbangen.osm_file_option import parse_osm_file
 
@@ -77,8 +77,10 @@ def data_build(
                 raise InvalidValueError("with --config, give clip: or boundary: per city in the config file")
             from urbangen.examples import resolve
 
-            cities, tiling, config_out = load_build_config(resolve(config, "cities"))
-            out = out or (Path(config_out) if config_out else None)
+            build_file = read_build_file(resolve(config, "cities"))
+            cities, tiling = build_file.cities, build_file.tiling
+            out = out or (Path(build_file.out) if build_file.out else None)
+            block_km = block_km if block_km is not None else build_file.block_km
         else:
             if sources_given > 1:
                 raise InvalidValueError("give only one of --place, --bbox, --osm-file")
