@@ -22,14 +22,13 @@ the blocks (``drive_network.scope``), not every way in the file.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
 import socket
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,17 +42,14 @@ from data_pipeline import sources
 from data_pipeline.atomic import PartialDir
 from data_pipeline.city import (
     PART_COVERAGE,
-    PART_INFO,
     PART_RASTERS,
-    PART_TILES,
     CityPartResult,
     CitySpec,
     Reporter,
-    build_inputs,
     current_rss_mb,
+    finish_part,
     peak_rss_mb,
     reset_peak_rss,
-    tile_rows,
 )
 from data_pipeline.config import TilingConfig
 from data_pipeline.coverage import WGS84, Coverage, add_cell_counts, cell_way_counts, coverage_from_cell_counts
@@ -100,7 +96,6 @@ class CityPlan:
     seconds: float = 0.0
     peak_rss_mb: float = 0.0
     own_peak_mb: float = 0.0
-    info: dict[str, Any] = field(default_factory=dict)
 
 
 def _median_zone(zone_counts: Counter, north: int, south: int) -> tuple[int, bool]:
@@ -364,12 +359,12 @@ def join_blocks(plan: CityPlan, results: list[BlockResult], config: TilingConfig
 
     city = plan.city
     order = np.concatenate([r.kept for r in results])
+    keep = np.zeros(len(plan.candidates.bounds), dtype=bool)
+    keep[order] = True
+    grid = plan.candidates.keep(keep, plan.crs, plan.source, config)  # NoTilesError if no block kept a tile
     params = pd.concat([r.rows for r in results if len(r.rows)], ignore_index=True)
     rank = np.argsort(order, kind="stable")
     in_order = order[rank]
-    keep = np.zeros(len(plan.candidates.bounds), dtype=bool)
-    keep[order] = True
-    grid = plan.candidates.keep(keep, plan.crs, plan.source, config)
     writer = PartialDir(part)
     try:
         (writer.path / PART_COVERAGE).write_text(
@@ -403,11 +398,8 @@ def join_blocks(plan: CityPlan, results: list[BlockResult], config: TilingConfig
             },
             "blocks": {"count": len(results), "block_km": plan.block_m / 1000.0},
         }
-        tile_rows(city.name, grid.crs, grid.bounds, params.iloc[rank].reset_index(drop=True), config,
-                  plan.layers_known["buildings"], grid.coverage).to_parquet(writer.path / PART_TILES, index=False)
-        (writer.path / PART_INFO).write_text(json.dumps(
-            {"name": city.name, "n_tiles": len(grid), "info": info, "built_from": build_inputs(city, config)},
-            indent=2, default=str))
+        finish_part(writer.path, city, config, grid, params.iloc[rank].reset_index(drop=True),
+                    plan.layers_known["buildings"], info)
         writer.publish()
     finally:
         writer.discard()

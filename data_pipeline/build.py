@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -152,21 +152,6 @@ def _failure_report(failures: Sequence[CityFailure], n_cities: int, parts: CityP
     return "\n".join(lines)
 
 
-class _CityEntry(pydantic.BaseModel):
-    """One entry of a build file's ``cities`` (see :class:`CitySpec`)."""
-
-    model_config = pydantic.ConfigDict(extra="forbid")
-
-    name: str
-    osm_file: str | None = None
-    place: str | None = None
-    bbox: tuple[float, float, float, float] | None = None
-    group: str | None = None
-    clip: tuple[float, float, float, float] | None = None
-    boundary: str | None = None
-    buildings_mapped: bool = True
-
-
 class _BuildFile(pydantic.BaseModel):
     """A build file: where to write, the tiling, blocking, and the cities."""
 
@@ -175,7 +160,7 @@ class _BuildFile(pydantic.BaseModel):
     out: str | None = None
     tiling: dict[str, Any] = pydantic.Field(default_factory=dict)
     block_km: float | None = pydantic.Field(default=None, gt=0)
-    cities: list[_CityEntry] = pydantic.Field(min_length=1)
+    cities: list[CitySpec] = pydantic.Field(min_length=1)
 
 
 def _validation_message(path: Path, exc: pydantic.ValidationError) -> str:
@@ -231,7 +216,7 @@ def read_build_file(path: str | Path) -> BuildFile:
         raise InvalidValueError(_validation_message(path, exc)) from None
     cities = []
     for i, entry in enumerate(parsed.cities):
-        fields = entry.model_dump()
+        fields = {}
         if entry.osm_file:
             expanded = os.path.expandvars(entry.osm_file)
             if "$" in expanded:
@@ -244,6 +229,6 @@ def read_build_file(path: str | Path) -> BuildFile:
         if entry.boundary:
             b = Path(os.path.expandvars(entry.boundary)).expanduser()
             fields["boundary"] = str(b if b.is_absolute() else path.parent / b)
-        cities.append(CitySpec(**fields))
+        cities.append(replace(entry, **fields))
     return BuildFile(cities=cities, tiling=TilingConfig.from_dict(parsed.tiling), out=parsed.out,
                      block_km=parsed.block_km)

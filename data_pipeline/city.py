@@ -30,6 +30,7 @@ from typing import Any
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import pydantic
 import shapely
 
 from data_pipeline import sources
@@ -71,6 +72,7 @@ def source_city_name(*, place: str | None = None, bbox=None, osm_file: str | Pat
     return "bbox"
 
 
+@pydantic.with_config(pydantic.ConfigDict(extra="forbid"))  # a build file's entry with an unknown key is an error
 @dataclass(frozen=True)
 class CitySpec:
     """One city of a build: a name and exactly one source.
@@ -222,15 +224,21 @@ def reset_peak_rss() -> None:
         pass
 
 
-def current_rss_mb() -> float:
-    """This process's resident memory now, in MiB (NaN where the OS does not say)."""
+def _proc_status_mb(key: str) -> float | None:
+    """A memory figure of ``/proc/self/status`` (``VmRSS``, ``VmHWM``) in MiB; None where there is none."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{key}:"):
                 return int(line.split()[1]) / 1024.0
     except OSError:
         pass
-    return float("nan")
+    return None
+
+
+def current_rss_mb() -> float:
+    """This process's resident memory now, in MiB (NaN where the OS does not say)."""
+    rss = _proc_status_mb("VmRSS")
+    return float("nan") if rss is None else rss
 
 
 def peak_rss_mb() -> float:
@@ -239,12 +247,9 @@ def peak_rss_mb() -> float:
     Linux's ``VmHWM`` rather than ``ru_maxrss``: the latter survives ``exec``, so
     a Dask worker would report the peak of the process that started it.
     """
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
+    peak = _proc_status_mb("VmHWM")
+    if peak is not None:
+        return peak
     try:
         import resource
     except ImportError:  # Windows
@@ -272,6 +277,16 @@ class CityPartResult:
     n_tasks: int = 1
     #: ``own_peak_mb`` of each task of a blocked city (plan, blocks; the join copies tiles block by block).
     task_own_peaks_mb: tuple[float, ...] = ()
+
+
+def finish_part(folder: Path, city: CitySpec, config: TilingConfig, grid, params: pd.DataFrame,
+                buildings_known: bool, info: dict[str, Any]) -> None:
+    """Write a city part's table and, last (a part without it is not complete), its ``city.json``."""
+    tile_rows(city.name, grid.crs, grid.bounds, params, config, buildings_known,
+              grid.coverage).to_parquet(folder / PART_TILES, index=False)
+    (folder / PART_INFO).write_text(json.dumps(
+        {"name": city.name, "n_tiles": len(grid), "info": info, "built_from": build_inputs(city, config)},
+        indent=2, default=str))
 
 
 def build_city_part(city: CitySpec, config: TilingConfig, part: str | Path,
@@ -338,12 +353,7 @@ def build_city_part(city: CitySpec, config: TilingConfig, part: str | Path,
             array.oindex[np.asarray(idx)] = tiles  # one call per block: zarr writes its chunks concurrently
             done += len(idx)
             report("rasterizing", done, len(grid))
-        tile_rows(city.name, grid.crs, grid.bounds, params, config, features.layers_known["buildings"],
-                  grid.coverage).to_parquet(writer.path / PART_TILES, index=False)
-        # Written last: a part without it is not complete.
-        (writer.path / PART_INFO).write_text(json.dumps(
-            {"name": city.name, "n_tiles": len(grid), "info": info, "built_from": build_inputs(city, config)},
-            indent=2, default=str))
+        finish_part(writer.path, city, config, grid, params, features.layers_known["buildings"], info)
         writer.publish()
     finally:
         writer.discard()

@@ -24,6 +24,7 @@ from urbangen.evaluators.realism import Realism
 from urbangen.evaluators.seams import Seams, real_mosaics
 from urbangen.evaluators.streets import StreetConnectivity
 from urbangen.inference import GeneratorChain, RunSpec, TrainedModel
+from urbangen.markdown import table
 from urbangen.pretrained import load_model
 from urbangen.splits import Split, check_split
 
@@ -188,11 +189,11 @@ def acceptance(result: dict[str, Any]) -> list[dict[str, Any]]:
 
 def acceptance_rows(rows: list[dict[str, Any]]) -> list[str]:
     """Markdown table of :func:`acceptance`."""
-    out = ["| criterion | value | floor (real vs real) | target | met |", "|---|---|---|---|---|"]
-    for r in rows:
-        met = "n/a" if r["met"] is None else ("yes" if r["met"] else "**no**")
-        out.append(f"| {r['metric']} | {_fmt(r['value'])} | {_fmt(r['floor'])} | {r['target']} | {met} |")
-    return out
+    def met(r: dict[str, Any]) -> str:
+        return "n/a" if r["met"] is None else ("yes" if r["met"] else "**no**")
+
+    return table(["criterion", "value", "floor (real vs real)", "target", "met"],
+                 [[r["metric"], _fmt(r["value"]), _fmt(r["floor"]), r["target"], met(r)] for r in rows])
 
 
 def _seams(model: TrainedModel | GeneratorChain, data: TileDataset, test_rows: np.ndarray, test: Any,
@@ -226,8 +227,7 @@ def _fmt(value: Any, digits: int = 3) -> str:
 
 def realism_rows(realism: dict[str, Any]) -> list[str]:
     """Markdown table rows: each realism metric beside its floor, ceiling and ladder."""
-    rows = ["| metric | generated | floor (real) | blurred | shuffled | ceiling (noise) | ladder | position real→noise "
-            "| generated tiles are |", "|---|---|---|---|---|---|---|---|---|"]
+    rows = []
     for name, m in realism["metrics"].items():
         lad = m["ladder"]
         gen = _fmt(m["generated"]) if m["reported"] else "withheld"
@@ -235,22 +235,22 @@ def realism_rows(realism: dict[str, Any]) -> list[str]:
             gen += f" [{_fmt(m['ci95'][0])}, {_fmt(m['ci95'][1])}]"
         if m["reported"] and m.get("std") is not None:
             gen += f" ± {_fmt(m['std'])}"
-        rows.append(f"| {name} | {gen} | {_fmt(lad['real'])} | {_fmt(lad['blurred'])} | {_fmt(lad['shuffled'])} | "
-                    f"{_fmt(lad['noise'])} | {'holds' if m['ladder_holds'] else 'FAILS'} | "
-                    f"{_fmt(m.get('position_real_to_noise'), 2)} | {m.get('verdict', 'not scored')} |")
-    return rows
+        rows.append([name, gen, _fmt(lad["real"]), _fmt(lad["blurred"]), _fmt(lad["shuffled"]), _fmt(lad["noise"]),
+                     "holds" if m["ladder_holds"] else "FAILS", _fmt(m.get("position_real_to_noise"), 2),
+                     m.get("verdict", "not scored")])
+    return table(["metric", "generated", "floor (real)", "blurred", "shuffled", "ceiling (noise)", "ladder",
+                  "position real→noise", "generated tiles are"], rows)
 
 
 def conditioning_rows(conditioning: dict[str, Any]) -> list[str]:
-    rows = ["| parameter | requested mean | MAE generated | floor | unconditional | R² generated | floor | "
-            "unconditional | failures |", "|---|---|---|---|---|---|---|---|---|"]
+    rows = []
     for name, p in conditioning["parameters"].items():
         g, f, u = p["generated"], p["floor"], p["unconditional"]
         label = f"{name} [{p['unit']}]" + (" (given)" if p["given"] else "" if p["drawn"] else " (not drawn)")
-        rows.append(f"| {label} | {_fmt(p['requested_mean'])} | {_fmt(g['mae'])} | {_fmt(f['mae'])} | "
-                    f"{_fmt(u['mae'])} | {_fmt(g['r2'], 2)} | {_fmt(f['r2'], 2)} | {_fmt(u['r2'], 2)} | "
-                    f"{g['failures']}/{g['n']} |")
-    return rows
+        rows.append([label, _fmt(p["requested_mean"]), _fmt(g["mae"]), _fmt(f["mae"]), _fmt(u["mae"]),
+                     _fmt(g["r2"], 2), _fmt(f["r2"], 2), _fmt(u["r2"], 2), f"{g['failures']}/{g['n']}"])
+    return table(["parameter", "requested mean", "MAE generated", "floor", "unconditional", "R² generated", "floor",
+                  "unconditional", "failures"], rows)
 
 
 def report_markdown(result: dict[str, Any]) -> str:
@@ -288,12 +288,10 @@ def report_markdown(result: dict[str, Any]) -> str:
         sm = result["seams"]
         lines += ["", "## Seams", "", f"A stitched {sm['layout_px'][0]} px layout (2 samples), lines every "
                   f"{sm['line_spacing_px']} px, against {sm['real_mosaics']} real mosaics of "
-                  f"{sm['real_mosaic_px'][0]} px: strip over elsewhere (1 = no seam).", "",
-                  "| statistic | generated | real mean | floor (largest real distance from 1) | within floor |",
-                  "|---|---|---|---|---|"]
-        for name, m in sm["metrics"].items():
-            lines.append(f"| {name} | {_fmt(m['generated'])} | {_fmt(m['real_mean'])} | "
-                         f"{_fmt(m['floor_distance_from_1'])} | {'yes' if m['within_floor'] else '**no**'} |")
+                  f"{sm['real_mosaic_px'][0]} px: strip over elsewhere (1 = no seam).", ""]
+        lines += table(["statistic", "generated", "real mean", "floor (largest real distance from 1)", "within floor"],
+                       [[name, _fmt(m["generated"]), _fmt(m["real_mean"]), _fmt(m["floor_distance_from_1"]),
+                         "yes" if m["within_floor"] else "**no**"] for name, m in sm["metrics"].items()])
         lines += ["", "![a stitched layout](stitched.png)"]
     lines += ["", "## Against the bar", ""] + acceptance_rows(result["acceptance"])
     lines += ["", "![real test tiles and generated tiles for their parameters](examples.png)", "",

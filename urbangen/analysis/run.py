@@ -17,6 +17,7 @@ from urbangen.analysis import figures
 from urbangen.analysis.stats import axis_correlations, nearest_across
 from urbangen.evaluators.distances import distances
 from urbangen.evaluators.probes import blocked_probe
+from urbangen.markdown import table
 from urbangen.splits import region_blocks
 
 if TYPE_CHECKING:  # jax loads only when a run is
@@ -214,14 +215,16 @@ def report_markdown(results: dict[str, Any]) -> str:
         "distance, which can be below 0 when two sides do not differ. A lower bound below 0 says only that the "
         "data do not exclude small values. The MMD p-value tests \"one distribution\".", ""]
     for level in ("groups", "cities"):
-        lines += [f"## {level.title()}", "", "| space | pair | probe balanced accuracy | AUC | shuffled AUC "
-                  "| Frechet [95 % CI] | MMD [95 % CI] | MMD p-value |", "|---|---|---|---|---|---|---|---|"]
+        rows = []
         for space, entry in results["spaces"].items():
             for pair, r in entry[level].items():
                 p, s = r.get("probe", {}), r.get("probe_shuffled_labels", {})
-                lines.append(f"| {space} | {pair} | {_num(p.get('balanced_accuracy'), '.3f')} | "
-                             f"{_num(p.get('auc'), '.3f')} | {_num(s.get('auc'), '.3f')} | {_interval(r['frechet'])} | "
-                             f"{_interval(r['mmd'])} | {_num(r['mmd_permutation_p'], '.3f')} |")
+                rows.append([space, pair, _num(p.get("balanced_accuracy"), ".3f"), _num(p.get("auc"), ".3f"),
+                             _num(s.get("auc"), ".3f"), _interval(r["frechet"]), _interval(r["mmd"]),
+                             _num(r["mmd_permutation_p"], ".3f")])
+        lines += [f"## {level.title()}", ""] + table(
+            ["space", "pair", "probe balanced accuracy", "AUC", "shuffled AUC", "Frechet [95 % CI]", "MMD [95 % CI]",
+             "MMD p-value"], rows)
         lines.append("")
     if len(results["cities"]) < 2:
         lines += ["Only one city: there is no pair to compare; add cities (`urbangen data build --config`).", ""]

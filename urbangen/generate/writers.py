@@ -11,6 +11,7 @@ import numpy as np
 from data_pipeline.atomic import write_text_atomic
 from data_pipeline.dataset import ATTRIBUTION
 from data_pipeline.render import CHANNEL_COLOURS, tile_to_rgb
+from urbangen.markdown import table
 
 
 def _scale_bar_m(width_m: float) -> float:
@@ -71,18 +72,17 @@ def write_report(report: dict[str, Any], json_path: Path, md_path: Path) -> None
              " that could not be measured are counted as failed",
              "- a match here is not realism: a per-pixel coin flip matches a coverage share by construction. How far"
              " a generator's layouts are from real ones, beside the floor that real tiles score through this same"
-             " path, is what `urbangen evaluate` measures", "",
-             "| parameter | unit | requested (mean) | achieved (mean over samples) | mean absolute error "
-             "| failed windows |",
-             "|---|---|---|---|---|---|"]
+             " path, is what `urbangen evaluate` measures", ""]
 
     def fmt(v):
         return "n/a" if v is None else f"{v:.4g}"
 
-    for name, row in report["average"].items():
-        lines.append(f"| {name} | {row['unit']} | {fmt(row['requested_mean'])} | {fmt(row['achieved_mean'])} | "
-                     f"{fmt(row['mean_absolute_error'])} | {row['failed_windows']}/{row['windows']} |")
-    lines += ["", "| sample | buildings | street segments |", "|---|---|---|"]
-    lines += [f"| {s['sample']} | {s['buildings']} | {s['street_segments']} |" for s in report["samples"]]
+    lines += table(["parameter", "unit", "requested (mean)", "achieved (mean over samples)", "mean absolute error",
+                    "failed windows"],
+                   [[name, row["unit"], fmt(row["requested_mean"]), fmt(row["achieved_mean"]),
+                     fmt(row["mean_absolute_error"]), f"{row['failed_windows']}/{row['windows']}"]
+                    for name, row in report["average"].items()])
+    lines += [""] + table(["sample", "buildings", "street segments"],
+                          [[s["sample"], s["buildings"], s["street_segments"]] for s in report["samples"]])
     lines += ["", report["attribution"], ""]
     md_path.write_text("\n".join(lines))
