@@ -108,6 +108,7 @@ BAD_FILES = [
     ({"size_m": "big"}, "size_m", "must be a number"),
     ({"size_m": [100, -5]}, "size_m[1]", "between"),
     ({"samples": 1.5}, "samples", "integer"),
+    ({"candidates": 0}, "candidates", "at least 1"),
     ({"parameters": {"building_coverage": 1.5}}, "parameters.building_coverage", "between 0 and 1"),
     ({"parameters": {"buildings_per_hectare": 3}}, "parameters.buildings_per_hectare", "unknown parameter"),
     ({"parameters": {"water_share": 0.1}}, "parameters.water_share", "not trained on it"),

@@ -170,6 +170,9 @@ def evaluate_command(
         help="Test tiles to evaluate on (as many real training tiles are the floor).")] = 128,
     seed: Annotated[int, typer.Option(help="Seed of the tile choice and the samples.")] = 0,
     split_seed: Annotated[int | None, typer.Option(help="Check that the run's split was drawn with this seed.")] = None,
+    candidates: Annotated[int | None, typer.Option(
+        min=1, help="Samples a chain draws per tile and stage, keeping the one nearest the request "
+        "(1: each as drawn) [urbangen.generate.selection.CANDIDATES].")] = None,
     wandb_mode: Annotated[str, typer.Option(help="online, offline or disabled.")] = "disabled",
 ) -> None:
     """Realism, conditioning and diversity of a generator on its test regions, each beside its floor and ceiling."""
@@ -177,7 +180,7 @@ def evaluate_command(
 
     try:
         result = evaluate(checkpoint, dataset, out, encoder=encoder, max_tiles=tiles, seed=seed, split_seed=split_seed,
-                          wandb_mode=wandb_mode)
+                          wandb_mode=wandb_mode, **({} if candidates is None else {"candidates": candidates}))
     except (FileNotFoundError, ValueError) as exc:
         _fail(exc)
     console.print(f"wrote [bold]{out / 'report.md'}[/], {out / 'evaluation.json'} and plots")

@@ -23,6 +23,7 @@ from urbangen.evaluators.diversity import Diversity
 from urbangen.evaluators.realism import Realism
 from urbangen.evaluators.seams import Seams, real_mosaics
 from urbangen.evaluators.streets import StreetConnectivity
+from urbangen.generate.selection import CANDIDATES, by_parameters
 from urbangen.inference import GeneratorChain, RunSpec, TrainedModel
 from urbangen.markdown import table
 from urbangen.pretrained import load_model
@@ -49,7 +50,8 @@ def run_split(spec: RunSpec, data: TileDataset, split_seed: int | None = None) -
 
 def evaluate(checkpoint: str | Path | TrainedModel | GeneratorChain, dataset: str | Path, out_dir: str | Path, *,
              encoder: str | Path | None = None, max_tiles: int = 128, seed: int = 0, split_seed: int | None = None,
-             n_boot: int = 200, seams_m: float = 2048.0, wandb_mode: str = "disabled") -> dict[str, Any]:
+             n_boot: int = 200, seams_m: float = 2048.0, candidates: int = CANDIDATES,
+             wandb_mode: str = "disabled") -> dict[str, Any]:
     """Evaluate a generator run on its test regions; write ``evaluation.json``, ``report.md`` and plots.
 
     Parameters
@@ -68,6 +70,10 @@ def evaluate(checkpoint: str | Path | TrainedModel | GeneratorChain, dataset: st
     seams_m
         Side of the stitched layout whose tile borders the seam evaluator
         inspects (0: skip it).
+    candidates
+        Samples a chain draws per tile and stage, keeping the one nearest the
+        request, as ``urbangen generate`` does (:mod:`urbangen.generate.selection`;
+        1: each sample as drawn).
 
     Raises
     ------
@@ -76,6 +82,7 @@ def evaluate(checkpoint: str | Path | TrainedModel | GeneratorChain, dataset: st
     """
     model = checkpoint if isinstance(checkpoint, (TrainedModel, GeneratorChain)) else load_model(checkpoint)
     checkpoint = model.spec.workdir if checkpoint is model else checkpoint
+    model = by_parameters(model, candidates)
     if "generate" not in model.predict:
         raise RunSpecError(f"{checkpoint} holds a {model.spec.kind} run, which does not generate layouts")
     data = open_dataset(dataset)
@@ -105,7 +112,8 @@ def evaluate(checkpoint: str | Path | TrainedModel | GeneratorChain, dataset: st
         "checkpoint": str(checkpoint), "model": model.spec.kind, "step": model.spec.step, "dataset": str(dataset),
         "split": {"seed": split.seed, "test_tiles": int(len(split.test)), "train_tiles": int(len(split.train)),
                   "buffer_m": split.buffer_m, "test_regions": split.regions.get("test", [])},
-        "n": int(n), "seed": seed, "encoder": None if encoder is None else str(encoder),
+        "n": int(n), "seed": seed, "candidates": model.candidates if isinstance(model, GeneratorChain) else 1,
+        "encoder": None if encoder is None else str(encoder),
         "realism": Realism(test, encoder=enc, n_boot=n_boot, seed=seed).run(
             generated, test.regions, train, generated_measured),
         "conditioning": Conditioning(test, seed=seed).run(model, generated, generated_measured),
@@ -258,7 +266,9 @@ def report_markdown(result: dict[str, Any]) -> str:
     lines = [f"# Evaluation of `{result['checkpoint']}` ({result['model']}, step {result['step']})", "",
              f"{result['n']} tiles of the run's test regions ({s['test_tiles']} test tiles in all, split seed "
              f"{s['seed']}, a {s['buffer_m']:.0f} m buffer from training ground) and as many real training tiles. "
-             "Each comparison is at this one sample size.", "",
+             "Each comparison is at this one sample size. "
+             f"Each generated tile is the best of {result.get('candidates', 1)} sample(s) of each stage at "
+             "matching its request (sampling by selection, `--candidates`).", "",
              "## Realism", "",
              "Lower is more real. Each metric scores real tiles (the floor), the same tiles blurred, shuffled "
              "within each tile, and per-pixel noise with the real channel shares (the ceiling), against the same "

@@ -22,7 +22,7 @@ between model kinds lives here, in :data:`_BUILDERS`, and nowhere else.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -323,6 +323,11 @@ class GeneratorChain:
     stages: tuple[TrainedModel, ...]
     spec: RunSpec
     predict: dict[str, Callable[..., Any]] = field(repr=False)
+    #: Samples drawn of each stage per tile, of which ``scorer`` keeps the best (1: the first, no scoring).
+    candidates: int = 1
+    #: ``scorer(stage, layouts, requested)``: one error per 0/1 layout (M, t, t, C_stage_out) against its
+    #: standardized request (M, P_stage), lower is better (:mod:`urbangen.generate.selection`).
+    scorer: Callable[[TrainedModel, np.ndarray, np.ndarray], np.ndarray] | None = field(default=None, repr=False)
 
     @classmethod
     def of(cls, name: str, stages: tuple[TrainedModel, ...]) -> GeneratorChain:
@@ -353,12 +358,21 @@ class GeneratorChain:
                        config={"stages": [st.spec.model_dump(exclude={"split"}) for st in stages]})
         return cls(stages, spec, {"generate": cls.generate_tiles})
 
+    def selecting(self, candidates: int,
+                  scorer: Callable[[TrainedModel, np.ndarray, np.ndarray], np.ndarray] | None) -> GeneratorChain:
+        """This chain drawing ``candidates`` samples of each stage per tile and keeping the one ``scorer``
+        rates best (sampling by selection; 1 or no scorer: one sample, as drawn)."""
+        if candidates < 1:
+            raise RunSpecError(f"candidates must be at least 1, not {candidates}")
+        return replace(self, candidates=int(candidates), scorer=scorer)
+
     def around_given(self) -> TrainedModel | GeneratorChain:
         """The stages after the first: what draws around a street network the user gives instead."""
         rest = self.stages[1:]
         if not rest:
             raise RunSpecError(f"{self.spec.workdir} has one stage; nothing draws around a given network")
-        return rest[0] if len(rest) == 1 else GeneratorChain.of(self.spec.workdir, rest)
+        return rest[0] if len(rest) == 1 else GeneratorChain.of(self.spec.workdir, rest).selecting(
+            self.candidates, self.scorer)
 
     def columns(self, stage: TrainedModel) -> list[int]:
         """Positions of a stage's parameters in ``spec.parameter_names``."""
@@ -379,10 +393,20 @@ class GeneratorChain:
             raise RunSpecError(f"{self.spec.workdir} draws everything itself: it takes no given channels or latent")
         drawn: dict[str, np.ndarray] = {}
         out = []
+        k = self.candidates if self.scorer is not None else 1
         for i, stage in enumerate(self.stages):
             s = stage.spec
             stage_given = np.stack([drawn[c] for c in s.input_channels], axis=-1) if s.input_channels else None
-            probs = stage.generate_tiles(z_maps[..., self.columns(stage)], jax.random.fold_in(key, i), stage_given)
+            z = z_maps[..., self.columns(stage)]
+            if k == 1:
+                probs = stage.generate_tiles(z, jax.random.fold_in(key, i), stage_given)
+            else:  # tile b's candidates are rows b * k .. b * k + k - 1
+                z = np.repeat(z, k, axis=0)
+                probs = stage.generate_tiles(z, jax.random.fold_in(key, i),
+                                             None if stage_given is None else np.repeat(stage_given, k, axis=0))
+                errors = self.scorer(stage, deterministic_layout(probs, s.sampling), z.mean(axis=(1, 2)))
+                best = np.argmin(np.asarray(errors).reshape(-1, k), axis=1)
+                probs = probs.reshape(-1, k, *probs.shape[1:])[np.arange(len(best)), best]
             stage_drawn, stage_out = stage_outputs(probs, s)
             drawn.update(stage_drawn)
             out.append(stage_out)

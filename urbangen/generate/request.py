@@ -15,6 +15,7 @@ import yaml
 
 from data_pipeline.errors import ParameterFileError
 from data_pipeline.parameters import PARAMETERS
+from urbangen.generate.selection import CANDIDATES
 
 OUTPUT_FORMATS = ("png", "geotiff", "geojson", "graphml", "report")
 MODEL_TYPES = ("pix2pix", "vae")
@@ -22,8 +23,8 @@ MODEL_TYPES = ("pix2pix", "vae")
 DEFAULT_MODEL = "city-64"
 FIELD_KINDS = ("gradient", "radial", "zones")
 DIRECTIONS = {"east": (1.0, 0.0), "west": (-1.0, 0.0), "north": (0.0, 1.0), "south": (0.0, -1.0)}
-TOP_KEYS = ("model", "size_m", "parameters", "streets", "samples", "seed", "outputs", "georeference",
-            "min_building_area_m2")
+TOP_KEYS = ("model", "size_m", "parameters", "streets", "samples", "candidates", "seed", "outputs",
+            "georeference", "min_building_area_m2")
 
 
 def parameter_range(name: str) -> tuple[float, float]:
@@ -74,6 +75,9 @@ class GenerationRequest:
     parameters: dict[str, ParameterField]
     streets: Path | None = None
     samples: int = 1
+    #: Samples a chain draws per tile and stage, keeping the one nearest the request
+    #: (:mod:`urbangen.generate.selection`).
+    candidates: int = CANDIDATES
     seed: int = 0
     outputs: tuple[str, ...] = OUTPUT_FORMATS
     origin: tuple[float, float] = (0.0, 0.0)
@@ -239,7 +243,9 @@ def parse_request(raw: Any, *, source: str = "<request>", base: Path | None = No
     return GenerationRequest(
         pretrained=pretrained, checkpoint=checkpoint, model_type=model_type, size_m=size, parameters=fields,
         streets=streets,
-        samples=r.integer(raw.get("samples", 1), "samples", lo=1), seed=r.integer(raw.get("seed", 0), "seed"),
+        samples=r.integer(raw.get("samples", 1), "samples", lo=1),
+        candidates=r.integer(raw.get("candidates", CANDIDATES), "candidates", lo=1),
+        seed=r.integer(raw.get("seed", 0), "seed"),
         outputs=tuple(dict.fromkeys(outputs)), origin=origin, crs=str(crs), checkpoint_step=step,
         min_building_area_m2=r.number(raw.get("min_building_area_m2", 20.0), "min_building_area_m2", 0.0),
         source=source)

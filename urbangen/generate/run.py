@@ -16,6 +16,7 @@ from data_pipeline.parameters import PARAMETERS
 from urbangen.generate.fields import parameter_fields
 from urbangen.generate.request import GenerationRequest, read_request
 from urbangen.generate.sampler import generate_layout, to_layout
+from urbangen.generate.selection import by_parameters
 from urbangen.generate.vectorize import street_graph
 from urbangen.generate.writers import write_geotiff, write_png, write_report
 from urbangen.inference import GeneratorChain, TrainedModel
@@ -86,6 +87,7 @@ def generate(params_file: str | Path | GenerationRequest, out_dir: str | Path, *
     if request.streets is not None and isinstance(gen, GeneratorChain):
         # A street network given: the stages that draw streets step aside for it.
         gen = gen.around_given()
+    gen = by_parameters(gen, request.candidates)
     spec = gen.spec
     if "generate" not in gen.predict:
         raise ParameterFileError(request.source, "model.checkpoint",
@@ -188,4 +190,5 @@ def _report(request: GenerationRequest, gen: TrainedModel, samples: list[dict], 
             "checkpoint_step": gen.spec.step, "meters_per_pixel": mpp,
             "size_px": [width, height], "size_m": [width * mpp, height * mpp],
             "crs": request.crs, "origin": list(request.origin), "seed": request.seed,
-            "samples": samples, "average": average, "attribution": f"Model trained on map data {ATTRIBUTION}"}
+            "candidates": request.candidates if isinstance(gen, GeneratorChain) else 1, "samples": samples,
+            "average": average, "attribution": f"Model trained on map data {ATTRIBUTION}"}

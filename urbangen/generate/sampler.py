@@ -13,10 +13,15 @@ the tile's distribution given its neighbours, by selection.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import jax
 import numpy as np
 
 from urbangen.inference import GeneratorChain, TrainedModel, deterministic_layout, stage_outputs
+
+#: A chain's sampling by selection: (samples per tile, scorer); see :mod:`urbangen.generate.selection`.
+Selection = tuple[int, Callable[[TrainedModel, np.ndarray, np.ndarray], np.ndarray]]
 
 #: Samples drawn per tile of a VAE's layout, of which the one agreeing best with its neighbours is kept.
 CANDIDATES = 32
@@ -31,6 +36,12 @@ def tile_offsets(n: int, tile: int) -> list[int]:
     if starts[-1] != n - tile:
         starts.append(n - tile)
     return starts
+
+
+def _block_starts(n: int, tile: int) -> list[int]:
+    """Starts of side-by-side tiles along an axis of ``n >= tile`` pixels, the last flush with the end."""
+    starts = list(range(0, n - tile + 1, tile))
+    return starts if starts[-1] == n - tile else [*starts, n - tile]
 
 
 def blend_window(tile: int) -> np.ndarray:
@@ -65,7 +76,9 @@ def generate_layout(model: TrainedModel | GeneratorChain, fields: np.ndarray, ke
         for i, stage in enumerate(model.stages):
             inputs = stage.spec.input_channels
             stage_given = np.stack([drawn[c] for c in inputs], axis=-1) if inputs else None
-            probs = _blend(stage, z[..., model.columns(stage)], jax.random.fold_in(key, i), stage_given, batch_size)
+            selection = (model.candidates, model.scorer) if model.scorer is not None and model.candidates > 1 else None
+            probs = _blend(stage, z[..., model.columns(stage)], jax.random.fold_in(key, i), stage_given, batch_size,
+                           selection)
             # A proximity stage's fields are decoded here, after blending: the chain's output is 0/1 for them.
             stage_drawn, stage_out = stage_outputs(probs, stage.spec)
             drawn.update(stage_drawn)
@@ -75,12 +88,16 @@ def generate_layout(model: TrainedModel | GeneratorChain, fields: np.ndarray, ke
 
 
 def _blend(model: TrainedModel, z: np.ndarray, key: jax.Array, given: np.ndarray | None,
-           batch_size: int) -> np.ndarray:
+           batch_size: int, selection: Selection | None = None) -> np.ndarray:
     """One generator over a layout of standardized parameter maps: overlapping tiles, blended.
 
     A generator with a latent map gets one latent field over the whole
     layout, each tile its own window of it, so overlapping tiles see the
-    same noise where they overlap and agree there.
+    same noise where they overlap and agree there. With ``selection`` it
+    draws that many fields, scores each tile-sized block of each blended
+    result, and blends once more with the field put together from each
+    block's best: cells of independent normal fields, so still a draw of
+    the same prior, with no seam in the noise.
     """
     spec = model.spec
     h, w = z.shape[:2]
@@ -92,11 +109,45 @@ def _blend(model: TrainedModel, z: np.ndarray, key: jax.Array, given: np.ndarray
         z = np.pad(z, ((0, ph - h), (0, pw - w), (0, 0)), mode="edge")
         given = None if given is None else np.pad(given, ((0, ph - h), (0, pw - w), (0, 0)), mode="edge")
     if spec.kind == "vae" and spec.sampling == "proximity":  # streets must continue from tile to tile
-        return _matched(model, z, key, batch_size)[:h, :w]
-    field = None
-    if spec.latent_channels:
-        field = np.asarray(jax.random.normal(jax.random.fold_in(key, 2**31 - 1),
-                                             (ph // stride, pw // stride, spec.latent_channels)))
+        return _matched(model, z, key, batch_size, selection)[:h, :w]
+    if not spec.latent_channels:
+        return _blend_field(model, z, None, key, given, batch_size)[:h, :w]
+    shape = (ph // stride, pw // stride, spec.latent_channels)
+    field = np.asarray(jax.random.normal(jax.random.fold_in(key, 2**31 - 1), shape))
+    if selection is not None:
+        field = _selected_field(model, z, field, key, given, batch_size, selection)
+    return _blend_field(model, z, field, key, given, batch_size)[:h, :w]
+
+
+def _selected_field(model: TrainedModel, z: np.ndarray, first: np.ndarray, key: jax.Array, given: np.ndarray | None,
+                    batch_size: int, selection: Selection) -> np.ndarray:
+    """A latent field whose every tile-sized block is the best of ``selection[0]`` fields' there."""
+    k, scorer = selection
+    spec = model.spec
+    t, stride = spec.tile_px, spec.latent_stride
+    fields = [first] + [np.asarray(jax.random.normal(jax.random.fold_in(key, 2**31 - 1 - j), first.shape))
+                        for j in range(1, k)]
+    blocks = [(r, c) for r in _block_starts(z.shape[0], t) for c in _block_starts(z.shape[1], t)]
+    requested = np.stack([z[r:r + t, c:c + t].mean(axis=(0, 1)) for r, c in blocks])
+    errors = []
+    for f in fields:
+        layout = deterministic_layout(_blend_field(model, z, f, key, given, batch_size), spec.sampling)
+        errors.append(scorer(model, np.stack([layout[r:r + t, c:c + t] for r, c in blocks]), requested))
+    best = np.argmin(np.stack(errors), axis=0)
+    field = first.copy()
+    for (r, c), j in zip(blocks, best):  # a block flush with the layout's end may overlap the one before it
+        field[r // stride:(r + t) // stride, c // stride:(c + t) // stride] = \
+            fields[j][r // stride:(r + t) // stride, c // stride:(c + t) // stride]
+    return field
+
+
+def _blend_field(model: TrainedModel, z: np.ndarray, field: np.ndarray | None, key: jax.Array,
+                 given: np.ndarray | None, batch_size: int) -> np.ndarray:
+    """Overlapping tiles of a padded layout, each seeing its window of the latent ``field``, blended."""
+    spec = model.spec
+    t = spec.tile_px
+    stride = spec.latent_stride if spec.latent_channels else 1
+    ph, pw = z.shape[:2]
     windows = [(r, c) for r in tile_offsets(ph, t) for c in tile_offsets(pw, t)]
     weight = blend_window(t)
     total = np.zeros((ph, pw, len(spec.output_channels)))
@@ -112,12 +163,16 @@ def _blend(model: TrainedModel, z: np.ndarray, key: jax.Array, given: np.ndarray
         for (r, c), tile in zip(chunk, out):
             total[r:r + t, c:c + t] += tile * weight[..., None]
             norm[r:r + t, c:c + t] += weight[..., None]
-    return (total / norm)[:h, :w].astype(np.float32)
+    return (total / norm).astype(np.float32)
 
 
-def _matched(model: TrainedModel, z: np.ndarray, key: jax.Array, batch_size: int) -> np.ndarray:
+def _matched(model: TrainedModel, z: np.ndarray, key: jax.Array, batch_size: int,
+             selection: Selection | None = None) -> np.ndarray:
     """A one-latent-per-tile generator over a layout: tiles in raster order, each of ``CANDIDATES``
-    samples, the one agreeing best (soft Dice, weighted by the blend so far) with what is drawn under it."""
+    samples, the one agreeing best (soft Dice, weighted by the blend so far) with what is drawn under it.
+
+    With ``selection`` (k, scorer), the k samples agreeing best are scored
+    against the tile's request and the best of those is kept."""
     t = model.spec.tile_px
     h, w = z.shape[:2]
     weight = blend_window(t)[..., None]
@@ -134,7 +189,14 @@ def _matched(model: TrainedModel, z: np.ndarray, key: jax.Array, batch_size: int
         # blurry street placed a few pixels off costs twice what no street does), Dice scores them 0.
         overlap = (2 * np.minimum(samples, drawn) * known).sum(axis=(1, 2, 3))
         mass = ((samples + drawn) * known).sum(axis=(1, 2, 3))
-        best = int(np.argmax((overlap + 1e-6) / (mass + 1e-6)))
+        agreement = (overlap + 1e-6) / (mass + 1e-6)
+        best = int(np.argmax(agreement))
+        if selection is not None:
+            k, scorer = selection
+            shortlist = np.argsort(-agreement, kind="stable")[:k]
+            layouts = deterministic_layout(samples[shortlist], model.spec.sampling)
+            requested = np.repeat(z[None, r:r + t, c:c + t].mean(axis=(1, 2)), len(shortlist), axis=0)
+            best = int(shortlist[np.argmin(scorer(model, layouts, requested))])
         total[r:r + t, c:c + t] += samples[best] * weight
         norm[r:r + t, c:c + t] += weight
     return (total / norm).astype(np.float32)

@@ -67,6 +67,8 @@ def write_report(report: dict[str, Any], json_path: Path, md_path: Path) -> None
              f"- size: {report['size_m'][0]:g} x {report['size_m'][1]:g} m "
              f"({report['size_px'][0]} x {report['size_px'][1]} px at {report['meters_per_pixel']:g} m/px), "
              f"{len(report['samples'])} sample(s), seed {report['seed']}",
+             f"- each tile the best of {report.get('candidates', 1)} sample(s) of each stage at matching the request,"
+             " as measured below (sampling by selection, `candidates:` in the parameter file)",
              "- achieved values are measured on the vectorized output with the data pipeline's own parameter code,"
              " per tile-sized window; the error is the mean absolute difference per measured window, and windows"
              " that could not be measured are counted as failed",
