@@ -38,6 +38,38 @@ def test_a_parameter_that_cannot_be_measured_counts_as_far_off():
     assert parameter_errors(stage, empty, np.zeros((1, 1)))[0] == UNMEASURED
 
 
+def test_calibration_lines_match_scipy_and_move_the_target():
+    """The fitted line is scipy's least-squares line; with it, a sample measuring what real tiles measure for the
+    request scores 0, one measuring the request itself does not."""
+    from scipy.stats import linregress
+
+    from urbangen.generate.selection import fit_calibration
+
+    rng = np.random.default_rng(0)
+    v = rng.uniform(0.0, 0.5, 200)
+    measured = 0.02 + 0.6 * v + rng.normal(0.0, 0.01, 200)
+    v[3], measured[7] = np.nan, np.nan  # unknown pairs are left out
+    calibration = fit_calibration(v[:, None], measured[:, None], ["building_coverage"], tile_px=64,
+                                  meters_per_pixel=4.0, fitted_on="synthetic")
+    ok = np.isfinite(v) & np.isfinite(measured)
+    ref = linregress(v[ok], measured[ok])
+    line = calibration.lines["building_coverage"]
+    assert line.n == 198
+    np.testing.assert_allclose([line.slope, line.intercept, line.r2], [ref.slope, ref.intercept, ref.rvalue ** 2],
+                               rtol=1e-9)
+    np.testing.assert_allclose(calibration.target(["building_coverage"], np.array([[0.3]])), [[0.02 + 0.6 * 0.3]],
+                               atol=0.01)
+
+    layouts = np.zeros((2, 64, 64, 1), np.uint8)
+    layouts[0, :, :13] = 1  # 13 of 64 columns: 0.203, what real tiles asked for 0.3 measure here
+    layouts[1].reshape(-1)[:1229] = 1  # 0.300, the request itself
+    stage = _stage(("building_coverage",), ("buildings",), (0.2,), (0.1,))
+    requested = np.full((2, 1), (0.3 - 0.2) / 0.1)
+    with_line = parameter_errors(stage, layouts, requested, calibration)
+    without = parameter_errors(stage, layouts, requested)
+    assert with_line[0] < with_line[1] and without[1] < without[0]
+
+
 class _LatentBlocks:
     """A stand-in latent pix2pix: a building wherever its latent cell is positive (8 px cells)."""
 
@@ -103,7 +135,9 @@ def test_selected_tiles_are_the_models_own_and_nearer_their_request(city64):
         return np.abs((tiles[..., buildings] > 0.5).mean(axis=(1, 2)) - wanted).mean(), tiles
 
     plain, _ = coverage_error(city64)
-    selected, tiles = coverage_error(by_parameters(city64, 8))
+    chosen = by_parameters(city64, 8)
+    assert chosen.scorer.keywords["calibration"].lines["building_coverage"].r2 > 0.99  # the shipped one
+    selected, tiles = coverage_error(chosen)
     assert selected < 0.75 * plain, (selected, plain)
 
     streets = city64.stages[0]

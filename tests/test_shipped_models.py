@@ -183,7 +183,9 @@ def test_a_two_stage_chain_draws_streets_then_buildings_around_them(latent_run, 
                                                jax.random.fold_in(jax.random.key(0), 1), streets)
     np.testing.assert_array_equal(probs[..., 3:], buildings)
 
-    result = evaluate(chain, small_tiles, tmp_path / "eval", max_tiles=16, n_boot=20, seams_m=512)
+    # Two candidates: the sampling by selection runs (tests/test_selection.py checks what it chooses) at little cost.
+    result = evaluate(chain, small_tiles, tmp_path / "eval", max_tiles=16, n_boot=20, seams_m=512, candidates=2)
+    assert result["candidates"] == 2
     assert {"realism", "conditioning", "diversity", "streets", "seams", "acceptance"} <= set(result)
     criteria = {row["metric"] for row in result["acceptance"]}
     assert "MAE building_coverage" in criteria and "conditioning failure rate" in criteria
@@ -195,7 +197,7 @@ def test_a_two_stage_chain_draws_streets_then_buildings_around_them(latent_run, 
 
     params = tmp_path / "chain.yaml"
     params.write_text(yaml.safe_dump({"model": {"checkpoint": [str(f) for f in files]}, "size_m": 320,
-                                      "parameters": {"building_coverage": 0.2}, "samples": 1,
+                                      "parameters": {"building_coverage": 0.2}, "samples": 1, "candidates": 2,
                                       "outputs": ["png", "report"]}))
     report = generate(params, tmp_path / "out")
     assert report["model"] == "chain" and report["size_px"] == [80, 80]

@@ -39,6 +39,9 @@ SHIPPED: dict[str, tuple[str, ...]] = {
     "city-64": ("city_streets_64.msgpack", "city_buildings_64.msgpack"),
     "encoder-64": ("encoder_64.msgpack",),
 }
+#: Shipped generator name -> what real tiles measure for a request through the raster path, fitted on its
+#: training tiles (:mod:`urbangen.generate.selection`; ``scripts/fit_selection_calibration.py``).
+CALIBRATIONS: dict[str, str] = {"city-64": "city_64_calibration.json"}
 DEFAULT_GENERATOR = "city-64"
 DEFAULT_ENCODER = "encoder-64"
 

@@ -16,7 +16,7 @@ from data_pipeline.parameters import PARAMETERS
 from urbangen.generate.fields import parameter_fields
 from urbangen.generate.request import GenerationRequest, read_request
 from urbangen.generate.sampler import generate_layout, to_layout
-from urbangen.generate.selection import by_parameters
+from urbangen.generate.selection import by_parameters, shipped_calibration
 from urbangen.generate.vectorize import street_graph
 from urbangen.generate.writers import write_geotiff, write_png, write_report
 from urbangen.inference import GeneratorChain, TrainedModel
@@ -185,6 +185,11 @@ def _report(request: GenerationRequest, gen: TrainedModel, samples: list[dict], 
                          "mean_absolute_error": float(np.mean(errors)) if errors else None,
                          "failed_windows": int(sum(r["failed_windows"] for r in rows)),
                          "windows": int(sum(len(r["per_window"]) for r in rows))}
+    calibration = shipped_calibration(gen)
+    for name, row in average.items():
+        # What real tiles with this request measure through the same raster path (None: not calibrated).
+        line = calibration.lines.get(name) if calibration is not None else None
+        row["real_tiles_measure"] = None if line is None else line.intercept + line.slope * row["requested_mean"]
     mpp = gen.spec.meters_per_pixel
     return {"parameter_file": request.source, "checkpoint": request.model_ref, "model": gen.spec.kind,
             "checkpoint_step": gen.spec.step, "meters_per_pixel": mpp,
