@@ -50,6 +50,7 @@ def build_dataset(
     skip_failed: bool = False,
     block_km: float | None = None,
     results: list[CityPartResult] | None = None,
+    show_progress: bool = True,
 ) -> TileDataset:
     """Turn the cities' OSM data into a tile dataset at ``out_dir``.
 
@@ -79,6 +80,8 @@ def build_dataset(
         :mod:`data_pipeline.blocks`). The tiles are those of a whole-city build.
     results
         A list that receives what each city's build measured (time, peak memory).
+    show_progress
+        Show a progress bar per city (the CLI passes ``urbangen.settings.progress_disabled()``).
 
     Returns
     -------
@@ -102,7 +105,7 @@ def build_dataset(
     check_out_dir(out_dir, overwrite)  # before any work: a dataset that could not be published is lost time
     parts = CityParts(out_dir)
     todo = [c for c in cities if not parts.is_current(c, config)]
-    with progress_bar(disable=os.environ.get("URBANGEN_NO_PROGRESS") == "1") as progress:
+    with progress_bar(disable=not show_progress) as progress:
         for city in cities:
             if city not in todo:
                 progress.add_task(f"{city.name}: kept from an earlier run", total=1, completed=1)

@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 
 from data_pipeline.errors import InvalidValueError, PipelineError, UrbangenError
+from urbangen.settings import progress_disabled
 
 app = typer.Typer(help="Generative urban layouts from OpenStreetMap.", no_args_is_help=True)
 data_app = typer.Typer(help="Build and inspect tile datasets from OSM data.", no_args_is_help=True)
@@ -108,7 +109,7 @@ def data_build(
         if scheduler is None:
             scheduler = "local" if len(cities) > 1 else "serial"
         dataset = build_dataset(cities, out, tiling, overwrite=overwrite, scheduler=scheduler, workers=workers,
-                                skip_failed=skip_failed, block_km=block_km)
+                                skip_failed=skip_failed, block_km=block_km, show_progress=not progress_disabled())
     except (PipelineError, ValueError, FileNotFoundError) as exc:
         _fail(exc)
     console.print(f"wrote {len(dataset)} tiles to {dataset.path}")

@@ -16,6 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from data_pipeline.errors import OSMFileNotFoundError, UnknownEmbeddedExtractError
+from urbangen.settings import progress_disabled
 
 #: The folder in the source tree, for the script that makes the files; read them through
 #: :func:`embedded_osm_file`, which also works for a non-editable install.
@@ -82,5 +83,6 @@ def embedded_dataset(path: str | Path) -> Path:
         return path
     cities = [default_city()] + [CitySpec(name=name, osm_file=str(file)) for name, file in embedded_osm_files().items()]
     cities = [replace(c, group=EMBEDDED_GROUPS[c.name]) for c in cities]
-    build_dataset(cities, path, TilingConfig(meters_per_pixel=4.0, tile_px=64, stride_px=64, region_m=1024.0))
+    build_dataset(cities, path, TilingConfig(meters_per_pixel=4.0, tile_px=64, stride_px=64, region_m=1024.0),
+                  show_progress=not progress_disabled())
     return path

@@ -35,6 +35,7 @@ from urbangen.embedded import EMBEDDED_FILES, embedded_osm_files
 from urbangen.markdown import table
 from urbangen.osm_file_option import parse_osm_file
 from urbangen.pretrained import DEFAULT_GENERATOR
+from urbangen.settings import progress_disabled
 
 #: 64 px tiles at 4 m/px (256 m) side by side, in 1 km regions: whole regions go to validation and
 #: test with a one-tile buffer from training ground (urbangen.splits), which overlapping tiles
@@ -202,7 +203,7 @@ def _build(out: Path, cities: list[CitySpec]) -> dict[str, Any]:
     if (path / "manifest.json").is_file():
         dataset = open_dataset(path)  # same plan: built by an earlier, interrupted run
     else:
-        dataset = build_dataset(cities, path, TILING, overwrite=True)
+        dataset = build_dataset(cities, path, TILING, overwrite=True, show_progress=not progress_disabled())
     show_dataset(dataset, png=out / "figures" / "tiles.png", n_samples=12)
     counts = dataset.tiles.city.value_counts()
     return {"path": "data", "tiles": len(dataset), "channels": list(dataset.channels),
