@@ -17,7 +17,7 @@ from rasterio.transform import from_origin
 from data_pipeline.config import TilingConfig
 from data_pipeline.features import LAYERS, OSMFeatures
 from data_pipeline.parameters import tile_parameters
-from urbangen.generate.vectorize import polygons, street_frame
+from urbangen.vectorize import polygons, street_frame
 
 #: Street channels: the parameters of a street network come from these.
 STREET_CHANNELS = ("major_roads", "minor_roads", "cycle_foot")

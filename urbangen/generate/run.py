@@ -17,11 +17,11 @@ from urbangen.generate.fields import parameter_fields
 from urbangen.generate.request import GenerationRequest, read_request
 from urbangen.generate.sampler import generate_layout, to_layout
 from urbangen.generate.selection import by_parameters, shipped_calibration
-from urbangen.generate.vectorize import street_graph
 from urbangen.generate.writers import write_geotiff, write_png, write_report
 from urbangen.inference import GeneratorChain, TrainedModel
 from urbangen.measure import measure_windows, vectorize
 from urbangen.pretrained import load_model
+from urbangen.vectorize import street_graph
 
 #: Written into every output folder of :func:`generate`: ``--overwrite`` replaces only folders that have it.
 MARKER = ".urbangen-generate"
