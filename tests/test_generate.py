@@ -121,6 +121,10 @@ BAD_FILES = [
     ({"model": {"checkpoint": "CKPT", "type": "vae"}}, "model.type", "holds a pix2pix model"),
     ({"model": "city-1024"}, "model", "is not a shipped model"),
     ({"outputs": ["png", "pdf"]}, "outputs[1]", "unknown format"),
+    ({"outputs": []}, "outputs", "non-empty list"),
+    ({"parameters": {"building_coverage": {"gradient": {"from": 0.1, "to": 0.2, "towards": "east"}}}},
+     "parameters.building_coverage.gradient.towards", "unknown key; expected one of from, to, direction"),
+    ({"georeference": {"origin": [1, 2, 3]}}, "georeference.origin", "a list of two numbers"),
     ({"georeference": {"crs": "EPSG:4326"}}, "georeference.crs", "projected"),
     ({"streets": "missing.geojson"}, "streets", "does not exist"),
 ]
