@@ -166,20 +166,7 @@ class Pix2PixTask(Task):
 
         fake, generator_vjp, g_stats = jax.vjp(generate, g["params"], has_aux=True)
 
-        # D step: real pairs towards 1, generated pairs towards 0; the loss is halved as in the reference.
-        def d_loss_fn(d_params):
-            variables = {"params": d_params, "batch_stats": d["batch_stats"]}
-            fake_logits, upd = self.discriminator.apply(variables, cond, jax.lax.stop_gradient(fake), train=True,
-                                                        mutable=["batch_stats"])
-            variables = {"params": d_params, "batch_stats": upd.get("batch_stats", {})}
-            real_logits, upd = self.discriminator.apply(variables, cond, real, train=True, mutable=["batch_stats"])
-            loss = 0.5 * (gan_loss(fake_logits, False, cfg.gan_loss) + gan_loss(real_logits, True, cfg.gan_loss))
-            return loss, (upd.get("batch_stats", {}), jax.nn.sigmoid(real_logits).mean(),
-                          jax.nn.sigmoid(fake_logits).mean())
-
-        (d_loss, (d_stats, d_real, d_fake)), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(d["params"])
-        d_updates, d_opt = self.d_tx.update(d_grads, d["opt"], d["params"])
-        d_params = optax.apply_updates(d["params"], d_updates)
+        d_loss, d_params, d_stats, d_opt, d_real, d_fake = self._d_step(d, cond, fake, cond, real)
 
         # G step: fool the updated D, and stay close to the real layout (lambda_L1).
         def g_loss_fn(fake):
@@ -199,6 +186,30 @@ class Pix2PixTask(Task):
                      "d": {"params": d_params, "batch_stats": d_stats, "opt": d_opt}}
         metrics = {"g_loss": g_loss, "g_gan": g_adv, "l1": l1, "d_loss": d_loss, "d_real": d_real, "d_fake": d_fake}
         return new_state, metrics
+
+    def _d_step(self, d: dict[str, Any], fake_cond: jnp.ndarray, fake: jnp.ndarray, real_cond: jnp.ndarray,
+                real: jnp.ndarray) -> tuple:
+        """One discriminator update: real pairs towards 1, generated pairs towards 0, the loss halved as in the
+        reference; batch statistics run through the fake batch, then the real one.
+
+        Returns the loss, the new parameters, batch statistics and optimizer state, and the mean D(real) and D(fake).
+        """
+        kind = self.config.pix2pix.gan_loss
+
+        def d_loss_fn(d_params):
+            variables = {"params": d_params, "batch_stats": d["batch_stats"]}
+            fake_logits, upd = self.discriminator.apply(variables, fake_cond, jax.lax.stop_gradient(fake),
+                                                        train=True, mutable=["batch_stats"])
+            variables = {"params": d_params, "batch_stats": upd.get("batch_stats", {})}
+            real_logits, upd = self.discriminator.apply(variables, real_cond, real, train=True,
+                                                        mutable=["batch_stats"])
+            loss = 0.5 * (gan_loss(fake_logits, False, kind) + gan_loss(real_logits, True, kind))
+            return loss, (upd.get("batch_stats", {}), jax.nn.sigmoid(real_logits).mean(),
+                          jax.nn.sigmoid(fake_logits).mean())
+
+        (d_loss, (d_stats, d_real, d_fake)), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(d["params"])
+        d_updates, d_opt = self.d_tx.update(d_grads, d["opt"], d["params"])
+        return d_loss, optax.apply_updates(d["params"], d_updates), d_stats, d_opt, d_real, d_fake
 
     def generate(self, state: dict[str, Any], cond: jnp.ndarray, rng: jax.Array, *, noise: bool = True) -> jnp.ndarray:
         """Layouts in [-1, 1] for condition maps; batch norm on running statistics.
@@ -263,19 +274,7 @@ class Pix2PixTask(Task):
 
         (fake, kl), ge_vjp, g_stats = jax.vjp(generate, (g["params"], e["params"]), has_aux=True)
 
-        def d_loss_fn(d_params):
-            variables = {"params": d_params, "batch_stats": d["batch_stats"]}
-            fake_logits, upd = self.discriminator.apply(variables, cond2, jax.lax.stop_gradient(fake), train=True,
-                                                        mutable=["batch_stats"])
-            variables = {"params": d_params, "batch_stats": upd.get("batch_stats", {})}
-            real_logits, upd = self.discriminator.apply(variables, cond, real, train=True, mutable=["batch_stats"])
-            loss = 0.5 * (gan_loss(fake_logits, False, cfg.gan_loss) + gan_loss(real_logits, True, cfg.gan_loss))
-            return loss, (upd.get("batch_stats", {}), jax.nn.sigmoid(real_logits).mean(),
-                          jax.nn.sigmoid(fake_logits).mean())
-
-        (d_loss, (d_stats, d_real, d_fake)), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(d["params"])
-        d_updates, d_opt = self.d_tx.update(d_grads, d["opt"], d["params"])
-        d_params = optax.apply_updates(d["params"], d_updates)
+        d_loss, d_params, d_stats, d_opt, d_real, d_fake = self._d_step(d, cond2, fake, cond, real)
 
         def g_loss_fn(fake):
             logits, upd = self.discriminator.apply({"params": d_params, "batch_stats": d_stats}, cond2, fake,
