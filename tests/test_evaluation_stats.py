@@ -299,3 +299,23 @@ def test_block_bootstrap_intervals_cover_the_truth():
         lo, hi = mmd_interval(a, same, blocks_a, blocks_same, n_boot=200, seed=repeat, bandwidth=_H)["ci95"]
         covered["mmd_same"] += lo <= 0.0 <= hi
     assert all(count >= 180 for count in covered.values()), covered
+
+
+def test_nearest_tile_in_another_region_matches_a_plain_loop():
+    """Diversity's real neighbours: the nearest row in parameters from another region (scipy's cdist), against
+    a loop over every pair in float64; a row alone in the only region has none (-1)."""
+    from urbangen.evaluators.diversity import _nearest_other_region
+
+    rng = np.random.default_rng(3)
+    z = rng.normal(size=(60, 4))
+    regions = rng.integers(0, 6, 60)
+    expected = []
+    for i in range(60):
+        best, best_d = -1, np.inf
+        for j in range(60):
+            d = float(sum((z[i, k] - z[j, k]) ** 2 for k in range(4)))
+            if regions[j] != regions[i] and d < best_d:
+                best, best_d = j, d
+        expected.append(best)
+    np.testing.assert_array_equal(_nearest_other_region(z, regions), expected)
+    assert (_nearest_other_region(z[:3], np.zeros(3, int)) == -1).all()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import stats
+from scipy.spatial.distance import cdist
 
 
 def axis_correlations(z: np.ndarray, params: np.ndarray) -> np.ndarray:
@@ -28,7 +29,7 @@ def nearest_across(za: np.ndarray, zb: np.ndarray, k: int = 5) -> list[tuple[int
     both = np.concatenate([za, zb])
     mu, sd = both.mean(0), both.std(0) + 1e-12
     a, b = (za - mu) / sd, (zb - mu) / sd
-    d = np.sqrt(((a[:, None] - b[None]) ** 2).sum(-1))
+    d = cdist(a, b)
     nearest = d.argmin(1)
     order = np.argsort(d[np.arange(len(a)), nearest])[:k]
     return [(int(i), int(nearest[i]), float(d[i, nearest[i]])) for i in order]

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from scipy.spatial.distance import cdist
 
 from urbangen.evaluators.common import RealTiles, generate_for
 from urbangen.inference import TrainedModel
@@ -23,7 +24,7 @@ def _disagreement(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def _nearest_other_region(z: np.ndarray, regions: np.ndarray) -> np.ndarray:
     """For each row, the nearest row (Euclidean) in another region; -1 when there is none."""
-    d = ((z[:, None] - z[None]) ** 2).sum(-1)
+    d = cdist(z, z, "sqeuclidean")
     d[regions[:, None] == regions[None]] = np.inf
     nearest = d.argmin(axis=1)
     nearest[~np.isfinite(d.min(axis=1))] = -1
