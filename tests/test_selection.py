@@ -87,7 +87,7 @@ def _coverage_error(stage, layouts, requested):
 
 def test_a_layouts_field_is_put_together_from_each_blocks_best_field():
     """Left half asks for 10 % buildings, right half 90 %: each 64 px block keeps the field nearest its request."""
-    from urbangen.generate.sampler import _blend, _block_starts
+    from urbangen.generate.sampler import _blend, tile_offsets
 
     model = _LatentBlocks()
     z = np.zeros((128, 256, 1), np.float32)
@@ -95,7 +95,7 @@ def test_a_layouts_field_is_put_together_from_each_blocks_best_field():
     key = jax.random.key(0)
     plain = _blend(model, z, key, None, 16) > 0.5
     chosen = _blend(model, z, key, None, 16, (16, _coverage_error)) > 0.5
-    blocks = [(r, c) for r in _block_starts(128, 64) for c in _block_starts(256, 64)]
+    blocks = [(r, c) for r in tile_offsets(128, 64, 64) for c in tile_offsets(256, 64, 64)]
 
     def block_errors(layout):
         return np.array([abs(layout[r:r + 64, c:c + 64].mean() - z[r, c, 0]) for r, c in blocks])
@@ -104,7 +104,7 @@ def test_a_layouts_field_is_put_together_from_each_blocks_best_field():
     # A block's coverage over its 64 cells is 0.5 +- 0.0625 for any one field: 0.4 off its request on average.
     # The best of 16 is about 1.8 standard deviations nearer (0.29); one field alone is not.
     assert block_errors(chosen).mean() < 0.4 - 0.0625
-    assert _block_starts(136, 64) == [0, 64, 72] and _block_starts(64, 64) == [0]
+    assert tile_offsets(136, 64, 64) == [0, 64, 72] and tile_offsets(64, 64, 64) == [0]
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ from urbangen.evaluators.diversity import Diversity
 from urbangen.evaluators.realism import Realism
 from urbangen.evaluators.seams import Seams, real_mosaics
 from urbangen.evaluators.streets import StreetConnectivity
-from urbangen.generate.selection import CANDIDATES, by_parameters
+from urbangen.generate.selection import CANDIDATES, by_parameters, candidates_of
 from urbangen.inference import GeneratorChain, RunSpec, TrainedModel
 from urbangen.markdown import table
 from urbangen.pretrained import load_model
@@ -112,7 +112,7 @@ def evaluate(checkpoint: str | Path | TrainedModel | GeneratorChain, dataset: st
         "checkpoint": str(checkpoint), "model": model.spec.kind, "step": model.spec.step, "dataset": str(dataset),
         "split": {"seed": split.seed, "test_tiles": int(len(split.test)), "train_tiles": int(len(split.train)),
                   "buffer_m": split.buffer_m, "test_regions": split.regions.get("test", [])},
-        "n": int(n), "seed": seed, "candidates": model.candidates if isinstance(model, GeneratorChain) else 1,
+        "n": int(n), "seed": seed, "candidates": candidates_of(model),
         "encoder": None if encoder is None else str(encoder),
         "realism": Realism(test, encoder=enc, n_boot=n_boot, seed=seed).run(
             generated, test.regions, train, generated_measured),

@@ -42,6 +42,8 @@ from urbangen.proximity import decode_proximity
 Sampling = Literal["bernoulli", "threshold", "proximity"]
 #: The samplings that need no randomness: those a chain's stages may have.
 DETERMINISTIC = ("threshold", "proximity")
+#: A chain's sampling by selection: (samples per tile, scorer); see :mod:`urbangen.generate.selection`.
+Selection = tuple[int, Callable[["TrainedModel", np.ndarray, np.ndarray], np.ndarray]]
 
 
 def deterministic_layout(probs: np.ndarray, sampling: str) -> np.ndarray:
@@ -366,6 +368,11 @@ class GeneratorChain:
             raise RunSpecError(f"candidates must be at least 1, not {candidates}")
         return replace(self, candidates=int(candidates), scorer=scorer)
 
+    @property
+    def selection(self) -> Selection | None:
+        """``(candidates, scorer)`` when this chain samples by selection, else None."""
+        return (self.candidates, self.scorer) if self.scorer is not None and self.candidates > 1 else None
+
     def around_given(self) -> TrainedModel | GeneratorChain:
         """The stages after the first: what draws around a street network the user gives instead."""
         rest = self.stages[1:]
@@ -393,18 +400,18 @@ class GeneratorChain:
             raise RunSpecError(f"{self.spec.workdir} draws everything itself: it takes no given channels or latent")
         drawn: dict[str, np.ndarray] = {}
         out = []
-        k = self.candidates if self.scorer is not None else 1
         for i, stage in enumerate(self.stages):
             s = stage.spec
             stage_given = np.stack([drawn[c] for c in s.input_channels], axis=-1) if s.input_channels else None
             z = z_maps[..., self.columns(stage)]
-            if k == 1:
+            if self.selection is None:
                 probs = stage.generate_tiles(z, jax.random.fold_in(key, i), stage_given)
             else:  # tile b's candidates are rows b * k .. b * k + k - 1
+                k, scorer = self.selection
                 z = np.repeat(z, k, axis=0)
                 probs = stage.generate_tiles(z, jax.random.fold_in(key, i),
                                              None if stage_given is None else np.repeat(stage_given, k, axis=0))
-                errors = self.scorer(stage, deterministic_layout(probs, s.sampling), z.mean(axis=(1, 2)))
+                errors = scorer(stage, deterministic_layout(probs, s.sampling), z.mean(axis=(1, 2)))
                 best = np.argmin(np.asarray(errors).reshape(-1, k), axis=1)
                 probs = probs.reshape(-1, k, *probs.shape[1:])[np.arange(len(best)), best]
             stage_drawn, stage_out = stage_outputs(probs, s)

@@ -223,7 +223,7 @@ def _message(error: Any, where: str) -> str:
     kind, ctx, value = error["type"], error.get("ctx") or {}, error.get("input")
     if kind == "extra_forbidden":
         names = [p for p in where.split(".")[:-1] if not p.endswith("]")]
-        model = _MAPPINGS.get(names[-1], _File) if names and names[-1] in _MAPPINGS else _File
+        model = _MAPPINGS.get(names[-1], _File) if names else _File
         allowed = [f.alias or name for name, f in model.model_fields.items()]
         return f"unknown key; expected one of {', '.join(allowed)}"
     if kind == "missing":
@@ -236,8 +236,9 @@ def _message(error: Any, where: str) -> str:
         bound = ctx.get("ge", ctx.get("gt"))
         if where in _INTEGERS:
             return f"must be at least {bound}, got {value!r}"
-        return f"must be {'above' if kind == 'greater_than' else 'between'} {bound:g}" + (
-            "" if kind == "greater_than" else " and inf") + f", got {value!r}"
+        if kind == "greater_than":
+            return f"must be above {bound:g}, got {value!r}"
+        return f"must be between {bound:g} and inf, got {value!r}"
     if kind == "literal_error":
         if where.startswith("outputs["):
             return f"unknown format {value!r}; expected one of {', '.join(OUTPUT_FORMATS)}"

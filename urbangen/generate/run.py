@@ -16,7 +16,7 @@ from data_pipeline.parameters import PARAMETERS
 from urbangen.generate.fields import parameter_fields
 from urbangen.generate.request import GenerationRequest, read_request
 from urbangen.generate.sampler import generate_layout, to_layout
-from urbangen.generate.selection import by_parameters, shipped_calibration
+from urbangen.generate.selection import by_parameters, candidates_of, shipped_calibration
 from urbangen.generate.writers import write_geotiff, write_png, write_report
 from urbangen.inference import GeneratorChain, TrainedModel
 from urbangen.measure import measure_windows, vectorize
@@ -195,5 +195,5 @@ def _report(request: GenerationRequest, gen: TrainedModel, samples: list[dict], 
             "checkpoint_step": gen.spec.step, "meters_per_pixel": mpp,
             "size_px": [width, height], "size_m": [width * mpp, height * mpp],
             "crs": request.crs, "origin": list(request.origin), "seed": request.seed,
-            "candidates": request.candidates if isinstance(gen, GeneratorChain) else 1, "samples": samples,
+            "candidates": candidates_of(gen), "samples": samples,
             "average": average, "attribution": f"Model trained on map data {ATTRIBUTION}"}

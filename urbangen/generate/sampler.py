@@ -13,35 +13,25 @@ the tile's distribution given its neighbours, by selection.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import jax
 import numpy as np
 
-from urbangen.inference import GeneratorChain, TrainedModel, deterministic_layout, stage_outputs
-
-#: A chain's sampling by selection: (samples per tile, scorer); see :mod:`urbangen.generate.selection`.
-Selection = tuple[int, Callable[[TrainedModel, np.ndarray, np.ndarray], np.ndarray]]
+from urbangen.inference import GeneratorChain, Selection, TrainedModel, deterministic_layout, stage_outputs
 
 #: Samples drawn per tile of a VAE's layout, of which the one agreeing best with its neighbours is kept.
 CANDIDATES = 32
 
 
-def tile_offsets(n: int, tile: int) -> list[int]:
-    """Tile starts along one axis of ``n`` pixels at half-tile strides, the last flush with the end."""
+def tile_offsets(n: int, tile: int, stride: int | None = None) -> list[int]:
+    """Tile starts along one axis of ``n`` pixels every ``stride`` (half a tile by default), the last flush
+    with the end."""
     if n <= tile:
         return [0]
-    stride = tile // 2
+    stride = stride or tile // 2
     starts = list(range(0, n - tile + 1, stride))
     if starts[-1] != n - tile:
         starts.append(n - tile)
     return starts
-
-
-def _block_starts(n: int, tile: int) -> list[int]:
-    """Starts of side-by-side tiles along an axis of ``n >= tile`` pixels, the last flush with the end."""
-    starts = list(range(0, n - tile + 1, tile))
-    return starts if starts[-1] == n - tile else [*starts, n - tile]
 
 
 def blend_window(tile: int) -> np.ndarray:
@@ -76,9 +66,8 @@ def generate_layout(model: TrainedModel | GeneratorChain, fields: np.ndarray, ke
         for i, stage in enumerate(model.stages):
             inputs = stage.spec.input_channels
             stage_given = np.stack([drawn[c] for c in inputs], axis=-1) if inputs else None
-            selection = (model.candidates, model.scorer) if model.scorer is not None and model.candidates > 1 else None
             probs = _blend(stage, z[..., model.columns(stage)], jax.random.fold_in(key, i), stage_given, batch_size,
-                           selection)
+                           model.selection)
             # A proximity stage's fields are decoded here, after blending: the chain's output is 0/1 for them.
             stage_drawn, stage_out = stage_outputs(probs, stage.spec)
             drawn.update(stage_drawn)
@@ -127,7 +116,7 @@ def _selected_field(model: TrainedModel, z: np.ndarray, first: np.ndarray, key: 
     t, stride = spec.tile_px, spec.latent_stride
     fields = [first] + [np.asarray(jax.random.normal(jax.random.fold_in(key, 2**31 - 1 - j), first.shape))
                         for j in range(1, k)]
-    blocks = [(r, c) for r in _block_starts(z.shape[0], t) for c in _block_starts(z.shape[1], t)]
+    blocks = [(r, c) for r in tile_offsets(z.shape[0], t, t) for c in tile_offsets(z.shape[1], t, t)]
     requested = np.stack([z[r:r + t, c:c + t].mean(axis=(0, 1)) for r, c in blocks])
     errors = []
     for f in fields:

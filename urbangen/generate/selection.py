@@ -132,6 +132,12 @@ def parameter_errors(stage: TrainedModel, layouts: np.ndarray, requested: np.nda
     return np.where(np.isnan(errors), UNMEASURED, errors).mean(axis=1)
 
 
+def candidates_of(model: TrainedModel | GeneratorChain) -> int:
+    """Samples ``model`` draws per tile and stage (1 unless it is a chain that samples by selection)."""
+    selection = model.selection if isinstance(model, GeneratorChain) else None
+    return 1 if selection is None else selection[0]
+
+
 def shipped_calibration(model: TrainedModel | GeneratorChain) -> Calibration | None:
     """The calibration shipped beside a shipped generator (:data:`urbangen.pretrained.CALIBRATIONS`), if any."""
     from urbangen.pretrained import CALIBRATIONS, shipped_file
