@@ -4,16 +4,23 @@ On every realism metric (lower = more real), scored against the same
 reference set, this order must hold:
 
 1. ``real``: real tiles the reference does not hold;
-2. ``blurred``: the same tiles blurred (Gaussian, then thresholded again at
-   one half: thin streets vanish, blocks round off);
+2. ``blurred``: the same tiles blurred (Gaussian), then made 0/1 again by
+   keeping, per tile and channel, as many of the most-covered pixels as the
+   tile had: blocks round off, thin streets break into pieces;
 3. ``shuffled``: the same tiles with their pixels permuted within each tile
-   (every tile keeps its own channel shares and per-pixel channel mix; all
-   shape is gone);
+   (all shape is gone);
 4. ``noise``: independent per-pixel noise with the real per-channel shares
    (no shape, and no tile-to-tile variation either).
 
 A metric that fails it cannot tell a city from noise and is not reported.
 ``real`` is the metric's floor, ``noise`` its noise ceiling.
+
+``blurred`` and ``shuffled`` both keep every tile's pixel count per channel,
+so between them only the arrangement differs, and a metric that sees no more
+than channel shares cannot order them. (Blurring and thresholding at one half
+instead, as this rung first did, deletes every street one or two pixels wide
+at 4 m/px: a change of composition, not of sharpness, which a metric of
+composition rightly ranks below shuffling.)
 """
 
 from __future__ import annotations
@@ -27,9 +34,13 @@ RUNGS = ("real", "blurred", "shuffled", "noise")
 
 
 def blurred(tiles: np.ndarray, sigma_px: float = 1.5) -> np.ndarray:
-    """Each channel Gaussian-blurred within its tile, then 0/1 again at one half."""
+    """Each channel Gaussian-blurred within its tile, then 0/1 again with the tile's own pixel count."""
     soft = ndimage.gaussian_filter(tiles.astype(np.float32), sigma=(0, sigma_px, sigma_px, 0), mode="nearest")
-    return (soft > 0.5).astype(np.uint8)
+    n, h, w, c = tiles.shape
+    # Rank of each pixel's blurred value within its tile and channel (0 = most covered; ties in pixel order).
+    rank = np.argsort(np.argsort(-soft.reshape(n, h * w, c), axis=1, kind="stable"), axis=1, kind="stable")
+    count = tiles.reshape(n, h * w, c).sum(axis=1, keepdims=True, dtype=np.int64)
+    return (rank < count).astype(np.uint8).reshape(tiles.shape)
 
 
 def shuffled(tiles: np.ndarray, rng: np.random.Generator) -> np.ndarray:
