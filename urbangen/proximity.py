@@ -19,9 +19,14 @@ plus the skeleton of the ground near a street (the field above
 every ridge, connected where the ridges are. A generator's field is blurrier
 than a real one, most of all a VAE's: its ridges are lower and wider, so a
 strict-maximum test (non-maximum suppression) draws combs of short spurs and
-a high threshold breaks lines, where a skeleton keeps them whole. A real
-street's field decodes to that street and, at its ends and on the tile's
-edge, a pixel or two more (tested).
+a high threshold breaks lines, where a skeleton keeps them whole. A centre
+line away from every core is drawn ``LINE_PX`` pixels wide: real streets at 4
+m/px are wider than one pixel on average (over the offline city set's
+training tiles, pixels over skeleton length: minor roads 1.5, cycle and foot
+1.8, major roads 3.2), and one-pixel lines are what set generated tiles
+apart from real ones in the encoder's embedding (KID 0.34 against 0.20 with
+two-pixel lines, on 96 held-out tiles). A real street's field decodes to that
+street and, at its ends and on the tile's edge, a pixel or two more (tested).
 """
 
 from __future__ import annotations
@@ -42,6 +47,8 @@ CORE_LEVEL = 0.5 * (1.0 + math.exp(-1.0 / PROXIMITY_PX))
 #: ridges into hairy webs, higher ones break lines (street pixels in the largest piece 0.73 at 0.25,
 #: 0.69 at 0.3, 0.60 at 0.4; real 0.86).
 SKELETON_LEVEL = 0.3
+#: Width, pixels, of a centre line drawn where the field has no core (a blurry ridge).
+LINE_PX = 2
 
 
 def _offsets() -> list[tuple[int, int, float]]:
@@ -70,10 +77,16 @@ def proximity_field(mask: jnp.ndarray) -> jnp.ndarray:
 
 def decode_proximity(field: np.ndarray) -> np.ndarray:
     """A 0/1 layout (..., H, W, C) from proximity fields: the streets' cores and centre lines (see the module)."""
+    from scipy import ndimage
     from skimage.morphology import skeletonize
 
     field = np.asarray(field, np.float32)
     near = (field > SKELETON_LEVEL).reshape(-1, *field.shape[-3:])
     lines = np.stack([np.stack([skeletonize(tile[..., c]) for c in range(tile.shape[-1])], axis=-1)
                       for tile in near]).reshape(field.shape)
-    return ((field > CORE_LEVEL) | lines).astype(np.uint8)
+    core = field > CORE_LEVEL
+    plane = (1,) * (field.ndim - 3)  # structuring elements within each tile and channel
+    # Widened: centre-line pixels with no core beside them (stubs at a real street's end keep one pixel).
+    ridge = lines & ~ndimage.binary_dilation(core, structure=np.ones(plane + (3, 3, 1), bool))
+    return (core | lines | ndimage.binary_dilation(ridge, structure=np.ones(plane + (LINE_PX, LINE_PX, 1), bool))
+            ).astype(np.uint8)
