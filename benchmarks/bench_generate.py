@@ -6,7 +6,10 @@ for our jit-compiled generator and for the same architecture in PyTorch
 (eval mode, no gradients) in the same run, and the seconds for a 2 x 2 km
 stitched layout at 2 m/px (49 overlapping tiles blended), with and without
 vectorizing and writing every output; and the same for the shipped generator's
-trained output (``--shipped-only``: that alone, without PyTorch).
+trained output, and for per-pixel noise with that output's channel shares in its
+place (the worst case for vectorizing: every pixel its own shape), each
+against the shipped generator's layout time (``--shipped-only``: these alone,
+without PyTorch).
 
     pip install -e ".[bench]"
     python benchmarks/bench_generate.py [--batch 16] [--repeats 3]
@@ -120,7 +123,7 @@ def shipped_stitched_seconds(candidates: int) -> dict:
     fields = np.full((512, 512, len(gen.spec.parameter_names)), np.nan)
     generate_layout(gen, fields[:64, :64], jax.random.key(0))  # compile
     tic = time.perf_counter()
-    generate_layout(gen, fields, jax.random.key(1))
+    probs = generate_layout(gen, fields, jax.random.key(1))
     layout_s = time.perf_counter() - tic
     with tempfile.TemporaryDirectory() as tmp:
         request = parse_request({"size_m": 2048, "parameters": {"building_coverage": 0.2}, "samples": 1,
@@ -129,7 +132,38 @@ def shipped_stitched_seconds(candidates: int) -> dict:
         generate(request, Path(tmp) / "out", generator=gen)
         full_s = time.perf_counter() - tic
     return {"candidates": candidates, "layout_s": layout_s, "with_all_outputs_s": full_s,
-            "outputs_over_layout": (full_s - layout_s) / layout_s}
+            "outputs_over_layout": (full_s - layout_s) / layout_s, "layout": (probs > 0.5).astype(np.uint8)}
+
+
+def noise_outputs_seconds(layout: np.ndarray, layout_s: float) -> dict:
+    """Every output of a 2 x 2 km layout of per-pixel noise with ``layout``'s channel shares (the sanity ladder's
+    noise rung), through ``urbangen generate``'s own path, against ``layout_s``: the shipped generator's time for
+    that layout."""
+    import jax
+    import jax.numpy as jnp
+
+    from urbangen.generate.request import parse_request
+    from urbangen.generate.run import generate
+    from urbangen.inference import TrainedModel
+    from urbangen.pretrained import load_shipped
+
+    chain = load_shipped("city-64")
+    share = jnp.asarray(layout.reshape(-1, layout.shape[-1]).mean(axis=0), jnp.float32)
+
+    def noise(variables, maps, key, given=None, latent=None):
+        return jax.random.bernoulli(key, share, maps.shape[:3] + share.shape).astype(jnp.float32)
+
+    spec = chain.spec.model_copy(update={"kind": "pix2pix", "sampling": "threshold", "workdir": "noise"})
+    gen = TrainedModel(spec=spec, variables={}, predict={"generate": jax.jit(noise)})
+    with tempfile.TemporaryDirectory() as tmp:
+        request = parse_request({"size_m": 2048, "parameters": {"building_coverage": 0.2}, "samples": 1,
+                                 "candidates": 1})
+        tic = time.perf_counter()
+        report = generate(request, Path(tmp) / "out", generator=gen)
+        full_s = time.perf_counter() - tic
+    return {"noise_channel_shares": [float(x) for x in share], "with_all_outputs_s": full_s,
+            "street_segments": report["samples"][0]["street_segments"], "buildings": report["samples"][0]["buildings"],
+            "shipped_layout_s": layout_s, "outputs_over_layout": full_s / layout_s}
 
 
 def main() -> None:
@@ -144,8 +178,13 @@ def main() -> None:
         print(f"city-64, 2 x 2 km at 4 m/px, {r['candidates']} candidate(s): {r['layout_s']:.1f} s for the layout, "
               f"{r['with_all_outputs_s']:.1f} s with every output (outputs {r['outputs_over_layout']:.2f}x the layout; "
               "target <= 1x)")
+    noise = noise_outputs_seconds(shipped[0].pop("layout"), shipped[0]["layout_s"])
+    print(f"per-pixel noise in its place ({noise['street_segments']} street segments, {noise['buildings']} buildings): "
+          f"every output in {noise['with_all_outputs_s']:.1f} s, {noise['outputs_over_layout']:.2f}x the shipped "
+          "generator's layout time (target <= 1x)")
+    shipped[1].pop("layout")
     if args.shipped_only:
-        path = write_results("generate_shipped", {"shipped_stitched_2x2km": shipped})
+        path = write_results("generate_shipped", {"shipped_stitched_2x2km": shipped, "noise_2x2km": noise})
         print(f"results: {path}")
         return
     gen = make_generator()
@@ -158,7 +197,7 @@ def main() -> None:
           f"{stitched['with_all_outputs_s']:.1f} s with vectorizing, measuring and writing every output")
     path = write_results("generate", {"batch": args.batch, "jax_tiles_per_s": ours, "torch_tiles_per_s": ref,
                                       "ratio": ours / ref, "target_tiles_per_s": 20, "stitched_2x2km": stitched,
-                                      "shipped_stitched_2x2km": shipped})
+                                      "shipped_stitched_2x2km": shipped, "noise_2x2km": noise})
     print(f"results: {path}")
 
 

@@ -10,6 +10,7 @@ Run from the repository root, on the dataset the generator was trained on::
 Every training tile of the generator's split (building parameters: those whose
 buildings were mapped) is measured through :func:`urbangen.measure.measure_tiles`
 and each parameter's measured values are fitted against the tile's own
+parameters, those of the stage that draws it
 (:func:`urbangen.generate.selection.fit_calibration`). Test and validation tiles
 are never read.
 """
@@ -24,6 +25,7 @@ from data_pipeline.dataset import open_dataset
 from urbangen.evaluate import run_split
 from urbangen.evaluators.common import read_real
 from urbangen.generate.selection import fit_calibration
+from urbangen.inference import GeneratorChain
 from urbangen.measure import PARAMETER_CHANNELS
 from urbangen.pretrained import load_model
 
@@ -48,13 +50,16 @@ def main() -> None:
     for j, name in enumerate(names):
         if set(PARAMETER_CHANNELS[name]) <= set(BUILDING_CHANNELS):
             requested[unmapped, j] = np.nan
-    calibration = fit_calibration(requested, measured, names, tile_px=data.tile_px,
+    # Each parameter against every parameter of the stage that draws it: the request as the stage sees it.
+    stages = model.stages if isinstance(model, GeneratorChain) else (model,)
+    predictors = {p: list(s.spec.parameter_names) for s in stages for p in s.spec.parameter_names}
+    calibration = fit_calibration(requested, measured, names, scaler=model.spec.scaler, predictors=predictors,
+                                  tile_px=data.tile_px,
                                   meters_per_pixel=float(data.meters_per_pixel),
                                   fitted_on=f"{len(real)} training tiles of {args.dataset} (split seed {split.seed})")
     calibration.write(args.out)
     for name, line in calibration.lines.items():
-        print(f"{name:34s} measured = {line.intercept:9.3f} + {line.slope:6.3f} x requested, "
-              f"spread {line.spread:8.3f}, R² {line.r2:.2f}, n {line.n}")
+        print(f"{name:34s} spread {line.spread:8.3f}, R² {line.r2:.2f}, n {line.n}")
 
 
 if __name__ == "__main__":

@@ -38,27 +38,50 @@ def test_a_parameter_that_cannot_be_measured_counts_as_far_off():
     assert parameter_errors(stage, empty, np.zeros((1, 1)))[0] == UNMEASURED
 
 
-def test_calibration_lines_match_scipy_and_move_the_target():
-    """The fitted line is scipy's least-squares line; with it, a sample measuring what real tiles measure for the
-    request scores 0, one measuring the request itself does not."""
+def test_calibration_fits_match_independent_least_squares_and_move_the_target():
+    """One predictor: scipy's least-squares line; several: scikit-learn's linear regression, an unknown request
+    counting as the training mean. With the fit, a sample measuring what real tiles measure for the request
+    scores 0, one measuring the request itself does not."""
     from scipy.stats import linregress
+    from sklearn.linear_model import LinearRegression
 
+    from urbangen.conditioning import ParameterScaler
     from urbangen.generate.selection import fit_calibration
 
     rng = np.random.default_rng(0)
     v = rng.uniform(0.0, 0.5, 200)
     measured = 0.02 + 0.6 * v + rng.normal(0.0, 0.01, 200)
     v[3], measured[7] = np.nan, np.nan  # unknown pairs are left out
-    calibration = fit_calibration(v[:, None], measured[:, None], ["building_coverage"], tile_px=64,
-                                  meters_per_pixel=4.0, fitted_on="synthetic")
+    scaler = ParameterScaler(("building_coverage",), (0.2,), (0.1,))
+    calibration = fit_calibration(v[:, None], measured[:, None], ["building_coverage"], scaler=scaler,
+                                  predictors={}, tile_px=64, meters_per_pixel=4.0, fitted_on="synthetic")
     ok = np.isfinite(v) & np.isfinite(measured)
     ref = linregress(v[ok], measured[ok])
     line = calibration.lines["building_coverage"]
     assert line.n == 198
-    np.testing.assert_allclose([line.slope, line.intercept, line.r2], [ref.slope, ref.intercept, ref.rvalue ** 2],
-                               rtol=1e-9)
-    np.testing.assert_allclose(calibration.target(["building_coverage"], np.array([[0.3]])), [[0.02 + 0.6 * 0.3]],
-                               atol=0.01)
+    np.testing.assert_allclose(line.r2, ref.rvalue ** 2, rtol=1e-9)
+    z = np.array([[(0.3 - 0.2) / 0.1]])
+    np.testing.assert_allclose(calibration.target(["building_coverage"], z, ["building_coverage"]),
+                               [[ref.intercept + ref.slope * 0.3]], rtol=1e-9)
+    np.testing.assert_allclose(calibration.target(["building_coverage"], z, ["building_coverage"]),
+                               [[0.02 + 0.6 * 0.3]], atol=0.01)
+
+    # Several predictors; requests of b unknown on 20 tiles (the model sees its training mean there).
+    a, b = rng.uniform(0.0, 1.0, 300), rng.uniform(0.0, 50.0, 300)
+    y = 0.1 + 0.5 * a + 0.004 * b + rng.normal(0.0, 0.02, 300)
+    b[:20] = np.nan
+    requested = np.column_stack([a, b, rng.uniform(0.0, 1.0, 300)])
+    names = ["a", "b", "y"]
+    scaler = ParameterScaler.fit(names, requested)
+    fitted = fit_calibration(requested, np.column_stack([a, b, y]), names, scaler=scaler,
+                             predictors={"y": ["a", "b"]}, tile_px=64, meters_per_pixel=4.0, fitted_on="synthetic")
+    b_filled = np.where(np.isfinite(b), b, np.nanmean(b))
+    reference = LinearRegression().fit(np.column_stack([a, b_filled]), y)
+    query = np.array([[0.7, 12.0, 0.3], [0.2, np.nan, 0.3]])
+    expected = reference.predict(np.where(np.isfinite(query[:, :2]), query[:, :2], np.nanmean(b)))
+    # rtol: the generator's requests are float32 (ParameterScaler.transform)
+    np.testing.assert_allclose(fitted.target(["y"], scaler.transform(query), names)[:, 0], expected, rtol=1e-6)
+    assert fitted.lines["y"].n == 300 and fitted.lines["y"].r2 > 0.9
 
     layouts = np.zeros((2, 64, 64, 1), np.uint8)
     layouts[0, :, :13] = 1  # 13 of 64 columns: 0.203, what real tiles asked for 0.3 measure here

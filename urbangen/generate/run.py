@@ -186,10 +186,13 @@ def _report(request: GenerationRequest, gen: TrainedModel, samples: list[dict], 
                          "failed_windows": int(sum(r["failed_windows"] for r in rows)),
                          "windows": int(sum(len(r["per_window"]) for r in rows))}
     calibration = shipped_calibration(gen)
+    names = list(gen.spec.parameter_names)
+    z = gen.spec.scaler.transform(np.array([[average[p]["requested_mean"] if p in average else np.nan
+                                             for p in names]]))
     for name, row in average.items():
         # What real tiles with this request measure through the same raster path (None: not calibrated).
-        line = calibration.lines.get(name) if calibration is not None else None
-        row["real_tiles_measure"] = None if line is None else line.intercept + line.slope * row["requested_mean"]
+        known = calibration is not None and name in calibration.lines
+        row["real_tiles_measure"] = float(calibration.target([name], z, names)[0, 0]) if known else None
     mpp = gen.spec.meters_per_pixel
     return {"parameter_file": request.source, "checkpoint": request.model_ref, "model": gen.spec.kind,
             "checkpoint_step": gen.spec.step, "meters_per_pixel": mpp,
