@@ -132,7 +132,7 @@ def shipped_stitched_seconds(candidates: int) -> dict:
         generate(request, Path(tmp) / "out", generator=gen)
         full_s = time.perf_counter() - tic
     return {"candidates": candidates, "layout_s": layout_s, "with_all_outputs_s": full_s,
-            "outputs_over_layout": (full_s - layout_s) / layout_s, "layout": (probs > 0.5).astype(np.uint8)}
+            "with_outputs_over_layout": full_s / layout_s, "layout": (probs > 0.5).astype(np.uint8)}
 
 
 def noise_outputs_seconds(layout: np.ndarray, layout_s: float) -> dict:
@@ -163,7 +163,7 @@ def noise_outputs_seconds(layout: np.ndarray, layout_s: float) -> dict:
         full_s = time.perf_counter() - tic
     return {"noise_channel_shares": [float(x) for x in share], "with_all_outputs_s": full_s,
             "street_segments": report["samples"][0]["street_segments"], "buildings": report["samples"][0]["buildings"],
-            "shipped_layout_s": layout_s, "outputs_over_layout": full_s / layout_s}
+            "shipped_layout_s": layout_s, "with_outputs_over_layout": (layout_s + full_s) / layout_s}
 
 
 def main() -> None:
@@ -176,12 +176,12 @@ def main() -> None:
     shipped = [shipped_stitched_seconds(k) for k in (1, 16)]
     for r in shipped:
         print(f"city-64, 2 x 2 km at 4 m/px, {r['candidates']} candidate(s): {r['layout_s']:.1f} s for the layout, "
-              f"{r['with_all_outputs_s']:.1f} s with every output (outputs {r['outputs_over_layout']:.2f}x the layout; "
-              "target <= 1x)")
+              f"{r['with_all_outputs_s']:.1f} s with every output "
+              f"({r['with_outputs_over_layout']:.2f}x the layout alone; target <= 2x)")
     noise = noise_outputs_seconds(shipped[0].pop("layout"), shipped[0]["layout_s"])
     print(f"per-pixel noise in its place ({noise['street_segments']} street segments, {noise['buildings']} buildings): "
-          f"every output in {noise['with_all_outputs_s']:.1f} s, {noise['outputs_over_layout']:.2f}x the shipped "
-          "generator's layout time (target <= 1x)")
+          f"every output in {noise['with_all_outputs_s']:.1f} s: the layout with them would take "
+          f"{noise['with_outputs_over_layout']:.2f}x the layout alone (target <= 2x)")
     shipped[1].pop("layout")
     if args.shipped_only:
         path = write_results("generate_shipped", {"shipped_stitched_2x2km": shipped, "noise_2x2km": noise})
