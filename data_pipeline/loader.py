@@ -1,7 +1,7 @@
 """Grain input pipeline over a tile dataset.
 
 Deterministic for a given seed, sharded per host, with flip and 90-degree
-rotation augmentation. The pipeline is a random-access ``grain.MapDataset``:
+rotation augmentation, reshuffled each epoch. The pipeline is a random-access ``grain.MapDataset``:
 batch ``k`` is ``batches[k]``, so a training run resumed at step ``k`` reads
 exactly the batches an uninterrupted run would have read.
 """
@@ -40,30 +40,6 @@ class TileSource:
 
     def __repr__(self) -> str:  # grain logs sources by repr
         return f"TileSource({self.dataset.path}, n={len(self)})"
-
-
-class EpochShuffle:
-    """Index ``k`` of an endless stream that visits every example once per epoch.
-
-    Epoch ``e`` is a permutation drawn from ``(seed, e)``, so any position of
-    the stream can be computed directly (what resuming needs) and no example
-    repeats within an epoch.
-    """
-
-    def __init__(self, n: int, seed: int, shuffle: bool = True, epochs: int = 1_000_000) -> None:
-        self.n, self.seed, self.shuffle, self.epochs = n, seed, shuffle, epochs
-        self._cached: tuple[int, np.ndarray] | None = None
-
-    def __len__(self) -> int:
-        return self.n * self.epochs
-
-    def __getitem__(self, k: int) -> int:
-        epoch, pos = divmod(int(k), self.n)
-        if not self.shuffle:
-            return pos
-        if self._cached is None or self._cached[0] != epoch:
-            self._cached = (epoch, np.random.default_rng([self.seed, epoch]).permutation(self.n))
-        return int(self._cached[1][pos])
 
 
 def augment(example: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
@@ -114,8 +90,15 @@ def tile_batches(
     source = TileSource(dataset, all_rows[shard_index::shard_count])
     if len(source) < batch_size:
         raise InvalidValueError(f"{len(all_rows)} tiles cannot fill a batch of {batch_size} on {shard_count} host(s)")
-    order = EpochShuffle(len(source), seed, shuffle=shuffle, epochs=1_000_000 if repeat else 1)
-    ds = grain.MapDataset.source(order).map(source.__getitem__)
+    ds = grain.MapDataset.source(source)
+    if shuffle:
+        # Grain reshuffles every epoch of a repeat (its seed plus the epoch): element k of the stream is a
+        # pure function of k, what resuming at any step needs, and no example repeats within an epoch.
+        # Its epoch e draws with seed + e: hashing the run's seed first keeps seed s's epoch 1 from being
+        # seed s + 1's epoch 0.
+        ds = ds.shuffle(seed=int(np.random.SeedSequence(seed).generate_state(1)[0]))
+    if repeat:
+        ds = ds.repeat()
     if augment_tiles:
         ds = ds.random_map(augment, seed=seed + 1)
     return ds.batch(batch_size, drop_remainder=True)

@@ -10,6 +10,7 @@ for NaN, evaluate, checkpoint and stop early.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -123,135 +124,197 @@ def fit(task_cls: type[Task], config: ml_collections.ConfigDict, workdir: str | 
         ``step`` reached, ``best_step``, the last training and validation
         metrics, and ``stopped_early``.
     """
-    maybe_initialize_distributed(config.get("distributed", False))
-    workdir = Path(workdir).absolute()
-    is_main = jax.process_index() == 0
-    mesh = make_mesh()
-
-    # Data: a resumed run reuses the scaler its checkpoint was trained with.
-    checkpointer = Checkpointer(workdir / "checkpoints", keep=config.keep_checkpoints, best_metric=task_cls.best_metric)
-    resumed_meta = checkpointer.restore_meta() if checkpointer.latest_step() is not None else None
-    scaler = ParameterScaler.from_dict(resumed_meta["spec"]["scaler"]) if resumed_meta else None
-    data = TrainingData.open(config.dataset, parameters=tuple(config.parameters), val_fraction=config.val_fraction,
-                             test_fraction=config.test_fraction, buffer_m=config.split_buffer_m, seed=config.seed,
-                             scaler=scaler, buildings_known_only=config.buildings_known_only)
-    if resumed_meta is not None:
-        # A resumed run must train, validate and leave out exactly the tiles it did before.
-        if "split" in resumed_meta:
-            ensure_same_split(resumed_meta["split"], data.split)
-        elif is_main:
-            Console(stderr=True).print("[yellow]the checkpoint records no train/val/test split (written before "
-                                       "splits were recorded): resuming with the split the config gives now")
-    task = task_cls(config, data.spec)
-
-    # State: fresh, or restored with its step, RNG key and optimizer state.
-    state = replicate(task.init_state(jax.random.key(config.seed)), mesh)
-    start = 0
-    if resumed_meta is not None:
-        try:
-            state, _ = checkpointer.restore(state)
-        except Exception as err:  # noqa: BLE001 - a shape mismatch reads badly from orbax; say what it means
-            raise InvalidValueError(f"the checkpoint in {checkpointer.directory} does not fit this config's model "
-                             f"(was the model config changed?): {err}") from err
-        start = int(resumed_meta["step"])
-    # best_metric lets inference pick the best checkpoint without the trainer (urbangen.inference).
-    meta = {"task": task.name, "best_metric": task.best_metric, "config": config.to_dict(), "spec": data.spec,
-            "dataset": str(config.dataset),
-            "train_tiles": int(len(data.train_indices)), "val_tiles": int(len(data.val_indices)),
-            "test_tiles": int(len(data.test_indices)), "split": data.split_record}
-
-    logger = RunLogger(workdir, config.to_dict(), config.wandb.to_dict(), is_main=is_main)
-    logger.truncate_after(start)
-
-    # Batches: batch k of the training stream is the same whether or not the run was interrupted.
-    host_batch = local_batch_size(config.batch_size, mesh)
-    shard = dict(shard_index=jax.process_index(), shard_count=jax.process_count())
-    train_batches = data.batches("train", host_batch, seed=config.seed, training=True, **shard)
-    n_dev = mesh.devices.size
-    val_batch = min(config.batch_size, (len(data.val_indices) // n_dev) * n_dev)
-    val_batches = data.batches("val", val_batch // jax.process_count(), training=False, **shard) if val_batch else None
-    eval_batches = [] if val_batches is None else \
-        [to_global(val_batches[i], mesh) for i in range(min(len(val_batches), config.eval_batches))]
-    if not eval_batches:
-        Console(stderr=True).print("[yellow]no validation tiles: no evaluation, early stopping or best checkpoint")
-
+    run = _Run.open(task_cls, config, workdir)
+    task, mesh, checkpointer = run.task, run.mesh, run.checkpointer
     step_fn = jax.jit(task.train_step, in_shardings=(replicated(mesh), batch_sharded(mesh)),
                       out_shardings=(replicated(mesh), replicated(mesh)), donate_argnums=0)
-    eval_fn = jax.jit(task.eval_step, in_shardings=(replicated(mesh), batch_sharded(mesh)),
-                      out_shardings=replicated(mesh))
-
-    def evaluate(state) -> dict[str, float]:
-        rows = jax.device_get([eval_fn(state, b) for b in eval_batches])
-        return {f"val/{k}": float(np.mean([r[k] for r in rows])) for k in rows[0]}
-
-    conditioning = _conditioning_evaluator(config, data)
-
-    pending: list[dict[str, jax.Array]] = []
-    train_metrics: dict[str, float] = {}
-    val_metrics: dict[str, float] = {}
-    best, evals_without_gain, stopped_early = np.inf, 0, False
-    tic, images_since = time.perf_counter(), 0
-    stream = iter(train_batches[start:config.num_steps].to_iter_dataset(
+    # Batches: batch k of the training stream is the same whether or not the run was interrupted.
+    train_batches = run.data.batches("train", local_batch_size(config.batch_size, mesh), seed=config.seed,
+                                     training=True, **run.shard)
+    evaluation = _Evaluation(run)
+    tic = time.perf_counter()
+    stream = iter(train_batches[run.start:config.num_steps].to_iter_dataset(
         grain.ReadOptions(num_threads=config.loader_threads, prefetch_buffer_size=config.loader_prefetch)))
-    done = start
-    with _progress(not is_main) as progress:
-        bar = progress.add_task(f"train {task.name}", total=config.num_steps, completed=start, status="")
-        tenth = max(1, config.num_steps // 10)
+    state, done, run.state = run.state, run.start, None  # the step donates the state: keep no other reference
+    with _progress(not run.is_main) as progress:
+        log = _TrainLog(run, progress, tic)
         try:
-            for step in range(start, config.num_steps):
+            for step in range(run.start, config.num_steps):
                 state, metrics = step_fn(state, to_global(next(stream), mesh))
-                pending.append(metrics)
                 done = step + 1
-                images_since += config.batch_size
-                at_eval = bool(eval_batches) and (done % config.eval_every == 0 or done == config.num_steps)
-                if done % config.log_every == 0 or at_eval or done == config.num_steps:
-                    rows = [{k: float(v) for k, v in r.items()} for r in jax.device_get(pending)]
-                    _check_finite(rows, done - len(rows) + 1, checkpointer)
-                    pending = []
-                    elapsed = time.perf_counter() - tic
-                    train_metrics = {f"train/{k}": float(np.mean([r[k] for r in rows])) for k in rows[0]}
-                    logger.log(done, {**train_metrics, "train/learning_rate": task.learning_rate(done),
-                                      "perf/img_per_s": images_since / elapsed, "perf/step_s": elapsed / len(rows)})
-                    tic, images_since = time.perf_counter(), 0
-                    progress.update(bar, status=" ".join(f"{k}={train_metrics['train/' + k]:.3g}" for k in task.headline
-                                                              if "train/" + k in train_metrics))
-                if at_eval:
-                    val_metrics = evaluate(state)
-                    logger.log(done, val_metrics)
-                    scores = conditioning(state, data.spec, done) if conditioning is not None and is_main else {}
-                    if scores:
-                        logger.log(done, scores)
-                    checkpointer.save(done, state, {**meta, "step": done}, metrics=val_metrics)
-                    current = val_metrics[task.best_metric]
-                    best, evals_without_gain = (current, 0) if current < best else (best, evals_without_gain + 1)
-                    if config.early_stopping_patience and evals_without_gain >= config.early_stopping_patience:
-                        stopped_early = True
-                if config.sample_every and done % config.sample_every == 0 and eval_batches:
-                    logger.log_image(done, "samples", task.sample_grid(state, eval_batches[0]),
-                                     caption="condition | generated | real")
-                    tic = time.perf_counter()  # sampling is not training throughput
-                progress.update(bar, completed=done)
-                if not progress.live.console.is_terminal and not progress.disable and done % tenth == 0:
-                    # A log file gets no live bar: a line every tenth of the run instead.
-                    progress.console.print(f"train {task.name}: step {done}/{config.num_steps} "
-                                           + progress.tasks[0].fields.get("status", ""))
-                if stopped_early:
+                log.add(done, metrics, flush=evaluation.due(done) or done == config.num_steps)
+                if evaluation.due(done):
+                    evaluation(state, done)
+                if config.sample_every and done % config.sample_every == 0 and evaluation.batches:
+                    run.logger.log_image(done, "samples", task.sample_grid(state, evaluation.batches[0]),
+                                         caption="condition | generated | real")
+                    log.tic = time.perf_counter()  # sampling is not training throughput
+                log.show(done)
+                if evaluation.stopped_early:
                     break
-            if not eval_batches or checkpointer.latest_step() != done:
-                checkpointer.save(done, state, {**meta, "step": done})
+            if not evaluation.batches or checkpointer.latest_step() != done:
+                checkpointer.save(done, state, {**run.meta, "step": done})
             checkpointer.wait()
             best_step = checkpointer.best_step()
         except KeyboardInterrupt:
             # Keep what was learned: save where we are unless the state may already be bad.
-            rows = [{k: float(v) for k, v in r.items()} for r in jax.device_get(pending)]
-            if all(np.isfinite(list(r.values())).all() for r in rows) and checkpointer.latest_step() != done:
-                checkpointer.save(done, state, {**meta, "step": done})
+            if log.pending_finite() and checkpointer.latest_step() != done:
+                checkpointer.save(done, state, {**run.meta, "step": done})
             raise
         finally:
             checkpointer.close()
-            logger.finish()
-    return {"step": done, "best_step": best_step, "train": train_metrics, "val": val_metrics,
-            "stopped_early": stopped_early}
+            run.logger.finish()
+    return {"step": done, "best_step": best_step, "train": log.metrics, "val": evaluation.metrics,
+            "stopped_early": evaluation.stopped_early}
+
+
+@dataclass
+class _Run:
+    """What a run trains: its config, data, task, mesh, (restored) state and where it writes."""
+
+    config: ml_collections.ConfigDict
+    is_main: bool
+    mesh: Any
+    checkpointer: Checkpointer
+    data: TrainingData
+    task: Task
+    state: Any
+    start: int
+    meta: dict[str, Any]
+    logger: RunLogger
+
+    @property
+    def shard(self) -> dict[str, int]:
+        """This host's shard of every batch stream."""
+        return dict(shard_index=jax.process_index(), shard_count=jax.process_count())
+
+    @classmethod
+    def open(cls, task_cls: type[Task], config: ml_collections.ConfigDict, workdir: str | Path) -> _Run:
+        maybe_initialize_distributed(config.get("distributed", False))
+        workdir = Path(workdir).absolute()
+        is_main = jax.process_index() == 0
+        mesh = make_mesh()
+
+        # Data: a resumed run reuses the scaler its checkpoint was trained with.
+        checkpointer = Checkpointer(workdir / "checkpoints", keep=config.keep_checkpoints,
+                                    best_metric=task_cls.best_metric)
+        resumed_meta = checkpointer.restore_meta() if checkpointer.latest_step() is not None else None
+        scaler = ParameterScaler.from_dict(resumed_meta["spec"]["scaler"]) if resumed_meta else None
+        data = TrainingData.open(config.dataset, parameters=tuple(config.parameters),
+                                 val_fraction=config.val_fraction, test_fraction=config.test_fraction,
+                                 buffer_m=config.split_buffer_m, seed=config.seed, scaler=scaler,
+                                 buildings_known_only=config.buildings_known_only)
+        if resumed_meta is not None:
+            # A resumed run must train, validate and leave out exactly the tiles it did before.
+            if "split" in resumed_meta:
+                ensure_same_split(resumed_meta["split"], data.split)
+            elif is_main:
+                Console(stderr=True).print("[yellow]the checkpoint records no train/val/test split (written "
+                                           "before splits were recorded): resuming with the split the config "
+                                           "gives now")
+        task = task_cls(config, data.spec)
+
+        # State: fresh, or restored with its step, RNG key and optimizer state.
+        state = replicate(task.init_state(jax.random.key(config.seed)), mesh)
+        start = 0
+        if resumed_meta is not None:
+            try:
+                state, _ = checkpointer.restore(state)
+            except Exception as err:  # noqa: BLE001 - a shape mismatch reads badly from orbax; say what it means
+                raise InvalidValueError(f"the checkpoint in {checkpointer.directory} does not fit this config's "
+                                        f"model (was the model config changed?): {err}") from err
+            start = int(resumed_meta["step"])
+        # best_metric lets inference pick the best checkpoint without the trainer (urbangen.inference).
+        meta = {"task": task.name, "best_metric": task.best_metric, "config": config.to_dict(), "spec": data.spec,
+                "dataset": str(config.dataset),
+                "train_tiles": int(len(data.train_indices)), "val_tiles": int(len(data.val_indices)),
+                "test_tiles": int(len(data.test_indices)), "split": data.split_record}
+        logger = RunLogger(workdir, config.to_dict(), config.wandb.to_dict(), is_main=is_main)
+        logger.truncate_after(start)
+        return cls(config, is_main, mesh, checkpointer, data, task, state, start, meta, logger)
+
+
+class _TrainLog:
+    """Training metrics: fetched from the device every ``log_every`` steps (and when flushed), checked finite,
+    logged with the learning rate and throughput, and shown on the progress bar."""
+
+    def __init__(self, run: _Run, progress: Progress, tic: float) -> None:
+        self.run, self.progress = run, progress
+        self.bar = progress.add_task(f"train {run.task.name}", total=run.config.num_steps, completed=run.start,
+                                     status="")
+        self.pending: list[dict[str, jax.Array]] = []
+        self.metrics: dict[str, float] = {}
+        #: Throughput since ``tic``: training images and the clock.
+        self.tic, self.images = tic, 0
+
+    def add(self, done: int, metrics: dict[str, jax.Array], flush: bool) -> None:
+        config, task = self.run.config, self.run.task
+        self.pending.append(metrics)
+        self.images += config.batch_size
+        if not (done % config.log_every == 0 or flush):
+            return
+        rows = self._rows()
+        _check_finite(rows, done - len(rows) + 1, self.run.checkpointer)
+        self.pending = []
+        elapsed = time.perf_counter() - self.tic
+        self.metrics = {f"train/{k}": float(np.mean([r[k] for r in rows])) for k in rows[0]}
+        self.run.logger.log(done, {**self.metrics, "train/learning_rate": task.learning_rate(done),
+                                   "perf/img_per_s": self.images / elapsed, "perf/step_s": elapsed / len(rows)})
+        self.tic, self.images = time.perf_counter(), 0
+        self.progress.update(self.bar, status=" ".join(f"{k}={self.metrics['train/' + k]:.3g}" for k in task.headline
+                                                       if "train/" + k in self.metrics))
+
+    def show(self, done: int) -> None:
+        self.progress.update(self.bar, completed=done)
+        total = self.run.config.num_steps
+        if not self.progress.live.console.is_terminal and not self.progress.disable and done % max(1, total // 10) == 0:
+            # A log file gets no live bar: a line every tenth of the run instead.
+            self.progress.console.print(f"train {self.run.task.name}: step {done}/{total} "
+                                        + self.progress.tasks[0].fields.get("status", ""))
+
+    def pending_finite(self) -> bool:
+        return all(np.isfinite(list(r.values())).all() for r in self._rows())
+
+    def _rows(self) -> list[dict[str, float]]:
+        return [{k: float(v) for k, v in r.items()} for r in jax.device_get(self.pending)]
+
+
+class _Evaluation:
+    """At evaluation steps: validation metrics, conditioning scores, a checkpoint, and early stopping."""
+
+    def __init__(self, run: _Run) -> None:
+        config, mesh, data = run.config, run.mesh, run.data
+        self.run = run
+        n_dev = mesh.devices.size
+        val_batch = min(config.batch_size, (len(data.val_indices) // n_dev) * n_dev)
+        val = data.batches("val", val_batch // jax.process_count(), training=False, **run.shard) if val_batch else None
+        self.batches = [] if val is None else [to_global(val[i], mesh)
+                                               for i in range(min(len(val), config.eval_batches))]
+        if not self.batches:
+            Console(stderr=True).print("[yellow]no validation tiles: no evaluation, early stopping or best checkpoint")
+        self.eval_fn = jax.jit(run.task.eval_step, in_shardings=(replicated(mesh), batch_sharded(mesh)),
+                               out_shardings=replicated(mesh))
+        self.conditioning = _conditioning_evaluator(config, data)
+        self.metrics: dict[str, float] = {}
+        self.best, self.without_gain, self.stopped_early = np.inf, 0, False
+
+    def due(self, done: int) -> bool:
+        config = self.run.config
+        return bool(self.batches) and (done % config.eval_every == 0 or done == config.num_steps)
+
+    def __call__(self, state: Any, done: int) -> None:
+        run, config = self.run, self.run.config
+        rows = jax.device_get([self.eval_fn(state, b) for b in self.batches])
+        self.metrics = {f"val/{k}": float(np.mean([r[k] for r in rows])) for k in rows[0]}
+        run.logger.log(done, self.metrics)
+        scores = self.conditioning(state, run.data.spec, done) if self.conditioning is not None and run.is_main else {}
+        if scores:
+            run.logger.log(done, scores)
+        run.checkpointer.save(done, state, {**run.meta, "step": done}, metrics=self.metrics)
+        current = self.metrics[run.task.best_metric]
+        self.best, self.without_gain = (current, 0) if current < self.best else (self.best, self.without_gain + 1)
+        if config.early_stopping_patience and self.without_gain >= config.early_stopping_patience:
+            self.stopped_early = True
 
 
 def _conditioning_evaluator(config: ml_collections.ConfigDict, data: TrainingData):
