@@ -35,3 +35,10 @@ def test_layer_five_imports_point_backwards_only():
 def test_data_pipeline_imports_nothing_of_urbangen():
     wrong = [f.name for f in (ROOT / "data_pipeline").glob("*.py") if _imported(f)]
     assert not wrong, wrong
+
+
+def test_inference_loads_runs_without_the_training_code():
+    """Layer 3 below layer 4: a generator, an evaluation or a notebook never imports the trainers."""
+    wrong = [name for name in ("inference", "pretrained", "checkpoints")
+             if "training" in _imported(ROOT / "urbangen" / f"{name}.py")]
+    assert not wrong, wrong

@@ -89,8 +89,8 @@ def test_quickstart_runs_every_stage_on_the_embedded_cities_and_a_place_then_res
     from typer.testing import CliRunner
 
     from data_pipeline.dataset import open_dataset
+    from urbangen.checkpoints import Checkpointer
     from urbangen.cli import app
-    from urbangen.training.checkpoints import Checkpointer
 
     out = tmp_path / "qs"
     args = ["quickstart", "--out", str(out), "--place", "Østerbro, Copenhagen", "--group", "østerbro=micromobility",

@@ -90,7 +90,7 @@ def test_checkpoints_record_the_split_and_a_resume_must_keep_it(small_tiles, tmp
 
 
 def test_checkpointer_keeps_latest_n_and_the_best(tmp_path):
-    from urbangen.training.checkpoints import Checkpointer
+    from urbangen.checkpoints import Checkpointer
 
     ckpt = Checkpointer(tmp_path / "ckpt", keep=2, best_metric="val/loss")
     for step, loss in zip(range(1, 6), [5.0, 1.0, 4.0, 3.0, 2.5]):

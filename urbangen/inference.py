@@ -163,7 +163,7 @@ def load_run(workdir: str | Path, step: int | Literal["best", "latest"] = "best"
     """
     import orbax.checkpoint as ocp
 
-    from urbangen.training.checkpoints import Checkpointer
+    from urbangen.checkpoints import Checkpointer
 
     workdir = Path(workdir)
     if not (workdir / "checkpoints").is_dir():

@@ -90,10 +90,5 @@ def experiment_config(model: str, variant: str = "", **overrides: Any) -> ml_col
     if model not in known:
         raise InvalidValueError(f"no experiment config {model!r}; there are {', '.join(known)}")
     config = importlib.import_module(f"urbangen.configs.{model}").get_config(variant)
-    for key, value in overrides.items():
-        target = config
-        *parents, leaf = key.split(".")
-        for name in parents:
-            target = target[name]
-        target[leaf] = value
+    config.update_from_flattened_dict(overrides)  # type-checked as --config.KEY=VALUE is
     return config

@@ -24,10 +24,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from data_pipeline.errors import InvalidValueError, NonFiniteLossError
+from urbangen.checkpoints import Checkpointer
 from urbangen.conditioning import ParameterScaler
 from urbangen.settings import progress_disabled
 from urbangen.splits import ensure_same_split
-from urbangen.training.checkpoints import Checkpointer
 from urbangen.training.data import TrainingData
 from urbangen.training.logging import RunLogger
 from urbangen.training.optim import adam, learning_rate_schedule

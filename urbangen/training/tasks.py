@@ -8,7 +8,7 @@ from typing import Any
 import ml_collections
 
 from data_pipeline.errors import InvalidValueError, MissingFileError
-from urbangen.training.checkpoints import Checkpointer
+from urbangen.checkpoints import Checkpointer
 from urbangen.training.encoder import EncoderTask
 from urbangen.training.loop import Task, fit
 from urbangen.training.pix2pix import Pix2PixTask
