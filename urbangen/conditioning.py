@@ -44,10 +44,10 @@ class ParameterScaler:
         std = np.where(var > 1e-16, np.sqrt(var), 1.0)
         return cls(tuple(names), tuple(float(m) for m in mean), tuple(float(s) for s in std))
 
-    def transform(self, values: np.ndarray) -> np.ndarray:
-        """Standardized float32 values, NaN replaced by 0."""
+    def transform(self, values: np.ndarray, dtype: type = np.float32) -> np.ndarray:
+        """Standardized values (float32, what models take, unless ``dtype`` says otherwise), NaN replaced by 0."""
         z = (np.asarray(values, dtype=np.float64) - np.asarray(self.mean)) / np.asarray(self.std)
-        return np.nan_to_num(z, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
+        return np.nan_to_num(z, nan=0.0, posinf=0.0, neginf=0.0).astype(dtype)
 
     def inverse(self, z: np.ndarray) -> np.ndarray:
         """Parameter values in their own units."""

@@ -17,10 +17,10 @@ the target is what a real tile with the requested parameters measures: a
 :class:`Calibration`, per parameter a least-squares fit on real training
 tiles against every parameter its stage draws (the request as a whole, not
 the parameter alone: dead-end share measures with R² 0.04 against its own
-request, 0.36 against the street stage's eight). A sample's error is its distance from that line in units
-of the parameter's spread over training tiles (the generator's scaler),
-averaged over the parameters the stage draws. (The spread of real tiles
-about the line is recorded too, but is no unit: coverage shares are measured
+request, 0.36 against the street stage's eight). A sample's error is its
+distance from that fit in units of the parameter's spread over training
+tiles (the generator's scaler), averaged over the parameters the stage
+draws. (The spread of real tiles about the fit is recorded too, but is no unit: coverage shares are measured
 almost exactly, and a unit of 0.002 would let them drown every other parameter.)
 
 A chain selects stage by stage (:meth:`urbangen.inference.GeneratorChain.selecting`):
@@ -72,11 +72,11 @@ class Calibration:
         """Expected measurements (M, len(names)) for standardized requests ``z`` (M, Q) of the parameters
         ``z_names`` (a parameter a line reads but ``z_names`` lacks counts as not requested)."""
         z = np.nan_to_num(np.asarray(z, np.float64))
+        column = {q: i for i, q in enumerate(z_names)}
         out = np.empty((len(z), len(names)))
         for i, name in enumerate(names):
             line = self.lines[name]
-            out[:, i] = line.intercept + sum((slope * z[:, list(z_names).index(q)]
-                                              for q, slope in line.slopes.items() if q in z_names), np.zeros(len(z)))
+            out[:, i] = line.intercept + sum(slope * z[:, column[q]] for q, slope in line.slopes.items() if q in column)
         return out
 
     def write(self, path: str | Path) -> Path:
@@ -98,12 +98,10 @@ def fit_calibration(requested: np.ndarray, measured: np.ndarray, names: list[str
     NaN where unknown), each parameter against ``predictors[name]``, standardized by ``scaler`` as a generator
     sees them (unknown: 0). A tile counts for a parameter where that parameter's request and measurement are
     both known."""
-    # As ParameterScaler.transform standardizes, in float64.
-    z = np.nan_to_num((np.asarray(requested, np.float64) - np.asarray(scaler.mean)) / np.asarray(scaler.std))
+    z = scaler.transform(requested, dtype=np.float64)
     z_names = list(scaler.names)
     lines = {}
-    for name in names:
-        j = names.index(name)
+    for j, name in enumerate(names):
         v, m = requested[:, j], measured[:, j]
         ok = np.isfinite(v) & np.isfinite(m)
         keys = list(predictors.get(name, [name]))
