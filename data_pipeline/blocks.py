@@ -226,7 +226,8 @@ def _read_chunk(scratch: Path, k: int) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFra
     return out[0], out[1]
 
 
-def _read_box(scratch: Path, box: tuple[float, float, float, float]) -> gpd.GeoDataFrame | None:
+def _read_box(scratch: Path, box: tuple[float, float, float, float],
+              kinds: tuple[str, ...] = ("lines", "areas")) -> gpd.GeoDataFrame | None:
     """Every chunk's rows whose bounding box meets ``box`` (lon/lat): street lines first, then areas, each in
     the file's order, as the whole-file reader gives them. None if no row does."""
     import pyarrow.compute as pc
@@ -236,7 +237,7 @@ def _read_box(scratch: Path, box: tuple[float, float, float, float]) -> gpd.GeoD
     meets = ((pc.field("bbox", "xmin") <= east) & (pc.field("bbox", "xmax") >= west)
              & (pc.field("bbox", "ymin") <= north) & (pc.field("bbox", "ymax") >= south))
     frames, geometry = [], []
-    for kind in ("lines", "areas"):
+    for kind in kinds:
         for file in sorted(scratch.glob(f"{kind}-*.parquet")):
             table = pq.read_table(file, filters=meets)
             if table.num_rows:
@@ -307,32 +308,41 @@ def _block_features(plan: CityPlan, b: int) -> tuple[OSMFeatures | None, Any]:
     The box read is the block's tiles plus the margin, grown until no simplified
     drive edge near the tiles ends outside it: an edge ending outside the box may
     be cut short (its way's continuation was not read), which would move its
-    midpoint and bearing. ``None`` when nothing was mapped near the block.
+    midpoint and bearing. The box is found from the street lines alone (the
+    graph needs nothing else); the areas are read and classified once, for the
+    final box. ``None`` when no street was mapped near the block.
     """
     x0, y0, x1, y1 = plan.tile_areas[b]
     m = plan.margin_m
     crs = pyproj.CRS.from_user_input(plan.crs)
+    scratch = Path(plan.chunks_dir)
+
+    def lonlat_box(box: tuple) -> tuple[float, ...]:
+        lonlat = gpd.GeoSeries([shapely.segmentize(shapely.box(*box), 50.0)], crs=crs).to_crs(_WGS84_CRS)
+        return tuple(float(v) for v in lonlat.total_bounds)
+
+    def within(xy: np.ndarray, area: tuple) -> np.ndarray:
+        return (xy[..., 0] >= area[0]) & (xy[..., 0] <= area[2]) & (xy[..., 1] >= area[1]) & (xy[..., 1] <= area[3])
+
     box = (x0 - m, y0 - m, x1 + m, y1 + m)
     for _ in range(_MAX_GROWTH):
-        lonlat = gpd.GeoSeries([shapely.segmentize(shapely.box(*box), 50.0)], crs=crs).to_crs(_WGS84_CRS)
-        frame = _read_box(Path(plan.chunks_dir), tuple(float(v) for v in lonlat.total_bounds))
-        if frame is None:
+        lines = _read_box(scratch, lonlat_box(box), kinds=("lines",))
+        if lines is None:
             return None, None
-        features = features_from_tagged_frame(frame, source=plan.source, timestamp=plan.timestamp,
-                                              layers_known=plan.layers_known, whole_source=False).to_crs(crs)
-        graph = drive_graph(features)
+        streets = features_from_tagged_frame(lines, source=plan.source, timestamp=plan.timestamp,
+                                             layers_known=plan.layers_known, whole_source=False).to_crs(crs)
+        graph = drive_graph(streets)
         ends = np.stack([graph.node_xy[graph.u], graph.node_xy[graph.v]], axis=1)  # (edges, 2 ends, xy)
-
-        def within(xy: np.ndarray, area: tuple) -> np.ndarray:
-            return (xy[..., 0] >= area[0]) & (xy[..., 0] <= area[2]) & (xy[..., 1] >= area[1]) & (xy[..., 1] <= area[3])
-
         open_end = ~within(ends, box).all(axis=1)
         near = within(ends, (x0, y0, x1, y1)).any(axis=1) | within(ends.mean(axis=1), (x0, y0, x1, y1))
         cut = ends[open_end & near].reshape(-1, 2)
         if not len(cut):
-            return features, graph
+            break
         box = (min(box[0], cut[:, 0].min() - m), min(box[1], cut[:, 1].min() - m),
                max(box[2], cut[:, 0].max() + m), max(box[3], cut[:, 1].max() + m))
+    frame = _read_box(scratch, lonlat_box(box))
+    features = features_from_tagged_frame(frame, source=plan.source, timestamp=plan.timestamp,
+                                          layers_known=plan.layers_known, whole_source=False).to_crs(crs)
     return features, graph
 
 

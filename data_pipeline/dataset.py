@@ -48,13 +48,19 @@ def _zarr_compressor():
 
 
 def create_raster_array(path: str | Path, n_tiles: int, tile_px: int, n_channels: int):
-    """A new zarr array for a city's tiles: ``(n_tiles, H, W, C)`` uint8, one chunk per tile."""
+    """A new zarr array for a city's tiles: ``(n_tiles, H, W, C)`` uint8, one chunk per tile.
+
+    Chunk files are named ``c.I.0.0.0`` in one folder, not ``c/I/0/0/0``: the nested
+    default makes three folders per tile, and creating, linking and removing
+    them took half of a city build's raster time (Columbus: 13,453 ``mkdir``).
+    """
     import zarr
 
     return zarr.create_array(
         store=str(path),
         shape=(n_tiles, tile_px, tile_px, n_channels),
         chunks=(1, tile_px, tile_px, n_channels),
+        chunk_key_encoding={"name": "default", "separator": "."},
         dtype="uint8",
         compressors=_zarr_compressor(),
     )

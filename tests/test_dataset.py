@@ -73,17 +73,20 @@ def test_sigkilled_build_keeps_the_old_dataset(osm_path, tmp_path):
          "--out", str(out), "--overwrite", "--stride-px", "128"],
         env=dict(os.environ, URBANGEN_NO_PROGRESS="1"),
     )
+    # Killed while it writes the city's rasters (its part's partial directory): the dataset's own
+    # partial directory lives only for the last, sub-second step, too short to hit reliably.
+    writing = ".ds.cities/.*.partial-*/rasters.zarr/c.*"
     deadline = time.time() + 60
-    while time.time() < deadline and not list(tmp_path.glob(".ds.partial-*/rasters/*.zarr")):
-        time.sleep(0.05)
-    assert list(tmp_path.glob(".ds.partial-*")), "the build never started writing"
+    while time.time() < deadline and proc.poll() is None and not list(tmp_path.glob(writing)):
+        time.sleep(0.01)
+    assert list(tmp_path.glob(writing)), "the build never started writing"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert (out / "manifest.json").read_text() == before
     assert open_dataset(out).manifest["cities"].keys() == {"osterbro"}
-    # The next build clears the leftover partial directory.
+    # The next build clears what the killed one left.
     build_dataset([default_city()], out, overwrite=True)
-    assert not list(tmp_path.glob(".ds.partial-*"))
+    assert not list(tmp_path.glob(".ds.partial-*")) and not (tmp_path / ".ds.cities").exists()
 
 
 def test_open_dataset_refuses_what_is_not_a_dataset(tmp_path):
