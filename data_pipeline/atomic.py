@@ -27,7 +27,7 @@ from data_pipeline.errors import ForeignDirectoryError
 try:
     import fcntl
 except ImportError:  # Windows: no flock, so no partial directory is ever provably dead
-    fcntl = None
+    fcntl = None  # type: ignore[assignment]
 
 #: The lock file inside a partial directory; it records its writer for people too.
 OWNER_FILE = ".urbangen-owner"

@@ -134,6 +134,8 @@ def plan_city(city: CitySpec, config: TilingConfig, scratch: str | Path, block_k
     if block_km <= 0:
         raise InvalidValueError(f"block_km must be positive, got {block_km}")
     user = city.user_coverage()
+    if city.osm_file is None:
+        raise InvalidValueError(f"{city.name}: only a city read from a local OSM file can be built in blocks")
     path = Path(city.osm_file)
     if not path.is_file():
         raise OSMFileNotFoundError(f"{path}: no such OSM file")
@@ -200,22 +202,26 @@ def plan_city(city: CitySpec, config: TilingConfig, scratch: str | Path, block_k
     keys = np.floor(candidates.bounds[:, :2] / block_m).astype(np.int64)
     unique, label = np.unique(keys, axis=0, return_inverse=True)
     blocks = [np.flatnonzero(label.ravel() == b) for b in range(len(unique))]
-    tile_areas = [tuple(float(v) for v in (*candidates.bounds[idx, :2].min(axis=0),
-                                           *candidates.bounds[idx, 2:].max(axis=0))) for idx in blocks]
+    tile_areas = [_box(*candidates.bounds[idx, :2].min(axis=0), *candidates.bounds[idx, 2:].max(axis=0))
+                  for idx in blocks]
     known = {**dict.fromkeys(LAYERS, True), "buildings": any_building and city.buildings_mapped}
     return CityPlan(
         city=city, crs=crs, coverage=coverage, candidates=candidates, block_m=float(block_m), blocks=blocks,
-        block_keys=[tuple(int(v) for v in k) for k in unique], tile_areas=tile_areas, margin_m=margin_m,
+        block_keys=[(int(k[0]), int(k[1])) for k in unique], tile_areas=tile_areas, margin_m=margin_m,
         chunks_dir=str(scratch),
         source=path.name, timestamp=timestamp, extent=extent, layers_known=known,
         seconds=time.perf_counter() - start, peak_rss_mb=peak_rss_mb(), own_peak_mb=peak_rss_mb() - base,
     )
 
 
+def _box(x0: float, y0: float, x1: float, y1: float) -> tuple[float, float, float, float]:
+    return float(x0), float(y0), float(x1), float(y1)
+
+
 def _chunk_features(lines: gpd.GeoDataFrame, areas: gpd.GeoDataFrame, city: CitySpec) -> OSMFeatures:
     frame = pd.concat([lines, areas], ignore_index=True) if len(areas) else lines
     return features_from_tagged_frame(gpd.GeoDataFrame(frame, geometry="geometry", crs=WGS84),
-                                      source=Path(city.osm_file).name, whole_source=False)
+                                      source=Path(str(city.osm_file)).name, whole_source=False)
 
 
 def _read_chunk(scratch: Path, k: int) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]:
@@ -285,7 +291,7 @@ def build_block(plan: CityPlan, b: int, config: TilingConfig, out: str | Path) -
     writer = PartialDir(out)
     try:
         array = create_raster_array(writer.path / PART_RASTERS, len(kept), config.tile_px, len(config.channels))
-        if len(kept):
+        if features is not None and len(kept):
             for rows, tiles in rasterize_tiles(features, bounds[keep], config):
                 array.oindex[np.asarray(rows)] = tiles
         writer.publish()
@@ -317,9 +323,9 @@ def _block_features(plan: CityPlan, b: int) -> tuple[OSMFeatures | None, Any]:
     crs = pyproj.CRS.from_user_input(plan.crs)
     scratch = Path(plan.chunks_dir)
 
-    def lonlat_box(box: tuple) -> tuple[float, ...]:
+    def lonlat_box(box: tuple) -> tuple[float, float, float, float]:
         lonlat = gpd.GeoSeries([shapely.segmentize(shapely.box(*box), 50.0)], crs=crs).to_crs(_WGS84_CRS)
-        return tuple(float(v) for v in lonlat.total_bounds)
+        return _box(*lonlat.total_bounds)
 
     def within(xy: np.ndarray, area: tuple) -> np.ndarray:
         return (xy[..., 0] >= area[0]) & (xy[..., 0] <= area[2]) & (xy[..., 1] >= area[1]) & (xy[..., 1] <= area[3])
@@ -413,7 +419,7 @@ def join_blocks(plan: CityPlan, results: list[BlockResult], config: TilingConfig
         writer.publish()
     finally:
         writer.discard()
-    tasks = [plan, *results]
+    tasks: list[CityPlan | BlockResult] = [plan, *results]
     return CityPartResult(city=city.name, n_tiles=len(grid), seconds=sum(t.seconds for t in tasks),
                           peak_rss_mb=max(t.peak_rss_mb for t in tasks),
                           own_peak_mb=max(t.own_peak_mb for t in tasks), host=f"{socket.gethostname()}:{os.getpid()}",

@@ -219,7 +219,7 @@ def read_build_file(path: str | Path) -> BuildFile:
         raise InvalidValueError(_validation_message(path, exc)) from None
     cities = []
     for i, entry in enumerate(parsed.cities):
-        fields = {}
+        fields: dict[str, Any] = {}
         if entry.osm_file:
             expanded = os.path.expandvars(entry.osm_file)
             if "$" in expanded:

@@ -133,6 +133,7 @@ class CitySpec:
             return sources.read_osm_file(self.osm_file)
         if self.place is not None:
             return sources.download_place(self.place)
+        assert self.bbox is not None  # exactly one source: checked when the spec is made
         return sources.download_bbox(*self.bbox)
 
 

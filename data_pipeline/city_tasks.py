@@ -151,7 +151,7 @@ def _finish_row(progress: Progress, row: TaskID, result: CityPartResult | None, 
         blocks = f" ({result.n_tasks - 2} blocks)" if result.n_tasks > 1 else ""
         progress.update(row, description=f"{result.city}: {result.n_tiles} tiles{blocks} in {result.seconds:.0f} s",
                         total=result.n_tiles, completed=result.n_tiles)
-    else:
+    elif failure is not None:
         progress.update(row, description=f"[red]{failure.city}: failed ({failure.message})", total=1, completed=0)
 
 

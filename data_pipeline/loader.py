@@ -26,7 +26,7 @@ class TileSource:
     ``index`` (the row in ``tiles.parquet``).
     """
 
-    def __init__(self, dataset: TileDataset, indices: Sequence[int] | None = None) -> None:
+    def __init__(self, dataset: TileDataset, indices: Sequence[int] | np.ndarray | None = None) -> None:
         self.dataset = dataset
         self.indices = np.arange(len(dataset)) if indices is None else np.asarray(indices, dtype=np.int64)
         self._params = dataset.parameters(self.indices).astype(np.float32)
@@ -58,7 +58,7 @@ def tile_batches(
     dataset: TileDataset,
     batch_size: int,
     *,
-    indices: Sequence[int] | None = None,
+    indices: Sequence[int] | np.ndarray | None = None,
     seed: int = 0,
     shuffle: bool = True,
     augment_tiles: bool = True,

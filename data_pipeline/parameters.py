@@ -6,7 +6,7 @@ pixels, so the parameters are independent of the raster resolution.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -65,7 +65,7 @@ def drive_graph(features: OSMFeatures) -> StreetGraph:
     return build_street_graph(lonlat, streets, features.crs, streets["nodes"])
 
 
-def network_summary(graph: StreetGraph, tolerance_m: float = 10.0) -> dict[str, float]:
+def network_summary(graph: StreetGraph, tolerance_m: float = 10.0) -> dict[str, float | None]:
     """Whole-network statistics of a drive graph: intersections, dead-end share, orientation entropy.
 
     Statistics of an empty network are None (they are written to JSON, which has no NaN).
@@ -219,7 +219,7 @@ def tile_parameters(
     return frame
 
 
-def parameter_table(names: Sequence[str] | None = None) -> list[dict[str, str]]:
+def parameter_table(names: Iterable[str] | None = None) -> list[dict[str, str]]:
     """Name, unit and description of parameters, as written to the manifest."""
     names = list(PARAMETERS) if names is None else list(names)
     return [{"name": n, "unit": PARAMETERS[n][0], "description": PARAMETERS[n][1]} for n in names]

@@ -18,6 +18,13 @@ CHANNEL_COLOURS: dict[str, tuple[int, int, int]] = {
     "cycle_foot": (220, 40, 60),
     "buildings": (60, 60, 70),
 }
+
+
+def legend_colour(channel: str) -> str:
+    """A channel's colour as matplotlib takes it (``#rrggbb``)."""
+    return "#{:02x}{:02x}{:02x}".format(*CHANNEL_COLOURS[channel])
+
+
 BACKGROUND = (250, 248, 240)
 
 
@@ -59,7 +66,7 @@ def save_mosaic(
             ax.imshow(tile_to_rgb(tiles[k], channels), interpolation="nearest")
             if titles is not None:
                 ax.set_title(titles[k], fontsize=8)
-    handles = [Patch(color=np.array(c) / 255, label=name) for name, c in CHANNEL_COLOURS.items() if name in channels]
+    handles = [Patch(color=legend_colour(name), label=name) for name in CHANNEL_COLOURS if name in channels]
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
     note = ATTRIBUTION
     if meters_per_pixel is not None:

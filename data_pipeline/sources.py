@@ -16,6 +16,7 @@ from array import array
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import geopandas as gpd
 import numpy as np
@@ -149,6 +150,7 @@ def _sorted_copy(path: Path, fmt: str, folder: Path) -> Path:
     from osmium.osm import mutable
 
     nodes, ways, relations = [], [], []
+    obj: Any  # osmium yields a union of object kinds, told apart by is_node() and the like
     for obj in osmium.FileProcessor(osmium.io.File(str(path), fmt)):
         tags = dict(obj.tags)
         if obj.is_node():
@@ -221,6 +223,7 @@ def _osmium_chunks(path: Path, suffix: str, chunk_objects: int
 
     streets, line_tags, area_wkb, area_tags = new_chunk()
     n_objects = 0
+    obj: Any  # osmium yields a union of object kinds, told apart by is_way() and is_area()
     try:
         processor = (
             osmium.FileProcessor(osmium.io.File(str(path), fmt))
@@ -453,7 +456,7 @@ def _download(query: str, fetch) -> OSMFeatures:
         frame.reset_index().to_crs(WGS84),
         source=query,
         timestamp=None,
-        extent=tuple(float(v) for v in area.bounds),
+        extent=(float(area.bounds[0]), float(area.bounds[1]), float(area.bounds[2]), float(area.bounds[3])),
     )
     return replace(features, coverage=Coverage(area, "place" if query.startswith("place:") else "bounds"))
 

@@ -212,7 +212,7 @@ def build_street_graph(lines_lonlat: np.ndarray, tags: pd.DataFrame, crs,
     vs = np.r_[fwd_v, fwd_u[two_way]]
     osmid = np.r_[way, way[two_way]]  # the way's row stands for its OSM id
 
-    first = {}
+    first: dict[int, int] = {}
     for i, vid in enumerate(ids):
         first.setdefault(int(vid), i)
     graph = nx.MultiDiGraph(crs="EPSG:4326")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, cast
 
 import typer
 from rich.console import Console
@@ -222,7 +222,7 @@ def export_command(
     from urbangen.pretrained import export_model
 
     try:
-        model = load_run(checkpoint, int(step) if step.isdigit() else step)
+        model = load_run(checkpoint, int(step) if step.isdigit() else cast(Any, step))  # load_run checks it
     except (FileNotFoundError, ValueError) as exc:
         _fail(exc)
     path = export_model(model, out, dtype)

@@ -90,7 +90,10 @@ def evaluate(checkpoint: str | Path | TrainedModel | GeneratorChain, dataset: st
     split = run_split(model.spec, data, split_seed)
     enc: TrainedModel | None = None
     if encoder is not None:
-        enc = load_model(encoder)
+        loaded = load_model(encoder)
+        if not isinstance(loaded, TrainedModel):
+            raise RunSpecError(f"{encoder} is a chain of models, not an encoder")
+        enc = loaded
         check_compatible(enc.spec, data, "the encoder")
     test_rows, train_rows = split.test, split.train
     if "buildings" in model.spec.output_channels:

@@ -46,7 +46,7 @@ DETERMINISTIC = ("threshold", "proximity")
 Selection = tuple[int, Callable[["TrainedModel", np.ndarray, np.ndarray], np.ndarray]]
 
 
-def deterministic_layout(probs: np.ndarray, sampling: str) -> np.ndarray:
+def deterministic_layout(probs: np.ndarray, sampling: str | None) -> np.ndarray:
     """The 0/1 layout (..., H, W, C) of a ``threshold`` or ``proximity`` generator's output."""
     if sampling == "threshold":
         return (np.asarray(probs) > 0.5).astype(np.uint8)
@@ -418,3 +418,7 @@ class GeneratorChain:
             drawn.update(stage_drawn)
             out.append(stage_out)
         return np.concatenate(out, axis=-1)
+
+
+#: What generates layouts: one model, or a chain of them (both have ``spec``, ``predict`` and ``generate_tiles``).
+Generator = TrainedModel | GeneratorChain

@@ -24,7 +24,7 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -115,13 +115,14 @@ def load_model(ref: str | Path | Sequence[str | Path], step: Any = "best") -> Tr
     (a street stage, then a buildings stage trained on the same dataset).
     """
     if isinstance(ref, (list, tuple)):
-        stages = tuple(load_model(r, step) for r in ref)
-        if not all(isinstance(st, TrainedModel) for st in stages):
+        stages = [load_model(r, step) for r in ref]
+        models = tuple(st for st in stages if isinstance(st, TrainedModel))
+        if len(models) != len(stages):
             raise RunSpecError("a chain's stages must each be one model (a file or a run folder)")
-        return GeneratorChain.of(" + ".join(str(r) for r in ref), stages)
+        return GeneratorChain.of(" + ".join(str(r) for r in ref), models)
     if str(ref) in SHIPPED:
         return load_shipped(str(ref))
-    path = Path(ref)
+    path = Path(cast(str | Path, ref))  # not a list or tuple: checked above
     if path.is_dir():
         return load_run(path, step)
     if path.is_file():

@@ -18,8 +18,9 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -141,9 +142,10 @@ def run_quickstart(out_dir: str | Path = "quickstart", cities: Sequence[CitySpec
         summary = {"plan": plan, "stages": {}, "results": {}, "attribution": ATTRIBUTION}
     started = time.perf_counter()
     # (title, key, the output that shows the stage finished, what runs it)
-    stages = [("Build the tile dataset", "data", "data/manifest.json", lambda: _build(out, cities))]
+    stages: list[tuple[str, str, str, Callable[[], Any]]] = [
+        ("Build the tile dataset", "data", "data/manifest.json", lambda: _build(out, cities))]
     stages += [(f"Train the {m}", f"train_{m}", f"runs/{m}/metrics.jsonl",
-                lambda m=m: _train(out, m, seed, wandb_mode, steps.get(m))) for m in MODELS]
+                partial(_train, out, m, seed, wandb_mode, steps.get(m))) for m in MODELS]
     stages += [("Generate from a parameter file", "generate", "layouts/report.json", lambda: _generate(out, seed)),
                ("Evaluate the generator", "evaluate", "evaluation/evaluation.json", lambda: _evaluate(out, seed)),
                ("Compare the cities in embedding spaces", "analyze", "analysis/results.json",
@@ -282,7 +284,7 @@ def _analyze(out: Path, seed: int) -> dict[str, Any]:
     for name in ("embeddings_pca.png", "embeddings_umap.png", "traversal.png", "similar_tiles.png"):
         if (out / "analysis" / name).is_file():
             shutil.copyfile(out / "analysis" / name, out / "figures" / f"analysis_{name}")
-    headline = {}
+    headline: dict[str, dict[str, Any]] = {}
     for space, entry in results["spaces"].items():
         for pair, r in entry["cities"].items():
             headline.setdefault(pair, {})[space] = {"probe_auc": r.get("probe", {}).get("auc"),

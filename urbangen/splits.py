@@ -96,7 +96,7 @@ class Split:
             return NotImplemented
         return self.to_dict() == other.to_dict()
 
-    __hash__ = None  # equality is by value (the record), and arrays do not hash
+    __hash__ = None  # type: ignore[assignment]  # equality is by value (the record), and arrays do not hash
 
     def indices(self, name: str) -> np.ndarray:
         """Row indices of split ``name``.

@@ -16,7 +16,7 @@ import pandas as pd
 
 from data_pipeline.dataset import TileDataset
 from urbangen.generate.sampler import to_layout
-from urbangen.inference import TrainedModel
+from urbangen.inference import Generator
 from urbangen.measure import measure_tiles
 from urbangen.splits import region_blocks
 
@@ -60,7 +60,7 @@ def sample_rows(n_available: int, n: int, rng: np.random.Generator) -> np.ndarra
     return np.sort(rng.choice(n_available, size=min(n, n_available), replace=False))
 
 
-def generate_for(model: TrainedModel, real: RealTiles, *, requested: np.ndarray | None = None, seed: int = 0,
+def generate_for(model: Generator, real: RealTiles, *, requested: np.ndarray | None = None, seed: int = 0,
                  sample: int = 0, batch: int = 32) -> np.ndarray:
     """One generated tile per real tile, in the dataset's channel order (uint8 (n, t, t, C)).
 

@@ -29,7 +29,7 @@ import pandas as pd
 
 from data_pipeline.parameters import PARAMETERS
 from urbangen.evaluators.common import RealTiles, generate_for
-from urbangen.inference import TrainedModel
+from urbangen.inference import Generator
 from urbangen.measure import PARAMETER_CHANNELS
 
 
@@ -56,7 +56,7 @@ class Conditioning:
         self.real = real
         self.seed = seed
 
-    def run(self, model: TrainedModel, generated: np.ndarray | None = None,
+    def run(self, model: Generator, generated: np.ndarray | None = None,
             generated_measured: pd.DataFrame | None = None) -> dict[str, Any]:
         """Score ``model``; ``generated`` (one tile per real tile, for their own parameters) and its
         measured parameters are reused when given."""

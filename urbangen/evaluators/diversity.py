@@ -14,7 +14,7 @@ import numpy as np
 from scipy.spatial.distance import cdist
 
 from urbangen.evaluators.common import RealTiles, generate_for
-from urbangen.inference import TrainedModel
+from urbangen.inference import Generator, TrainedModel
 
 
 def _disagreement(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -39,7 +39,7 @@ class Diversity:
         self.encoder = encoder
         self.seed = seed
 
-    def run(self, model: TrainedModel, generated: np.ndarray | None = None) -> dict[str, Any]:
+    def run(self, model: Generator, generated: np.ndarray | None = None) -> dict[str, Any]:
         first = generated if generated is not None else generate_for(model, self.real, seed=self.seed)
         second = generate_for(model, self.real, seed=self.seed, sample=1)
         z = model.spec.scaler.transform(self.real.parameters)

@@ -72,7 +72,7 @@ class Realism:
             raise InvalidValueError(f"realism compares equal sample sizes: {len(tiles)} tiles against a reference of "
                              f"{len(self.reference)}")
         out: dict[str, Any] = {}
-        if self.encoder is not None:
+        if self.encoder is not None and self.reference_embedded is not None:  # set together
             e = self.encoder.embed_tiles(tiles)
             if interval and regions is not None:
                 out["frechet"] = frechet_interval(e, self.reference_embedded, regions, self.reference.regions,

@@ -70,7 +70,7 @@ def seam_sums(layout: np.ndarray, channels: list[str], period: int, strip_px: in
     on = np.zeros(change.shape, bool)
     on[[k - 1 for k in range(period, w, period)]] = True
     on[[w - 1 + k - 1 for k in range(period, h, period)]] = True
-    fg = layout[..., fg_idx].any(axis=-1)
+    fg: np.ndarray = np.any(layout[..., fg_idx], axis=-1)
     near = np.zeros((h, w), bool)
     for k in range(period, w, period):
         near[:, max(0, k - strip_px):k + strip_px] = True

@@ -23,10 +23,12 @@ def evaluate_field(spec: ParameterField, height: int, width: int, meters_per_pix
     if spec.kind == "constant":
         return np.full((height, width), spec.value)
     if spec.kind == "gradient":
+        assert spec.start is not None and spec.end is not None  # read_request checks each kind's fields
         dx, dy = spec.direction
         t = (xx / w_m if dx > 0 else 1 - xx / w_m) if dx else (yy / h_m if dy > 0 else 1 - yy / h_m)
         return spec.start + np.clip(t, 0.0, 1.0) * (spec.end - spec.start)
     if spec.kind == "radial":
+        assert spec.centre is not None and spec.edge is not None and spec.radius_m is not None
         cx, cy = spec.centre_xy if spec.centre_xy is not None else (w_m / 2, h_m / 2)
         d = np.hypot(xx - cx, yy - cy)
         return spec.centre + (spec.edge - spec.centre) * np.minimum(d / spec.radius_m, 1.0)
@@ -42,6 +44,7 @@ def _zones(spec: ParameterField, height: int, width: int, meters_per_pixel: floa
     import rasterio.features
     from rasterio.transform import from_origin
 
+    assert spec.default is not None  # read_request checks each kind's fields
     zones = gpd.read_file(spec.zones_path)
     if zones.crs is not None:
         zones = zones.to_crs(request.crs)

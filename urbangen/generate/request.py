@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import pydantic
 import yaml
@@ -23,7 +23,8 @@ from data_pipeline.errors import ParameterFileError
 from data_pipeline.parameters import PARAMETERS
 from urbangen.generate.selection import CANDIDATES
 
-OUTPUT_FORMATS = ("png", "geotiff", "geojson", "graphml", "report")
+OutputFormat = Literal["png", "geotiff", "geojson", "graphml", "report"]
+OUTPUT_FORMATS: tuple[OutputFormat, ...] = get_args(OutputFormat)
 MODEL_TYPES = ("pix2pix", "vae")
 #: The model a parameter file without a ``model`` field generates with (see :mod:`urbangen.pretrained`).
 DEFAULT_MODEL = "city-64"
@@ -97,7 +98,11 @@ class GenerationRequest:
     @property
     def model(self) -> str | Path | tuple[Path, ...]:
         """What :func:`urbangen.pretrained.load_model` loads."""
-        return self.pretrained if self.pretrained is not None else self.checkpoint
+        if self.pretrained is not None:
+            return self.pretrained
+        if self.checkpoint is None:
+            raise ParameterFileError(self.source, "model", "names no model: give a shipped model or model.checkpoint")
+        return self.checkpoint
 
     @property
     def model_ref(self) -> str:
@@ -195,7 +200,7 @@ class _File(_Strict):
     samples: PositiveInt = 1
     candidates: PositiveInt = CANDIDATES
     seed: Annotated[int, pydantic.Field(strict=True, ge=0)] = 0
-    outputs: list[Literal[OUTPUT_FORMATS]] = pydantic.Field(default=list(OUTPUT_FORMATS), min_length=1)
+    outputs: list[OutputFormat] = pydantic.Field(default=list(OUTPUT_FORMATS), min_length=1)
     georeference: _Georeference = _Georeference()
     min_building_area_m2: Annotated[float, pydantic.Field(strict=True, ge=0, allow_inf_nan=False)] = 20.0
 

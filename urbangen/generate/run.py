@@ -18,7 +18,7 @@ from urbangen.generate.request import GenerationRequest, read_request
 from urbangen.generate.sampler import generate_layout, to_layout
 from urbangen.generate.selection import by_parameters, candidates_of, shipped_calibration
 from urbangen.generate.writers import write_geotiff, write_png, write_report
-from urbangen.inference import GeneratorChain, TrainedModel
+from urbangen.inference import Generator, GeneratorChain, TrainedModel
 from urbangen.measure import measure_windows, vectorize
 from urbangen.pretrained import load_model
 from urbangen.vectorize import street_graph
@@ -173,7 +173,7 @@ def _write_geojson(frame, path: Path) -> None:
     frame.to_crs("EPSG:4326").to_file(path, driver="GeoJSON")
 
 
-def _report(request: GenerationRequest, gen: TrainedModel, samples: list[dict], height: int,
+def _report(request: GenerationRequest, gen: Generator, samples: list[dict], height: int,
             width: int) -> dict[str, Any]:
     average = {}
     for name in request.parameters:
@@ -191,8 +191,10 @@ def _report(request: GenerationRequest, gen: TrainedModel, samples: list[dict], 
                                              for p in names]]))
     for name, row in average.items():
         # What real tiles with this request measure through the same raster path (None: not calibrated).
-        known = calibration is not None and name in calibration.lines
-        row["real_tiles_measure"] = float(calibration.target([name], z, names)[0, 0]) if known else None
+        if calibration is not None and name in calibration.lines:
+            row["real_tiles_measure"] = float(calibration.target([name], z, names)[0, 0])
+        else:
+            row["real_tiles_measure"] = None
     mpp = gen.spec.meters_per_pixel
     return {"parameter_file": request.source, "checkpoint": request.model_ref, "model": gen.spec.kind,
             "checkpoint_step": gen.spec.step, "meters_per_pixel": mpp,

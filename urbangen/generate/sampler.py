@@ -210,7 +210,7 @@ def correlated_bernoulli(probs: np.ndarray, rng: np.random.Generator, sigma_px: 
     return (ndtr(smooth) < probs).astype(np.uint8)
 
 
-def to_layout(probs: np.ndarray, sampling: str, rng: np.random.Generator) -> np.ndarray:
+def to_layout(probs: np.ndarray, sampling: str | None, rng: np.random.Generator) -> np.ndarray:
     """A 0/1 layout (..., H, W, C) from a generator's probabilities, as its run spec's ``sampling`` says.
 
     ``bernoulli`` (a VAE's blurry probabilities): :func:`correlated_bernoulli`,

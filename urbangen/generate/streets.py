@@ -16,6 +16,8 @@ from urbangen.generate.request import GenerationRequest
 def read_streets(request: GenerationRequest) -> gpd.GeoDataFrame:
     """Street lines in the request's CRS, with ``highway`` (default ``residential``)."""
     path = request.streets
+    if path is None:
+        raise ParameterFileError(request.source, "streets", "no street network given")
     try:
         if path.suffix.lower() == ".graphml":
             import osmnx as ox

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 import numpy as np
 
@@ -18,16 +18,17 @@ from data_pipeline.atomic import write_text_atomic
 from data_pipeline.errors import InvalidValueError
 from urbangen.settings import wandb_mode_from_env
 
-WANDB_MODES = ("online", "offline", "disabled")
+WandbMode = Literal["online", "offline", "disabled"]
+WANDB_MODES: tuple[WandbMode, ...] = ("online", "offline", "disabled")
 
 
-def wandb_mode(config_mode: str | None) -> str:
+def wandb_mode(config_mode: str | None) -> WandbMode:
     mode = config_mode or wandb_mode_from_env() or "disabled"
     if mode == "dryrun":  # W&B's old name for offline
         mode = "offline"
     if mode not in WANDB_MODES:
         raise InvalidValueError(f"wandb mode must be one of {WANDB_MODES}, got {mode!r}")
-    return mode
+    return cast(WandbMode, mode)
 
 
 class RunLogger:

@@ -104,7 +104,7 @@ class Pix2PixTask(Task):
 
     def generator_input(self, cond: jnp.ndarray, z: jnp.ndarray | None) -> jnp.ndarray:
         """The condition maps, and the latent map repeated to pixels when the model has one."""
-        if self.encoder is None:
+        if self.encoder is None or z is None:  # z is None exactly when there is no encoder
             return cond
         cfg = self.config.pix2pix
         return jnp.concatenate([cond, upsample_latent(z, cfg.latent_stride, cfg.latent_upsample)], axis=-1)
