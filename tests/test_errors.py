@@ -41,3 +41,11 @@ def test_a_missing_dataset_is_one_line_without_a_traceback(command, tmp_path):
     assert result.returncode == 2
     assert "Traceback" not in output and output.count("\n") == 0
     assert output.startswith("error:") and "no such dataset directory" in output
+
+
+def test_a_chain_where_one_model_is_needed_is_named_as_such():
+    from urbangen.analysis.run import _load
+
+    # The shipped city-64 is a chain (streets, then buildings): the analysis embeds with one VAE.
+    with pytest.raises(errors.InvalidValueError, match="is a chain of models"):
+        _load("city-64", None)
