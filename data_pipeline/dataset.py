@@ -41,10 +41,10 @@ COVERAGE = "coverage"
 
 
 def _zarr_compressor():
-    import zarr
+    from zarr.codecs import BloscCodec
 
     # Binary masks: bit-shuffled zstd stores a 256 x 256 x 6 tile in a few KB.
-    return zarr.codecs.BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle")
+    return BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle")
 
 
 def create_raster_array(path: str | Path, n_tiles: int, tile_px: int, n_channels: int):

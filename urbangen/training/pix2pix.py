@@ -257,12 +257,14 @@ class Pix2PixTask(Task):
         g, d, e = state["g"], state["d"], state["e"]
         cond2 = jnp.concatenate([cond, cond])
         z_prior = self.prior_latent(prior_key, b)
+        encoder = self.encoder
+        assert encoder is not None and z_prior is not None  # this step is the latent model's
 
         # Generator and encoder run once; their backward pass is kept for the G/E step.
         # Both halves (posterior latent, prior latent) go through G as one batch.
         def generate(ge_params):
             g_params, e_params = ge_params
-            mean, logvar = self.encoder.apply({"params": e_params}, real)
+            mean, logvar = encoder.apply({"params": e_params}, real)
             z_post = mean + jnp.exp(0.5 * logvar) * jax.random.normal(eps_key, mean.shape)
             z = jnp.concatenate([z_post, z_prior])
             fake, updates = self.generator.apply({"params": g_params, "batch_stats": g["batch_stats"]},
@@ -282,7 +284,7 @@ class Pix2PixTask(Task):
             adversarial = 2.0 * gan_loss(logits, True, cfg.gan_loss)  # a GAN term for each half, as in BicycleGAN
             l1 = jnp.mean(jnp.abs(fake[:b] - real))
             # Latent regression: the encoder (held fixed here) must find the prior latent in its layout.
-            z_found, _ = self.encoder.apply({"params": e["params"]}, fake[b:])
+            z_found, _ = encoder.apply({"params": e["params"]}, fake[b:])
             latent = jnp.mean(jnp.abs(z_found - z_prior))
             loss = adversarial + cfg.lambda_l1 * l1 + cfg.lambda_latent * latent
             return loss, (adversarial, l1, latent, upd.get("batch_stats", {}))
