@@ -46,6 +46,10 @@ def test_manifest_and_table_follow_the_contract(helsinki):
     assert np.allclose(table.x0 % 128, 0)  # on the stride grid
     tile = helsinki.read_tile(len(helsinki) - 1)
     assert tile.shape == (256, 256, 6) and tile.dtype == np.uint8 and set(np.unique(tile)) <= {0, 1}
+    # One chunk file per tile, side by side: no folder per tile (zarr's nested default makes three).
+    rasters = helsinki.path / "rasters" / "helsinki.zarr"
+    assert not [p for p in rasters.iterdir() if p.is_dir()]
+    assert len(list(rasters.glob("c.*.0.0.0"))) == len(helsinki)
 
 
 def test_interrupted_build_leaves_no_dataset(osm_path, tmp_path, monkeypatch):
