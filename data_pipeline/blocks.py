@@ -315,8 +315,8 @@ def _block_features(plan: CityPlan, b: int) -> tuple[OSMFeatures | None, Any]:
     drive edge near the tiles ends outside it: an edge ending outside the box may
     be cut short (its way's continuation was not read), which would move its
     midpoint and bearing. The box is found from the street lines alone (the
-    graph needs nothing else); the areas are read and classified once, for the
-    final box. ``None`` when no street was mapped near the block.
+    graph needs nothing else); the areas are read once, for the box the lines
+    and the graph last came from. ``None`` when no street was mapped near the block.
     """
     x0, y0, x1, y1 = plan.tile_areas[b]
     m = plan.margin_m
@@ -332,7 +332,8 @@ def _block_features(plan: CityPlan, b: int) -> tuple[OSMFeatures | None, Any]:
 
     box = (x0 - m, y0 - m, x1 + m, y1 + m)
     for _ in range(_MAX_GROWTH):
-        lines = _read_box(scratch, lonlat_box(box), kinds=("lines",))
+        read = lonlat_box(box)
+        lines = _read_box(scratch, read, kinds=("lines",))
         if lines is None:
             return None, None
         streets = features_from_tagged_frame(lines, source=plan.source, timestamp=plan.timestamp,
@@ -346,7 +347,9 @@ def _block_features(plan: CityPlan, b: int) -> tuple[OSMFeatures | None, Any]:
             break
         box = (min(box[0], cut[:, 0].min() - m), min(box[1], cut[:, 1].min() - m),
                max(box[2], cut[:, 0].max() + m), max(box[3], cut[:, 1].max() + m))
-    frame = _read_box(scratch, lonlat_box(box))
+    areas = _read_box(scratch, read, kinds=("areas",))  # the box the lines and the graph come from
+    frame = lines if areas is None else gpd.GeoDataFrame(pd.concat([lines, areas], ignore_index=True),
+                                                         geometry="geometry", crs=_WGS84_CRS)
     features = features_from_tagged_frame(frame, source=plan.source, timestamp=plan.timestamp,
                                           layers_known=plan.layers_known, whole_source=False).to_crs(crs)
     return features, graph

@@ -26,7 +26,7 @@ from urbangen.evaluators.streets import StreetConnectivity
 from urbangen.generate.selection import CANDIDATES, by_parameters, candidates_of
 from urbangen.inference import GeneratorChain, RunSpec, TrainedModel
 from urbangen.markdown import table
-from urbangen.pretrained import load_model
+from urbangen.pretrained import load_model, load_one_model
 from urbangen.splits import Split, check_split
 
 
@@ -90,10 +90,7 @@ def evaluate(checkpoint: str | Path | TrainedModel | GeneratorChain, dataset: st
     split = run_split(model.spec, data, split_seed)
     enc: TrainedModel | None = None
     if encoder is not None:
-        loaded = load_model(encoder)
-        if not isinstance(loaded, TrainedModel):
-            raise RunSpecError(f"{encoder} is a chain of models, not an encoder")
-        enc = loaded
+        enc = load_one_model(encoder, "the encoder")
         check_compatible(enc.spec, data, "the encoder")
     test_rows, train_rows = split.test, split.train
     if "buildings" in model.spec.output_channels:

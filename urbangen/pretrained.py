@@ -28,7 +28,7 @@ from typing import Any, cast
 
 import numpy as np
 
-from data_pipeline.errors import RunSpecError
+from data_pipeline.errors import InvalidValueError, RunSpecError
 from urbangen.inference import GeneratorChain, RunSpec, TrainedModel, load_run, model_from_spec
 
 #: The format tag written into every model file.
@@ -128,3 +128,17 @@ def load_model(ref: str | Path | Sequence[str | Path], step: Any = "best") -> Tr
     if path.is_file():
         return read_model(path)
     raise RunSpecError(f"{ref} is neither a shipped model ({', '.join(SHIPPED)}), a model file nor a run folder")
+
+
+def load_one_model(ref: str | Path, role: str, step: Any = "best") -> TrainedModel:
+    """:func:`load_model` where one model is needed (``role`` says for what), not a chain of them.
+
+    Raises
+    ------
+    InvalidValueError
+        If ``ref`` is a chain (a shipped generator of several stages).
+    """
+    model = load_model(ref, step)
+    if not isinstance(model, TrainedModel):
+        raise InvalidValueError(f"{ref} is a chain of models; {role} takes one (a run folder or model file)")
+    return model

@@ -59,12 +59,9 @@ def _compare(z: np.ndarray, probe_x: np.ndarray, reduce: int | None, labels: np.
 
 def _load(run: str | Path, data) -> TrainedModel:
     """A trained model (run, model file or shipped name) whose tiles are the dataset's: same channels, same size."""
-    from urbangen.inference import TrainedModel
-    from urbangen.pretrained import load_model
+    from urbangen.pretrained import load_one_model
 
-    model = load_model(run)
-    if not isinstance(model, TrainedModel):
-        raise InvalidValueError(f"{run} is a chain of models; the analysis takes one (a VAE run or model file)")
+    model = load_one_model(run, "the analysis")
     if tuple(model.spec.channels) != tuple(data.channels) or model.spec.tile_px != data.tile_px:
         raise InvalidValueError(f"{run} was trained on {model.spec.tile_px} px tiles of {list(model.spec.channels)}; "
                          f"the dataset has {data.tile_px} px tiles of {list(data.channels)}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import uuid
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, Literal, cast, get_args
 
 import numpy as np
 
@@ -19,7 +19,7 @@ from data_pipeline.errors import InvalidValueError
 from urbangen.settings import wandb_mode_from_env
 
 WandbMode = Literal["online", "offline", "disabled"]
-WANDB_MODES: tuple[WandbMode, ...] = ("online", "offline", "disabled")
+WANDB_MODES: tuple[WandbMode, ...] = get_args(WandbMode)
 
 
 def wandb_mode(config_mode: str | None) -> WandbMode:
