@@ -35,8 +35,8 @@ def make_generator():
     import jax
 
     from urbangen.conditioning import ParameterScaler
+    from urbangen.configs import experiment_config
     from urbangen.inference import model_from_state
-    from urbangen.training.config import experiment_config
     from urbangen.training.pix2pix import Pix2PixTask
 
     config = experiment_config("pix2pix")

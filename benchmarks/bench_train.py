@@ -48,7 +48,7 @@ def jax_step(batch: int, steps: int, precision: str, upsample: str = "subpixel")
     import jax
     import jax.numpy as jnp
 
-    from urbangen.training.config import experiment_config
+    from urbangen.configs import experiment_config
     from urbangen.training.pix2pix import Pix2PixTask
 
     config = experiment_config("pix2pix")
@@ -102,7 +102,7 @@ def loader_step(dataset: str, batch: int, steps: int, threads: int, prefetch: in
     import grain
     import jax
 
-    from urbangen.training.config import experiment_config
+    from urbangen.configs import experiment_config
     from urbangen.training.data import TrainingData
     from urbangen.training.pix2pix import Pix2PixTask
 
@@ -147,7 +147,7 @@ def _loader_dataset(tmp: str) -> str:
 def main_loader(args) -> None:
     import tempfile
 
-    from urbangen.training.config import base_config
+    from urbangen.configs._base import base_config
 
     defaults = base_config()
     rows = []

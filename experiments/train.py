@@ -16,6 +16,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from data_pipeline.errors import NonFiniteLossError
+from urbangen.evaluators.in_training import conditioning
 from urbangen.training.tasks import train
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config file (get_config)", lock_config=True)
@@ -27,7 +28,7 @@ def main(argv: list[str]) -> None:
     del argv
     logging.set_verbosity(logging.WARNING)  # Orbax logs every file it writes at INFO
     try:
-        summary = train(_CONFIG.value, _WORKDIR.value)
+        summary = train(_CONFIG.value, _WORKDIR.value, val_scorers=(conditioning,))
     except NonFiniteLossError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(3)

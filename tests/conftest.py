@@ -179,7 +179,7 @@ def ox_settings(**values):
 
 def load_config(model: str, variant: str = "test", **overrides):
     """An experiment config (``experiments/configs/MODEL.py:VARIANT``) with dotted-key overrides."""
-    from urbangen.training.config import experiment_config
+    from urbangen.configs import experiment_config
 
     return experiment_config(model, variant, **overrides)
 

@@ -42,3 +42,12 @@ def test_inference_loads_runs_without_the_training_code():
     wrong = [name for name in ("inference", "pretrained", "checkpoints")
              if "training" in _imported(ROOT / "urbangen" / f"{name}.py")]
     assert not wrong, wrong
+
+
+def test_configs_sit_below_the_trainers_and_the_trainers_below_the_evaluators():
+    """Layer 4 in order: configs import no trainer; trainers get evaluators passed in (``val_scorers``)."""
+    def package(name: str) -> set[str]:
+        return set().union(*(_imported(f) for f in (ROOT / "urbangen" / name).glob("*.py")))
+
+    assert "training" not in package("configs")
+    assert not package("training") & {"configs", *ORDER}

@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 from conftest import load_config
 
+from data_pipeline.errors import InvalidValueError
+
 
 @pytest.fixture(scope="module")
 def held_out(small_tiles):
@@ -176,11 +178,16 @@ def test_errors_count_failures_instead_of_dropping_them():
 
 def test_the_training_loop_can_run_the_conditioning_evaluator_on_validation_tiles(small_tiles, tmp_path):
     """``eval_conditioning_tiles``: the evaluator the reports use, fed the weights in training, at each evaluation."""
+    from urbangen.evaluators.in_training import conditioning
     from urbangen.training.logging import read_metrics
     from urbangen.training.tasks import train
 
-    train(load_config("vae", dataset=str(small_tiles), num_steps=10, eval_every=5, sample_every=0, log_every=5,
-                      eval_conditioning_tiles=8, parameters=("building_coverage", "open_space_share")), tmp_path)
+    config = load_config("vae", dataset=str(small_tiles), num_steps=10, eval_every=5, sample_every=0, log_every=5,
+                         eval_conditioning_tiles=8, parameters=("building_coverage", "open_space_share"))
+    with pytest.raises(InvalidValueError, match="val_scorers"):  # asked for, not given: said before any step
+        train(config, tmp_path / "without")
+    assert not (tmp_path / "without").exists()
+    train(config, tmp_path, val_scorers=(conditioning,))
     rows = [r for r in read_metrics(tmp_path) if any(k.startswith("val_conditioning/") for k in r)]
     assert [r["step"] for r in rows] == [5, 10]
     assert set(rows[-1]) == {"step", "val_conditioning/r2/building_coverage", "val_conditioning/r2/open_space_share",

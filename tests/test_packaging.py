@@ -15,7 +15,7 @@ CHECK = r"""
 import json, subprocess, sys
 from pathlib import Path
 import urbangen
-from urbangen.training.config import experiment_config
+from urbangen.configs import experiment_config
 from urbangen.examples import example_files, copy_examples
 from urbangen.embedded import embedded_osm_files
 from urbangen.pretrained import CALIBRATIONS, SHIPPED, shipped_file

@@ -215,7 +215,7 @@ def _build(out: Path, cities: list[CitySpec]) -> dict[str, Any]:
 
 
 def _train(out: Path, model: str, seed: int, wandb_mode: str, num_steps: int | None) -> dict[str, Any]:
-    from urbangen.training.config import experiment_config
+    from urbangen.configs import experiment_config
     from urbangen.training.logging import read_metrics
     from urbangen.training.tasks import train
 

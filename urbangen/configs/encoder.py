@@ -8,7 +8,7 @@ variant for CPU tests, ``:quickstart`` the same model trained for ``urbangen qui
 import ml_collections
 
 from data_pipeline.errors import InvalidValueError
-from urbangen.training.config import base_config, use_quickstart_schedule, use_test_schedule
+from urbangen.configs._base import base_config, use_quickstart_schedule, use_test_schedule
 
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:

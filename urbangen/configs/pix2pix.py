@@ -9,7 +9,7 @@ around a given street network.
 import ml_collections
 
 from data_pipeline.errors import InvalidValueError
-from urbangen.training.config import base_config, use_quickstart_schedule, use_test_schedule
+from urbangen.configs._base import base_config, use_quickstart_schedule, use_test_schedule
 
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:

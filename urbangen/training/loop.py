@@ -10,6 +10,7 @@ for NaN, evaluate, checkpoint and stop early.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,14 @@ from urbangen.training.parallel import (
     replicated,
     to_global,
 )
+
+#: Metrics of the weights being trained beyond the task's own (``eval_step``), at each evaluation:
+#: called with the train state, the run spec and the step; returns metrics to log.
+ValScorer = Callable[[Any, dict[str, Any], int], dict[str, float]]
+#: Builds a :data:`ValScorer` for a run from its config and data, or None when the config leaves it off.
+#: Evaluators come in this way (as in big_vision), so the trainers import none of them:
+#: :func:`urbangen.evaluators.in_training.conditioning` is the one ``experiments/train.py`` passes.
+ValScorerFactory = Callable[[ml_collections.ConfigDict, TrainingData], ValScorer | None]
 
 
 class Task:
@@ -115,8 +124,12 @@ def _check_finite(rows: list[dict[str, float]], first_step: int, checkpointer: C
                                      f"stopped without saving: {where}")
 
 
-def fit(task_cls: type[Task], config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
+def fit(task_cls: type[Task], config: ml_collections.ConfigDict, workdir: str | Path, *,
+        val_scorers: Sequence[ValScorerFactory] = ()) -> dict[str, Any]:
     """Train ``task_cls`` as ``config`` says, in ``workdir``, resuming from its latest checkpoint.
+
+    ``val_scorers`` add metrics at each evaluation, on the main process
+    (:data:`ValScorerFactory`).
 
     Returns
     -------
@@ -124,6 +137,11 @@ def fit(task_cls: type[Task], config: ml_collections.ConfigDict, workdir: str | 
         ``step`` reached, ``best_step``, the last training and validation
         metrics, and ``stopped_early``.
     """
+    if config.get("eval_conditioning_tiles", 0) and not val_scorers:
+        raise InvalidValueError(
+            f"eval_conditioning_tiles = {config.eval_conditioning_tiles} asks for the conditioning evaluator "
+            "during training: pass val_scorers=(urbangen.evaluators.in_training.conditioning,) to train(), "
+            "as experiments/train.py does")
     run = _Run.open(task_cls, config, workdir)
     task, mesh, checkpointer = run.task, run.mesh, run.checkpointer
     step_fn = jax.jit(task.train_step, in_shardings=(replicated(mesh), batch_sharded(mesh)),
@@ -131,7 +149,7 @@ def fit(task_cls: type[Task], config: ml_collections.ConfigDict, workdir: str | 
     # Batches: batch k of the training stream is the same whether or not the run was interrupted.
     train_batches = run.data.batches("train", local_batch_size(config.batch_size, mesh), seed=config.seed,
                                      training=True, **run.shard)
-    evaluation = _Evaluation(run)
+    evaluation = _Evaluation(run, val_scorers)
     tic = time.perf_counter()
     stream = iter(train_batches[run.start:config.num_steps].to_iter_dataset(
         grain.ReadOptions(num_threads=config.loader_threads, prefetch_buffer_size=config.loader_prefetch)))
@@ -282,7 +300,7 @@ class _TrainLog:
 class _Evaluation:
     """At evaluation steps: validation metrics, conditioning scores, a checkpoint, and early stopping."""
 
-    def __init__(self, run: _Run) -> None:
+    def __init__(self, run: _Run, val_scorers: Sequence[ValScorerFactory]) -> None:
         config, mesh, data = run.config, run.mesh, run.data
         self.run = run
         n_dev = mesh.devices.size
@@ -294,7 +312,8 @@ class _Evaluation:
             Console(stderr=True).print("[yellow]no validation tiles: no evaluation, early stopping or best checkpoint")
         self.eval_fn = jax.jit(run.task.eval_step, in_shardings=(replicated(mesh), batch_sharded(mesh)),
                                out_shardings=replicated(mesh))
-        self.conditioning = _conditioning_evaluator(config, data)
+        built = [factory(config, data) for factory in val_scorers] if run.is_main else []
+        self.scorers = [scorer for scorer in built if scorer is not None]
         self.metrics: dict[str, float] = {}
         self.best, self.without_gain, self.stopped_early = np.inf, 0, False
 
@@ -307,42 +326,11 @@ class _Evaluation:
         rows = jax.device_get([self.eval_fn(state, b) for b in self.batches])
         self.metrics = {f"val/{k}": float(np.mean([r[k] for r in rows])) for k in rows[0]}
         run.logger.log(done, self.metrics)
-        scores = self.conditioning(state, run.data.spec, done) if self.conditioning is not None and run.is_main else {}
-        if scores:
-            run.logger.log(done, scores)
+        for scorer in self.scorers:
+            if scores := scorer(state, run.data.spec, done):
+                run.logger.log(done, scores)
         run.checkpointer.save(done, state, {**run.meta, "step": done}, metrics=self.metrics)
         current = self.metrics[run.task.best_metric]
         self.best, self.without_gain = (current, 0) if current < self.best else (self.best, self.without_gain + 1)
         if config.early_stopping_patience and self.without_gain >= config.early_stopping_patience:
             self.stopped_early = True
-
-
-def _conditioning_evaluator(config: ml_collections.ConfigDict, data: TrainingData):
-    """The conditioning evaluator on ``config.eval_conditioning_tiles`` validation tiles, or None when off.
-
-    It scores the weights being trained through the same predict functions
-    as ``urbangen evaluate`` (:func:`urbangen.inference.model_from_state`),
-    on validation tiles: test tiles stay unseen until the reported evaluation.
-    """
-    n = int(config.get("eval_conditioning_tiles", 0))
-    if not n or len(data.val_indices) == 0:
-        return None
-    from urbangen.evaluators.common import read_real, sample_rows
-    from urbangen.evaluators.conditioning import Conditioning
-    from urbangen.inference import model_from_state
-
-    rows = data.val_indices[sample_rows(len(data.val_indices), n, np.random.default_rng(config.seed))]
-    real = read_real(data.dataset, rows, tuple(data.parameter_names))
-    evaluator = Conditioning(real, seed=config.seed)
-
-    def run(state, spec: dict[str, Any], step: int) -> dict[str, float]:
-        model = model_from_state(config, spec, jax.device_get(state), step=step)
-        if "generate" not in model.predict:
-            return {}
-        result = evaluator.run(model)
-        out = {f"val_conditioning/r2/{name}": p["generated"]["r2"] for name, p in result["parameters"].items()
-               if p["drawn"] and p["generated"]["r2"] is not None}
-        out["val_conditioning/failure_rate"] = result["failure_rate"] or 0.0
-        return out
-
-    return run

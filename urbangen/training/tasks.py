@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ import ml_collections
 from data_pipeline.errors import InvalidValueError, MissingFileError
 from urbangen.checkpoints import Checkpointer
 from urbangen.training.encoder import EncoderTask
-from urbangen.training.loop import Task, fit
+from urbangen.training.loop import Task, ValScorerFactory, fit
 from urbangen.training.pix2pix import Pix2PixTask
 from urbangen.training.vae import VAETask
 
@@ -23,9 +24,10 @@ def task_class(name: str) -> type[Task]:
     return TASKS[name]
 
 
-def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
-    """Train ``config.model`` in ``workdir`` (resuming when it holds checkpoints)."""
-    return fit(task_class(config.model), config, workdir)
+def train(config: ml_collections.ConfigDict, workdir: str | Path, *,
+          val_scorers: Sequence[ValScorerFactory] = ()) -> dict[str, Any]:
+    """Train ``config.model`` in ``workdir`` (resuming when it holds checkpoints); ``val_scorers`` as in ``fit``."""
+    return fit(task_class(config.model), config, workdir, val_scorers=val_scorers)
 
 
 def load_trained(workdir: str | Path, step: int | None = None, *, best: bool = False) -> tuple[Task, dict, dict]:

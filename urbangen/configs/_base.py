@@ -1,15 +1,8 @@
-"""Settings every experiment shares; the configs in :mod:`urbangen.configs` start from :func:`base_config`."""
+"""Settings every experiment shares: each config in this package starts from :func:`base_config`."""
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
-from typing import Any
-
 import ml_collections
-
-import urbangen.configs
-from data_pipeline.errors import InvalidValueError
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -76,19 +69,3 @@ def use_quickstart_schedule(c: ml_collections.ConfigDict, num_steps: int, batch_
     c.eval_batches = 4
     c.log_every = 10
     c.sample_every = num_steps // 3
-
-
-def experiment_config(model: str, variant: str = "", **overrides: Any) -> ml_collections.ConfigDict:
-    """:mod:`urbangen.configs`'s ``MODEL.get_config(variant)`` with dotted-key overrides.
-
-    This is the config ``experiments/train.py --config experiments/configs/MODEL.py:VARIANT
-    --config.KEY=VALUE`` builds, for code that trains without the command line (the
-    quickstart, tests, benchmarks). The configs are package modules, so an
-    installed urbangen (editable or not) has them.
-    """
-    known = sorted(m.name for m in pkgutil.iter_modules(urbangen.configs.__path__))
-    if model not in known:
-        raise InvalidValueError(f"no experiment config {model!r}; there are {', '.join(known)}")
-    config = importlib.import_module(f"urbangen.configs.{model}").get_config(variant)
-    config.update_from_flattened_dict(overrides)  # type-checked as --config.KEY=VALUE is
-    return config
