@@ -10,7 +10,7 @@ from typing import Any
 from data_pipeline.city import peak_rss_mb, reset_peak_rss
 from urbangen.machine import describe_machine
 
-__all__ = ["machine", "peak_rss_mb", "reset_peak_rss", "write_results"]
+__all__ = ["machine", "matmul_peak_flops", "peak_rss_mb", "reset_peak_rss", "write_results"]
 
 RESULTS_DIR = Path(__file__).parent / "results"
 
@@ -25,3 +25,27 @@ def write_results(name: str, results: dict[str, Any]) -> Path:
     payload = {"benchmark": name, "date": time.strftime("%Y-%m-%d"), "machine": machine(), **results}
     path.write_text(json.dumps(payload, indent=2))
     return path
+
+
+def matmul_peak_flops(n: int = 2048, repeats: int = 5, dtype: str = "float32") -> dict[str, Any]:
+    """The measured peak of this device: FLOP/s of a jit-compiled ``n`` x ``n`` matrix product (best of ``repeats``).
+
+    A dense product is the fastest work XLA does on the device; a model's step
+    is judged as a share of it (the issue's "share of the hardware's measured
+    peak"), measured in the same run as the step.
+    """
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    a, b = (jnp.asarray(rng.normal(size=(n, n)), dtype=dtype) for _ in range(2))
+    product = jax.jit(jnp.matmul)
+    jax.block_until_ready(product(a, b))
+    best = float("inf")
+    for _ in range(repeats):
+        tic = time.perf_counter()
+        jax.block_until_ready(product(a, b))
+        best = min(best, time.perf_counter() - tic)
+    return {"n": n, "dtype": dtype, "seconds": best, "flops_per_s": 2.0 * n ** 3 / best,
+            "device": str(jax.devices()[0].device_kind)}
