@@ -78,6 +78,21 @@ def test_frechet_distance_matches_eigendecomposition_reference():
     assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-9)
 
 
+def test_frechet_distance_with_singular_covariances_is_the_reference_s_and_quiet():
+    """Singular covariances (embedding dimensions that never vary, as in the quickstart's analysis) give the
+    eigendecomposition reference's distance, and no scipy "Matrix is singular" warning on the console."""
+    import warnings
+
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(size=(30, 16)), rng.normal(0.5, 1.0, size=(31, 16))
+    a[:, :4], b[:, :4] = 1.0, 2.0  # four dimensions constant in each set
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = frechet_distance(a, b)
+    expected = _frechet_eigh(a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False))
+    assert np.isfinite(got) and got == pytest.approx(expected, rel=1e-3)
+
+
 def test_frechet_distance_of_known_gaussians_at_large_n():
     # Diagonal covariances commute, so the distance is |m1 - m2|^2 + sum (sqrt(s1) - sqrt(s2))^2 exactly.
     rng = np.random.default_rng(1)

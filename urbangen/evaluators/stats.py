@@ -12,6 +12,7 @@ a small difference of kernel means.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, Literal, NamedTuple
 
@@ -55,7 +56,9 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     if min(len(a), len(b)) < 2:
         raise InvalidValueError("need at least two embeddings in each set")
     (mu_a, cov_a), (mu_b, cov_b) = _moments(a), _moments(b)
-    root = linalg.sqrtm(cov_a @ cov_b)
+    with warnings.catch_warnings():  # a singular product is handled below; scipy's warning would only be noise
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)
+        root = linalg.sqrtm(cov_a @ cov_b)
     if not np.isfinite(root).all():  # singular product: regularise as the FID reference code does
         eps = np.eye(len(cov_a)) * 1e-6
         root = linalg.sqrtm((cov_a + eps) @ (cov_b + eps))
