@@ -193,16 +193,17 @@ def main() -> None:
                    "torch_transpose": ref["transpose"],
                    "ratio_vs_torch_same_architecture": ours["img_per_s"] / ref["subpixel"]["img_per_s"],
                    "ratio_vs_torch_reference_transpose": ours["img_per_s"] / ref["transpose"]["img_per_s"]}
-            row["share_of_matmul_peak"] = ours["flops_per_step"] / ours["step_s"] / peak["flops_per_s"]
+            flop_rate = ours["flops_per_step"] / ours["step_s"]
+            row["share_of_matmul_peak"] = flop_rate / peak["flops_per_s"]
             if args.peak_tflops and ours["flops_per_step"]:
-                row["mfu"] = ours["flops_per_step"] / ours["step_s"] / (args.peak_tflops * 1e12)
+                row["mfu"] = flop_rate / (args.peak_tflops * 1e12)
             rows.append(row)
             print(f"batch {batch:3d} {precision:8s}  JAX {ours['img_per_s']:.2f} img/s  "
                   f"PyTorch same arch {ref['subpixel']['img_per_s']:.2f}  "
                   f"(ratio {row['ratio_vs_torch_same_architecture']:.2f}x)  "
                   f"PyTorch reference ConvTranspose {ref['transpose']['img_per_s']:.2f} "
                   f"(ratio {row['ratio_vs_torch_reference_transpose']:.2f}x; target >= {TARGET_VS_REFERENCE}x)  "
-                  f"{ours['flops_per_step'] / ours['step_s'] / 1e9:.0f} GFLOP/s, "
+                  f"{flop_rate / 1e9:.0f} GFLOP/s, "
                   f"{row['share_of_matmul_peak']:.0%} of the matmul peak"
                   + (f"  MFU {row['mfu']:.1%}" if "mfu" in row else ""), flush=True)
     path = write_results("train", {"target": f"JAX >= {TARGET_VS_REFERENCE}x the reference PyTorch pix2pix's img/s",
