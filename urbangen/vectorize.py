@@ -129,6 +129,8 @@ def street_frame(layout: np.ndarray, channels: list[str], transform: Affine, crs
 
 def street_graph(streets: gpd.GeoDataFrame, snap_m: float) -> nx.MultiDiGraph:
     """An osmnx-style graph (both directions, ``x``/``y`` nodes, ``length`` and ``geometry`` on edges)."""
+    import osmnx as ox
+
     graph = nx.MultiDiGraph(crs=streets.crs)
     ids: dict[tuple[int, int], int] = {}
 
@@ -145,6 +147,6 @@ def street_graph(streets: gpd.GeoDataFrame, snap_m: float) -> nx.MultiDiGraph:
         attrs = {"osmid": i, "highway": row.highway, "oneway": False, "length": float(row.geometry.length)}
         graph.add_edge(u, v, geometry=row.geometry, reversed=False, **attrs)
         graph.add_edge(v, u, geometry=shapely.LineString(coords[::-1]), reversed=True, **attrs)
-    for n in graph.nodes:
-        graph.nodes[n]["street_count"] = len(set(graph.successors(n)) | set(graph.predecessors(n)))
+    # osmnx's own count: a street that loops back to its node meets it twice (not a dead end).
+    nx.set_node_attributes(graph, ox.stats.count_streets_per_node(graph), "street_count")
     return graph
