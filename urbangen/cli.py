@@ -216,18 +216,29 @@ def export_command(
     out: Annotated[Path, typer.Argument(help="Model file to write (.msgpack).")],
     step: Annotated[str, typer.Option(help="best, latest or a step number.")] = "latest",
     dtype: Annotated[str, typer.Option(help="float32, or float16 for half the size.")] = "float32",
+    latent_prior: Annotated[int | None, typer.Option(
+        help="A VAE's learned prior: components of the Gaussian mixture fitted to its training tiles' latents "
+             "(0: sample N(0, I)) [the run's config, vae.latent_prior_components].")] = None,
+    dataset: Annotated[Path | None, typer.Option(
+        help="Dataset the run was trained on, for --latent-prior (default: the one its run spec names).")] = None,
 ) -> None:
     """Write a run's weights and run spec to one model file: the format the shipped models come in."""
     from urbangen.inference import load_run
+    from urbangen.latent_prior import fit_latent_prior, with_latent_prior
     from urbangen.pretrained import export_model
 
     try:
         model = load_run(checkpoint, int(step) if step.isdigit() else cast(Any, step))  # load_run checks it
     except (FileNotFoundError, ValueError) as exc:
         _fail(exc)
+    if latent_prior is None:
+        latent_prior = int(model.spec.config.get("vae", {}).get("latent_prior_components", 0))
+    if latent_prior:
+        model = with_latent_prior(model, fit_latent_prior(model, dataset, latent_prior))
     path = export_model(model, out, dtype)
+    prior = f", a {latent_prior}-component latent prior" if latent_prior else ""
     console.print(f"wrote [bold]{path}[/] ({path.stat().st_size / 1e6:.1f} MB, {model.spec.kind}, "
-                  f"step {model.spec.step})")
+                  f"step {model.spec.step}{prior})")
 
 
 @app.command("analyze")

@@ -267,6 +267,18 @@ def _pix2pix(config: ml_collections.ConfigDict, fields: dict[str, Any]) -> tuple
             lambda state: {"params": state["g"]["params"], "batch_stats": state["g"]["batch_stats"]})
 
 
+#: The collection of a VAE's variables that holds its learned latent prior (:mod:`urbangen.latent_prior`).
+LATENT_PRIOR = "latent_prior"
+
+
+def sample_mixture(prior: dict[str, jnp.ndarray], key: jax.Array, n: int) -> jnp.ndarray:
+    """``n`` draws (n, d) of a Gaussian mixture: ``log_weights`` (k,), ``means`` (k, d), ``scale_tril`` (k, d, d)."""
+    pick, noise = jax.random.split(key)
+    component = jax.random.categorical(pick, prior["log_weights"], shape=(n,))
+    eps = jax.random.normal(noise, (n, prior["means"].shape[1]))
+    return prior["means"][component] + jnp.einsum("nij,nj->ni", prior["scale_tril"][component], eps)
+
+
 def _vae(config: ml_collections.ConfigDict, fields: dict[str, Any]) -> tuple:
     from urbangen.models.vae import ConditionalVAE, vae_from_config
 
@@ -276,16 +288,22 @@ def _vae(config: ml_collections.ConfigDict, fields: dict[str, Any]) -> tuple:
     model = vae_from_config(cfg, len(outputs), _dtype(config))
 
     def decode(variables, z, z_params):
-        logits = model.apply(variables, z, z_params, fields["tile_px"], method=ConditionalVAE.decode)
+        logits = model.apply({"params": variables["params"]}, z, z_params, fields["tile_px"],
+                             method=ConditionalVAE.decode)
         return jax.nn.sigmoid(logits.astype(jnp.float32))
 
     def generate(variables, z_maps, key, given=None, latent=None):
-        # One latent from the prior per tile, conditioned on the tile's mean parameters.
+        # One latent per tile, conditioned on the tile's mean parameters: from N(0, I), or from the mixture
+        # fitted to the training tiles' posterior means where the model carries one (urbangen.latent_prior).
         params = z_maps.mean(axis=(1, 2))
-        return decode(variables, jax.random.normal(key, (params.shape[0], cfg.latent_dim)), params)
+        prior = variables.get(LATENT_PRIOR)
+        z = (jax.random.normal(key, (params.shape[0], cfg.latent_dim)) if prior is None
+             else sample_mixture(prior, key, params.shape[0]))
+        return decode(variables, z, params)
 
     def encode(variables, tiles, z_params):
-        return model.apply(variables, layout_to_signed(tiles[..., out_idx]), z_params, method=ConditionalVAE.encode)
+        return model.apply({"params": variables["params"]}, layout_to_signed(tiles[..., out_idx]), z_params,
+                           method=ConditionalVAE.encode)
 
     # A proximity VAE's randomness is its latent: its fields decode without more (urbangen.proximity).
     sampling = "proximity" if cfg.get("target", "mask") == "proximity" else "bernoulli"
