@@ -192,3 +192,37 @@ def test_the_training_loop_can_run_the_conditioning_evaluator_on_validation_tile
     assert [r["step"] for r in rows] == [5, 10]
     assert set(rows[-1]) == {"step", "val_conditioning/r2/building_coverage", "val_conditioning/r2/open_space_share",
                              "val_conditioning/failure_rate"}
+
+
+def test_stitched_connectivity_sees_a_network_broken_where_tiles_meet_though_each_tile_is_whole(small_tiles):
+    """Real 2 x 2 tile mosaics against themselves have no gap; the same mosaics with their streets cut along
+    the line where tiles meet score lower over the window, while no tile of them changes its own score."""
+    from data_pipeline.dataset import open_dataset
+    from urbangen.evaluators.seams import real_mosaics
+    from urbangen.evaluators.streets import largest_component_share, stitched_connectivity
+    from urbangen.measure import STREET_CHANNELS
+
+    data = open_dataset(small_tiles)
+    channels = list(data.channels)
+    mosaics = real_mosaics(data, np.arange(len(data)), 2, limit=8)
+    assert len(mosaics) >= 4
+    same = stitched_connectivity(mosaics, mosaics, mosaics, channels)
+    assert same["relative_gap"] == 0 and same["windows"] == len(mosaics) and same["real_test"] > 0.5
+
+    t = data.tile_px
+    cut = [m.copy() for m in mosaics]
+    streets = [channels.index(c) for c in STREET_CHANNELS]
+    for m in cut:  # a 2-pixel break along the borders between tiles, inside every tile's own edge
+        for k in (t - 1, t):
+            m[k, :, streets] = 0
+            m[:, k, streets] = 0
+    broken = stitched_connectivity(cut, mosaics, mosaics, channels)
+    assert broken["generated"] < same["real_test"] - 0.1 and not broken["meets_target"]
+    # Tile by tile, cutting a tile's outermost pixels barely moves the per-tile statistic.
+    tiles = np.stack([m[r:r + t, c:c + t] for m in cut for r in (0, t) for c in (0, t)])
+    whole = np.stack([m[r:r + t, c:c + t] for m in mosaics for r in (0, t) for c in (0, t)])
+    assert abs(np.nanmean(largest_component_share(tiles, channels))
+               - np.nanmean(largest_component_share(whole, channels))) < 0.05
+    # A layout twice a mosaic's side is cut into four windows of it.
+    big = np.concatenate([np.concatenate(mosaics[:2], axis=1), np.concatenate(mosaics[2:4], axis=1)], axis=0)
+    assert stitched_connectivity([big], mosaics, mosaics, channels)["windows"] == 4

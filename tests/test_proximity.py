@@ -14,6 +14,7 @@ from urbangen.proximity import (
     RADIUS_PX,
     SKELETON_LEVEL,
     decode_proximity,
+    join_gaps,
     proximity_field,
 )
 
@@ -158,3 +159,62 @@ def test_a_street_vaes_stitched_tiles_continue_their_neighbours_streets(monkeypa
 
     assert longest_street(32) == 256
     assert longest_street(1) < 256
+
+
+def _pieces(layout: np.ndarray) -> int:
+    return ndimage.label(layout.any(axis=-1), structure=np.ones((3, 3)))[1]
+
+
+def test_joins_close_gaps_across_real_streets_and_leaves_wide_ones(street_tiles):
+    """A real street network cut by a band across it is joined again when the band is at most the gap, in the
+    channel of the street it cut; a wider band, or a network in one piece, is left as it is."""
+    from shapely.geometry import MultiPoint
+
+    whole = [t for t in street_tiles if _pieces(t) == 1 and t.sum() > 150]
+    assert len(whole) >= 5
+    assert all(np.array_equal(join_gaps(t, 12), t) for t in whole)  # nothing to join
+    for tile in whole[:5]:
+        col = int(np.argmax(tile.any(axis=(0, 2)).cumsum() >= tile.any(axis=(0, 2)).sum() / 2))  # mid network
+        for band, joinable in ((4, True), (8, True), (20, False)):
+            cut = tile.copy()
+            cut[:, col:col + band] = 0
+            if _pieces(cut) < 2:
+                continue
+            # shapely's distance between the cut's pieces, apart from what joining can reach: both sides of
+            # the band are street, so the gap is the band or wider.
+            labels, n = ndimage.label(cut.any(axis=-1), structure=np.ones((3, 3)))
+            sides = [MultiPoint(np.argwhere(labels == i).astype(float)) for i in range(1, n + 1)]
+            nearest = min(a.distance(b) for i, a in enumerate(sides) for b in sides[i + 1:])
+            joined = join_gaps(cut, 12)
+            assert np.all(joined >= cut)  # joining only adds
+            if joinable and nearest <= 12:
+                assert _pieces(joined) < n
+                added = (joined > cut).any(axis=-1)
+                assert added.any() and np.all((joined > cut).sum(axis=-1) <= 1)  # each join in one channel
+            if not joinable:
+                assert nearest > 12 or _pieces(joined) < n
+                if nearest > 12:
+                    assert np.array_equal(joined, cut)
+
+
+def test_a_decoded_layout_decodes_to_itself(street_tiles):
+    """What a stitched proximity layout returns (0/1, decoded) is left as it is by decoding it once more."""
+    assert np.array_equal(decode_proximity(street_tiles.astype(np.float32)), street_tiles)
+
+
+def test_joins_take_the_shortest_gaps_first_and_close_each_once():
+    """Three pieces of one street in a row, 5 and 9 pixels apart: two joins make one piece, none is doubled,
+    each drawn LINE_PX wide; at a 6-pixel limit only the first gap closes."""
+    layout = np.zeros((1, 32, 64, 2), np.uint8)
+    layout[0, 15:17, 2:20, 1] = 1
+    layout[0, 15:17, 25:40, 1] = 1   # 5 px after the first piece
+    layout[0, 15:17, 49:60, 1] = 1   # 9 px after the second
+    joined = join_gaps(layout, 12)
+    assert _pieces(joined[0]) == 1
+    assert joined[..., 0].sum() == 0  # the street's own channel
+    added = np.argwhere((joined > layout)[0, ..., 1])
+    # Only at the gaps (a join starts on the centre line, a pixel or two inside a piece's end)...
+    assert set(range(20, 25)) | set(range(40, 49)) <= set(added[:, 1]) <= set(range(17, 28)) | set(range(37, 52))
+    assert added[:, 0].min() >= 14 and added[:, 0].max() <= 17  # ...along the street...
+    assert np.all(joined[0, :, 20:49, 1].sum(axis=0) >= LINE_PX)  # ...drawn LINE_PX wide
+    assert _pieces(join_gaps(layout, 6)[0]) == 2

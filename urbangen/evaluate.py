@@ -22,7 +22,7 @@ from urbangen.evaluators.conditioning import Conditioning
 from urbangen.evaluators.diversity import Diversity
 from urbangen.evaluators.realism import Realism
 from urbangen.evaluators.seams import Seams, real_mosaics
-from urbangen.evaluators.streets import StreetConnectivity
+from urbangen.evaluators.streets import StreetConnectivity, stitched_connectivity
 from urbangen.generate.selection import CANDIDATES, by_parameters, candidates_of
 from urbangen.inference import GeneratorChain, RunSpec, TrainedModel
 from urbangen.markdown import table
@@ -125,8 +125,15 @@ def evaluate(checkpoint: str | Path | TrainedModel | GeneratorChain, dataset: st
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if seams is not None:
-        _write_layout_png(seams.pop("layouts")[0], list(data.channels), out / "stitched.png", data.meters_per_pixel)
+        layouts = seams.pop("layouts")
+        _write_layout_png(layouts[0], list(data.channels), out / "stitched.png", data.meters_per_pixel)
         result["seams"] = seams
+        side = seams["real_mosaic_px"][0] // data.tile_px
+        floor_mosaics = real_mosaics(data, train_rows, side)
+        if "streets" in result and floor_mosaics and min(layouts[0].shape[:2]) >= side * data.tile_px:
+            # The same statistic over the stitched layouts, in windows of the mosaics' size.
+            result["streets_stitched"] = stitched_connectivity(layouts, real_mosaics(data, test_rows, side),
+                                                               floor_mosaics, list(data.channels))
     result["acceptance"] = acceptance(result)
     write_text_atomic(out / "evaluation.json", json.dumps(result, indent=2))
     write_text_atomic(out / "report.md", report_markdown(result))
@@ -185,6 +192,10 @@ def acceptance(result: dict[str, Any]) -> list[dict[str, Any]]:
         st = result["streets"]
         add("street pixels in the largest component (relative gap to real)", st["relative_gap"],
             st["floor_relative_gap"], "≤ 0.10", st["meets_target"])
+    if "streets_stitched" in result:
+        st = result["streets_stitched"]
+        add(f"the same, stitched layout in {st['window_px']} px windows (relative gap to real mosaics)",
+            st["relative_gap"], st["floor_relative_gap"], "≤ 0.10", st["meets_target"])
     d = result["diversity"]
     between, real = d["pixel_disagreement_between_samples"], d["pixel_disagreement_between_real_neighbours"]
     add("pixel disagreement between samples", between, real, "≥ 0.5 × real neighbours'",
@@ -294,6 +305,12 @@ def report_markdown(result: dict[str, Any]) -> str:
                   f"{_fmt(st['generated'])}, real test {_fmt(st['real_test'])}, "
                   f"real training {_fmt(st['real_train'])}; "
                   f"{st['generated_tiles_without_streets']} generated tiles have no street."]
+    if "streets_stitched" in result:
+        st = result["streets_stitched"]
+        lines += ["", f"The same over the stitched layouts below, cut into {st['windows']} windows of "
+                  f"{st['window_px']} px: generated {_fmt(st['generated'])}, real test mosaics of that size "
+                  f"{_fmt(st['real_test'])} ({st['real_test_mosaics']}), real training mosaics "
+                  f"{_fmt(st['real_train'])} ({st['real_train_mosaics']})."]
     if "seams" in result:
         sm = result["seams"]
         lines += ["", "## Seams", "", f"A stitched {sm['layout_px'][0]} px layout (2 samples), lines every "

@@ -34,7 +34,7 @@ import pydantic
 
 from data_pipeline.errors import RunSpecError
 from urbangen.conditioning import ParameterScaler, channel_indices, layout_to_signed
-from urbangen.proximity import decode_proximity
+from urbangen.proximity import decode_proximity, join_gaps
 
 #: How a generator's probabilities become a 0/1 layout: ``bernoulli`` samples them with spatially
 #: correlated noise (a VAE's blurry probabilities), ``threshold`` takes p > 0.5 (pix2pix's tanh output),
@@ -55,10 +55,18 @@ def deterministic_layout(probs: np.ndarray, sampling: str | None) -> np.ndarray:
     raise RunSpecError(f"a {sampling!r} generator's output needs randomness to become a layout")
 
 
-def stage_outputs(probs: np.ndarray, spec: RunSpec) -> tuple[dict[str, np.ndarray], np.ndarray]:
+def stage_outputs(probs: np.ndarray, spec: RunSpec, *, stitched: bool = False
+                  ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """A chain stage's 0/1 channels by name (what the next stage draws around), and what the chain outputs
-    for them: a thresholded stage's probabilities, or a proximity stage's decoded 0/1 layout."""
+    for them: a thresholded stage's probabilities, or a proximity stage's decoded 0/1 layout.
+
+    ``stitched``: ``probs`` blend overlapping tiles (:mod:`urbangen.generate.sampler`); a proximity
+    stage's network then has its pieces joined across the gaps where the tiles disagreed
+    (:func:`urbangen.proximity.join_gaps`). A single tile has no such gaps, and is not joined.
+    """
     layout = deterministic_layout(probs, spec.sampling)
+    if stitched and spec.sampling == "proximity":
+        layout = join_gaps(layout)
     drawn = {c: layout[..., j] for j, c in enumerate(spec.output_channels)}
     return drawn, probs if spec.sampling == "threshold" else layout.astype(np.float32)
 

@@ -42,7 +42,9 @@ def blend_window(tile: int) -> np.ndarray:
 
 def generate_layout(model: TrainedModel | GeneratorChain, fields: np.ndarray, key: jax.Array,
                     given: np.ndarray | None = None, batch_size: int = 16) -> np.ndarray:
-    """Blended per-pixel probabilities in [0, 1], (H, W, len(output_channels)).
+    """Blended per-pixel probabilities in [0, 1], (H, W, len(output_channels)); a proximity generator's
+    street fields already decoded to 0/1, their pieces joined where the blend broke them
+    (:func:`urbangen.proximity.join_gaps`).
 
     Parameters
     ----------
@@ -69,11 +71,14 @@ def generate_layout(model: TrainedModel | GeneratorChain, fields: np.ndarray, ke
             probs = _blend(stage, z[..., model.columns(stage)], jax.random.fold_in(key, i), stage_given, batch_size,
                            model.selection)
             # A proximity stage's fields are decoded here, after blending: the chain's output is 0/1 for them.
-            stage_drawn, stage_out = stage_outputs(probs, stage.spec)
+            stage_drawn, stage_out = stage_outputs(probs, stage.spec, stitched=True)
             drawn.update(stage_drawn)
             out.append(stage_out)
         return np.concatenate(out, axis=-1)
-    return _blend(model, z, key, given, batch_size)
+    probs = _blend(model, z, key, given, batch_size)
+    if model.spec.sampling == "proximity":  # decoded and joined here as a chain's street stage is (decoding
+        return stage_outputs(probs, model.spec, stitched=True)[1]  # the 0/1 result again leaves it as it is)
+    return probs
 
 
 def _blend(model: TrainedModel, z: np.ndarray, key: jax.Array, given: np.ndarray | None,
