@@ -125,15 +125,14 @@ def evaluate(checkpoint: str | Path | TrainedModel | GeneratorChain, dataset: st
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if seams is not None:
-        layouts = seams.pop("layouts")
+        layouts, mosaics = seams.pop("layouts"), seams.pop("mosaics")
         _write_layout_png(layouts[0], list(data.channels), out / "stitched.png", data.meters_per_pixel)
         result["seams"] = seams
-        side = seams["real_mosaic_px"][0] // data.tile_px
-        floor_mosaics = real_mosaics(data, train_rows, side)
-        if "streets" in result and floor_mosaics and min(layouts[0].shape[:2]) >= side * data.tile_px:
+        mosaic_px = seams["real_mosaic_px"][0]
+        floor_mosaics = real_mosaics(data, train_rows, mosaic_px // data.tile_px)
+        if "streets" in result and floor_mosaics and min(layouts[0].shape[:2]) >= mosaic_px:
             # The same statistic over the stitched layouts, in windows of the mosaics' size.
-            result["streets_stitched"] = stitched_connectivity(layouts, real_mosaics(data, test_rows, side),
-                                                               floor_mosaics, list(data.channels))
+            result["streets_stitched"] = stitched_connectivity(layouts, mosaics, floor_mosaics, list(data.channels))
     result["acceptance"] = acceptance(result)
     write_text_atomic(out / "evaluation.json", json.dumps(result, indent=2))
     write_text_atomic(out / "report.md", report_markdown(result))
@@ -217,7 +216,8 @@ def acceptance_rows(rows: list[dict[str, Any]]) -> list[str]:
 
 def _seams(model: TrainedModel | GeneratorChain, data: TileDataset, test_rows: np.ndarray, test: Any,
            seed: int, side_m: float = 2048.0) -> dict[str, Any] | None:
-    """The seam evaluator on a stitched ``side_m`` layout of the test tiles' mean parameters."""
+    """The seam evaluator on a stitched ``side_m`` layout of the test tiles' mean parameters; its result also
+    holds the ``layouts`` and the real ``mosaics`` it compared, for the caller to take out."""
     if model.spec.input_channels:
         return None  # it draws around given streets: there is no stitched layout of its own to judge
     side_tiles = 4 if len(real_mosaics(data, test_rows, 4, limit=1)) else 2
@@ -227,7 +227,8 @@ def _seams(model: TrainedModel | GeneratorChain, data: TileDataset, test_rows: n
     px = int(round(side_m / data.meters_per_pixel))
     mean = np.nanmean(np.where(np.isfinite(test.parameters), test.parameters, np.nan), axis=0)
     fields = np.broadcast_to(mean, (px, px, len(mean))).copy()
-    return Seams(mosaics, list(data.channels), data.tile_px // 2).run(model, fields, samples=2, seed=seed)
+    return Seams(mosaics, list(data.channels), data.tile_px // 2).run(model, fields, samples=2, seed=seed) | {
+        "mosaics": mosaics}
 
 
 def _write_layout_png(layout: np.ndarray, channels: list[str], path: Path, mpp: float) -> None:
