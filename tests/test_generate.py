@@ -109,6 +109,7 @@ BAD_FILES = [
     ({"size_m": [100, -5]}, "size_m[1]", "between"),
     ({"samples": 1.5}, "samples", "integer"),
     ({"candidates": 0}, "candidates", "at least 1"),
+    ({"target_scatter": 1.5}, "target_scatter", "at most 1, got 1.5"),
     ({"parameters": {"building_coverage": 1.5}}, "parameters.building_coverage", "between 0 and 1"),
     ({"parameters": {"buildings_per_hectare": 3}}, "parameters.buildings_per_hectare", "unknown parameter"),
     ({"parameters": {"water_share": 0.1}}, "parameters.water_share", "not trained on it"),

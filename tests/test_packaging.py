@@ -18,6 +18,7 @@ import urbangen
 from urbangen.configs import experiment_config
 from urbangen.examples import example_files, copy_examples
 from urbangen.embedded import embedded_osm_files
+from urbangen.generate.selection import Calibration
 from urbangen.pretrained import CALIBRATIONS, SHIPPED, shipped_file
 
 out = {"file": urbangen.__file__}
@@ -26,7 +27,10 @@ out["params"] = sorted(example_files("params"))
 out["cities"] = sorted(example_files("cities"))
 out["osm"] = {k: p.stat().st_size for k, p in embedded_osm_files().items()}
 out["models"] = {f: shipped_file(f).stat().st_size for files in SHIPPED.values() for f in files}
-out["calibrations"] = {f: len(json.loads(shipped_file(f).read_text())["lines"]) for f in CALIBRATIONS.values()}
+calibrations = {f: Calibration.read(shipped_file(f)) for f in CALIBRATIONS.values()}
+out["calibrations"] = {f: [len(c.lines), len(c.residuals)] for f, c in calibrations.items()}
+out["calibration_bytes"] = sum(shipped_file(f).stat().st_size + shipped_file(f).with_suffix(".npz").stat().st_size
+                               for f in CALIBRATIONS.values())
 out["copied"] = len(copy_examples(Path("examples-out")))
 print(json.dumps(out))
 """
@@ -53,8 +57,10 @@ def test_a_wheel_installed_elsewhere_has_configs_examples_data_and_models(tmp_pa
     assert out["params"] == sorted(p.name for p in (ROOT / "experiments" / "params").glob("*.yaml"))
     assert out["cities"] == sorted(p.name for p in (ROOT / "experiments" / "cities").glob("*.yaml"))
     assert set(out["osm"]) == {"osterbro", "kennesaw"} and min(out["osm"].values()) > 100_000
-    assert sum(out["models"].values()) <= 40 * 2**20 and min(out["models"].values()) > 100_000
-    assert out["calibrations"] == {"city_64_calibration.json": 13}  # a line per parameter of city-64
+    assert min(out["models"].values()) > 100_000
+    assert sum(out["models"].values()) + out["calibration_bytes"] <= 40 * 2**20
+    # A line per parameter of city-64, and the scatter of its 2534 training tiles about them (the .npz beside).
+    assert out["calibrations"] == {"city_64_calibration.json": [13, 2534]}
     assert out["copied"] == len(out["params"]) + len(out["cities"])
     assert (work / "examples-out" / "params" / "houston_like_suburb.yaml").is_file()
 

@@ -8,6 +8,7 @@ import jax
 import numpy as np
 import pytest
 
+from data_pipeline.errors import InvalidValueError
 from urbangen.generate.selection import UNMEASURED, by_parameters, parameter_errors
 
 
@@ -82,15 +83,87 @@ def test_calibration_fits_match_independent_least_squares_and_move_the_target():
     # rtol: the generator's requests are float32 (ParameterScaler.transform)
     np.testing.assert_allclose(fitted.target(["y"], scaler.transform(query), names)[:, 0], expected, rtol=1e-6)
     assert fitted.lines["y"].n == 300 and fitted.lines["y"].r2 > 0.9
+    # Kept for seeded targets: each tile's residual about its line, and its request as the generator sees it.
+    x_filled = np.column_stack([a, b_filled])
+    np.testing.assert_allclose(fitted.residuals[:, list(fitted.lines).index("y")], y - reference.predict(x_filled),
+                               atol=1e-9)
+    np.testing.assert_allclose(fitted.requests[:, 1], np.where(np.isfinite(b), (b - np.nanmean(b)) / np.nanstd(b), 0),
+                               rtol=1e-6, atol=1e-12)
 
     layouts = np.zeros((2, 64, 64, 1), np.uint8)
     layouts[0, :, :13] = 1  # 13 of 64 columns: 0.203, what real tiles asked for 0.3 measure here
     layouts[1].reshape(-1)[:1229] = 1  # 0.300, the request itself
     stage = _stage(("building_coverage",), ("buildings",), (0.2,), (0.1,))
     requested = np.full((2, 1), (0.3 - 0.2) / 0.1)
-    with_line = parameter_errors(stage, layouts, requested, calibration)
+    with_line = parameter_errors(stage, layouts, requested, calibration=calibration)
     without = parameter_errors(stage, layouts, requested)
     assert with_line[0] < with_line[1] and without[1] < without[0]
+
+
+def test_seeded_targets_add_the_residuals_of_real_tiles_with_the_nearest_requests():
+    """Two groups of fitting tiles, asked for a = -2 and a = +2, lie 5 above and 5 below their line. A seeded
+    target for a request near one group takes the residual of one of its tiles (both its parameters from one
+    tile), the same for one seed; without seeds or at scatter 0 the target is the line, at scatter 0.5 half as
+    far off it. A tile whose residual is unknown is never drawn."""
+    from urbangen.generate.selection import NEIGHBOURS, Calibration, Line
+
+    rng = np.random.default_rng(1)
+    n = 3 * NEIGHBOURS
+    requests = np.concatenate([np.full(n, -2.0), np.full(n, 2.0)])[:, None] + rng.normal(0, 0.1, (2 * n, 1))
+    y = np.concatenate([5 + rng.normal(0, 0.5, n), -5 + rng.normal(0, 0.5, n)])
+    residuals = np.column_stack([y, 10 * y])  # parameters of one tile move together
+    residuals[:NEIGHBOURS] = np.nan  # the near group's first tiles: unknown
+    line = {"intercept": 1.0, "slopes": {"a": 2.0}, "spread": 1.0, "r2": 0.5, "n": 2 * n}
+    calibration = Calibration(lines={"y": Line(**line), "w": Line(**line)}, tile_px=64, meters_per_pixel=4.0,
+                              fitted_on="synthetic", request_names=("a",), requests=requests, residuals=residuals)
+    z = np.full((200, 1), -1.9)
+    seeds = np.repeat(np.arange(100), 2)  # two candidates a tile
+    on_line = calibration.target(["y", "w"], z, ["a"])
+    np.testing.assert_allclose(on_line, 1.0 + 2.0 * -1.9)
+    np.testing.assert_array_equal(calibration.target(["y", "w"], z, ["a"], seeds, scatter=0.0), on_line)
+    drawn = calibration.target(["y", "w"], z, ["a"], seeds, scatter=1.0) - on_line
+    np.testing.assert_allclose(calibration.target(["y", "w"], z, ["a"], seeds, scatter=0.5) - on_line, drawn / 2)
+    np.testing.assert_array_equal(drawn[0::2], drawn[1::2])  # a tile's candidates share their target
+    np.testing.assert_allclose(drawn[:, 1], 10 * drawn[:, 0])  # every parameter from the same real tile
+    known_near = residuals[NEIGHBOURS:n, 0]
+    assert set(drawn[:, 0]) <= set(known_near) and len(set(drawn[:, 0])) > NEIGHBOURS // 2
+    np.testing.assert_array_equal(calibration.target(["y"], z[:4], ["a"], seeds[:4], scatter=1.0),
+                                  calibration.target(["y"], z[:4], ["a"], seeds[:4], scatter=1.0))  # reproducible
+    far = calibration.target(["y"], np.full((1, 1), 2.1), ["a"], np.array([7]), scatter=1.0) - (1.0 + 2.0 * 2.1)
+    assert -7 < far[0, 0] < -3
+
+
+@pytest.mark.integration
+def test_seeded_targets_scatter_like_real_tiles_measured(small_tiles):
+    """The shipped calibration, for real Østerbro and Kennesaw tiles' own requests: the lines alone (the
+    default, scatter 0) are more alike than what the tiles measure (a spread of 0.83x the real one for
+    intersection density, 0.71x for dead-end share); targets drawn at scatter 1 spread as the tiles do,
+    and dead-end share's are distributed like them
+    (scipy's Wasserstein-1; intersection density's lines are 9 /km² under these two cities' tiles, drawn or not)."""
+    from scipy.stats import wasserstein_distance
+
+    from data_pipeline.dataset import open_dataset
+    from urbangen.evaluators.common import read_real
+    from urbangen.generate.selection import shipped_calibration
+    from urbangen.pretrained import load_shipped
+
+    model = load_shipped("city-64")
+    calibration = shipped_calibration(model)
+    streets = model.stages[0]
+    names = ["intersection_density_per_km2", "dead_end_share"]
+    data = open_dataset(small_tiles)
+    real = read_real(data, np.arange(len(data.tiles)), tuple(model.spec.parameter_names))
+    z = model.spec.scaler.transform(real.parameters)[:, model.columns(streets)]
+    measured = real.measured[names].to_numpy(np.float64)
+    lines = calibration.target(names, z, streets.spec.parameter_names)
+    drawn = calibration.target(names, z, streets.spec.parameter_names, np.arange(len(z)), scatter=1.0)
+    for j, name in enumerate(names):
+        ok = np.isfinite(measured[:, j])
+        spread_lines, spread_drawn = (np.std(t[ok, j]) / np.std(measured[ok, j]) for t in (lines, drawn))
+        assert abs(spread_drawn - 1) < 0.5 * abs(spread_lines - 1), (name, spread_drawn, spread_lines)
+    ok = np.isfinite(measured[:, 1])
+    assert wasserstein_distance(drawn[ok, 1], measured[ok, 1]) < 0.6 * wasserstein_distance(lines[ok, 1],
+                                                                                            measured[ok, 1])
 
 
 class _LatentBlocks:
@@ -104,7 +177,7 @@ class _LatentBlocks:
         return np.repeat(np.repeat((np.asarray(latent) > 0).astype(np.float32), 8, axis=1), 8, axis=2)
 
 
-def _coverage_error(stage, layouts, requested):
+def _coverage_error(stage, layouts, requested, seeds):
     return np.abs(layouts.reshape(len(layouts), -1).mean(axis=1) - requested[:, 0])
 
 
@@ -170,3 +243,7 @@ def test_selected_tiles_are_the_models_own_and_nearer_their_request(city64):
     for i, tile in enumerate(tiles[..., :3].astype(np.uint8)):
         assert any(np.array_equal(tile, c) for c in candidates[i * 8:(i + 1) * 8])
     assert by_parameters(city64, 1).scorer is None
+    assert chosen.scorer.keywords["scatter"] == 0.0  # the fit alone by default
+    assert by_parameters(city64, 8, scatter=1.0).scorer.keywords["scatter"] == 1.0
+    with pytest.raises(InvalidValueError, match="between 0 and 1"):
+        by_parameters(city64, 8, scatter=1.5)

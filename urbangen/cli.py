@@ -174,14 +174,21 @@ def evaluate_command(
     candidates: Annotated[int | None, typer.Option(
         min=1, help="Samples a chain draws per tile and stage, keeping the one nearest the request "
         "(1: each as drawn) [urbangen.generate.selection.CANDIDATES].")] = None,
+    target_scatter: Annotated[float | None, typer.Option(
+        min=0.0, max=1.0, help="The share of a real tile's scatter about the selection's target that each tile's "
+        "target takes: 0, the fit alone, follows requests most closely; 1 spreads like real tiles "
+        "[urbangen.generate.selection.TARGET_SCATTER].")] = None,
     wandb_mode: Annotated[str, typer.Option(help="online, offline or disabled.")] = "disabled",
 ) -> None:
     """Realism, conditioning and diversity of a generator on its test regions, each beside its floor and ceiling."""
     from urbangen.evaluate import evaluate
 
+    # Options left unset keep evaluate()'s defaults (urbangen.generate.selection's).
+    chosen: dict[str, Any] = {k: v for k, v in (("candidates", candidates), ("target_scatter", target_scatter))
+                              if v is not None}
     try:
         result = evaluate(checkpoint, dataset, out, encoder=encoder, max_tiles=tiles, seed=seed, split_seed=split_seed,
-                          wandb_mode=wandb_mode, **({} if candidates is None else {"candidates": candidates}))
+                          wandb_mode=wandb_mode, **chosen)
     except (FileNotFoundError, ValueError) as exc:
         _fail(exc)
     console.print(f"wrote [bold]{out / 'report.md'}[/], {out / 'evaluation.json'} and plots")

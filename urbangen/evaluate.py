@@ -23,7 +23,7 @@ from urbangen.evaluators.diversity import Diversity
 from urbangen.evaluators.realism import Realism
 from urbangen.evaluators.seams import Seams, real_mosaics
 from urbangen.evaluators.streets import StreetConnectivity, stitched_connectivity
-from urbangen.generate.selection import CANDIDATES, by_parameters, candidates_of
+from urbangen.generate.selection import CANDIDATES, TARGET_SCATTER, by_parameters, candidates_of
 from urbangen.inference import GeneratorChain, RunSpec, TrainedModel
 from urbangen.markdown import table
 from urbangen.pretrained import load_model, load_one_model
@@ -51,6 +51,7 @@ def run_split(spec: RunSpec, data: TileDataset, split_seed: int | None = None) -
 def evaluate(checkpoint: str | Path | TrainedModel | GeneratorChain, dataset: str | Path, out_dir: str | Path, *,
              encoder: str | Path | None = None, max_tiles: int = 128, seed: int = 0, split_seed: int | None = None,
              n_boot: int = 200, seams_m: float = 2048.0, candidates: int = CANDIDATES,
+             target_scatter: float = TARGET_SCATTER,
              wandb_mode: str = "disabled") -> dict[str, Any]:
     """Evaluate a generator run on its test regions; write ``evaluation.json``, ``report.md`` and plots.
 
@@ -74,6 +75,9 @@ def evaluate(checkpoint: str | Path | TrainedModel | GeneratorChain, dataset: st
         Samples a chain draws per tile and stage, keeping the one nearest the
         request, as ``urbangen generate`` does (:mod:`urbangen.generate.selection`;
         1: each sample as drawn).
+    target_scatter
+        The share of a real tile's scatter about the selection's target that
+        each tile's target takes (0: the fit alone).
 
     Raises
     ------
@@ -82,7 +86,7 @@ def evaluate(checkpoint: str | Path | TrainedModel | GeneratorChain, dataset: st
     """
     model = checkpoint if isinstance(checkpoint, (TrainedModel, GeneratorChain)) else load_model(checkpoint)
     checkpoint = model.spec.workdir if checkpoint is model else checkpoint
-    model = by_parameters(model, candidates)
+    model = by_parameters(model, candidates, scatter=target_scatter)
     if "generate" not in model.predict:
         raise RunSpecError(f"{checkpoint} holds a {model.spec.kind} run, which does not generate layouts")
     data = open_dataset(dataset)
@@ -112,7 +116,7 @@ def evaluate(checkpoint: str | Path | TrainedModel | GeneratorChain, dataset: st
         "checkpoint": str(checkpoint), "model": model.spec.kind, "step": model.spec.step, "dataset": str(dataset),
         "split": {"seed": split.seed, "test_tiles": int(len(split.test)), "train_tiles": int(len(split.train)),
                   "buffer_m": split.buffer_m, "test_regions": split.regions.get("test", [])},
-        "n": int(n), "seed": seed, "candidates": candidates_of(model),
+        "n": int(n), "seed": seed, "candidates": candidates_of(model), "target_scatter": target_scatter,
         "encoder": None if encoder is None else str(encoder),
         "realism": Realism(test, encoder=enc, n_boot=n_boot, seed=seed).run(
             generated, test.regions, train, generated_measured),
@@ -280,7 +284,8 @@ def report_markdown(result: dict[str, Any]) -> str:
              f"{s['seed']}, a {s['buffer_m']:.0f} m buffer from training ground) and as many real training tiles. "
              "Each comparison is at this one sample size. "
              f"Each generated tile is the best of {result.get('candidates', 1)} sample(s) of each stage at "
-             "matching its request (sampling by selection, `--candidates`).", "",
+             "matching its request (sampling by selection, `--candidates`), each target taking "
+             f"{result.get('target_scatter', 0.0):g} of a real tile's scatter about it (`--target-scatter`).", "",
              "## Realism", "",
              "Lower is more real. Each metric scores real tiles (the floor), the same tiles blurred, shuffled "
              "within each tile, and per-pixel noise with the real channel shares (the ceiling), against the same "

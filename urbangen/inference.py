@@ -43,7 +43,14 @@ Sampling = Literal["bernoulli", "threshold", "proximity"]
 #: The samplings that need no randomness: those a chain's stages may have.
 DETERMINISTIC = ("threshold", "proximity")
 #: A chain's sampling by selection: (samples per tile, scorer); see :mod:`urbangen.generate.selection`.
-Selection = tuple[int, Callable[["TrainedModel", np.ndarray, np.ndarray], np.ndarray]]
+#: The scorer rates layouts (M, t, t, C) for their standardized requests (M, P) and tiles' seeds (M,).
+Scorer = Callable[["TrainedModel", np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+Selection = tuple[int, Scorer]
+
+
+def tile_seeds(key: jax.Array, n: int) -> np.ndarray:
+    """``n`` seeds, one per tile a scorer rates: the draw of its target (shared by the tile's candidates)."""
+    return np.asarray(jax.random.bits(key, (n,), jnp.uint32)).astype(np.int64)
 
 
 def deterministic_layout(probs: np.ndarray, sampling: str | None) -> np.ndarray:
@@ -353,9 +360,10 @@ class GeneratorChain:
     predict: dict[str, Callable[..., Any]] = field(repr=False)
     #: Samples drawn of each stage per tile, of which ``scorer`` keeps the best (1: the first, no scoring).
     candidates: int = 1
-    #: ``scorer(stage, layouts, requested)``: one error per 0/1 layout (M, t, t, C_stage_out) against its
-    #: standardized request (M, P_stage), lower is better (:mod:`urbangen.generate.selection`).
-    scorer: Callable[[TrainedModel, np.ndarray, np.ndarray], np.ndarray] | None = field(default=None, repr=False)
+    #: ``scorer(stage, layouts, requested, seeds)``: one error per 0/1 layout (M, t, t, C_stage_out) against its
+    #: standardized request (M, P_stage), for its tile's seed (M,), lower is better
+    #: (:mod:`urbangen.generate.selection`).
+    scorer: Scorer | None = field(default=None, repr=False)
 
     @classmethod
     def of(cls, name: str, stages: tuple[TrainedModel, ...]) -> GeneratorChain:
@@ -386,8 +394,7 @@ class GeneratorChain:
                        config={"stages": [st.spec.model_dump(exclude={"split"}) for st in stages]})
         return cls(stages, spec, {"generate": cls.generate_tiles})
 
-    def selecting(self, candidates: int,
-                  scorer: Callable[[TrainedModel, np.ndarray, np.ndarray], np.ndarray] | None) -> GeneratorChain:
+    def selecting(self, candidates: int, scorer: Scorer | None) -> GeneratorChain:
         """This chain drawing ``candidates`` samples of each stage per tile and keeping the one ``scorer``
         rates best (sampling by selection; 1 or no scorer: one sample, as drawn)."""
         if candidates < 1:
@@ -437,7 +444,8 @@ class GeneratorChain:
                 z = np.repeat(z, k, axis=0)
                 probs = stage.generate_tiles(z, jax.random.fold_in(key, i),
                                              None if stage_given is None else np.repeat(stage_given, k, axis=0))
-                errors = scorer(stage, deterministic_layout(probs, s.sampling), z.mean(axis=(1, 2)))
+                seeds = np.repeat(tile_seeds(jax.random.fold_in(key, len(self.stages) + i), len(z) // k), k)
+                errors = scorer(stage, deterministic_layout(probs, s.sampling), z.mean(axis=(1, 2)), seeds)
                 best = np.argmin(np.asarray(errors).reshape(-1, k), axis=1)
                 probs = probs.reshape(-1, k, *probs.shape[1:])[np.arange(len(best)), best]
             stage_drawn, stage_out = stage_outputs(probs, s)

@@ -21,7 +21,7 @@ from pydantic_core import PydanticCustomError
 
 from data_pipeline.errors import ParameterFileError
 from data_pipeline.parameters import PARAMETERS
-from urbangen.generate.selection import CANDIDATES
+from urbangen.generate.selection import CANDIDATES, TARGET_SCATTER
 
 OutputFormat = Literal["png", "geotiff", "geojson", "graphml", "report"]
 OUTPUT_FORMATS: tuple[OutputFormat, ...] = get_args(OutputFormat)
@@ -83,6 +83,8 @@ class GenerationRequest:
     #: Samples a chain draws per tile and stage, keeping the one nearest the request
     #: (:mod:`urbangen.generate.selection`).
     candidates: int = CANDIDATES
+    #: The share of a real tile's scatter about the selection's target that each tile's target takes.
+    target_scatter: float = TARGET_SCATTER
     seed: int = 0
     outputs: tuple[str, ...] = OUTPUT_FORMATS
     origin: tuple[float, float] = (0.0, 0.0)
@@ -199,6 +201,7 @@ class _File(_Strict):
     streets: str | None = None
     samples: PositiveInt = 1
     candidates: PositiveInt = CANDIDATES
+    target_scatter: Annotated[float, pydantic.Field(ge=0, le=1, allow_inf_nan=False)] = TARGET_SCATTER
     seed: Annotated[int, pydantic.Field(strict=True, ge=0)] = 0
     outputs: list[OutputFormat] = pydantic.Field(default=list(OUTPUT_FORMATS), min_length=1)
     georeference: _Georeference = _Georeference()
@@ -244,6 +247,8 @@ def _message(error: Any, where: str) -> str:
         if kind == "greater_than":
             return f"must be above {bound:g}, got {value!r}"
         return f"must be between {bound:g} and inf, got {value!r}"
+    if kind == "less_than_equal":
+        return f"must be at most {ctx['le']:g}, got {value!r}"
     if kind == "literal_error":
         if where.startswith("outputs["):
             return f"unknown format {value!r}; expected one of {', '.join(OUTPUT_FORMATS)}"
@@ -291,7 +296,7 @@ def parse_request(raw: Any, *, source: str = "<request>", base: Path | None = No
     check.crs(f.georeference.crs)
     return GenerationRequest(
         pretrained=pretrained, checkpoint=checkpoint, model_type=model_type, size_m=f.size_m, parameters=fields,
-        streets=streets, samples=f.samples, candidates=f.candidates, seed=f.seed,
+        streets=streets, samples=f.samples, candidates=f.candidates, target_scatter=f.target_scatter, seed=f.seed,
         outputs=tuple(dict.fromkeys(f.outputs)), origin=f.georeference.origin, crs=f.georeference.crs,
         checkpoint_step=step, min_building_area_m2=f.min_building_area_m2, source=source)
 

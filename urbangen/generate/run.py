@@ -87,7 +87,7 @@ def generate(params_file: str | Path | GenerationRequest, out_dir: str | Path, *
     if request.streets is not None and isinstance(gen, GeneratorChain):
         # A street network given: the stages that draw streets step aside for it.
         gen = gen.around_given()
-    gen = by_parameters(gen, request.candidates)
+    gen = by_parameters(gen, request.candidates, scatter=request.target_scatter)
     spec = gen.spec
     if "generate" not in gen.predict:
         raise ParameterFileError(request.source, "model.checkpoint",
@@ -200,5 +200,5 @@ def _report(request: GenerationRequest, gen: Generator, samples: list[dict], hei
             "checkpoint_step": gen.spec.step, "meters_per_pixel": mpp,
             "size_px": [width, height], "size_m": [width * mpp, height * mpp],
             "crs": request.crs, "origin": list(request.origin), "seed": request.seed,
-            "candidates": candidates_of(gen), "samples": samples,
+            "candidates": candidates_of(gen), "target_scatter": request.target_scatter, "samples": samples,
             "average": average, "attribution": f"Model trained on map data {ATTRIBUTION}"}

@@ -16,7 +16,14 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from urbangen.inference import GeneratorChain, Selection, TrainedModel, deterministic_layout, stage_outputs
+from urbangen.inference import (
+    GeneratorChain,
+    Selection,
+    TrainedModel,
+    deterministic_layout,
+    stage_outputs,
+    tile_seeds,
+)
 
 #: Samples drawn per tile of a VAE's layout, of which the one agreeing best with its neighbours is kept.
 CANDIDATES = 32
@@ -123,10 +130,11 @@ def _selected_field(model: TrainedModel, z: np.ndarray, first: np.ndarray, key: 
                         for j in range(1, k)]
     blocks = [(r, c) for r in tile_offsets(z.shape[0], t, t) for c in tile_offsets(z.shape[1], t, t)]
     requested = np.stack([z[r:r + t, c:c + t].mean(axis=(0, 1)) for r, c in blocks])
+    seeds = tile_seeds(jax.random.fold_in(key, 2**31 - 1 - k), len(blocks))  # a block's target, for every field
     errors = []
     for f in fields:
         layout = deterministic_layout(_blend_field(model, z, f, key, given, batch_size), spec.sampling)
-        errors.append(scorer(model, np.stack([layout[r:r + t, c:c + t] for r, c in blocks]), requested))
+        errors.append(scorer(model, np.stack([layout[r:r + t, c:c + t] for r, c in blocks]), requested, seeds))
     best = np.argmin(np.stack(errors), axis=0)
     field = first.copy()
     for (r, c), j in zip(blocks, best):  # a block flush with the layout's end may overlap the one before it
@@ -190,7 +198,8 @@ def _matched(model: TrainedModel, z: np.ndarray, key: jax.Array, batch_size: int
             shortlist = np.argsort(-agreement, kind="stable")[:k]
             layouts = deterministic_layout(samples[shortlist], model.spec.sampling)
             requested = np.repeat(z[None, r:r + t, c:c + t].mean(axis=(1, 2)), len(shortlist), axis=0)
-            best = int(shortlist[np.argmin(scorer(model, layouts, requested))])
+            seeds = np.repeat(tile_seeds(jax.random.fold_in(key, i * 1000 + CANDIDATES), 1), len(shortlist))
+            best = int(shortlist[np.argmin(scorer(model, layouts, requested, seeds))])
         total[r:r + t, c:c + t] += samples[best] * weight
         norm[r:r + t, c:c + t] += weight
     return (total / norm).astype(np.float32)
