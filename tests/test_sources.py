@@ -209,16 +209,13 @@ def test_plain_and_bz2_xml_read_like_gzip(osm_path, tmp_path, name, pack):
     assert a.timestamp == b.timestamp == "2022-10-28T08:50:41Z"
 
 
-def test_a_file_out_of_id_order_reads_like_the_sorted_original(osm_path, tmp_path):
-    """Some tools write objects out of id order, which osmium's area assembly refuses: such a file is read
-    through a copy with its ways and relations sorted (nodes as they come). Kennesaw, written backwards
-    within each kind, must read exactly as the original, its multipolygon building included."""
+def _kennesaw_objects(osm_path) -> dict[str, list]:
+    """Kennesaw's nodes, ways and relations as osmium's mutable objects, in the file's order."""
     import osmium
     from osmium.osm import mutable
 
-    original = osm_path(KENNESAW)
     kinds: dict[str, list] = {"node": [], "way": [], "relation": []}
-    for obj in osmium.FileProcessor(str(original)):
+    for obj in osmium.FileProcessor(str(osm_path(KENNESAW))):
         tags = dict(obj.tags)
         if obj.is_node():
             kinds["node"].append(mutable.Node(id=obj.id, location=(obj.location.lon, obj.location.lat), tags=tags))
@@ -227,18 +224,55 @@ def test_a_file_out_of_id_order_reads_like_the_sorted_original(osm_path, tmp_pat
         else:
             kinds["relation"].append(mutable.Relation(id=obj.id, members=[(m.type, m.ref, m.role) for m in obj.members],
                                                       tags=tags))
+    return kinds
+
+
+def _write_objects(path, objects) -> None:
+    import osmium
+
+    with osmium.SimpleWriter(str(path)) as writer:
+        for kind, obj in objects:
+            getattr(writer, f"add_{kind}")(obj)
+
+
+def test_a_file_out_of_id_order_reads_like_the_sorted_original(osm_path, tmp_path):
+    """Some tools write objects out of id order, which osmium's area assembly refuses: such a file is read
+    through a copy with its ways and relations sorted (nodes as they come). Kennesaw, written backwards
+    within each kind, must read exactly as the original, its multipolygon building included."""
+    kinds = _kennesaw_objects(osm_path)
     backwards = tmp_path / "kennesaw_backwards.osm.pbf"
-    with osmium.SimpleWriter(str(backwards)) as writer:
-        for kind, objects in kinds.items():
-            for obj in objects[::-1]:
-                getattr(writer, f"add_{kind}")(obj)
+    _write_objects(backwards, [(kind, obj) for kind, objects in kinds.items() for obj in objects[::-1]])
     with pytest.raises(sources._OutOfOrderError):  # the file really is out of order for osmium
         list(sources._osmium_chunks(backwards, ".osm.pbf", sources.CHUNK_OBJECTS))
 
-    ours, expected = sources.read_osm_file(backwards), sources.read_osm_file(original)
+    ours, expected = sources.read_osm_file(backwards), sources.read_osm_file(osm_path(KENNESAW))
     assert len(kinds["relation"]) >= 1 and len(expected.buildings) >= 4180
     for layer in ("streets", "buildings", "open_space", "water"):
         a, b = getattr(ours, layer), getattr(expected, layer)
         assert len(a) == len(b) > 0 or layer == "water"
         assert a.geometry.geom_equals_exact(b.geometry, 0).all(), layer
         assert a.drop(columns="geometry").equals(b.drop(columns="geometry")), layer
+
+
+def test_new_objects_with_negative_ids_read_whole(osm_path, tmp_path):
+    """An editor's new ways carry negative ids, which osmium orders first by absolute value (-1, -2, ... then
+    1, 2, ...). Kennesaw with three of its buildings renumbered -1, -2, -3 where they stand (out of order for
+    osmium's area assembly): every street and building is read, none twice (sorting by plain id order made a
+    copy osmium refused again, and reading it looped until Python's recursion limit)."""
+    from osmium.osm import mutable
+
+    kinds = _kennesaw_objects(osm_path)
+    members = {m[1] for r in kinds["relation"] for m in r.members}
+    buildings = [i for i, w in enumerate(kinds["way"]) if "building" in w.tags and w.id not in members][100:103]
+    for new_id, i in zip((-1, -2, -3), buildings):
+        way = kinds["way"][i]
+        kinds["way"][i] = mutable.Way(id=new_id, nodes=way.nodes, tags=way.tags)
+    renumbered = tmp_path / "kennesaw_new_ways.osm.pbf"
+    _write_objects(renumbered, [(kind, obj) for kind, objects in kinds.items() for obj in objects])
+    with pytest.raises(sources._OutOfOrderError):
+        list(sources._osmium_chunks(renumbered, ".osm.pbf", sources.CHUNK_OBJECTS))
+
+    ours, expected = sources.read_osm_file(renumbered), sources.read_osm_file(osm_path(KENNESAW))
+    for layer in ("streets", "buildings"):
+        a, b = getattr(ours, layer), getattr(expected, layer)
+        assert sorted(shapely.to_wkb(a.geometry.values)) == sorted(shapely.to_wkb(b.geometry.values)), layer

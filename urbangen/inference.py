@@ -48,9 +48,13 @@ Scorer = Callable[["TrainedModel", np.ndarray, np.ndarray, np.ndarray], np.ndarr
 Selection = tuple[int, Scorer]
 
 
+#: Folded into a stage's or window's key for its tiles' target seeds: no sampling key is folded with it.
+SEED_TAG = 0x7FFF0000
+
+
 def tile_seeds(key: jax.Array, n: int) -> np.ndarray:
     """``n`` seeds, one per tile a scorer rates: the draw of its target (shared by the tile's candidates)."""
-    return np.asarray(jax.random.bits(key, (n,), jnp.uint32)).astype(np.int64)
+    return np.asarray(jax.random.bits(jax.random.fold_in(key, SEED_TAG), (n,), jnp.uint32)).astype(np.int64)
 
 
 def deterministic_layout(probs: np.ndarray, sampling: str | None) -> np.ndarray:
@@ -444,7 +448,7 @@ class GeneratorChain:
                 z = np.repeat(z, k, axis=0)
                 probs = stage.generate_tiles(z, jax.random.fold_in(key, i),
                                              None if stage_given is None else np.repeat(stage_given, k, axis=0))
-                seeds = np.repeat(tile_seeds(jax.random.fold_in(key, len(self.stages) + i), len(z) // k), k)
+                seeds = np.repeat(tile_seeds(jax.random.fold_in(key, i), len(z) // k), k)
                 errors = scorer(stage, deterministic_layout(probs, s.sampling), z.mean(axis=(1, 2)), seeds)
                 best = np.argmin(np.asarray(errors).reshape(-1, k), axis=1)
                 probs = probs.reshape(-1, k, *probs.shape[1:])[np.arange(len(best)), best]

@@ -191,6 +191,10 @@ class _Georeference(_Strict):
     crs: str = "EPSG:3857"
 
 
+#: Number fields bounded on both sides: either bound reads "between".
+_RANGES = {"target_scatter": (0.0, 1.0)}
+
+
 class _File(_Strict):
     """A parameter file as written; what only a file system or a model can tell is checked after."""
 
@@ -201,7 +205,8 @@ class _File(_Strict):
     streets: str | None = None
     samples: PositiveInt = 1
     candidates: PositiveInt = CANDIDATES
-    target_scatter: Annotated[float, pydantic.Field(ge=0, le=1, allow_inf_nan=False)] = TARGET_SCATTER
+    target_scatter: Annotated[float, pydantic.Field(ge=_RANGES["target_scatter"][0], le=_RANGES["target_scatter"][1],
+                                                    allow_inf_nan=False)] = TARGET_SCATTER
     seed: Annotated[int, pydantic.Field(strict=True, ge=0)] = 0
     outputs: list[OutputFormat] = pydantic.Field(default=list(OUTPUT_FORMATS), min_length=1)
     georeference: _Georeference = _Georeference()
@@ -240,6 +245,8 @@ def _message(error: Any, where: str) -> str:
         return f"must be a number, got {value!r}"
     if kind in ("int_type", "int_parsing", "int_from_float"):
         return f"must be an integer, got {value!r}"
+    if kind in ("greater_than_equal", "less_than_equal") and where in _RANGES:
+        return f"must be between {_RANGES[where][0]:g} and {_RANGES[where][1]:g}, got {value!r}"
     if kind in ("greater_than_equal", "greater_than"):
         bound = ctx.get("ge", ctx.get("gt"))
         if where in _INTEGERS:
@@ -247,8 +254,6 @@ def _message(error: Any, where: str) -> str:
         if kind == "greater_than":
             return f"must be above {bound:g}, got {value!r}"
         return f"must be between {bound:g} and inf, got {value!r}"
-    if kind == "less_than_equal":
-        return f"must be at most {ctx['le']:g}, got {value!r}"
     if kind == "literal_error":
         if where.startswith("outputs["):
             return f"unknown format {value!r}; expected one of {', '.join(OUTPUT_FORMATS)}"

@@ -130,7 +130,7 @@ def _selected_field(model: TrainedModel, z: np.ndarray, first: np.ndarray, key: 
                         for j in range(1, k)]
     blocks = [(r, c) for r in tile_offsets(z.shape[0], t, t) for c in tile_offsets(z.shape[1], t, t)]
     requested = np.stack([z[r:r + t, c:c + t].mean(axis=(0, 1)) for r, c in blocks])
-    seeds = tile_seeds(jax.random.fold_in(key, 2**31 - 1 - k), len(blocks))  # a block's target, for every field
+    seeds = tile_seeds(key, len(blocks))  # a block's target, the same for every field
     errors = []
     for f in fields:
         layout = deterministic_layout(_blend_field(model, z, f, key, given, batch_size), spec.sampling)
@@ -198,7 +198,7 @@ def _matched(model: TrainedModel, z: np.ndarray, key: jax.Array, batch_size: int
             shortlist = np.argsort(-agreement, kind="stable")[:k]
             layouts = deterministic_layout(samples[shortlist], model.spec.sampling)
             requested = np.repeat(z[None, r:r + t, c:c + t].mean(axis=(1, 2)), len(shortlist), axis=0)
-            seeds = np.repeat(tile_seeds(jax.random.fold_in(key, i * 1000 + CANDIDATES), 1), len(shortlist))
+            seeds = np.repeat(tile_seeds(jax.random.fold_in(key, i), 1), len(shortlist))
             best = int(shortlist[np.argmin(scorer(model, layouts, requested, seeds))])
         total[r:r + t, c:c + t] += samples[best] * weight
         norm[r:r + t, c:c + t] += weight

@@ -29,7 +29,7 @@ alike than real ones. With a ``scatter`` above 0 (``target_scatter`` in a
 parameter file, ``--target-scatter`` of ``urbangen evaluate``) each tile's
 target is the fit plus ``scatter`` times the residual of a real training
 tile: one of the :data:`NEIGHBOURS` whose requests are nearest its own, drawn
-with the tile's seed, all of that tile's parameters from the same real tile
+with the tile's seed, all of a stage's parameters from the same real tile
 (a sparse street network's few intersections and many dead ends go
 together). It is a fidelity-realism trade, like a GAN's truncation. On 256
 held-out tiles, scatter 1 brought dead-end share's Wasserstein-1 distance to
@@ -83,7 +83,7 @@ class Line(pydantic.BaseModel):
     n: int
 
 
-@pydantic.dataclasses.dataclass(frozen=True, config=pydantic.ConfigDict(arbitrary_types_allowed=True))
+@pydantic.dataclasses.dataclass(frozen=True, eq=False, config=pydantic.ConfigDict(arbitrary_types_allowed=True))
 class Calibration:
     """Per parameter, the line real tiles measure along (see the module docstring), and where it was fitted.
 
@@ -126,15 +126,23 @@ class Calibration:
         assert self.residuals is not None and self.requests is not None
         order = list(self.lines)
         residuals = self.residuals[:, np.array([order.index(n) for n in names], int)]
-        known = np.flatnonzero(np.isfinite(residuals).all(axis=1))
+        # Every tile counted for any of these parameters; one a parameter could not be measured on (a tile
+        # with next to no streets has no orientation entropy) is at its fit there. Dropping such tiles would
+        # drop the sparsest ones, the scatter's own tail.
+        pool = np.flatnonzero(np.isfinite(residuals).any(axis=1))
+        residuals = np.nan_to_num(residuals)
         shared = [q for q in z_names if q in self.request_names]
-        fitted = self.requests[np.ix_(known, np.array([self.request_names.index(q) for q in shared], int))]
-        asked = z[:, np.array([list(z_names).index(q) for q in shared], int)]
         out = np.zeros((len(z), len(names)))
-        _, first, row_of = np.unique(seeds, return_index=True, return_inverse=True)
+        if not len(pool) or not shared:  # no tile to draw from, or none asked for anything these tiles were
+            return out
+        fitted = self.requests[np.ix_(pool, np.array([self.request_names.index(q) for q in shared], int))]
+        asked = z[:, np.array([list(z_names).index(q) for q in shared], int)]
+        # One draw per tile: its candidates share a seed and a request.
+        _, first, row_of = np.unique(np.column_stack([seeds, asked]), axis=0, return_index=True,
+                                     return_inverse=True)
         for k, i in enumerate(first):
-            nearest = known[np.argsort(((fitted - asked[i]) ** 2).sum(axis=1), kind="stable")[:NEIGHBOURS]]
-            out[row_of == k] = residuals[np.random.default_rng(int(seeds[i])).choice(nearest)]
+            nearest = pool[np.argsort(((fitted - asked[i]) ** 2).sum(axis=1), kind="stable")[:NEIGHBOURS]]
+            out[row_of.reshape(-1) == k] = residuals[np.random.default_rng(int(seeds[i])).choice(nearest)]
         return out
 
     def write(self, path: str | Path) -> Path:
@@ -154,12 +162,15 @@ class Calibration:
     def read(cls, path: str | Path) -> Calibration:
         path = Path(path)
         payload = json.loads(path.read_text())
-        scatter = payload.pop("scatter_file", None)
-        if scatter is not None:
-            with np.load(path.parent / scatter) as saved:
+        scatter_file = payload.pop("scatter_file", None)
+        if scatter_file is not None:
+            if not (path.parent / scatter_file).is_file():
+                raise RunSpecError(f"{path.name} names {scatter_file} beside it, which is missing (looked in "
+                                   f"{path.parent}); reinstall urbangen or refit the calibration")
+            with np.load(path.parent / scatter_file) as saved:
                 if list(saved["names"]) != list(payload["lines"]):
-                    raise RunSpecError(f"{scatter}: residuals of {list(saved['names'])}, but {path.name} has lines "
-                                       f"of {list(payload['lines'])}: refit the calibration")
+                    raise RunSpecError(f"{scatter_file}: residuals of {list(saved['names'])}, but {path.name} has "
+                                       f"lines of {list(payload['lines'])}: refit the calibration")
                 payload |= {"request_names": tuple(str(q) for q in saved["request_names"]),
                             "requests": saved["requests"].astype(np.float64),
                             "residuals": saved["residuals"].astype(np.float64)}
@@ -172,8 +183,8 @@ def fit_calibration(requested: np.ndarray, measured: np.ndarray, names: list[str
     """Least-squares fits of real tiles' measured values (N, P) against their own requests (N, P, in units,
     NaN where unknown), each parameter against ``predictors[name]``, standardized by ``scaler`` as a generator
     sees them (unknown: 0). A tile counts for a parameter where that parameter's request and measurement are
-    both known. Each tile's requests and residuals are kept (NaN where not counted): what seeded targets
-    draw from (:meth:`Calibration.target`)."""
+    both known. Each tile's requests (standardized, unknown: 0) and residuals (NaN where the tile does not
+    count) are kept: what seeded targets draw from (:meth:`Calibration.target`)."""
     z = scaler.transform(requested, dtype=np.float64)
     z_names = list(scaler.names)
     lines, residuals = {}, []
@@ -198,7 +209,7 @@ def fit_calibration(requested: np.ndarray, measured: np.ndarray, names: list[str
 
 
 def parameter_errors(stage: TrainedModel, layouts: np.ndarray, requested: np.ndarray, seeds: np.ndarray | None = None,
-                     calibration: Calibration | None = None, scatter: float = TARGET_SCATTER) -> np.ndarray:
+                     *, calibration: Calibration | None = None, scatter: float = TARGET_SCATTER) -> np.ndarray:
     """Mean distance, in training spreads, of each 0/1 layout's measured parameters from what real tiles measure.
 
     Parameters
@@ -266,11 +277,16 @@ def by_parameters(model: TrainedModel | GeneratorChain, candidates: int = CANDID
     Raises
     ------
     InvalidValueError
-        If ``scatter`` is outside [0, 1].
+        If ``scatter`` is outside [0, 1], or above 0 with no calibration that
+        holds real tiles' scatter (a model of your own: fit one with
+        ``scripts/fit_selection_calibration.py``).
     """
     if not 0.0 <= scatter <= 1.0:
         raise InvalidValueError(f"target scatter must be between 0 and 1, got {scatter}")
     calibration = calibration if calibration is not None else shipped_calibration(model)
+    if scatter and (calibration is None or calibration.residuals is None):
+        raise InvalidValueError(f"a target scatter of {scatter} needs a calibration holding real tiles' scatter, "
+                                f"and {model.spec.workdir} has none: fit one with scripts/fit_selection_calibration.py")
     if isinstance(model, GeneratorChain):
         return model.selecting(candidates, partial(parameter_errors, calibration=calibration, scatter=scatter)
                                if candidates > 1 else None)
