@@ -33,14 +33,14 @@ with the tile's seed, all of a stage's parameters from the same real tile
 (a sparse street network's few intersections and many dead ends go
 together). It is a fidelity-realism trade, like a GAN's truncation. On 256
 held-out tiles, scatter 1 brought dead-end share's Wasserstein-1 distance to
-real tiles from 6.2x to 3.7x the real-versus-real floor and intersection
-density's from 1.9x to 1.2x, while the conditioning error of intersection
-density rose from 28.7 to 36.4 /km² (real tiles' own: 38.9) and a stitched
-dense-to-sparse layout overshot its intersection density more (108 -> 142
-/km² for 80 real tiles measure): where the generator's candidates are
-denser than asked, a target drawn low cannot be met and one drawn high can.
-So the default is 0, the fit alone. (A normal of each parameter's spread as
-the scatter instead: 5.1x and 1.5x.)
+real tiles from 6.2x to 2.9x the real-versus-real floor and intersection
+density's from 1.9x to 1.1x, while the conditioning error of intersection
+density rose from 28.7 to 37.6 /km² (real tiles' own: 38.9), KID from 0.124
+to 0.142, and a stitched dense-to-sparse layout overshot its intersection
+density more (109 -> 126 /km² for the 80 real tiles measure): where the
+generator's candidates are denser than asked, a target drawn low cannot be
+met and one drawn high can. So the default is 0, the fit alone. (A normal of
+each parameter's spread as the scatter instead: 5.1x and 1.5x.)
 
 A chain selects stage by stage (:meth:`urbangen.inference.GeneratorChain.selecting`):
 the street stage's samples by the street parameters, then the buildings
