@@ -187,7 +187,7 @@ def fit_calibration(requested: np.ndarray, measured: np.ndarray, names: list[str
     count) are kept: what seeded targets draw from (:meth:`Calibration.target`)."""
     z = scaler.transform(requested, dtype=np.float64)
     z_names = list(scaler.names)
-    lines, residuals = {}, []
+    lines, residuals = {}, np.full(np.shape(measured), np.nan)
     for j, name in enumerate(names):
         v, m = requested[:, j], measured[:, j]
         ok = np.isfinite(v) & np.isfinite(m)
@@ -201,11 +201,10 @@ def fit_calibration(requested: np.ndarray, measured: np.ndarray, names: list[str
         lines[name] = Line(intercept=float(coef[0]), slopes={q: float(c) for q, c in zip(keys, coef[1:])},
                            spread=max(float(residual.std()), 1e-9), n=int(ok.sum()),
                            r2=float(1.0 - np.sum(residual ** 2) / total) if total > 0 else 0.0)
-        residuals.append(np.where(ok, m, np.nan))
-        residuals[-1][ok] = residual
+        residuals[ok, j] = residual
     return Calibration(lines=lines, tile_px=tile_px, meters_per_pixel=meters_per_pixel, fitted_on=fitted_on,
                        request_names=tuple(z_names), requests=np.nan_to_num(z),
-                       residuals=np.column_stack(residuals) if residuals else np.zeros((len(z), 0)))
+                       residuals=residuals[:, [names.index(n) for n in lines]])
 
 
 def parameter_errors(stage: TrainedModel, layouts: np.ndarray, requested: np.ndarray, seeds: np.ndarray | None = None,
