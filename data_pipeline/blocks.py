@@ -28,7 +28,7 @@ import shutil
 import socket
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +110,29 @@ def _median_zone(zone_counts: Counter, north: int, south: int) -> tuple[int, boo
     raise NoStreetsError("no street vertices")  # pragma: no cover - checked before
 
 
+@dataclass
+class _ReadTally:
+    """What :func:`plan_city`'s first pass adds up chunk by chunk: street vertices per UTM zone and
+    hemisphere, whether any street or building was read, and the chunks written."""
+
+    zones: Counter = field(default_factory=Counter)
+    north: int = 0
+    south: int = 0
+    any_street: bool = False
+    any_building: bool = False
+    n_chunks: int = 0
+
+    def add(self, chunk: OSMFeatures) -> None:
+        self.any_street |= bool((chunk.streets["street_class"] != "other").any())
+        self.any_building |= bool(len(chunk.buildings))
+        lonlat = shapely.get_coordinates(chunk.streets.geometry.values)
+        zone = np.minimum(((lonlat[:, 0] + 180.0) // 6.0).astype(np.int64) + 1, 60)
+        self.zones.update(dict(zip(*np.unique(zone, return_counts=True))))
+        self.north += int((lonlat[:, 1] >= 0).sum())
+        self.south += int((lonlat[:, 1] < 0).sum())
+        self.n_chunks += 1
+
+
 def plan_city(city: CitySpec, config: TilingConfig, scratch: str | Path, block_km: float,
               margin_m: float = DEFAULT_MARGIN_M, report: Reporter | None = None) -> CityPlan:
     """Stream ``city``'s OSM file into chunks under ``scratch`` and lay out its blocks.
@@ -147,25 +170,22 @@ def plan_city(city: CitySpec, config: TilingConfig, scratch: str | Path, block_k
     scratch.mkdir(parents=True)
 
     # Pass 1: the file, streamed once into chunks; street vertices counted per UTM zone.
-    zones: Counter = Counter()
-    north = south = 0
-    any_street = any_building = False
-    n_chunks = 0
-    for k, (lines, areas) in enumerate(sources.iter_osm_chunks(path)):
-        report("reading", k, None)
+    tally = _ReadTally()
+
+    def start_over() -> None:  # the file proved out of order midway: its sorted copy is read from the start
+        nonlocal tally
+        for chunk_file in scratch.glob("*.parquet"):
+            chunk_file.unlink()
+        tally = _ReadTally()
+
+    for lines, areas in sources.iter_osm_chunks(path, on_start_over=start_over):
+        report("reading", tally.n_chunks, None)
         for kind, frame in (("lines", lines), ("areas", areas)):
             if len(frame):
-                frame.to_parquet(scratch / f"{kind}-{k:06d}.parquet", write_covering_bbox=True)
-        chunk = _chunk_features(lines, areas, city)
-        any_street |= bool((chunk.streets["street_class"] != "other").any())
-        any_building |= bool(len(chunk.buildings))
-        lonlat = shapely.get_coordinates(chunk.streets.geometry.values)
-        zone = np.minimum(((lonlat[:, 0] + 180.0) // 6.0).astype(np.int64) + 1, 60)
-        zones.update(dict(zip(*np.unique(zone, return_counts=True))))
-        north += int((lonlat[:, 1] >= 0).sum())
-        south += int((lonlat[:, 1] < 0).sum())
-        n_chunks = k + 1
-    if not any_street:
+                frame.to_parquet(scratch / f"{kind}-{tally.n_chunks:06d}.parquet", write_covering_bbox=True)
+        tally.add(_chunk_features(lines, areas, city))
+    zones, north, south, n_chunks = tally.zones, tally.north, tally.south, tally.n_chunks
+    if not tally.any_street:
         raise NoStreetsError(f"{path.name}: no streets found (no highway=* way of the classes "
                              "major/minor/cycle_foot); nothing to tile.")
 
@@ -204,7 +224,7 @@ def plan_city(city: CitySpec, config: TilingConfig, scratch: str | Path, block_k
     blocks = [np.flatnonzero(label.ravel() == b) for b in range(len(unique))]
     tile_areas = [_box(*candidates.bounds[idx, :2].min(axis=0), *candidates.bounds[idx, 2:].max(axis=0))
                   for idx in blocks]
-    known = {**dict.fromkeys(LAYERS, True), "buildings": any_building and city.buildings_mapped}
+    known = {**dict.fromkeys(LAYERS, True), "buildings": tally.any_building and city.buildings_mapped}
     return CityPlan(
         city=city, crs=crs, coverage=coverage, candidates=candidates, block_m=float(block_m), blocks=blocks,
         block_keys=[(int(k[0]), int(k[1])) for k in unique], tile_areas=tile_areas, margin_m=margin_m,

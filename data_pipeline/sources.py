@@ -13,7 +13,7 @@ import importlib.resources
 import re
 import tempfile
 from array import array
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -145,13 +145,13 @@ class _LineBuffer:
 
 
 def _sorted_copy(path: Path, fmt: str, folder: Path) -> Path:
-    """A PBF copy of an OSM file with its ways and relations each in osmium's id order, in ``folder``.
+    """A PBF copy of an OSM file, nodes first, then its ways and relations each in osmium's id order, in ``folder``.
 
     Only osmium's area assembly needs id order (of ways); its node location
-    index takes nodes in any order. osmium's order puts negative ids (an
+    index takes nodes in any order, but before the ways. osmium's order puts negative ids (an
     editor's new objects, as JOSM writes them) first, by absolute value. So nodes are copied as osmium
     read them (no Python object each: on Columbus's 110,000 nodes the copy
-    takes 0.9 s instead of 3.3 s), and only ways and relations are held and sorted.
+    takes 0.9 s instead of 3.3 s), and only ways and relations are held, sorted and written after them.
     """
     import osmium
     from osmium.osm import mutable
@@ -179,7 +179,8 @@ CHUNK_OBJECTS = 10_000
 
 
 class _OutOfOrderError(Exception):
-    """The file's ways are not in id order (osmium's area assembly needs it)."""
+    """The file's objects are not in the order a one-pass read needs: ways in id order (osmium's area
+    assembly) and after their nodes (the node location index)."""
 
 
 def osm_header(path: Path, suffix: str) -> tuple[tuple | None, str | None]:
@@ -213,9 +214,13 @@ def _tagged_frame(rows: list[dict], geometry: np.ndarray) -> gpd.GeoDataFrame:
     )
 
 
-def _osmium_chunks(path: Path, suffix: str, chunk_objects: int
+def _osmium_chunks(path: Path, suffix: str, chunk_objects: int, *, nodes_first: bool = False
                    ) -> Iterator[tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]]:
-    """Stream a file's street ways and classified areas as ``(lines, areas)`` tagged frames of a chunk each."""
+    """Stream a file's street ways and classified areas as ``(lines, areas)`` tagged frames of a chunk each.
+
+    ``nodes_first``: the file is known to hold its nodes before its ways (a sorted copy), so a first way
+    with no node located is one whose nodes are missing, not one read before them.
+    """
     import osmium
 
     fmt = _osmium_format(suffix)
@@ -227,6 +232,7 @@ def _osmium_chunks(path: Path, suffix: str, chunk_objects: int
 
     streets, line_tags, area_wkb, area_tags = new_chunk()
     n_objects = 0
+    located_way = nodes_first  # a way with a located node was seen (or the order is known good)
     obj: Any  # osmium yields a union of object kinds, told apart by is_way() and is_area()
     try:
         processor = (
@@ -238,6 +244,12 @@ def _osmium_chunks(path: Path, suffix: str, chunk_objects: int
         for obj in processor:
             n_objects += 1
             if obj.is_way():
+                if not located_way:
+                    if len(obj.nodes) and not any(node.location.valid() for node in obj.nodes):
+                        # Extracts clipped at a box keep at least one node of each way: none at all, on the
+                        # first way, means the nodes come after the ways.
+                        raise _OutOfOrderError(f"way {obj.id} comes before its nodes")
+                    located_way = True
                 if "highway" not in obj.tags:
                     continue
                 tags = {t.k: t.v for t in obj.tags if t.k in _TAG_SET}
@@ -274,14 +286,18 @@ def _chunk_frames(streets: _LineBuffer, line_tags: list[dict], area_wkb: list, a
     return _tagged_frame(rows, lines), _tagged_frame(area_tags, polygons)
 
 
-def iter_osm_chunks(path: str | Path, chunk_objects: int = CHUNK_OBJECTS, *, _sorted: bool = False
+def iter_osm_chunks(path: str | Path, chunk_objects: int = CHUNK_OBJECTS, *,
+                    on_start_over: Callable[[], None] | None = None
                     ) -> Iterator[tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]]:
     """Stream a local OSM file (XML or PBF) as ``(lines, areas)`` tagged frames of ``chunk_objects`` each.
 
     Nothing but the current chunk is held (and osmium's node location index).
-    A file whose ways are out of id order is read through a sorted copy, which
-    holds its ways and relations in memory: sort large ones with ``osmium sort``
-    first.
+    A file whose ways are out of id order, or come before their nodes, is read
+    through a sorted copy, which holds its ways and relations in memory: sort
+    large ones with ``osmium sort`` first. Where that shows only after chunks
+    were yielded, the chunks start over from the copy: ``on_start_over`` is
+    called first, for the consumer to drop what it was given; without it that
+    is a :class:`CorruptOSMFileError`, never a chunk given twice.
 
     Raises
     ------
@@ -289,32 +305,34 @@ def iter_osm_chunks(path: str | Path, chunk_objects: int = CHUNK_OBJECTS, *, _so
     """
     path = Path(path)
     suffix = _suffix(path)
+    yielded = 0
     try:
-        yield from _osmium_chunks(path, suffix, chunk_objects)
-    except _OutOfOrderError:
-        if _sorted:
-            raise CorruptOSMFileError(f"{path.name}: objects out of order even after sorting") from None
-        # Some tools write objects out of id order, which osmium's area assembly refuses:
-        # read a sorted copy instead (``osmium sort`` does the same for large files). Chunks already
-        # yielded came before the first object out of order; the sorted copy starts over.
-        with tempfile.TemporaryDirectory() as tmp:
-            yield from iter_osm_chunks(_sorted_copy(path, _osmium_format(suffix), Path(tmp)), chunk_objects,
-                                       _sorted=True)
+        for chunk in _osmium_chunks(path, suffix, chunk_objects):
+            yielded += 1
+            yield chunk
+        return
+    except _OutOfOrderError as exc:
+        reason = str(exc)
+    if yielded:
+        if on_start_over is None:
+            raise CorruptOSMFileError(
+                f"{path.name}: objects out of order ({reason}) after {yielded} chunks were read; "
+                f"sort the file first (osmium sort {path.name} -o sorted.osm.pbf)")
+        on_start_over()
+    # Some tools write objects out of id order, or nodes after ways (osmium sort does the same as this).
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = _sorted_copy(path, _osmium_format(suffix), Path(tmp))
+        try:
+            yield from _osmium_chunks(copy, ".osm.pbf", chunk_objects, nodes_first=True)
+        except _OutOfOrderError as exc:
+            raise CorruptOSMFileError(f"{path.name}: objects out of order even after sorting ({exc})") from None
 
 
-def _read_with_osmium(path: Path, suffix: str, *, _sorted: bool = False
-                      ) -> tuple[gpd.GeoDataFrame, tuple | None, str | None]:
+def _read_with_osmium(path: Path, suffix: str) -> tuple[gpd.GeoDataFrame, tuple | None, str | None]:
     """The whole file as one tagged frame (every street line, then every area), with its header."""
     extent, timestamp = osm_header(path, suffix)
-    try:
-        chunks = list(_osmium_chunks(path, suffix, CHUNK_OBJECTS))
-    except _OutOfOrderError:
-        if _sorted:
-            raise CorruptOSMFileError(f"{path.name}: objects out of order even after sorting") from None
-        with tempfile.TemporaryDirectory() as tmp:
-            frame, _, _ = _read_with_osmium(_sorted_copy(path, _osmium_format(suffix), Path(tmp)), ".osm.pbf",
-                                            _sorted=True)
-        return frame, extent, timestamp  # the original's header
+    chunks: list[tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]] = []
+    chunks.extend(iter_osm_chunks(path, on_start_over=chunks.clear))
     frames = [lines for lines, _ in chunks] + [areas for _, areas in chunks]
     frames = [f for f in frames if len(f)]
     if len(frames) == 1:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import bz2
 import gzip
 import time
+from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
@@ -276,3 +277,72 @@ def test_new_objects_with_negative_ids_read_whole(osm_path, tmp_path):
     for layer in ("streets", "buildings"):
         a, b = getattr(ours, layer), getattr(expected, layer)
         assert sorted(shapely.to_wkb(a.geometry.values)) == sorted(shapely.to_wkb(b.geometry.values)), layer
+
+
+def _assert_reads_as_kennesaw(ours, expected) -> None:
+    for layer in ("streets", "buildings"):
+        a, b = getattr(ours, layer), getattr(expected, layer)
+        assert len(a) == len(b) > 0, layer
+        assert sorted(shapely.to_wkb(a.geometry.values)) == sorted(shapely.to_wkb(b.geometry.values)), layer
+
+
+def test_a_file_with_ways_before_nodes_reads_whole(osm_path, tmp_path):
+    """Ways written before the nodes they use get no locations from osmium (it does not check): such a
+    file read as if it had no streets. The first way with no node located sends it through the sorted
+    copy, nodes first, and Kennesaw written ways, nodes, relations reads as the original."""
+    kinds = _kennesaw_objects(osm_path)
+    ways_first = tmp_path / "kennesaw_ways_first.osm.pbf"
+    _write_objects(ways_first, [(kind, obj) for kind in ("way", "node", "relation") for obj in kinds[kind]])
+    with pytest.raises(sources._OutOfOrderError, match="before its nodes"):
+        list(sources._osmium_chunks(ways_first, ".osm.pbf", sources.CHUNK_OBJECTS))
+    _assert_reads_as_kennesaw(sources.read_osm_file(ways_first), sources.read_osm_file(osm_path(KENNESAW)))
+
+
+def _late_disorder(osm_path, tmp_path):
+    """Kennesaw with its last two ways swapped: osmium finds the disorder only after 6,000 objects."""
+    kinds = _kennesaw_objects(osm_path)
+    kinds["way"][-2:] = kinds["way"][:-3:-1]
+    late = tmp_path / "kennesaw_late_disorder.osm.pbf"
+    _write_objects(late, [(kind, obj) for kind, objects in kinds.items() for obj in objects])
+    return late
+
+
+def test_disorder_found_midway_never_gives_a_chunk_twice(osm_path, tmp_path):
+    """Chunks yielded before osmium finds ways out of order were given again, with the sorted copy's, to a
+    streaming reader (12,156 rows for Kennesaw's 6,156). Now a consumer that can drop them is told to and
+    gets each object once; one that cannot gets a CorruptOSMFileError naming the fix; the whole-file
+    reader reads the original's streets and buildings."""
+    late = _late_disorder(osm_path, tmp_path)
+    original = sum(len(lines) + len(areas) for lines, areas in sources.iter_osm_chunks(osm_path(KENNESAW), 1000))
+    with pytest.raises(CorruptOSMFileError, match="after 6 chunks were read; sort the file first"):
+        list(sources.iter_osm_chunks(late, 1000))
+
+    chunks: list = []
+    starts = []
+    for chunk in sources.iter_osm_chunks(late, 1000, on_start_over=lambda: (starts.append(len(chunks)),
+                                                                             chunks.clear())):
+        chunks.append(chunk)
+    assert starts == [6]
+    assert sum(len(lines) + len(areas) for lines, areas in chunks) == original == 6156
+    _assert_reads_as_kennesaw(sources.read_osm_file(late), sources.read_osm_file(osm_path(KENNESAW)))
+
+
+def test_a_blocked_plan_starts_over_when_disorder_is_found_midway(osm_path, tmp_path, monkeypatch):
+    """plan_city writes chunk files and adds up counts as it streams: on a start-over it drops both, so its
+    plan and its chunks' rows equal those of the file in order."""
+    from functools import partial
+
+    from data_pipeline.blocks import plan_city
+    from data_pipeline.config import TilingConfig
+
+    late = _late_disorder(osm_path, tmp_path)
+    monkeypatch.setattr(sources, "iter_osm_chunks", partial(sources.iter_osm_chunks, chunk_objects=1000))
+    config = TilingConfig(tile_px=64, meters_per_pixel=4.0)
+    plans = [plan_city(CitySpec("kennesaw", osm_file=str(path)), config, tmp_path / name, block_km=1.0)
+             for name, path in (("in_order", osm_path(KENNESAW)), ("late", late))]
+    assert plans[0].crs == plans[1].crs
+    assert np.array_equal(plans[0].candidates.bounds, plans[1].candidates.bounds)
+    assert [b.tolist() for b in plans[0].blocks] == [b.tolist() for b in plans[1].blocks]
+    rows = [sorted((f.name, len(gpd.read_parquet(f))) for f in Path(p.chunks_dir).glob("*.parquet")) for p in plans]
+    assert sum(n for _, n in rows[1]) == 6156
+    assert [name for name, _ in rows[0]] == [name for name, _ in rows[1]]  # no chunk file left from the first read
