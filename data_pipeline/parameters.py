@@ -138,6 +138,7 @@ def tile_parameters(
     bounds: np.ndarray,
     config: TilingConfig,
     graph: StreetGraph | None = None,
+    cut_ends: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Measure :data:`PARAMETERS` for each tile.
 
@@ -151,6 +152,12 @@ def tile_parameters(
         Tiling settings (the intersection tolerance is used).
     graph
         The drive-network graph, if already built (see :func:`drive_graph`).
+    cut_ends
+        Per node of ``graph``, True where the node is no node of the network
+        but the end of a street cut by the edge of the mapped ground (a raster
+        layout's edge: see :func:`urbangen.measure.measure_windows`). Such ends
+        are not counted in ``dead_end_share``: on a city's own graph the street
+        goes on.
 
     Returns
     -------
@@ -204,7 +211,8 @@ def tile_parameters(
     edges_in = _points_in_boxes(mid, bounds)
     out["orientation_entropy"] = np.array([orientation_entropy(graph, e) for e in edges_in])
     count = graph.street_count
-    nodes_in = _points_in_boxes(graph.node_xy, bounds)
+    counted = np.ones(len(count), bool) if cut_ends is None else ~np.asarray(cut_ends, bool)
+    nodes_in = [m[counted[m]] for m in _points_in_boxes(graph.node_xy, bounds)]
     out["dead_end_share"] = np.array(
         [(count[m] == 1).mean() if len(m) else 0.0 for m in nodes_in]
     )

@@ -9,6 +9,7 @@ spurious intersections and dead ends; see docs/architecture.md.
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import shapely
 from affine import Affine
 
@@ -86,3 +87,55 @@ def test_spurs_shorter_than_min_pixels_are_dropped_but_junction_links_kept():
     assert {(15, c) for c in range(3, 29)} <= covered  # the line survives whole, in pieces meeting at the spur
     assert (13, 16) not in covered  # the spur's free end is gone
     assert (13, 16) in {p for path in skeleton_paths(m, min_pixels=1) for p in path}  # kept when asked to
+
+
+def test_a_street_cut_by_the_tile_edge_is_no_dead_end():
+    """A tile is a window on a city: a street that runs off its edge goes on there, as it does in the city's
+    own graph, which the requested parameters come from. Only a street that ends inside the tile is a dead
+    end. A street across the tile has no node to count (dead-end share 0, as the pipeline gives a tile with
+    no node); one from the edge to the middle has one end, a dead end; a T whose stem ends in the tile
+    has one dead end and its junction, here a cluster of four skeleton nodes (the intersection count
+    consolidates them within 10 m; the node count, like osmnx's of a simplified graph, does not): 1 of 5.
+    Counting the cut ends, the shares were 1, 1 and 3 of 7."""
+    from urbangen.measure import measure_tiles
+
+    def across(m):
+        m[31:33, :] = 1
+
+    def to_the_middle(m):
+        m[31:33, :32] = 1
+
+    def t_with_a_stem(m):
+        m[10:12, :] = 1
+        m[10:40, 31:33] = 1
+
+    shares = measure_tiles(np.stack([_layout(d) for d in (across, to_the_middle, t_with_a_stem)]), CHANNELS,
+                           MPP)["dead_end_share"].tolist()
+    assert shares == [0.0, 1.0, 0.2]
+
+
+def test_a_road_drawn_in_the_cycle_channel_is_a_road_with_a_cycle_lane():
+    """The pipeline draws a street's cycle lane as the street widened in the cycle/foot channel. Read back,
+    that is one street with a lane (its length counted as cycle/foot length, once in all streets' length),
+    not a road plus a cycleway on top of it: the share is 1 for a road with a lane along its whole length
+    (0.5 when the lane was read as a way of its own), and a cycleway of its own beside a lane-less road of
+    the same length still makes half."""
+    from urbangen.measure import measure_tiles
+
+    def with_lane(layout):
+        layout[31:33, :, CHANNELS.index("minor_roads")] = 1
+        layout[30:34, :, CHANNELS.index("cycle_foot")] = 1
+
+    def beside(layout):
+        layout[20:22, :, CHANNELS.index("minor_roads")] = 1
+        layout[40:42, :, CHANNELS.index("cycle_foot")] = 1
+
+    tiles = []
+    for draw in (with_lane, beside):
+        layout = np.zeros((64, 64, len(CHANNELS)), np.uint8)
+        draw(layout)
+        tiles.append(layout)
+    streets, _ = _graph(tiles[0])
+    assert streets["highway"].tolist() == ["residential"] and streets["cycle_infra"].tolist() == [True]
+    shares = measure_tiles(np.stack(tiles), CHANNELS, MPP)["cycle_foot_share"].tolist()
+    assert shares == pytest.approx([1.0, 0.5], abs=0.02)

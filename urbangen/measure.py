@@ -3,6 +3,13 @@
 Generated layouts and real tiles go through this one path (:func:`measure_tiles`),
 so the error that rasterizing and vectorizing alone cause (the floor) is
 measured exactly as a generator's error is.
+
+A layout is a window on a city, and a street that runs off its edge goes on
+there: the requested parameters come from the city's whole graph, where such a
+street has no end. So a street's end at the layout's edge is a cut, not a dead
+end (:func:`cut_ends`). Counted as dead ends, those cuts made real held-out
+tiles measure a mean dead-end share of 0.33 against their vector 0.14, and
+hid how often a generated street ends inside its tile.
 """
 
 from __future__ import annotations
@@ -16,7 +23,8 @@ from rasterio.transform import from_origin
 
 from data_pipeline.config import TilingConfig
 from data_pipeline.features import LAYERS, OSMFeatures
-from data_pipeline.parameters import tile_parameters
+from data_pipeline.parameters import drive_graph, tile_parameters
+from data_pipeline.street_graph import StreetGraph
 from urbangen.vectorize import polygons, street_frame
 
 #: Street channels: the parameters of a street network come from these.
@@ -30,6 +38,10 @@ PARAMETER_CHANNELS: dict[str, tuple[str, ...]] = {
                                     "cycle_foot_share", "major_road_share", "orientation_entropy", "dead_end_share")},
     "open_space_share": ("open_space",), "water_share": ("water",),
 }
+#: A street's end closer than this to its layout's edge, pixels, is where the layout cut it: skeleton ends
+#: of streets that run off a real tile lie 0.5 or 1.5 px from its edge (on 150 real tiles: 873 and 232
+#: of 1457 ends; then 42 at 2.5 px, and the ends inside the tile spread from there).
+CUT_END_PX = 2.0
 #: A metric CRS for layouts with no place on Earth; near its origin it is conformal (bearings hold).
 FREE_CRS = "EPSG:3857"
 
@@ -49,12 +61,31 @@ def vectorize(layout: np.ndarray, channels: list[str], transform: Affine, crs: s
             "water": layer("water"), "streets": street_frame(layout, channels, transform, crs, mpp / 2)}
 
 
+def cut_ends(graph: StreetGraph, layouts: np.ndarray, mpp: float) -> np.ndarray:
+    """Per node of a layout's street graph: True for a street's end at the edge of its layout (within
+    :data:`CUT_END_PX`), where the layout cut a street that a city would carry on (not a dead end).
+
+    ``layouts`` are the boxes ``x0, y0, x1, y1`` of the rasters that were vectorized.
+    """
+    cut = np.zeros(len(graph.street_count), bool)
+    ends = np.flatnonzero(graph.street_count == 1)
+    x, y = graph.node_xy[ends].T
+    for x0, y0, x1, y1 in np.asarray(layouts, np.float64).reshape(-1, 4):
+        inside = (x >= x0) & (x <= x1) & (y >= y0) & (y <= y1)
+        to_edge = np.minimum.reduce([x - x0, x1 - x, y - y0, y1 - y])
+        cut[ends[inside & (to_edge < CUT_END_PX * mpp)]] = True
+    return cut
+
+
 def measure_windows(vectors: dict[str, Any], channels: list[str], bounds: np.ndarray, mpp: float, tile_px: int,
-                    crs: str) -> pd.DataFrame:
+                    crs: str, *, layouts: np.ndarray) -> pd.DataFrame:
     """Parameters of each window (``bounds`` rows ``x0, y0, x1, y1``) of vectorized layers.
 
     A channel the layout lacks is an unknown layer (its parameters NaN), as
     in a source that lacks it; cycle and foot ways count as known-absent.
+    ``layouts`` are the boxes of the rasters vectorized (the windows' own
+    boxes for separate tiles, the whole layout's for windows of one): a street
+    end at their edge is a cut, not a dead end (:func:`cut_ends`).
     """
     x0, y0 = bounds[:, :2].min(axis=0)
     x1, y1 = bounds[:, 2:].max(axis=0)
@@ -63,7 +94,9 @@ def measure_windows(vectors: dict[str, Any], channels: list[str], bounds: np.nda
                            extent=(float(x0), float(y0), float(x1), float(y1)),
                            layers_known={k: k in channels or k == "cycle_foot" for k in LAYERS}
                            | {"all_streets": set(STREET_CHANNELS) <= set(channels)})
-    return tile_parameters(features, bounds, TilingConfig(meters_per_pixel=mpp, tile_px=tile_px))
+    graph = drive_graph(features)
+    return tile_parameters(features, bounds, TilingConfig(meters_per_pixel=mpp, tile_px=tile_px), graph,
+                           cut_ends=cut_ends(graph, layouts, mpp))
 
 
 def measure_tiles(tiles: np.ndarray, channels: list[str], mpp: float, *, min_building_area_m2: float = 0.0,
@@ -91,5 +124,5 @@ def measure_tiles(tiles: np.ndarray, channels: list[str], mpp: float, *, min_bui
             bounds.append((x0, top - t * mpp, x0 + t * mpp, top))
         transform = from_origin(0.0, cells * mpp, mpp, mpp)
         vectors = vectorize(mosaic, channels, transform, FREE_CRS, min_building_area_m2)
-        rows.append(measure_windows(vectors, channels, np.array(bounds), mpp, t, FREE_CRS))
+        rows.append(measure_windows(vectors, channels, np.array(bounds), mpp, t, FREE_CRS, layouts=np.array(bounds)))
     return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()

@@ -27,11 +27,6 @@ def polygons(mask: np.ndarray, transform: Affine, crs, min_area_m2: float = 0.0,
     return out[out.area >= min_area_m2].reset_index(drop=True) if len(out) else out
 
 
-def skeleton_lines(mask: np.ndarray, transform: Affine, min_pixels: int = 3) -> list[shapely.LineString]:
-    """Centrelines of a street mask: skeletonize, then trace pixel paths between ends and junctions."""
-    return [_pixel_line(path, transform) for path in skeleton_paths(mask, min_pixels)]
-
-
 def _pixel_line(path: list[tuple[int, int]], transform: Affine) -> shapely.LineString:
     rows, cols = np.array(path, dtype=np.float64).T
     t = transform
@@ -102,26 +97,43 @@ def skeleton_paths(mask: np.ndarray, min_pixels: int = 3) -> list[list[tuple[int
 
 def street_frame(layout: np.ndarray, channels: list[str], transform: Affine, crs,
                  simplify_m: float) -> gpd.GeoDataFrame:
-    """Centrelines of every street channel, with the ``highway`` and ``street_class`` the pipeline reads."""
+    """Centrelines of every street channel, with the ``highway`` and ``street_class`` the pipeline reads.
+
+    The pipeline draws a street's cycle track or lane as the street widened, in the cycle/foot channel
+    (:func:`data_pipeline.rasterize.channel_geometries`). So a road centre line mostly on cycle/foot
+    pixels is a road with a cycle lane (``cycleway=lane``, counted in the cycle/foot share as the
+    pipeline counts it), and a cycle/foot centre line mostly on road pixels is that lane, not a way of
+    its own. Read as separate cycleways, the lanes added to both sides of the share: real held-out
+    tiles measured 0.23 against their vector 0.39 (per-tile error 0.164); with this rule 0.27
+    (0.128). Footways thinner than a pixel rasterize as dashes and stay short.
+    """
     from data_pipeline.features import street_frame as tagged_street_frame
 
     rows = []
+    cycle = layout[..., channels.index("cycle_foot")].astype(bool) if "cycle_foot" in channels else None
+    road = np.zeros(layout.shape[:2], bool)
     # Major and minor roads meet at junctions: skeletonized together, a T-junction of a residential
     # street on a primary road stays one node; each path then takes the class most of its pixels have.
     drive = [c for c in ("major_roads", "minor_roads") if c in channels]
     if drive:
         masks = {c: layout[..., channels.index(c)].astype(bool) for c in drive}
-        for path in skeleton_paths(np.logical_or.reduce(list(masks.values()))):
+        road = np.logical_or.reduce(list(masks.values()))
+        for path in skeleton_paths(road):
             r, c = np.array(path).T
             counts = {name: int(m[r, c].sum()) for name, m in masks.items()}
             name = "major_roads" if counts.get("major_roads", 0) * 2 > len(path) else "minor_roads"
             if name not in masks:
                 name = drive[0]
+            lane = cycle is not None and cycle[r, c].mean() > 0.5
             rows.append({"geometry": _pixel_line(path, transform).simplify(simplify_m),
-                         "highway": CHANNEL_HIGHWAY[name]})
-    if "cycle_foot" in channels:
-        for line in skeleton_lines(layout[..., channels.index("cycle_foot")], transform):
-            rows.append({"geometry": line.simplify(simplify_m), "highway": CHANNEL_HIGHWAY["cycle_foot"]})
+                         "highway": CHANNEL_HIGHWAY[name], "cycleway": "lane" if lane else None})
+    if cycle is not None:
+        for path in skeleton_paths(cycle):
+            r, c = np.array(path).T
+            if road[r, c].mean() > 0.5:
+                continue
+            rows.append({"geometry": _pixel_line(path, transform).simplify(simplify_m),
+                         "highway": CHANNEL_HIGHWAY["cycle_foot"]})
     frame = gpd.GeoDataFrame(rows, geometry="geometry", crs=crs) if rows else gpd.GeoDataFrame(
         {"highway": []}, geometry=[], crs=crs)
     return tagged_street_frame(frame)

@@ -44,7 +44,8 @@ def measure(layout: np.ndarray, channels: list[str], request: GenerationRequest,
     windows = measurement_windows(h, w, tile)
     bounds = np.array([[x0 + c * mpp, y0 + (h - r - rows) * mpp, x0 + (c + cols) * mpp, y0 + (h - r) * mpp]
                        for r, c, rows, cols in windows])
-    return vectors, measure_windows(vectors, channels, bounds, mpp, tile, request.crs)
+    return vectors, measure_windows(vectors, channels, bounds, mpp, tile, request.crs,
+                                    layouts=np.array([[x0, y0, x0 + w * mpp, y0 + h * mpp]]))
 
 
 def compare(fields: np.ndarray, names: list[str], achieved, windows, requested_names: list[str]) -> dict[str, Any]:
