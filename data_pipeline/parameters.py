@@ -14,6 +14,7 @@ import pandas as pd
 import shapely
 
 from data_pipeline.config import TilingConfig
+from data_pipeline.errors import InvalidValueError
 from data_pipeline.features import OSMFeatures
 from data_pipeline.street_graph import (
     StreetGraph,
@@ -165,6 +166,8 @@ def tile_parameters(
         One row per tile, one column per parameter. Parameters of a layer the
         source does not know (``features.layers_known``) are NaN.
     """
+    if cut_ends is not None and (graph is None or len(cut_ends) != len(graph.street_count)):
+        raise InvalidValueError("cut_ends marks the nodes of a given graph: pass that graph, with one entry a node")
     bounds = np.asarray(bounds, dtype=np.float64)
     boxes = shapely.box(*bounds.T)
     area_m2 = (bounds[:, 2] - bounds[:, 0]) * (bounds[:, 3] - bounds[:, 1])

@@ -178,6 +178,11 @@ def _sorted_copy(path: Path, fmt: str, folder: Path) -> Path:
 CHUNK_OBJECTS = 10_000
 
 
+#: A file whose first this many ways (tagged with what the pipeline reads) have no node located is read as
+#: one whose nodes come after its ways (see :func:`iter_osm_chunks`).
+UNLOCATED_WAYS = 100
+
+
 class _OutOfOrderError(Exception):
     """The file's objects are not in the order a one-pass read needs: ways in id order (osmium's area
     assembly) and after their nodes (the node location index)."""
@@ -233,6 +238,7 @@ def _osmium_chunks(path: Path, suffix: str, chunk_objects: int, *, nodes_first: 
     streets, line_tags, area_wkb, area_tags = new_chunk()
     n_objects = 0
     located_way = nodes_first  # a way with a located node was seen (or the order is known good)
+    unlocated_ways = 0
     obj: Any  # osmium yields a union of object kinds, told apart by is_way() and is_area()
     try:
         processor = (
@@ -243,13 +249,16 @@ def _osmium_chunks(path: Path, suffix: str, chunk_objects: int, *, nodes_first: 
         )
         for obj in processor:
             n_objects += 1
-            if obj.is_way():
-                if not located_way:
-                    if len(obj.nodes) and not any(node.location.valid() for node in obj.nodes):
-                        # Extracts clipped at a box keep at least one node of each way: none at all, on the
-                        # first way, means the nodes come after the ways.
-                        raise _OutOfOrderError(f"way {obj.id} comes before its nodes")
+            if obj.is_way() and not located_way and len(obj.nodes):
+                # Extracts clipped at a box keep at least one node of each way: the file's first ways with
+                # none located mean the nodes come after the ways (one such way may just have lost them).
+                if any(node.location.valid() for node in obj.nodes):
                     located_way = True
+                else:
+                    unlocated_ways += 1
+                    if unlocated_ways == UNLOCATED_WAYS:
+                        raise _OutOfOrderError(f"the first {UNLOCATED_WAYS} ways come before their nodes")
+            if obj.is_way():
                 if "highway" not in obj.tags:
                     continue
                 tags = {t.k: t.v for t in obj.tags if t.k in _TAG_SET}
@@ -274,6 +283,8 @@ def _osmium_chunks(path: Path, suffix: str, chunk_objects: int, *, nodes_first: 
         raise CorruptOSMFileError(f"{path.name}: not readable as OSM ({exc})") from exc
     if n_objects == 0:
         raise EmptyOSMFileError(f"{path.name}: the file holds no OSM objects with the tags used")
+    if unlocated_ways and not located_way:
+        raise _OutOfOrderError(f"all {unlocated_ways} ways come before their nodes")
     if line_tags or area_tags:
         yield _chunk_frames(streets, line_tags, area_wkb, area_tags)
 
@@ -292,7 +303,8 @@ def iter_osm_chunks(path: str | Path, chunk_objects: int = CHUNK_OBJECTS, *,
     """Stream a local OSM file (XML or PBF) as ``(lines, areas)`` tagged frames of ``chunk_objects`` each.
 
     Nothing but the current chunk is held (and osmium's node location index).
-    A file whose ways are out of id order, or come before their nodes, is read
+    A file whose ways are out of id order, or come before their nodes (none of
+    its first :data:`UNLOCATED_WAYS` ways has a node located), is read
     through a sorted copy, which holds its ways and relations in memory: sort
     large ones with ``osmium sort`` first. Where that shows only after chunks
     were yielded, the chunks start over from the copy: ``on_start_over`` is
@@ -332,7 +344,8 @@ def _read_with_osmium(path: Path, suffix: str) -> tuple[gpd.GeoDataFrame, tuple 
     """The whole file as one tagged frame (every street line, then every area), with its header."""
     extent, timestamp = osm_header(path, suffix)
     chunks: list[tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]] = []
-    chunks.extend(iter_osm_chunks(path, on_start_over=chunks.clear))
+    for chunk in iter_osm_chunks(path, on_start_over=chunks.clear):
+        chunks.append(chunk)
     frames = [lines for lines, _ in chunks] + [areas for _, areas in chunks]
     frames = [f for f in frames if len(f)]
     if len(frames) == 1:

@@ -288,12 +288,12 @@ def _assert_reads_as_kennesaw(ours, expected) -> None:
 
 def test_a_file_with_ways_before_nodes_reads_whole(osm_path, tmp_path):
     """Ways written before the nodes they use get no locations from osmium (it does not check): such a
-    file read as if it had no streets. The first way with no node located sends it through the sorted
-    copy, nodes first, and Kennesaw written ways, nodes, relations reads as the original."""
+    file read as if it had no streets. A file whose first 100 ways have no node located is read through
+    the sorted copy, nodes first: Kennesaw written ways, nodes, relations reads as the original."""
     kinds = _kennesaw_objects(osm_path)
     ways_first = tmp_path / "kennesaw_ways_first.osm.pbf"
     _write_objects(ways_first, [(kind, obj) for kind in ("way", "node", "relation") for obj in kinds[kind]])
-    with pytest.raises(sources._OutOfOrderError, match="before its nodes"):
+    with pytest.raises(sources._OutOfOrderError, match="first 100 ways come before their nodes"):
         list(sources._osmium_chunks(ways_first, ".osm.pbf", sources.CHUNK_OBJECTS))
     _assert_reads_as_kennesaw(sources.read_osm_file(ways_first), sources.read_osm_file(osm_path(KENNESAW)))
 
