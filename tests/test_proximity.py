@@ -16,6 +16,7 @@ from urbangen.proximity import (
     decode_proximity,
     join_gaps,
     proximity_field,
+    tidy_roads,
 )
 
 STREETS = ("major_roads", "minor_roads", "cycle_foot")
@@ -218,3 +219,63 @@ def test_joins_take_the_shortest_gaps_first_and_close_each_once():
     assert added[:, 0].min() >= 14 and added[:, 0].max() <= 17  # ...along the street...
     assert np.all(joined[0, :, 20:49, 1].sum(axis=0) >= LINE_PX)  # ...drawn LINE_PX wide
     assert _pieces(join_gaps(layout, 6)[0]) == 2
+
+
+def _free_ends(layout: np.ndarray, roads: list[int]) -> list[tuple[int, int]]:
+    """Free ends of the roads' skeleton at least 2 px inside the tile (what the measuring path counts)."""
+    from urbangen.vectorize import skeleton_paths
+
+    degree: dict[tuple[int, int], int] = {}
+    for path in skeleton_paths(layout[..., roads].any(axis=-1)):
+        for end in (path[0], path[-1]):
+            degree[end] = degree.get(end, 0) + 1
+    h, w = layout.shape[:2]
+    return sorted(e for e, n in degree.items() if n == 1 and min(e[0], e[1], h - 1 - e[0], w - 1 - e[1]) >= 2)
+
+
+def test_tidying_drops_floating_roads_runs_ends_to_the_edge_and_cuts_spurs():
+    """On a drawn network whose every defect is known: a road fleck touching no edge goes, a road stopping
+    3 px short of the edge runs on to it, a 5 px spur off a through road goes; a long dead end, the
+    through road and a cycle path fleck (real footways are often dashes) stay as drawn."""
+    layout = np.zeros((1, 64, 64, 3), np.uint8)  # major, minor, cycle_foot
+    layout[0, 30:32, :, 1] = 1           # through road, edge to edge
+    layout[0, 32:37, 40:42, 1] = 1       # spur: 5 px below it
+    layout[0, 32:51, 15:17, 1] = 1       # a dead end 19 px long
+    layout[0, 3:30, 55:57, 0] = 1        # a major road stopping 3 px short of the top edge
+    layout[0, 10:12, 20:28, 1] = 1       # a fleck of road
+    layout[0, 50:52, 40:46, 2] = 1       # a fleck of cycle path
+    assert len(_free_ends(layout[0], [0, 1])) == 5  # fleck (2), spur, dead end, major road short of the edge
+    tidy = tidy_roads(layout, [0, 1], [2])[0]
+    assert not tidy[10:12, 20:28].any()
+    assert not tidy[34:37, 40:42].any()
+    assert tidy[:3, 55:57, 0].any() and not tidy[:3, 55:57, 1:].any()  # run on in its own channel
+    assert np.array_equal(tidy[..., 2], layout[0, ..., 2])
+    kept = layout[0].copy()
+    kept[10:12, 20:28] = 0
+    kept[34:37, 40:42] = 0  # the spur's two pixels at the junction stay (too short for a skeleton's end)
+    kept[:3, 55:57] = 0
+    tidy_but_run = tidy.copy()
+    tidy_but_run[:3, 55:57] = 0
+    assert np.array_equal(tidy_but_run[32:], kept[32:])  # through road, dead end and cycle fleck as drawn
+    assert np.array_equal(tidy_but_run[:32, :50], kept[:32, :50])
+    ends = _free_ends(tidy, [0, 1])
+    assert len(ends) == 1 and 48 <= ends[0][0] <= 50 and ends[0][1] in (15, 16)  # the long dead end alone
+    assert np.array_equal(tidy_roads(tidy[None], [0, 1], [2])[0], tidy)  # nothing left to tidy
+
+    # A piece of road that reaches the edge through a cycle path is part of the network, not a fleck.
+    linked = np.zeros((1, 64, 64, 3), np.uint8)
+    linked[0, 20:22, :, 1] = 1
+    linked[0, 40:42, 20:40, 1] = 1      # a road reaching no edge by itself...
+    linked[0, 40:42, 40:, 2] = 1        # ...on a cycle path that runs on to the edge
+    assert np.array_equal(tidy_roads(linked, [0, 1], [2]), linked)
+    assert not tidy_roads(linked, [0, 1])[0, 40:42, 20:40].any()  # without its paths, a fleck
+
+
+def test_tidying_leaves_a_real_network_nearly_as_it_is(street_tiles):
+    """Real Østerbro and Kennesaw roads are windows on connected networks, run to the tile's edge and have
+    few short spurs: tidying changes under 1 % of their road pixels (it is for generated layouts)."""
+    roads = street_tiles[..., :2].astype(bool)
+    tidy = tidy_roads(street_tiles, [0, 1], [2])
+    assert np.array_equal(tidy[..., 2], street_tiles[..., 2])
+    changed = (tidy[..., :2].astype(bool) != roads).sum()
+    assert changed < 0.01 * roads.sum(), (changed, roads.sum())

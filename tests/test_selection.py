@@ -239,7 +239,7 @@ def test_selected_tiles_are_the_models_own_and_nearer_their_request(city64):
     streets = city64.stages[0]
     cols = city64.columns(streets)
     candidates = deterministic_layout(streets.generate_tiles(np.repeat(maps[..., cols], 8, axis=0),
-                                                             jax.random.fold_in(key, 0)), "proximity")
+                                                             jax.random.fold_in(key, 0)), streets.spec)
     for i, tile in enumerate(tiles[..., :3].astype(np.uint8)):
         assert any(np.array_equal(tile, c) for c in candidates[i * 8:(i + 1) * 8])
     assert by_parameters(city64, 1).scorer is None

@@ -34,7 +34,8 @@ import pydantic
 
 from data_pipeline.errors import RunSpecError
 from urbangen.conditioning import ParameterScaler, channel_indices, layout_to_signed
-from urbangen.proximity import decode_proximity, join_gaps
+from urbangen.proximity import decode_proximity, join_gaps, tidy_roads
+from urbangen.vectorize import ROAD_CHANNELS, STREET_CHANNELS
 
 #: How a generator's probabilities become a 0/1 layout: ``bernoulli`` samples them with spatially
 #: correlated noise (a VAE's blurry probabilities), ``threshold`` takes p > 0.5 (pix2pix's tanh output),
@@ -57,27 +58,39 @@ def tile_seeds(key: jax.Array, n: int) -> np.ndarray:
     return np.asarray(jax.random.bits(jax.random.fold_in(key, SEED_TAG), (n,), jnp.uint32)).astype(np.int64)
 
 
-def deterministic_layout(probs: np.ndarray, sampling: str | None) -> np.ndarray:
-    """The 0/1 layout (..., H, W, C) of a ``threshold`` or ``proximity`` generator's output."""
-    if sampling == "threshold":
+def deterministic_layout(probs: np.ndarray, spec: RunSpec, *, stitched: bool = False,
+                         window: bool = False) -> np.ndarray:
+    """The 0/1 layout (..., H, W, C) of a ``threshold`` or ``proximity`` generator's output.
+
+    A proximity stage's decoded network is tidied (:func:`urbangen.proximity.tidy_roads`) and, when
+    ``stitched`` (``probs`` blend overlapping tiles, :mod:`urbangen.generate.sampler`), first has its
+    pieces joined across the gaps where the tiles disagreed (:func:`urbangen.proximity.join_gaps`). A
+    single tile has no such gaps, and is not joined. A ``window`` of a stitched layout, scored before the
+    blend, is decoded and not tidied: its edges are not the layout's, its streets run on into its
+    neighbours' (tidied as tiles, the windows chosen for two 2 x 2 km layouts kept 0.75 of their street
+    pixels in the largest piece of each 1 km window, against 0.80 untidied and real 0.86).
+    """
+    if spec.sampling == "threshold":
         return (np.asarray(probs) > 0.5).astype(np.uint8)
-    if sampling == "proximity":
-        return decode_proximity(probs)
-    raise RunSpecError(f"a {sampling!r} generator's output needs randomness to become a layout")
+    if spec.sampling == "proximity":
+        layout = decode_proximity(probs)
+        if window:
+            return layout
+        if stitched:
+            layout = join_gaps(layout)
+        out = list(spec.output_channels)
+        return tidy_roads(layout, [out.index(c) for c in ROAD_CHANNELS if c in out],
+                          [out.index(c) for c in STREET_CHANNELS if c in out and c not in ROAD_CHANNELS])
+    raise RunSpecError(f"a {spec.sampling!r} generator's output needs randomness to become a layout")
 
 
 def stage_outputs(probs: np.ndarray, spec: RunSpec, *, stitched: bool = False
                   ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """A chain stage's 0/1 channels by name (what the next stage draws around), and what the chain outputs
-    for them: a thresholded stage's probabilities, or a proximity stage's decoded 0/1 layout.
-
-    ``stitched``: ``probs`` blend overlapping tiles (:mod:`urbangen.generate.sampler`); a proximity
-    stage's network then has its pieces joined across the gaps where the tiles disagreed
-    (:func:`urbangen.proximity.join_gaps`). A single tile has no such gaps, and is not joined.
+    for them: a thresholded stage's probabilities, or a proximity stage's decoded 0/1 layout
+    (:func:`deterministic_layout`, ``stitched`` as there).
     """
-    layout = deterministic_layout(probs, spec.sampling)
-    if stitched and spec.sampling == "proximity":
-        layout = join_gaps(layout)
+    layout = deterministic_layout(probs, spec, stitched=stitched)
     drawn = {c: layout[..., j] for j, c in enumerate(spec.output_channels)}
     return drawn, probs if spec.sampling == "threshold" else layout.astype(np.float32)
 
@@ -449,7 +462,7 @@ class GeneratorChain:
                 probs = stage.generate_tiles(z, jax.random.fold_in(key, i),
                                              None if stage_given is None else np.repeat(stage_given, k, axis=0))
                 seeds = np.repeat(tile_seeds(jax.random.fold_in(key, i), len(z) // k), k)
-                errors = scorer(stage, deterministic_layout(probs, s.sampling), z.mean(axis=(1, 2)), seeds)
+                errors = scorer(stage, deterministic_layout(probs, s), z.mean(axis=(1, 2)), seeds)
                 best = np.argmin(np.asarray(errors).reshape(-1, k), axis=1)
                 probs = probs.reshape(-1, k, *probs.shape[1:])[np.arange(len(best)), best]
             stage_drawn, stage_out = stage_outputs(probs, s)

@@ -25,10 +25,8 @@ from data_pipeline.config import TilingConfig
 from data_pipeline.features import LAYERS, OSMFeatures
 from data_pipeline.parameters import drive_graph, tile_parameters
 from data_pipeline.street_graph import StreetGraph
-from urbangen.vectorize import polygons, street_frame
+from urbangen.vectorize import STREET_CHANNELS, polygons, street_frame
 
-#: Street channels: the parameters of a street network come from these.
-STREET_CHANNELS = ("major_roads", "minor_roads", "cycle_foot")
 #: The layout channels each parameter is measured from.
 PARAMETER_CHANNELS: dict[str, tuple[str, ...]] = {
     "building_coverage": ("buildings",), "buildings_per_ha": ("buildings",), "mean_footprint_m2": ("buildings",),

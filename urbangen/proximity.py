@@ -52,6 +52,11 @@ LINE_PX = 2
 #: A generated network's free end is joined to another piece of network at most this far away, pixels
 #: (48 m at 4 m/px): stitched layouts break where overlapping windows' fields disagree (see join_gaps).
 JOIN_GAP_PX = 12
+#: A generated road's free end this close to the layout's edge, pixels, is drawn on to the edge (see tidy_roads).
+EDGE_RUN_PX = 4
+#: A generated road's spur from a junction to a free end shorter than this, pixels (32 m at 4 m/px), is
+#: removed (see tidy_roads).
+SPUR_PX = 8
 
 
 def _offsets() -> list[tuple[int, int, float]]:
@@ -137,6 +142,89 @@ def join_gaps(layout: np.ndarray, max_gap_px: int = JOIN_GAP_PX) -> np.ndarray:
             widened = ndimage.binary_dilation(drawn, structure=np.ones((LINE_PX, LINE_PX, 1), bool))
             joined |= widened.astype(joined.dtype)
     return out.reshape(layout.shape)
+
+
+def tidy_roads(layout: np.ndarray, roads: list[int], paths: list[int] | tuple[int, ...] = ()) -> np.ndarray:
+    """A generated layout (..., H, W, C) with its roads (the channels ``roads``) tidied where decoding leaves
+    what real networks do not have; its other street channels (``paths``: cycle and foot) as they are.
+
+    Three things, each measured on the street stage's chosen samples for 256 held-out test tiles against
+    the real tiles (counted through :mod:`urbangen.measure`'s path, where a free end 2 px or more inside
+    the layout's edge is a dead end):
+
+    - a piece of road in a piece of the street network that reaches no edge of the layout is removed: 163
+      road pieces touching no edge on the generated tiles (a median 10 pixels, flecks of a faint ridge),
+      1 on the real ones, which are windows on a connected network (in a stitched 2 x 2 km layout, joined
+      across its gaps, these are flecks too: the share of street pixels in the largest piece of its 1 km
+      windows is unchanged);
+    - a free end within ``EDGE_RUN_PX`` of the edge is drawn on to it as its centre line, in its road's
+      channel: a field fades where the tile ends and a skeleton ends short of its ridge, so 271 generated
+      ends stood 2 px from the edge against 53 real ones (a run drawn ``LINE_PX`` wide would be
+      skeletonized short of the edge again);
+    - a spur shorter than ``SPUR_PX`` from a junction to a free end is removed (the pixels nearer to it than
+      to the rest of the network) unless that would cut the street network: the hair a skeleton grows on
+      a wide ridge (440 free ends within 6 px of their junction against 173 real).
+
+    Together they bring the W1 distance of dead-end share between generated and real tiles from 6.7 to 3.2
+    times its real-against-real floor (mean 0.18 -> 0.11; real 0.11), before selection. Real networks
+    have few of these, and the ones they have are what this would change, so it is for generated layouts.
+    """
+    from scipy import ndimage
+    from skimage.draw import line
+
+    from urbangen.vectorize import skeleton_paths
+
+    layout = np.asarray(layout)
+    if not roads:
+        return layout
+    flat = layout.reshape(-1, *layout.shape[-3:]).copy()
+    eight = np.ones((3, 3), bool)
+    for tile in flat:
+        h, w = tile.shape[:2]
+        mask = tile[..., roads].any(axis=-1)
+        network = tile[..., list(roads) + list(paths)].any(axis=-1)
+        pieces, _ = ndimage.label(network, structure=eight)
+        reach = np.isin(pieces, np.concatenate([pieces[0], pieces[-1], pieces[:, 0], pieces[:, -1]]))
+        floating = mask & ~reach
+        mask &= ~floating
+        network &= ~floating
+        n_pieces = ndimage.label(network, structure=eight)[1]
+        paths_of = skeleton_paths(mask)
+        degree: dict[tuple[int, int], int] = {}
+        cover = np.zeros((h, w), int)  # how many paths run through each pixel
+        for path in paths_of:
+            for end in (path[0], path[-1]):
+                degree[end] = degree.get(end, 0) + 1
+            rows, cols = np.unique(np.array(path), axis=0).T
+            cover[rows, cols] += 1
+        runs = np.zeros((h, w, len(roads)), bool)
+        spurs = np.zeros((h, w), bool)
+        for path in paths_of:
+            for track in (path, path[::-1]):
+                (y, x), start = track[-1], track[0]
+                if degree[(y, x)] != 1:
+                    continue
+                to_edge = [y, h - 1 - y, x, w - 1 - x]
+                side = int(np.argmin(to_edge))
+                if 1 <= to_edge[side] <= EDGE_RUN_PX:
+                    ty, tx = [(0, x), (h - 1, x), (y, 0), (y, w - 1)][side]
+                    rows, cols = line(y, x, ty, tx)
+                    runs[rows, cols, int(np.argmax(tile[y, x, roads]))] = True
+                elif to_edge[side] > EDGE_RUN_PX and len(track) < SPUR_PX and degree[start] >= 3:
+                    own = np.zeros((h, w), int)
+                    rows, cols = np.unique(np.array(track), axis=0).T
+                    own[rows, cols] = 1
+                    rest = ndimage.binary_dilation(cover > own, structure=eight, iterations=2)
+                    own[tuple(np.array(track[:2]).T)] = 0  # the junction's side stays
+                    spur = ndimage.binary_dilation(own > 0, structure=eight) & ~rest & mask
+                    if ndimage.label(network & ~spurs & ~spur, structure=eight)[1] <= n_pieces:
+                        spurs |= spur
+        drop = floating | spurs
+        for j, c in enumerate(roads):
+            channel = tile[..., c]
+            channel[drop] = 0
+            channel[runs[..., j]] = 1
+    return flat.reshape(layout.shape)
 
 
 def decode_proximity(field: np.ndarray) -> np.ndarray:

@@ -12,6 +12,10 @@ from scipy import ndimage
 
 #: The OSM ``highway`` value written for each generated street channel (and read back by the pipeline).
 CHANNEL_HIGHWAY = {"major_roads": "primary", "minor_roads": "residential", "cycle_foot": "cycleway"}
+#: The channels of roads: what osmnx's drive network holds, the graph junctions and dead ends are counted on.
+ROAD_CHANNELS = ("major_roads", "minor_roads")
+#: Street channels: the parameters of a street network come from these.
+STREET_CHANNELS = (*ROAD_CHANNELS, "cycle_foot")
 _NEIGHBOURS = [(-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)]
 
 
@@ -114,7 +118,7 @@ def street_frame(layout: np.ndarray, channels: list[str], transform: Affine, crs
     road = np.zeros(layout.shape[:2], bool)
     # Major and minor roads meet at junctions: skeletonized together, a T-junction of a residential
     # street on a primary road stays one node; each path then takes the class most of its pixels have.
-    drive = [c for c in ("major_roads", "minor_roads") if c in channels]
+    drive = [c for c in ROAD_CHANNELS if c in channels]
     if drive:
         masks = {c: layout[..., channels.index(c)].astype(bool) for c in drive}
         road = np.logical_or.reduce(list(masks.values()))

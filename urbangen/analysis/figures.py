@@ -125,7 +125,7 @@ def traversal(model: TrainedModel, z: np.ndarray, z_params: np.ndarray, groups: 
     latents = (1 - t) * z[groups == a].mean(0) + t * z[groups == b].mean(0)
     conds = (1 - t) * z_params[groups == a].mean(0) + t * z_params[groups == b].mean(0)
     probs = np.asarray(model.fn("decode")(latents.astype(np.float32), conds.astype(np.float32)))
-    layouts = np.stack([to_layout(probs[s], spec.sampling, np.random.default_rng([0, s]))
+    layouts = np.stack([to_layout(probs[s], spec, np.random.default_rng([0, s]))
                         for s in range(steps)])
     channels = list(spec.channels)
     table = measure_tiles(layouts, channels, spec.meters_per_pixel, min_building_area_m2=min_building_area_m2)

@@ -89,7 +89,7 @@ def generate_for(model: Generator, real: RealTiles, *, requested: np.ndarray | N
         maps = np.broadcast_to(z[start:stop, None, None, :], (stop - start, t, t, z.shape[1]))
         given = real.tiles[start:stop][..., given_idx] if given_idx else None
         probs = model.generate_tiles(maps, jax.random.fold_in(key, start), given)
-        result[start:stop][..., out_idx] = to_layout(probs, spec.sampling, rng)
+        result[start:stop][..., out_idx] = to_layout(probs, spec, rng)
         if given_idx:
             result[start:stop][..., given_idx] = given
     return result

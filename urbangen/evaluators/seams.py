@@ -116,7 +116,7 @@ class Seams:
         layouts = []
         for s in range(samples):
             probs = generate_layout(model, fields, jax.random.fold_in(jax.random.key(seed), s))
-            layout = to_layout(probs, model.spec.sampling, np.random.default_rng([seed, s]))
+            layout = to_layout(probs, model.spec, np.random.default_rng([seed, s]))
             channels = list(model.spec.input_channels + model.spec.output_channels)
             full = np.zeros(layout.shape[:2] + (len(self.channels),), np.uint8)
             for j, c in enumerate(channels):

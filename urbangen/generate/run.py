@@ -119,7 +119,7 @@ def generate(params_file: str | Path | GenerationRequest, out_dir: str | Path, *
         for s in range(request.samples):
             key = jax.random.fold_in(jax.random.key(request.seed), s)
             probs = generate_layout(gen, fields, key, given)
-            layout = to_layout(probs, spec.sampling, np.random.default_rng([request.seed, s]))
+            layout = to_layout(probs, spec, np.random.default_rng([request.seed, s]))
             if given is not None:
                 layout = np.concatenate([given, layout], axis=-1)
             vectors, achieved = measure(layout, channels, request, mpp, tile, request.min_building_area_m2)

@@ -18,6 +18,7 @@ import numpy as np
 
 from urbangen.inference import (
     GeneratorChain,
+    RunSpec,
     Selection,
     TrainedModel,
     deterministic_layout,
@@ -50,8 +51,8 @@ def blend_window(tile: int) -> np.ndarray:
 def generate_layout(model: TrainedModel | GeneratorChain, fields: np.ndarray, key: jax.Array,
                     given: np.ndarray | None = None, batch_size: int = 16) -> np.ndarray:
     """Blended per-pixel probabilities in [0, 1], (H, W, len(output_channels)); a proximity generator's
-    street fields already decoded to 0/1, their pieces joined where the blend broke them
-    (:func:`urbangen.proximity.join_gaps`).
+    street fields already decoded to 0/1, their pieces joined where the blend broke them and tidied
+    (:func:`urbangen.inference.deterministic_layout`).
 
     Parameters
     ----------
@@ -133,7 +134,7 @@ def _selected_field(model: TrainedModel, z: np.ndarray, first: np.ndarray, key: 
     seeds = tile_seeds(key, len(blocks))  # a block's target, the same for every field
     errors = []
     for f in fields:
-        layout = deterministic_layout(_blend_field(model, z, f, key, given, batch_size), spec.sampling)
+        layout = deterministic_layout(_blend_field(model, z, f, key, given, batch_size), spec, window=True)
         errors.append(scorer(model, np.stack([layout[r:r + t, c:c + t] for r, c in blocks]), requested, seeds))
     best = np.argmin(np.stack(errors), axis=0)
     field = first.copy()
@@ -196,7 +197,7 @@ def _matched(model: TrainedModel, z: np.ndarray, key: jax.Array, batch_size: int
         if selection is not None:
             k, scorer = selection
             shortlist = np.argsort(-agreement, kind="stable")[:k]
-            layouts = deterministic_layout(samples[shortlist], model.spec.sampling)
+            layouts = deterministic_layout(samples[shortlist], model.spec, window=True)
             requested = np.repeat(z[None, r:r + t, c:c + t].mean(axis=(1, 2)), len(shortlist), axis=0)
             seeds = np.repeat(tile_seeds(jax.random.fold_in(key, i), 1), len(shortlist))
             best = int(shortlist[np.argmin(scorer(model, layouts, requested, seeds))])
@@ -224,15 +225,15 @@ def correlated_bernoulli(probs: np.ndarray, rng: np.random.Generator, sigma_px: 
     return (ndtr(smooth) < probs).astype(np.uint8)
 
 
-def to_layout(probs: np.ndarray, sampling: str | None, rng: np.random.Generator) -> np.ndarray:
+def to_layout(probs: np.ndarray, spec: RunSpec, rng: np.random.Generator) -> np.ndarray:
     """A 0/1 layout (..., H, W, C) from a generator's probabilities, as its run spec's ``sampling`` says.
 
     ``bernoulli`` (a VAE's blurry probabilities): :func:`correlated_bernoulli`,
     tile by tile; ``threshold`` (pix2pix's tanh outputs, near 0 or 1): p > 0.5;
-    ``proximity``: street proximity fields decoded into lines (:mod:`urbangen.proximity`).
+    ``proximity``: street proximity fields decoded into lines (:func:`urbangen.inference.deterministic_layout`).
     """
-    if sampling == "bernoulli":
+    if spec.sampling == "bernoulli":
         if probs.ndim == 3:
             return correlated_bernoulli(probs, rng)
         return np.stack([correlated_bernoulli(p, rng) for p in probs]) if len(probs) else probs.astype(np.uint8)
-    return deterministic_layout(probs, sampling)
+    return deterministic_layout(probs, spec)
