@@ -43,6 +43,37 @@ def test_a_missing_dataset_is_one_line_without_a_traceback(command, tmp_path):
     assert output.startswith("error:") and "no such dataset directory" in output
 
 
+@pytest.mark.parametrize("tiles", ["0", "1"])
+def test_too_few_tiles_to_evaluate_is_one_line(tiles, tmp_path):
+    """On the command line, before anything loads; from Python, before the model loads."""
+    from data_pipeline.errors import InvalidValueError
+    from urbangen.evaluate import evaluate
+
+    result = subprocess.run([sys.executable, "-m", "urbangen.cli", "evaluate", "--checkpoint", "city-64",
+                             "--dataset", str(tmp_path), "--tiles", tiles, "--out", str(tmp_path / "out")],
+                            capture_output=True, text=True, timeout=300)
+    output = (result.stdout + result.stderr).strip()
+    assert result.returncode == 2 and "Traceback" not in output and "--tiles" in output
+    with pytest.raises(InvalidValueError, match="at least 2 test tiles"):
+        evaluate("no-such-model", tmp_path, tmp_path / "out", max_tiles=int(tiles))
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("option", ["--max-tiles", "--bootstrap"])
+def test_an_analysis_of_too_few_tiles_or_resamples_is_refused(option, tmp_path):
+    from data_pipeline.errors import InvalidValueError
+    from urbangen.analysis.run import analyze
+
+    result = subprocess.run([sys.executable, "-m", "urbangen.cli", "analyze", "--dataset", str(tmp_path),
+                             option, "1", "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=300)
+    output = (result.stdout + result.stderr).strip()
+    assert result.returncode == 2 and "Traceback" not in output and option in output
+    keyword = {"--max-tiles": "max_tiles_per_city", "--bootstrap": "n_boot"}[option]
+    with pytest.raises(InvalidValueError, match=f"{keyword} is 1"):
+        analyze(tmp_path, tmp_path / "out", **{keyword: 1})
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_chain_where_one_model_is_needed_is_named_as_such():
     from urbangen.analysis.run import _load
 

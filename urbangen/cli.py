@@ -168,7 +168,7 @@ def evaluate_command(
     encoder: Annotated[str | None, typer.Option(help="Encoder (shipped name, model file or run): realism in its "
                                                         "embedding space (Frechet, KID).")] = None,
     tiles: Annotated[int, typer.Option(
-        help="Test tiles to evaluate on (as many real training tiles are the floor).")] = 128,
+        min=2, help="Test tiles to evaluate on (as many real training tiles are the floor).")] = 128,
     seed: Annotated[int, typer.Option(help="Seed of the tile choice and the samples.")] = 0,
     split_seed: Annotated[int | None, typer.Option(help="Check that the run's split was drawn with this seed.")] = None,
     candidates: Annotated[int | None, typer.Option(
@@ -258,8 +258,8 @@ def analyze_command(
     encoder: Annotated[Path | None, typer.Option(help="Encoder run: its embeddings are another.")] = None,
     groups: Annotated[Path | None, typer.Option(
         help="YAML mapping city -> group (default: the build's groups).")] = None,
-    max_tiles: Annotated[int, typer.Option(help="Tiles per city at most.")] = 400,
-    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the intervals.")] = 200,
+    max_tiles: Annotated[int, typer.Option(min=2, help="Tiles per city at most.")] = 400,
+    bootstrap: Annotated[int, typer.Option(min=2, help="Bootstrap resamples for the intervals.")] = 200,
     seed: Annotated[int, typer.Option()] = 0,
     wandb_mode: Annotated[str, typer.Option(help="online, offline or disabled.")] = "disabled",
 ) -> None:
@@ -281,7 +281,7 @@ def analyze_command(
         for pair, r in entry["groups"].items():
             p = r.get("probe", {})
             value = r.get("frechet", {}).get("value")
-            frechet = "skipped (too few regions)" if value is None else f"{value:.3g}"
+            frechet = f"skipped ({r['frechet'].get('skipped', 'no value')})" if value is None else f"{value:.3g}"
             console.print(f"  {space}: {pair}: probe AUC {p.get('auc', float('nan')):.3f}, Frechet {frechet}")
 
 

@@ -83,7 +83,11 @@ def evaluate(checkpoint: str | Path | TrainedModel | GeneratorChain, dataset: st
     ------
     SplitMismatchError
         If the dataset is not the one the run was trained on, or ``split_seed`` differs.
+    InvalidValueError
+        If ``max_tiles`` is under 2 (a floor compares two sets of real tiles).
     """
+    if max_tiles < 2:
+        raise InvalidValueError(f"max_tiles is {max_tiles}: evaluation needs at least 2 test tiles")
     model = checkpoint if isinstance(checkpoint, (TrainedModel, GeneratorChain)) else load_model(checkpoint)
     checkpoint = model.spec.workdir if checkpoint is model else checkpoint
     model = by_parameters(model, candidates, scatter=target_scatter)

@@ -91,7 +91,15 @@ def analyze(dataset: str | Path, out_dir: str | Path, *, vae: str | Path | list 
     wandb_mode
         ``online`` or ``offline`` logs the headline numbers and the whole
         output folder as a W&B artifact.
+
+    Raises
+    ------
+    InvalidValueError
+        If ``max_tiles_per_city`` or ``n_boot`` is under 2 (no comparison or interval exists then).
     """
+    for name, value in (("max_tiles_per_city", max_tiles_per_city), ("n_boot", n_boot)):
+        if value < 2:
+            raise InvalidValueError(f"{name} is {value}: the analysis needs at least 2")
     data = open_dataset(dataset)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
