@@ -15,6 +15,7 @@ from urbangen.proximity import (
     SKELETON_LEVEL,
     decode_proximity,
     join_gaps,
+    meet_streets,
     proximity_field,
     tidy_roads,
 )
@@ -279,3 +280,47 @@ def test_tidying_leaves_a_real_network_nearly_as_it_is(street_tiles):
     assert np.array_equal(tidy[..., 2], street_tiles[..., 2])
     changed = (tidy[..., :2].astype(bool) != roads).sum()
     assert changed < 0.01 * roads.sum(), (changed, roads.sum())
+
+
+def test_a_road_runs_on_to_the_street_it_points_at_and_no_further():
+    """A road stopping 6 px short of a cross street runs on to it, in its own channel, LINE_PX wide; one
+    stopping 12 px short (beyond MEET_PX), or whose nearest street lies beside it rather than ahead, stays."""
+    layout = np.zeros((1, 64, 64, 3), np.uint8)
+    layout[0, 40:42, :, 1] = 1          # a cross street, edge to edge
+    layout[0, 0:34, 10:12, 0] = 1       # a major road from the top edge, stopping 6 px short of it
+    layout[0, 0:28, 30:32, 1] = 1       # a minor road stopping 12 px short
+    layout[0, 0:20, 50:52, 1] = 1       # a road stopping 20 px short, with a cycle path 4 px beside it
+    layout[0, 5:20, 56:58, 2] = 1
+    met = meet_streets(layout, [0, 1], max_px=8)[0]
+    run = met[34:40, 8:13]
+    assert np.all(run[..., 0].sum(axis=1) >= LINE_PX) and not run[..., 1:].any()  # run on: major, LINE_PX wide
+    added = np.argwhere((met > layout[0]).any(axis=-1))
+    assert added[:, 1].min() >= 8 and added[:, 1].max() <= 12  # nothing else was drawn
+    assert _pieces(met) < _pieces(layout[0])
+    assert len(_free_ends(met, [0, 1])) == len(_free_ends(layout[0], [0, 1])) - 1
+    assert np.array_equal(meet_streets(layout, [0, 1], max_px=0), layout)
+
+
+def test_running_ends_on_closes_real_streets_broken_within_one_piece(street_tiles):
+    """Real Østerbro and Kennesaw roads cut by a 6 px band that splits no piece of the network (it cuts
+    loops, which joining pieces never closes): running the cut ends on to the streets they point at closes
+    most of the free ends the band made, and only adds."""
+    made = closed = cuts = 0
+    for tile in street_tiles:
+        if tile[..., :2].sum() < 200:
+            continue
+        whole, pieces = len(_free_ends(tile, [0, 1])), _pieces(tile)
+        for start in range(16, 48, 8):
+            for band in (np.s_[:, start:start + 6, :2], np.s_[start:start + 6, :, :2]):
+                cut = tile.copy()
+                cut[band] = 0
+                if _pieces(cut) != pieces:
+                    continue
+                before = len(_free_ends(cut, [0, 1]))
+                met = meet_streets(cut[None], [0, 1], max_px=8)[0]
+                assert np.all(met >= cut)
+                made += before - whole
+                closed += before - len(_free_ends(met, [0, 1]))
+                cuts += 1
+    assert cuts >= 50 and made >= 50, (cuts, made)
+    assert closed >= 0.5 * made, (closed, made)

@@ -34,7 +34,7 @@ import pydantic
 
 from data_pipeline.errors import RunSpecError
 from urbangen.conditioning import ParameterScaler, channel_indices, layout_to_signed
-from urbangen.proximity import decode_proximity, join_gaps, tidy_roads
+from urbangen.proximity import decode_proximity, join_gaps, meet_streets, tidy_roads
 from urbangen.vectorize import ROAD_CHANNELS, STREET_CHANNELS
 
 #: How a generator's probabilities become a 0/1 layout: ``bernoulli`` samples them with spatially
@@ -64,8 +64,9 @@ def deterministic_layout(probs: np.ndarray, spec: RunSpec, *, stitched: bool = F
 
     A proximity stage's decoded network is tidied (:func:`urbangen.proximity.tidy_roads`) and, when
     ``stitched`` (``probs`` blend overlapping tiles, :mod:`urbangen.generate.sampler`), first has its
-    pieces joined across the gaps where the tiles disagreed (:func:`urbangen.proximity.join_gaps`). A
-    single tile has no such gaps, and is not joined. A ``window`` of a stitched layout, scored before the
+    pieces joined across the gaps where the tiles disagreed (:func:`urbangen.proximity.join_gaps`) and its
+    roads' free ends run on to the streets they point at (:func:`urbangen.proximity.meet_streets`). A
+    single tile has no such gaps, and is neither joined nor run on. A ``window`` of a stitched layout, scored before the
     blend, is decoded and not tidied: its edges are not the layout's, its streets run on into its
     neighbours' (tidied as tiles, the windows chosen for two 2 x 2 km layouts kept 0.75 of their street
     pixels in the largest piece of each 1 km window, against 0.80 untidied and real 0.86).
@@ -76,11 +77,11 @@ def deterministic_layout(probs: np.ndarray, spec: RunSpec, *, stitched: bool = F
         layout = decode_proximity(probs)
         if window:
             return layout
-        if stitched:
-            layout = join_gaps(layout)
         out = list(spec.output_channels)
-        return tidy_roads(layout, [out.index(c) for c in ROAD_CHANNELS if c in out],
-                          [out.index(c) for c in STREET_CHANNELS if c in out and c not in ROAD_CHANNELS])
+        roads = [out.index(c) for c in ROAD_CHANNELS if c in out]
+        if stitched:
+            layout = meet_streets(join_gaps(layout), roads)
+        return tidy_roads(layout, roads, [out.index(c) for c in STREET_CHANNELS if c in out and c not in ROAD_CHANNELS])
     raise RunSpecError(f"a {spec.sampling!r} generator's output needs randomness to become a layout")
 
 

@@ -52,6 +52,10 @@ LINE_PX = 2
 #: A generated network's free end is joined to another piece of network at most this far away, pixels
 #: (48 m at 4 m/px): stitched layouts break where overlapping windows' fields disagree (see join_gaps).
 JOIN_GAP_PX = 12
+#: In a stitched layout, a road's free end runs on to a street it points at (within ``MEET_ANGLE`` degrees)
+#: at most this far away, pixels (24 m at 4 m/px; see meet_streets).
+MEET_PX = 6
+MEET_ANGLE = 30.0
 #: A generated road's free end this close to the layout's edge, pixels, is drawn on to the edge (see tidy_roads).
 EDGE_RUN_PX = 4
 #: A generated road's spur from a junction to a free end shorter than this, pixels (32 m at 4 m/px), is
@@ -142,6 +146,71 @@ def join_gaps(layout: np.ndarray, max_gap_px: int = JOIN_GAP_PX) -> np.ndarray:
             widened = ndimage.binary_dilation(drawn, structure=np.ones((LINE_PX, LINE_PX, 1), bool))
             joined |= widened.astype(joined.dtype)
     return out.reshape(layout.shape)
+
+
+def meet_streets(layout: np.ndarray, roads: list[int], max_px: int = MEET_PX,
+                 max_angle: float = MEET_ANGLE) -> np.ndarray:
+    """A stitched layout (..., H, W, C) whose roads' free ends run on to the street each points at, if one
+    lies within ``max_px`` pixels and ``max_angle`` degrees of the end's heading.
+
+    Blending overlapping windows breaks a street where they disagree; :func:`join_gaps` joins the pieces
+    this leaves, but never two ends of one piece, for that would close a loop, and a block is such a loop.
+    Over the 1 km windows of two stitched 2 x 2 km layouts of the bar's mean request (``urbangen
+    evaluate``'s, at seeds 0 and 1), the dead-end share measured 0.18 and 0.19 after joining (real
+    mosaics of test tiles 0.06), and 0.80 and 0.72 of the street pixels lay in the largest piece (real
+    0.86); with ends run on 0.14 and 0.15, and 0.86 and 0.87. (At 32 m and 50 degrees: 0.89 and 0.98,
+    more in one piece than real.) The end's heading is from the pixel four steps back along its centre
+    line; the streets of its own last ``max_px`` + 2 pixels are not a target.
+    A run is drawn ``LINE_PX`` wide in the end's road channel, from the end to the nearest street pixel
+    in reach. Ends within 2 px of the layout's edge are left (cuts).
+    """
+    from scipy import ndimage
+    from skimage.draw import line
+
+    from urbangen.vectorize import skeleton_paths
+
+    layout = np.asarray(layout)
+    if not roads or max_px < 1:
+        return layout
+    r = max_px
+    offsets = np.array([(dy, dx) for dy in range(-r, r + 1) for dx in range(-r, r + 1)
+                        if 0 < dy * dy + dx * dx <= r * r])
+    offsets = offsets[np.argsort((offsets ** 2).sum(axis=1), kind="stable")]
+    unit = offsets / np.hypot(offsets[:, 0], offsets[:, 1])[:, None]
+    cos_max = np.cos(np.radians(max_angle))
+    flat = layout.reshape(-1, *layout.shape[-3:]).copy()
+    for tile in flat:
+        h, w = tile.shape[:2]
+        streets = tile.any(axis=-1)
+        paths = skeleton_paths(tile[..., roads].any(axis=-1))
+        degree: dict[tuple[int, int], int] = {}
+        for path in paths:
+            for end in (path[0], path[-1]):
+                degree[end] = degree.get(end, 0) + 1
+        runs = np.zeros((h, w, len(roads)), bool)
+        for path in paths:
+            for track in (path, path[::-1]):
+                (y, x) = track[-1]
+                if degree[(y, x)] != 1 or len(track) < 3 or min(y, x, h - 1 - y, w - 1 - x) < 2:
+                    continue
+                heading = np.subtract((y, x), track[max(0, len(track) - 5)], dtype=float)
+                heading /= np.hypot(*heading) or 1.0
+                own = np.zeros((h, w), bool)
+                rows, cols = np.array(track[-(r + 2):]).T
+                own[rows, cols] = True
+                own = ndimage.binary_dilation(own, iterations=2)
+                near = offsets + (y, x)
+                inside = (near >= 0).all(axis=1) & (near[:, 0] < h) & (near[:, 1] < w)
+                near, ahead = near[inside], unit[inside] @ heading >= cos_max
+                hit = np.flatnonzero(ahead & streets[near[:, 0], near[:, 1]] & ~own[near[:, 0], near[:, 1]])
+                if len(hit):
+                    ty, tx = near[hit[0]]
+                    rows, cols = line(y, x, ty, tx)
+                    runs[rows, cols, int(np.argmax(tile[y, x, roads]))] = True
+        for j, c in enumerate(roads):
+            widened = ndimage.binary_dilation(runs[..., j], structure=np.ones((LINE_PX, LINE_PX), bool))
+            tile[..., c][widened] = 1
+    return flat.reshape(layout.shape)
 
 
 def tidy_roads(layout: np.ndarray, roads: list[int], paths: list[int] | tuple[int, ...] = ()) -> np.ndarray:
