@@ -13,7 +13,8 @@ import pytest
 import shapely
 from affine import Affine
 
-from urbangen.vectorize import skeleton_paths, street_frame, street_graph
+from urbangen.proximity import skeleton_paths
+from urbangen.vectorize import street_frame, street_graph
 
 CHANNELS = ["major_roads", "minor_roads", "cycle_foot", "buildings", "open_space", "water"]
 MPP = 4.0

@@ -34,8 +34,14 @@ import pydantic
 
 from data_pipeline.errors import RunSpecError
 from urbangen.conditioning import ParameterScaler, channel_indices, layout_to_signed
-from urbangen.proximity import decode_proximity, join_gaps, meet_streets, tidy_roads
-from urbangen.vectorize import ROAD_CHANNELS, STREET_CHANNELS
+from urbangen.proximity import (
+    ROAD_CHANNELS,
+    STREET_CHANNELS,
+    decode_proximity,
+    join_gaps,
+    meet_streets,
+    tidy_roads,
+)
 
 #: How a generator's probabilities become a 0/1 layout: ``bernoulli`` samples them with spatially
 #: correlated noise (a VAE's blurry probabilities), ``threshold`` takes p > 0.5 (pix2pix's tanh output),
@@ -62,11 +68,12 @@ def deterministic_layout(probs: np.ndarray, spec: RunSpec, *, stitched: bool = F
                          window: bool = False) -> np.ndarray:
     """The 0/1 layout (..., H, W, C) of a ``threshold`` or ``proximity`` generator's output.
 
-    A proximity stage's decoded network is tidied (:func:`urbangen.proximity.tidy_roads`) and, when
-    ``stitched`` (``probs`` blend overlapping tiles, :mod:`urbangen.generate.sampler`), first has its
-    pieces joined across the gaps where the tiles disagreed (:func:`urbangen.proximity.join_gaps`) and its
-    roads' free ends run on to the streets they point at (:func:`urbangen.proximity.meet_streets`). A
-    single tile has no such gaps, and is neither joined nor run on. A ``window`` of a stitched layout, scored before the
+    A proximity stage's decoded network is tidied (:func:`urbangen.proximity.tidy_roads`). When
+    ``stitched`` (``probs`` blend overlapping tiles, :mod:`urbangen.generate.sampler`) its pieces are
+    joined first, across the gaps where the tiles disagreed (:func:`urbangen.proximity.join_gaps`), and
+    its roads' free ends run on to the streets they point at last, where the blend broke a street within
+    one piece (:func:`urbangen.proximity.meet_streets`). A single tile has no such gaps, and is neither
+    joined nor run on. A ``window`` of a stitched layout, scored before the
     blend, is decoded and not tidied: its edges are not the layout's, its streets run on into its
     neighbours' (tidied as tiles, the windows chosen for two 2 x 2 km layouts kept 0.75 of their street
     pixels in the largest piece of each 1 km window, against 0.80 untidied and real 0.86).
@@ -79,9 +86,10 @@ def deterministic_layout(probs: np.ndarray, spec: RunSpec, *, stitched: bool = F
             return layout
         out = list(spec.output_channels)
         roads = [out.index(c) for c in ROAD_CHANNELS if c in out]
-        if stitched:
-            layout = meet_streets(join_gaps(layout), roads)
-        return tidy_roads(layout, roads, [out.index(c) for c in STREET_CHANNELS if c in out and c not in ROAD_CHANNELS])
+        paths = [out.index(c) for c in STREET_CHANNELS if c in out and c not in ROAD_CHANNELS]
+        if not stitched:
+            return tidy_roads(layout, roads, paths)
+        return meet_streets(tidy_roads(join_gaps(layout), roads, paths), roads, paths)
     raise RunSpecError(f"a {spec.sampling!r} generator's output needs randomness to become a layout")
 
 

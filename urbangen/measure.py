@@ -25,7 +25,8 @@ from data_pipeline.config import TilingConfig
 from data_pipeline.features import LAYERS, OSMFeatures
 from data_pipeline.parameters import drive_graph, tile_parameters
 from data_pipeline.street_graph import StreetGraph
-from urbangen.vectorize import STREET_CHANNELS, polygons, street_frame
+from urbangen.proximity import STREET_CHANNELS
+from urbangen.vectorize import polygons, street_frame
 
 #: The layout channels each parameter is measured from.
 PARAMETER_CHANNELS: dict[str, tuple[str, ...]] = {

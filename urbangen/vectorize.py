@@ -8,15 +8,11 @@ import numpy as np
 import rasterio.features
 import shapely
 from affine import Affine
-from scipy import ndimage
+
+from urbangen.proximity import ROAD_CHANNELS, skeleton_paths
 
 #: The OSM ``highway`` value written for each generated street channel (and read back by the pipeline).
 CHANNEL_HIGHWAY = {"major_roads": "primary", "minor_roads": "residential", "cycle_foot": "cycleway"}
-#: The channels of roads: what osmnx's drive network holds, the graph junctions and dead ends are counted on.
-ROAD_CHANNELS = ("major_roads", "minor_roads")
-#: Street channels: the parameters of a street network come from these.
-STREET_CHANNELS = (*ROAD_CHANNELS, "cycle_foot")
-_NEIGHBOURS = [(-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)]
 
 
 def polygons(mask: np.ndarray, transform: Affine, crs, min_area_m2: float = 0.0,
@@ -37,66 +33,6 @@ def _pixel_line(path: list[tuple[int, int]], transform: Affine) -> shapely.LineS
     xs = t.a * (cols + 0.5) + t.b * (rows + 0.5) + t.c
     ys = t.d * (cols + 0.5) + t.e * (rows + 0.5) + t.f
     return shapely.LineString(np.column_stack([xs, ys]))
-
-
-def skeleton_paths(mask: np.ndarray, min_pixels: int = 3) -> list[list[tuple[int, int]]]:
-    """Pixel paths (row, col) of a mask's skeleton, each from an end or junction to the next.
-
-    A path shorter than ``min_pixels`` is dropped when it has a free end (a
-    spur of the skeleton, not a street), never when it joins two junctions:
-    a junction is often a cluster of adjacent skeleton pixels, and the short
-    paths inside it are what keeps the streets meeting there connected.
-    """
-    from skimage.morphology import skeletonize
-
-    skel = skeletonize(mask.astype(bool))
-    if not skel.any():
-        return []
-    degree = ndimage.convolve(skel.astype(np.int32), np.ones((3, 3), np.int32), mode="constant") - 1
-    degree[~skel] = 0
-    h, w = skel.shape
-
-    def neighbours(r: int, c: int) -> list[tuple[int, int]]:
-        return [(r + dr, c + dc) for dr, dc in _NEIGHBOURS
-                if 0 <= r + dr < h and 0 <= c + dc < w and skel[r + dr, c + dc]]
-
-    is_node = skel & (degree != 2)
-    seen_steps: set[tuple[tuple[int, int], tuple[int, int]]] = set()
-    paths: list[list[tuple[int, int]]] = []
-
-    def trace(start: tuple[int, int], first: tuple[int, int]) -> None:
-        if (start, first) in seen_steps:
-            return
-        path, prev, cur = [start, first], start, first
-        seen_steps.add((start, first))
-        while not is_node[cur] and cur != start:
-            nxt = [p for p in neighbours(*cur) if p != prev and (cur, p) not in seen_steps]
-            if not nxt:
-                break
-            seen_steps.add((cur, nxt[0]))
-            prev, cur = cur, nxt[0]
-            path.append(cur)
-        seen_steps.add((path[-1], path[-2]))
-        paths.append(path)
-
-    for r, c in zip(*np.nonzero(is_node)):
-        for p in neighbours(r, c):
-            trace((r, c), p)
-    # Closed loops have no node: start each at any of its pixels.
-    on_path = np.zeros_like(skel)
-    for path in paths:
-        for p in path:
-            on_path[p] = True
-    for r, c in zip(*np.nonzero(skel & ~on_path)):
-        if not on_path[r, c]:
-            nb = neighbours(r, c)
-            if nb:
-                is_node[r, c] = True
-                trace((r, c), nb[0])
-                for p in paths[-1]:
-                    on_path[p] = True
-    junction = skel & (degree >= 3)
-    return [path for path in paths if len(path) >= min_pixels or (junction[path[0]] and junction[path[-1]])]
 
 
 def street_frame(layout: np.ndarray, channels: list[str], transform: Affine, crs,

@@ -84,8 +84,8 @@ def generate_layout(model: TrainedModel | GeneratorChain, fields: np.ndarray, ke
             out.append(stage_out)
         return np.concatenate(out, axis=-1)
     probs = _blend(model, z, key, given, batch_size)
-    if model.spec.sampling == "proximity":  # decoded and joined here as a chain's street stage is (decoding
-        return stage_outputs(probs, model.spec, stitched=True)[1]  # the 0/1 result again leaves it as it is)
+    if model.spec.sampling == "proximity":  # decoded, joined and tidied here as a chain's street stage is
+        return stage_outputs(probs, model.spec, stitched=True)[1]  # (decoding and tidying the result again keep it)
     return probs
 
 
