@@ -331,3 +331,14 @@ def test_running_ends_on_closes_real_streets_broken_within_one_piece(street_tile
                 cuts += 1
     assert cuts >= 50 and made >= 50, (cuts, made)
     assert closed >= 0.5 * made, (closed, made)
+
+
+def test_tidying_and_running_on_take_any_layout():
+    """Speckle makes skeletons with every degenerate case (junctions of two-pixel paths whose other paths
+    were dropped as spurs, loops of a few pixels): both functions take it, meeting streets only adds."""
+    rng = np.random.default_rng(0)
+    speckle = (rng.random((400, 24, 24, 3)) < 0.35).astype(np.uint8)
+    tidy = tidy_roads(speckle, [0, 1], [2])
+    assert tidy.shape == speckle.shape and np.array_equal(tidy[..., 2], speckle[..., 2])
+    met = meet_streets(speckle, [0, 1], [2])
+    assert np.all(met >= speckle)

@@ -351,7 +351,7 @@ def tidy_roads(layout: np.ndarray, roads: list[int], paths: list[int] | tuple[in
                     ty, tx = [(0, x), (h - 1, x), (y, 0), (y, w - 1)][side]
                     rows, cols = line(y, x, ty, tx)
                     runs[rows, cols, int(np.argmax(tile[y, x, roads]))] = True
-                elif to_edge[side] > EDGE_RUN_PX and len(track) < SPUR_PX and degree[start] >= 3:
+                elif to_edge[side] > EDGE_RUN_PX and 2 < len(track) < SPUR_PX and degree[start] >= 3:
                     assert nearest is not None
                     own = np.zeros((h, w), bool)
                     rows, cols = np.array(track[2:]).T  # the junction's side stays
