@@ -93,13 +93,14 @@ def deterministic_layout(probs: np.ndarray, spec: RunSpec, *, stitched: bool = F
     raise RunSpecError(f"a {spec.sampling!r} generator's output needs randomness to become a layout")
 
 
-def stage_outputs(probs: np.ndarray, spec: RunSpec, *, stitched: bool = False
+def stage_outputs(probs: np.ndarray, spec: RunSpec, *, stitched: bool = False, layout: np.ndarray | None = None
                   ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """A chain stage's 0/1 channels by name (what the next stage draws around), and what the chain outputs
     for them: a thresholded stage's probabilities, or a proximity stage's decoded 0/1 layout
-    (:func:`deterministic_layout`, ``stitched`` as there).
+    (:func:`deterministic_layout`, ``stitched`` as there; ``layout``: that layout, when already made).
     """
-    layout = deterministic_layout(probs, spec, stitched=stitched)
+    if layout is None:
+        layout = deterministic_layout(probs, spec, stitched=stitched)
     drawn = {c: layout[..., j] for j, c in enumerate(spec.output_channels)}
     return drawn, probs if spec.sampling == "threshold" else layout.astype(np.float32)
 
@@ -463,6 +464,7 @@ class GeneratorChain:
             s = stage.spec
             stage_given = np.stack([drawn[c] for c in s.input_channels], axis=-1) if s.input_channels else None
             z = z_maps[..., self.columns(stage)]
+            layout = None
             if self.selection is None:
                 probs = stage.generate_tiles(z, jax.random.fold_in(key, i), stage_given)
             else:  # tile b's candidates are rows b * k .. b * k + k - 1
@@ -471,10 +473,12 @@ class GeneratorChain:
                 probs = stage.generate_tiles(z, jax.random.fold_in(key, i),
                                              None if stage_given is None else np.repeat(stage_given, k, axis=0))
                 seeds = np.repeat(tile_seeds(jax.random.fold_in(key, i), len(z) // k), k)
-                errors = scorer(stage, deterministic_layout(probs, s), z.mean(axis=(1, 2)), seeds)
+                layouts = deterministic_layout(probs, s)
+                errors = scorer(stage, layouts, z.mean(axis=(1, 2)), seeds)
                 best = np.argmin(np.asarray(errors).reshape(-1, k), axis=1)
                 probs = probs.reshape(-1, k, *probs.shape[1:])[np.arange(len(best)), best]
-            stage_drawn, stage_out = stage_outputs(probs, s)
+                layout = layouts.reshape(-1, k, *layouts.shape[1:])[np.arange(len(best)), best]
+            stage_drawn, stage_out = stage_outputs(probs, s, layout=layout)
             drawn.update(stage_drawn)
             out.append(stage_out)
         return np.concatenate(out, axis=-1)
