@@ -10,7 +10,8 @@ Target: at least 1.7x on a 2-core machine.
 Then builds the largest extract (Lyngby) whole and in blocks of at most
 2 x 2 km (``--block-km``), each in a fresh process after a small warm-up build,
 and prints the peak memory of the blocked build's largest task against the
-whole build's, and the time overhead of blocking. Targets: peak memory below
+whole build's, and the time overhead of blocking (one process both). It also
+times the blocked build on the worker cluster, where its blocks run side by side. Targets: peak memory below
 half, at most 20 % overhead. Needs ``URBANGEN_OSM_DIR``.
 
     python benchmarks/bench_scale.py [--workers 2] [--block-km 2]
@@ -60,8 +61,27 @@ def _build_in_fresh_process(out: str, block_km: float | None, tiling) -> dict:
             "tasks": results[0].n_tasks, "task_own_peaks_mb": list(results[0].task_own_peaks_mb)}
 
 
-def blocked_build(tiling, block_km: float) -> dict:
-    """Lyngby whole and in blocks, each in its own fresh process; their outputs compared."""
+def _blocked_on_workers(out: str, block_km: float, tiling, workers: int) -> float:
+    """Seconds to build Lyngby in blocks on a running LocalCluster of ``workers`` single-threaded workers
+    (started, and warmed up with a small blocked build, before the clock starts): blocks are tasks, so a
+    blocked city also spreads over the workers."""
+    from distributed import LocalCluster
+
+    from data_pipeline.build import CitySpec, build_dataset
+    from urbangen.settings import osm_file
+
+    with LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=None) as cluster:
+        build_dataset([CitySpec("warm_up", osm_file=str(osm_file(WARM_UP)))], Path(out) / "warm_up", tiling,
+                      block_km=block_km, scheduler=cluster.scheduler_address)
+        start = time.perf_counter()
+        build_dataset([CitySpec("lyngby", osm_file=str(osm_file(LARGEST)))], Path(out) / "lyngby", tiling,
+                      block_km=block_km, scheduler=cluster.scheduler_address)
+        return time.perf_counter() - start
+
+
+def blocked_build(tiling, block_km: float, workers: int) -> dict:
+    """Lyngby whole and in blocks, each in its own fresh process, and in blocks on ``workers`` Dask workers;
+    the outputs of the first two compared."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
@@ -70,6 +90,8 @@ def blocked_build(tiling, block_km: float) -> dict:
         for name, blocks in (("whole", None), ("blocked", block_km)):
             with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
                 runs[name] = pool.submit(_build_in_fresh_process, str(Path(tmp) / name), blocks, tiling).result()
+        runs["blocked_on_workers"] = _blocked_on_workers(str(Path(tmp) / "blocked_on_workers"), block_km, tiling,
+                                                         workers)
         whole, blocked = (Path(tmp) / n / "lyngby" for n in ("whole", "blocked"))
         runs["rasters_equal"] = _same_bytes(whole / "rasters", blocked / "rasters")
         try:
@@ -145,7 +167,7 @@ def main() -> None:
         "city_worker_dask": {r.city: r.host for r in dask_results},
         "rasters_equal": rasters_equal, "tables_equal": tables_equal,
     })
-    blocks = blocked_build(tiling, args.block_km)
+    blocks = blocked_build(tiling, args.block_km, args.workers)
     whole, blocked = blocks["whole"], blocks["blocked"]
     overhead = blocked["seconds"] / whole["seconds"] - 1.0
     print(f"Lyngby whole       {whole['seconds']:6.1f} s   peak memory {whole['peak_rss_mb']:5.0f} MiB "
@@ -154,6 +176,8 @@ def main() -> None:
           f"({blocked['own_peak_mb']:4.0f} MiB above) over {blocked['tasks']} tasks (plan, blocks, join); above the "
           f"process per task: plan {blocked['task_own_peaks_mb'][0]:.0f}, blocks "
           f"{min(blocked['task_own_peaks_mb'][1:]):.0f} to {max(blocked['task_own_peaks_mb'][1:]):.0f} MiB")
+    print(f"Lyngby in blocks on {args.workers} workers {blocks['blocked_on_workers']:6.1f} s "
+          f"({blocks['blocked_on_workers'] / whole['seconds'] - 1.0:+.0%} against the whole build in one process)")
     print(f"blocking: time overhead {overhead:+.0%} (target <= +20 %); peak memory "
           f"{blocked['peak_rss_mb'] / whole['peak_rss_mb']:.0%} of the whole build's, "
           f"{blocked['own_peak_mb'] / whole['own_peak_mb']:.0%} above the process (target < 50 %); "

@@ -3,32 +3,35 @@
 A blocked city is built in three steps, each its own task:
 
 1. :func:`plan_city` streams the OSM file (pyosmium, :func:`data_pipeline.sources.iter_osm_chunks`)
-   into GeoParquet chunks, and from them alone finds what a whole-city build finds
-   from the whole city: the UTM zone, the coverage (declared, given, or estimated
-   from per-cell way counts that add up chunk by chunk), and the grid's candidate
+   in chunks, classifies each chunk once and appends its features to one Parquet
+   file per kind (streets, areas), with each row's bounding box. From the chunks
+   alone it finds what a whole-city build finds from the whole city: the UTM zone,
+   the coverage (declared, given, or estimated from per-cell way counts that add
+   up chunk by chunk, counted as the chunks are read), and the grid's candidate
    tiles. It cuts the candidates into square blocks of whole tiles.
-2. :func:`build_block` reads only the chunks' rows near one block (the block's
-   tiles plus ``margin_m`` on every side, for ways and buildings that cross its
-   edges), and tests, measures and rasterizes the block's tiles as a whole-city
-   build would.
-3. :func:`join_blocks` puts the blocks' tiles back in the grid's order as one city part.
+2. :func:`build_block` reads only the rows near one block (the block's tiles plus
+   ``margin_m`` on every side, for ways and buildings that cross its edges, grown
+   until every street edge near the tiles ends inside it), and tests, measures and
+   rasterizes the block's tiles as a whole-city build would.
+3. :func:`join_blocks` puts the blocks' tiles back in the grid's order as one city
+   part, linking each tile's compressed file rather than writing it again.
 
-Memory per task then follows the block's size, not the region's; the result is
-the whole-city build's (tested on the largest shared extract) as long as no
-simplified street edge that ends in a block reaches further than the margin
-beyond it. The drive-network summary of a blocked city counts the network inside
-the blocks (``drive_network.scope``), not every way in the file.
+Memory per task then follows the block's size (and the plan's, the chunk's), not
+the region's; the result is the whole-city build's, byte for byte (tested on the
+largest shared extract). The drive-network summary of a blocked city counts the
+network inside the blocks (``drive_network.scope``), not every way in the file.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import shutil
 import socket
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +56,7 @@ from data_pipeline.city import (
 )
 from data_pipeline.config import TilingConfig
 from data_pipeline.coverage import WGS84, Coverage, add_cell_counts, cell_way_counts, coverage_from_cell_counts
-from data_pipeline.dataset import COVERAGE, create_raster_array
+from data_pipeline.dataset import COVERAGE, create_raster_array, link_or_copy
 from data_pipeline.errors import InvalidValueError, NoStreetsError, OSMFileNotFoundError
 from data_pipeline.features import LAYERS, OSMFeatures, features_from_tagged_frame
 from data_pipeline.grid import CandidateTiles, candidate_tiles, has_streets, utm_crs
@@ -64,6 +67,11 @@ from data_pipeline.street_graph import bearing_counts, intersection_clusters
 #: Default ground read around a block, beyond a city block and the street edges that end in it
 #: (the blocked Lyngby equals the whole-city build with it; see tests/test_scale.py).
 DEFAULT_MARGIN_M = 256.0
+#: OSM ways and areas per chunk of a plan's read: a fifth of a whole-file read's
+#: (:data:`data_pipeline.sources.CHUNK_OBJECTS`), as a chunk's tag frames and their
+#: classification are most of the plan's memory (Lyngby: 73 to 89 MiB above the
+#: process at 10,000, 35 to 45 at 2,000, 33 to 44 at 1,000 with more time per chunk).
+CHUNK_OBJECTS = 2_000
 
 
 def can_block(city: CitySpec) -> bool:
@@ -112,15 +120,18 @@ def _median_zone(zone_counts: Counter, north: int, south: int) -> tuple[int, boo
 
 @dataclass
 class _ReadTally:
-    """What :func:`plan_city`'s first pass adds up chunk by chunk: street vertices per UTM zone and
-    hemisphere, whether any street or building was read, and the chunks written."""
+    """What :func:`plan_city`'s one pass adds up chunk by chunk: street vertices per UTM zone and
+    hemisphere, whether any street or building was read, the chunks written, and (when the coverage is to
+    be estimated) each chunk's per-cell way counts in the UTM CRS of every zone its street vertices lie in."""
 
+    cell_m: float | None = None
     zones: Counter = field(default_factory=Counter)
     north: int = 0
     south: int = 0
     any_street: bool = False
     any_building: bool = False
     n_chunks: int = 0
+    cells: dict[str, dict[int, tuple[np.ndarray, np.ndarray]]] = field(default_factory=dict)
 
     def add(self, chunk: OSMFeatures) -> None:
         self.any_street |= bool((chunk.streets["street_class"] != "other").any())
@@ -130,7 +141,39 @@ class _ReadTally:
         self.zones.update(dict(zip(*np.unique(zone, return_counts=True))))
         self.north += int((lonlat[:, 1] >= 0).sum())
         self.south += int((lonlat[:, 1] < 0).sum())
+        if self.cell_m is not None:
+            # The city's CRS is known only once every chunk is read. It is usually the zone of each chunk's own
+            # street and building vertices, so counting each chunk in those zones spares a second read of the
+            # chunks (plan_city reads again those with no vertex in the city's zone).
+            rings = shapely.get_coordinates(shapely.get_exterior_ring(shapely.get_geometry(chunk.buildings.values, 0)))
+            points = np.concatenate([lonlat, rings])
+            own = np.minimum(((points[:, 0] + 180.0) // 6.0).astype(np.int64) + 1, 60)
+            for z, is_north in set(zip(own.tolist(), (points[:, 1] >= 0).tolist())):
+                crs = _utm_epsg(z, is_north)
+                self.cells.setdefault(crs, {})[self.n_chunks] = _cell_counts(chunk, crs, self.cell_m)
         self.n_chunks += 1
+
+
+def _utm_epsg(zone: int, north: bool) -> str:
+    return f"EPSG:{(32600 if north else 32700) + zone}"
+
+
+def _cell_counts(chunk: OSMFeatures, crs: str, cell_m: float) -> tuple[np.ndarray, np.ndarray]:
+    """A chunk's per-cell counts of street ways and buildings (outer rings) in ``crs``
+    (:func:`data_pipeline.coverage.cell_way_counts`; chunks hold disjoint ways, so their counts add up)."""
+    streets = chunk.streets.geometry.values
+    lines, line_of = shapely.get_coordinates(streets, return_index=True)
+    rings, ring_of = shapely.get_coordinates(shapely.get_exterior_ring(shapely.get_geometry(chunk.buildings.values, 0)),
+                                             return_index=True)
+    lonlat = np.concatenate([lines, rings])
+    # The transform geopandas' to_crs applies to every vertex, so the cells are a whole-city build's.
+    x, y = _to_utm(crs).transform(lonlat[:, 0], lonlat[:, 1])
+    return cell_way_counts(np.column_stack([x, y]), np.concatenate([line_of, ring_of + len(streets)]), cell_m)
+
+
+@functools.lru_cache(maxsize=8)
+def _to_utm(crs: str) -> pyproj.Transformer:
+    return pyproj.Transformer.from_crs(WGS84, crs, always_xy=True)
 
 
 def plan_city(city: CitySpec, config: TilingConfig, scratch: str | Path, block_km: float,
@@ -169,21 +212,28 @@ def plan_city(city: CitySpec, config: TilingConfig, scratch: str | Path, block_k
         shutil.rmtree(scratch)
     scratch.mkdir(parents=True)
 
-    # Pass 1: the file, streamed once into chunks; street vertices counted per UTM zone.
-    tally = _ReadTally()
+    # One pass over the file: each chunk classified once and written as features; street vertices counted
+    # per UTM zone (and, to estimate the coverage, ways per cell).
+    estimate = user is None and declared is None
+    tally = _ReadTally(cell_m=config.coverage_cell_m if estimate else None)
+
+    store = _FeatureStore(scratch)
 
     def start_over() -> None:  # the file proved out of order midway: its sorted copy is read from the start
         nonlocal tally
+        store.close()
         for chunk_file in scratch.glob("*.parquet"):
             chunk_file.unlink()
-        tally = _ReadTally()
+        tally = _ReadTally(cell_m=tally.cell_m)
 
-    for lines, areas in sources.iter_osm_chunks(path, on_start_over=start_over):
-        report("reading", tally.n_chunks, None)
-        for kind, frame in (("lines", lines), ("areas", areas)):
-            if len(frame):
-                frame.to_parquet(scratch / f"{kind}-{tally.n_chunks:06d}.parquet", write_covering_bbox=True)
-        tally.add(_chunk_features(lines, areas, city))
+    try:
+        for lines, areas in sources.iter_osm_chunks(path, CHUNK_OBJECTS, on_start_over=start_over):
+            report("reading", tally.n_chunks, None)
+            chunk = _chunk_features(lines, areas, city)
+            store.append(tally.n_chunks, chunk)
+            tally.add(chunk)
+    finally:
+        store.close()
     zones, north, south, n_chunks = tally.zones, tally.north, tally.south, tally.n_chunks
     if not tally.any_street:
         raise NoStreetsError(f"{path.name}: no streets found (no highway=* way of the classes "
@@ -196,25 +246,20 @@ def plan_city(city: CitySpec, config: TilingConfig, scratch: str | Path, block_k
         crs = utm_crs(point.x, point.y)
     else:
         zone, is_north = _median_zone(zones, north, south)
-        crs = f"EPSG:{(32600 if is_north else 32700) + zone}"
+        crs = _utm_epsg(zone, is_north)
     if user is not None:
         projected = user.to_crs(WGS84, crs)
         coverage = projected if declared is None else Coverage(
             shapely.intersection(projected.polygon, declared.to_crs(WGS84, crs).polygon), projected.source)
     elif declared is not None:
         coverage = declared.to_crs(WGS84, crs)
-    else:  # Pass 2, over the chunks: ways per coverage cell, summed.
-        counts, owner = [], 0
+    else:  # ways per coverage cell, summed over the chunks (those with no vertex in the city's zone read again)
+        counted = tally.cells.get(crs, {})
+        counts = []
         for k in range(n_chunks):
             report("coverage", k, n_chunks)
-            chunk = _chunk_features(*_read_chunk(scratch, k), city).to_crs(crs)
-            lines, line_of = shapely.get_coordinates(chunk.streets.geometry.values, return_index=True)
-            rings, ring_of = shapely.get_coordinates(shapely.get_exterior_ring(
-                shapely.get_geometry(chunk.buildings.values, 0)), return_index=True)
-            points = np.concatenate([lines, rings])
-            owners = owner + np.concatenate([line_of, ring_of + len(chunk.streets)])
-            owner += len(chunk.streets) + len(chunk.buildings)
-            counts.append(cell_way_counts(points, owners, config.coverage_cell_m))
+            counts.append(counted[k] if k in counted else _cell_counts(_read_chunk(scratch, k, path.name),
+                                                                        crs, config.coverage_cell_m))
         coverage = Coverage(coverage_from_cell_counts(*add_cell_counts(counts), config.coverage_cell_m), "estimated")
 
     candidates = candidate_tiles(coverage.polygon, config, path.name)
@@ -244,36 +289,99 @@ def _chunk_features(lines: gpd.GeoDataFrame, areas: gpd.GeoDataFrame, city: City
                                       source=Path(str(city.osm_file)).name, whole_source=False)
 
 
-def _read_chunk(scratch: Path, k: int) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]:
-    out = []
-    for kind in ("lines", "areas"):
-        file = scratch / f"{kind}-{k:06d}.parquet"
-        out.append(gpd.read_parquet(file) if file.is_file() else gpd.GeoDataFrame(geometry=[], crs=WGS84))
-    return out[0], out[1]
+#: The polygon layers of :class:`OSMFeatures`, stored together with a ``layer`` column.
+_POLYGON_LAYERS = ("buildings", "open_space", "water")
 
 
-def _read_box(scratch: Path, box: tuple[float, float, float, float],
-              kinds: tuple[str, ...] = ("lines", "areas")) -> gpd.GeoDataFrame | None:
-    """Every chunk's rows whose bounding box meets ``box`` (lon/lat): street lines first, then areas, each in
-    the file's order, as the whole-file reader gives them. None if no row does."""
+class _FeatureStore:
+    """A plan's features (lon/lat) as they are read: per kind (``streets``, ``areas``) one Parquet file with a
+    row group per chunk, each row with its chunk, geometry (WKB) and bounding box.
+
+    Classification is row by row (:func:`features_from_tagged_frame`), so the
+    rows of the chunks in order are the whole file's features in order. One
+    file per kind, not per chunk: a block reads every file once per box.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._writers: dict[str, Any] = {}
+
+    def append(self, k: int, chunk: OSMFeatures) -> None:
+        polygons = [getattr(chunk, name) for name in _POLYGON_LAYERS]
+        areas = pd.DataFrame({"layer": np.repeat(_POLYGON_LAYERS, [len(p) for p in polygons])})
+        for kind, frame, geometry in (
+                ("streets", pd.DataFrame(chunk.streets.drop(columns="geometry")), chunk.streets.geometry.to_numpy()),
+                ("areas", areas, np.concatenate([p.to_numpy() for p in polygons]))):
+            if len(frame):
+                self._write(kind, _rows_table(frame, geometry, k))
+
+    def _write(self, kind: str, table: Any) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if kind not in self._writers:  # a column of no values in the first chunk holds tag strings in others
+            schema = pa.schema([f.with_type(pa.string()) if pa.types.is_null(f.type) else f for f in table.schema])
+            self._writers[kind] = pq.ParquetWriter(self.folder / f"{kind}.parquet", schema)
+        writer = self._writers[kind]
+        writer.write_table(table.cast(writer.schema))
+
+    def close(self) -> None:
+        for writer in self._writers.values():
+            writer.close()
+        self._writers.clear()
+
+
+def _rows_table(frame: pd.DataFrame, geometry: np.ndarray, k: int) -> Any:
+    import pyarrow as pa
+
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    bounds = shapely.bounds(geometry)
+    bbox = pa.StructArray.from_arrays([pa.array(bounds[:, i]) for i in range(4)],
+                                      names=["xmin", "ymin", "xmax", "ymax"])
+    return (table.append_column("chunk", pa.array(np.full(len(frame), k, np.int64)))
+            .append_column("geometry", pa.array(shapely.to_wkb(geometry), pa.binary()))
+            .append_column("bbox", bbox))
+
+
+def _stored_features(streets: gpd.GeoDataFrame | None, areas: gpd.GeoDataFrame | None, source: str,
+                     timestamp: str | None, layers_known: dict[str, bool]) -> OSMFeatures:
+    """:class:`OSMFeatures` (lon/lat) of stored rows (None: none of that kind)."""
+    if streets is None:
+        streets = gpd.GeoDataFrame(geometry=np.array([], dtype=object), crs=_WGS84_CRS)
+    layer = areas["layer"].to_numpy() if areas is not None else np.array([], dtype=object)
+    geometry = areas.geometry.to_numpy() if areas is not None else np.array([], dtype=object)
+    polygons = {name: gpd.GeoSeries(geometry[layer == name], crs=_WGS84_CRS) for name in _POLYGON_LAYERS}
+    return OSMFeatures(streets=streets, **polygons, source=source, timestamp=timestamp, layers_known=layers_known)
+
+
+def _read_chunk(folder: Path, k: int, source: str) -> OSMFeatures:
+    return _stored_features(_read_stored(folder, "streets", chunk=k), _read_stored(folder, "areas", chunk=k),
+                            source, None, dict.fromkeys(LAYERS, True))
+
+
+def _read_stored(folder: Path, kind: str, box: tuple[float, float, float, float] | None = None,
+                 chunk: int | None = None) -> gpd.GeoDataFrame | None:
+    """The stored rows of ``kind`` (``streets``, ``areas``) whose bounding box meets ``box`` (lon/lat), or
+    of one ``chunk``, in the file's order. None if no row is."""
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
+    import pyarrow.dataset as ds
 
-    west, south, east, north = box
-    meets = ((pc.field("bbox", "xmin") <= east) & (pc.field("bbox", "xmax") >= west)
-             & (pc.field("bbox", "ymin") <= north) & (pc.field("bbox", "ymax") >= south))
-    frames, geometry = [], []
-    for kind in kinds:
-        for file in sorted(scratch.glob(f"{kind}-*.parquet")):
-            table = pq.read_table(file, filters=meets)
-            if table.num_rows:
-                # Read with pyarrow, not geopandas: its reader parses the file's CRS at every call.
-                geometry.append(shapely.from_wkb(table.column("geometry").to_numpy(zero_copy_only=False)))
-                frames.append(table.drop_columns(["bbox", "geometry"]).to_pandas())
-    if not frames:
+    file = folder / f"{kind}.parquet"
+    if not file.is_file():
         return None
-    frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-    return gpd.GeoDataFrame(frame, geometry=np.concatenate(geometry), crs=_WGS84_CRS)
+    if box is not None:
+        west, south, east, north = box
+        rows = ((pc.field("bbox", "xmin") <= east) & (pc.field("bbox", "xmax") >= west)
+                & (pc.field("bbox", "ymin") <= north) & (pc.field("bbox", "ymax") >= south))
+    else:
+        rows = pc.field("chunk") == chunk
+    # A dataset scan filters row group by row group: what is held is one chunk's rows and those kept.
+    table = ds.dataset(file, format="parquet").to_table(filter=rows)
+    if not table.num_rows:
+        return None
+    geometry = shapely.from_wkb(table.column("geometry").to_numpy(zero_copy_only=False))
+    return gpd.GeoDataFrame(table.drop_columns(["chunk", "bbox", "geometry"]).to_pandas(), geometry=geometry,
+                            crs=_WGS84_CRS)
 
 
 @dataclass(frozen=True)
@@ -351,13 +459,21 @@ def _block_features(plan: CityPlan, b: int) -> tuple[OSMFeatures | None, Any]:
         return (xy[..., 0] >= area[0]) & (xy[..., 0] <= area[2]) & (xy[..., 1] >= area[1]) & (xy[..., 1] <= area[3])
 
     box = (x0 - m, y0 - m, x1 + m, y1 + m)
-    for _ in range(_MAX_GROWTH):
+    for grown in range(2 * _MAX_GROWTH):
         read = lonlat_box(box)
-        lines = _read_box(scratch, read, kinds=("lines",))
+        lines = _read_stored(scratch, "streets", read)
         if lines is None:
             return None, None
-        streets = features_from_tagged_frame(lines, source=plan.source, timestamp=plan.timestamp,
-                                             layers_known=plan.layers_known, whole_source=False).to_crs(crs)
+        streets = _stored_features(lines, None, plan.source, plan.timestamp, plan.layers_known).to_crs(crs)
+        if grown < _MAX_GROWTH:
+            # First the box is grown by chains, found in the ways' node ids alone; a simplified graph (the
+            # costly part) is built once they all end inside it (its edges are parts of chains).
+            reach = _chain_reach(streets.streets, (x0, y0, x1, y1))
+            if reach is not None and not (reach[0] >= box[0] and reach[1] >= box[1] and reach[2] <= box[2]
+                                           and reach[3] <= box[3]):
+                box = (min(box[0], reach[0] - m), min(box[1], reach[1] - m),
+                       max(box[2], reach[2] + m), max(box[3], reach[3] + m))
+                continue
         graph = drive_graph(streets)
         ends = np.stack([graph.node_xy[graph.u], graph.node_xy[graph.v]], axis=1)  # (edges, 2 ends, xy)
         open_end = ~within(ends, box).all(axis=1)
@@ -367,12 +483,57 @@ def _block_features(plan: CityPlan, b: int) -> tuple[OSMFeatures | None, Any]:
             break
         box = (min(box[0], cut[:, 0].min() - m), min(box[1], cut[:, 1].min() - m),
                max(box[2], cut[:, 0].max() + m), max(box[3], cut[:, 1].max() + m))
-    areas = _read_box(scratch, read, kinds=("areas",))  # the box the lines and the graph come from
-    frame = lines if areas is None else gpd.GeoDataFrame(pd.concat([lines, areas], ignore_index=True),
-                                                         geometry="geometry", crs=_WGS84_CRS)
-    features = features_from_tagged_frame(frame, source=plan.source, timestamp=plan.timestamp,
-                                          layers_known=plan.layers_known, whole_source=False).to_crs(crs)
-    return features, graph
+    areas = _read_stored(scratch, "areas", read)  # the box the lines and the graph come from
+    polygons = _stored_features(None, areas, plan.source, plan.timestamp, plan.layers_known)
+    return replace(streets, **{name: getattr(polygons, name).to_crs(crs) for name in _POLYGON_LAYERS}), graph
+
+
+def _chain_reach(streets: gpd.GeoDataFrame, area: tuple[float, float, float, float]
+                 ) -> tuple[float, float, float, float] | None:
+    """The box that the drive network's chains meeting ``area`` reach (projected), None where no chain does
+    or the ways lack node ids.
+
+    A chain is a run of ways through nodes with exactly two neighbours. Every
+    edge of osmnx's simplified graph lies along one (osmnx ends edges at such
+    nodes too, where one-way streets change), so a box that holds the chains
+    meeting ``area`` holds the ends of the graph's edges near it. Ways read for
+    a box hold every way through a node inside it, so the box's nodes have their
+    true neighbours.
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    drive = streets[streets["drive"].to_numpy(dtype=bool)]
+    node_lists = drive["nodes"].to_numpy(dtype=object)
+    if not len(drive) or any(ids is None for ids in node_lists):
+        return None
+    xy, line_of = shapely.get_coordinates(drive.geometry.values, return_index=True)
+    ids = np.concatenate(node_lists)
+    if len(ids) != len(xy):
+        return None
+    same_way = (line_of[1:] == line_of[:-1]) & (ids[1:] != ids[:-1])
+    pairs = np.unique(np.sort(np.column_stack([ids[:-1][same_way], ids[1:][same_way]]), axis=1), axis=0)
+    if not len(pairs):
+        return None
+    nodes, first = np.unique(ids, return_index=True)
+    edge = np.searchsorted(nodes, pairs)
+    node_xy = xy[first]
+    interior = np.bincount(edge.ravel(), minlength=len(nodes)) == 2
+    inner = interior[edge[:, 0]] & interior[edge[:, 1]]
+    _, label = connected_components(coo_matrix((np.ones(int(inner.sum())), (edge[inner, 0], edge[inner, 1])),
+                                               shape=(len(nodes), len(nodes))), directed=False)
+    chain = np.where(interior[edge[:, 0]], label[edge[:, 0]],
+                     np.where(interior[edge[:, 1]], label[edge[:, 1]], len(nodes) + np.arange(len(edge))))
+    _, chain = np.unique(chain, return_inverse=True)
+    lo = np.full((chain.max() + 1, 2), np.inf)
+    hi = np.full((chain.max() + 1, 2), -np.inf)
+    for end in (0, 1):
+        np.minimum.at(lo, chain, node_xy[edge[:, end]])
+        np.maximum.at(hi, chain, node_xy[edge[:, end]])
+    near = (lo[:, 0] <= area[2]) & (hi[:, 0] >= area[0]) & (lo[:, 1] <= area[3]) & (hi[:, 1] >= area[1])
+    if not near.any():
+        return None
+    return _box(*lo[near].min(axis=0), *hi[near].max(axis=0))
 
 
 def _core_network(graph, plan: CityPlan, b: int, config: TilingConfig) -> dict[str, Any]:
@@ -391,9 +552,13 @@ def _core_network(graph, plan: CityPlan, b: int, config: TilingConfig) -> dict[s
             "bearings": bearing_counts(graph, np.flatnonzero(inside(mid))).tolist()}
 
 
+def _chunk_key(i: int) -> str:
+    """The file of tile ``i`` in a raster array (:func:`data_pipeline.dataset.create_raster_array`)."""
+    return f"c.{i}.0.0.0"
+
+
 def join_blocks(plan: CityPlan, results: list[BlockResult], config: TilingConfig, part: str | Path) -> CityPartResult:
     """Write the city part of a blocked city: the blocks' tiles in the grid's order, as a whole-city build."""
-    import zarr
     from scipy.stats import entropy
 
     city = plan.city
@@ -408,10 +573,14 @@ def join_blocks(plan: CityPlan, results: list[BlockResult], config: TilingConfig
     try:
         (writer.path / PART_COVERAGE).write_text(
             gpd.GeoSeries([plan.coverage.polygon], crs=plan.crs).to_crs(WGS84).to_json())
-        array = create_raster_array(writer.path / PART_RASTERS, len(grid), config.tile_px, len(config.channels))
+        create_raster_array(writer.path / PART_RASTERS, len(grid), config.tile_px, len(config.channels))
         for r in results:
-            if len(r.kept):  # one read and one write per block: the block's tiles fit in memory
-                array.oindex[np.searchsorted(in_order, r.kept)] = zarr.open_array(r.rasters, mode="r")[:]
+            # A tile is one chunk file, compressed alike in a block and in the city: linked under its place in
+            # the city, not decoded and encoded again. (No file: an empty tile, which zarr does not write.)
+            for j, i in enumerate(np.searchsorted(in_order, r.kept)):
+                tile = Path(r.rasters) / _chunk_key(j)
+                if tile.is_file():
+                    link_or_copy(str(tile), str(writer.path / PART_RASTERS / _chunk_key(int(i))))
         bearings = np.sum([r.network["bearings"] for r in results], axis=0)
         nodes = sum(r.network["nodes"] for r in results)
         info = {

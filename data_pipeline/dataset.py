@@ -66,7 +66,7 @@ def create_raster_array(path: str | Path, n_tiles: int, tile_px: int, n_channels
     )
 
 
-def _link_or_copy(src: str, dst: str) -> None:
+def link_or_copy(src: str, dst: str) -> None:
     """Hard-link a file (instant, no extra space) and copy it where links are not possible."""
     try:
         os.link(src, dst)
@@ -134,9 +134,9 @@ class DatasetWriter:
         """
         if city in self._cities:
             raise DatasetError(f"city {city!r} is in the dataset twice; give each a unique name")
-        shutil.copytree(rasters, self.tmp_dir / RASTERS / f"{city}.zarr", copy_function=_link_or_copy)
+        shutil.copytree(rasters, self.tmp_dir / RASTERS / f"{city}.zarr", copy_function=link_or_copy)
         (self.tmp_dir / COVERAGE).mkdir(exist_ok=True)
-        _link_or_copy(str(coverage_geojson), str(self.tmp_dir / info["coverage"]["file"]))
+        link_or_copy(str(coverage_geojson), str(self.tmp_dir / info["coverage"]["file"]))
         self._cities[city] = dict(info, n_tiles=len(rows))
         self._frames.append(rows)
 

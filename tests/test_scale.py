@@ -151,3 +151,33 @@ def test_a_region_built_in_blocks_equals_the_whole_build(osm_path, tmp_path):
             theirs.pop(key, None)
         assert ours == theirs
     assert all(np.isfinite(r.own_peak_mb) for r in results)  # memory is measured per task (bench_scale.py)
+
+
+def test_chains_found_from_node_ids_hold_every_simplified_edge_near_an_area(osm_path):
+    """A block's read box is grown by chains of ways (node ids alone) before osmnx's simplified graph is built
+    once; the box is exact only if every simplified edge near the block's tiles lies along such a chain. Checked
+    against osmnx's own simplification of Lyngby's whole drive network, around four 1 km areas spread over it."""
+    from data_pipeline.blocks import _chain_reach
+    from data_pipeline.grid import utm_crs
+    from data_pipeline.parameters import drive_graph
+    from data_pipeline.sources import read_osm_file
+
+    lonlat = read_osm_file(osm_path(LYNGBY))
+    centre = lonlat.streets.geometry.union_all().centroid
+    features = lonlat.to_crs(utm_crs(centre.x, centre.y))
+    graph = drive_graph(features)
+    ends = np.stack([graph.node_xy[graph.u], graph.node_xy[graph.v]], axis=1)  # (edges, 2, xy)
+    x0, y0, x1, y1 = features.streets.total_bounds
+    for cx, cy in graph.node_xy[np.argsort(graph.node_xy[:, 0])[[len(graph.node_xy) * k // 5 for k in range(1, 5)]]]:
+        area = (cx - 500, cy - 500, cx + 500, cy + 500)
+
+        def inside(xy, box):
+            return (xy[..., 0] >= box[0]) & (xy[..., 0] <= box[2]) & (xy[..., 1] >= box[1]) & (xy[..., 1] <= box[3])
+
+        near = inside(ends, area).any(axis=1) | inside(ends.mean(axis=1), area)
+        reach = _chain_reach(features.streets, area)
+        assert near.sum() > 20 and reach is not None
+        # (to a micrometre: the graph's nodes go back to lon/lat and are projected again)
+        assert inside(ends[near], (reach[0] - 1e-6, reach[1] - 1e-6, reach[2] + 1e-6, reach[3] + 1e-6)).all()
+        # and the reach is the area's neighbourhood, not the extract
+        assert (reach[2] - reach[0]) * (reach[3] - reach[1]) < 0.5 * (x1 - x0) * (y1 - y0)

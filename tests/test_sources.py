@@ -328,21 +328,26 @@ def test_disorder_found_midway_never_gives_a_chunk_twice(osm_path, tmp_path):
 
 
 def test_a_blocked_plan_starts_over_when_disorder_is_found_midway(osm_path, tmp_path, monkeypatch):
-    """plan_city writes chunk files and adds up counts as it streams: on a start-over it drops both, so its
-    plan and its chunks' rows equal those of the file in order."""
-    from functools import partial
+    """plan_city stores features and adds up counts as it streams: on a start-over it drops both, so its
+    plan and its stored rows equal those of the file in order, and those of the whole-file reader."""
+    import pandas as pd
 
-    from data_pipeline.blocks import plan_city
+    from data_pipeline import blocks
     from data_pipeline.config import TilingConfig
 
     late = _late_disorder(osm_path, tmp_path)
-    monkeypatch.setattr(sources, "iter_osm_chunks", partial(sources.iter_osm_chunks, chunk_objects=1000))
+    monkeypatch.setattr(blocks, "CHUNK_OBJECTS", 1000)
     config = TilingConfig(tile_px=64, meters_per_pixel=4.0)
-    plans = [plan_city(CitySpec("kennesaw", osm_file=str(path)), config, tmp_path / name, block_km=1.0)
+    plans = [blocks.plan_city(CitySpec("kennesaw", osm_file=str(path)), config, tmp_path / name, block_km=1.0)
              for name, path in (("in_order", osm_path(KENNESAW)), ("late", late))]
     assert plans[0].crs == plans[1].crs
     assert np.array_equal(plans[0].candidates.bounds, plans[1].candidates.bounds)
     assert [b.tolist() for b in plans[0].blocks] == [b.tolist() for b in plans[1].blocks]
-    rows = [sorted((f.name, len(gpd.read_parquet(f))) for f in Path(p.chunks_dir).glob("*.parquet")) for p in plans]
-    assert sum(n for _, n in rows[1]) == 6156
-    assert [name for name, _ in rows[0]] == [name for name, _ in rows[1]]  # no chunk file left from the first read
+    stored = [{kind: pd.read_parquet(Path(p.chunks_dir) / f"{kind}.parquet") for kind in ("streets", "areas")}
+              for p in plans]
+    whole = sources.read_osm_file(osm_path(KENNESAW))
+    assert len(stored[1]["streets"]) == len(whole.streets)
+    assert len(stored[1]["areas"]) == len(whole.buildings) + len(whole.open_space) + len(whole.water)
+    assert stored[1]["streets"]["chunk"].max() >= 3  # several chunks were read
+    for kind in ("streets", "areas"):  # no row left from the first read
+        assert stored[0][kind]["chunk"].tolist() == stored[1][kind]["chunk"].tolist()
