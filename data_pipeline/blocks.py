@@ -24,6 +24,7 @@ network inside the blocks (``drive_network.scope``), not every way in the file.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
@@ -57,8 +58,8 @@ from data_pipeline.city import (
 from data_pipeline.config import TilingConfig
 from data_pipeline.coverage import WGS84, Coverage, add_cell_counts, cell_way_counts, coverage_from_cell_counts
 from data_pipeline.dataset import COVERAGE, create_raster_array, link_or_copy
-from data_pipeline.errors import InvalidValueError, NoStreetsError, OSMFileNotFoundError
-from data_pipeline.features import LAYERS, OSMFeatures, features_from_tagged_frame
+from data_pipeline.errors import DatasetError, InvalidValueError, NoStreetsError, OSMFileNotFoundError
+from data_pipeline.features import LAYERS, NODES_COLUMN, OSMFeatures, features_from_tagged_frame
 from data_pipeline.grid import CandidateTiles, candidate_tiles, has_streets, utm_crs
 from data_pipeline.parameters import PARAMETERS, drive_graph, tile_parameters
 from data_pipeline.rasterize import rasterize_tiles
@@ -122,7 +123,8 @@ def _median_zone(zone_counts: Counter, north: int, south: int) -> tuple[int, boo
 class _ReadTally:
     """What :func:`plan_city`'s one pass adds up chunk by chunk: street vertices per UTM zone and
     hemisphere, whether any street or building was read, the chunks written, and (when the coverage is to
-    be estimated) each chunk's per-cell way counts in the UTM CRS of every zone its street vertices lie in."""
+    be estimated) per-cell way counts in the UTM CRS of every zone and hemisphere that a chunk's street and
+    building vertices lie in."""
 
     cell_m: float | None = None
     zones: Counter = field(default_factory=Counter)
@@ -131,7 +133,10 @@ class _ReadTally:
     any_street: bool = False
     any_building: bool = False
     n_chunks: int = 0
-    cells: dict[str, dict[int, tuple[np.ndarray, np.ndarray]]] = field(default_factory=dict)
+    #: Per UTM CRS, the summed counts of the chunks ``counted`` in it (summed as they come: a chunk of ways
+    #: in id order reaches cells all over the region, so keeping each chunk's would grow with the region).
+    cells: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    counted: dict[str, set[int]] = field(default_factory=dict)
 
     def add(self, chunk: OSMFeatures) -> None:
         self.any_street |= bool((chunk.streets["street_class"] != "other").any())
@@ -144,14 +149,19 @@ class _ReadTally:
         if self.cell_m is not None:
             # The city's CRS is known only once every chunk is read. It is usually the zone of each chunk's own
             # street and building vertices, so counting each chunk in those zones spares a second read of the
-            # chunks (plan_city reads again those with no vertex in the city's zone).
+            # chunks (plan_city reads again those with no vertex in the city's zone and hemisphere).
             rings = shapely.get_coordinates(shapely.get_exterior_ring(shapely.get_geometry(chunk.buildings.values, 0)))
             points = np.concatenate([lonlat, rings])
             own = np.minimum(((points[:, 0] + 180.0) // 6.0).astype(np.int64) + 1, 60)
             for z, is_north in set(zip(own.tolist(), (points[:, 1] >= 0).tolist())):
                 crs = _utm_epsg(z, is_north)
-                self.cells.setdefault(crs, {})[self.n_chunks] = _cell_counts(chunk, crs, self.cell_m)
+                self.add_cells(crs, self.n_chunks, _cell_counts(chunk, crs, self.cell_m))
         self.n_chunks += 1
+
+    def add_cells(self, crs: str, k: int, counts: tuple[np.ndarray, np.ndarray]) -> None:
+        """Add chunk ``k``'s cell counts in ``crs`` to that CRS's sum."""
+        self.cells[crs] = add_cell_counts([self.cells[crs], counts]) if crs in self.cells else counts
+        self.counted.setdefault(crs, set()).add(k)
 
 
 def _utm_epsg(zone: int, north: bool) -> str:
@@ -178,7 +188,7 @@ def _to_utm(crs: str) -> pyproj.Transformer:
 
 def plan_city(city: CitySpec, config: TilingConfig, scratch: str | Path, block_km: float,
               margin_m: float = DEFAULT_MARGIN_M, report: Reporter | None = None) -> CityPlan:
-    """Stream ``city``'s OSM file into chunks under ``scratch`` and lay out its blocks.
+    """Stream ``city``'s OSM file, store its features under ``scratch`` and lay out its blocks.
 
     Parameters
     ----------
@@ -187,7 +197,7 @@ def plan_city(city: CitySpec, config: TilingConfig, scratch: str | Path, block_k
     config
         Tiling settings.
     scratch
-        Folder for the GeoParquet chunks (created; the blocks read them).
+        Folder for the stored features (created; emptied first if it exists; the blocks read it).
     block_km
         Block side in km, rounded down to whole tiles (at least one).
     margin_m
@@ -254,13 +264,11 @@ def plan_city(city: CitySpec, config: TilingConfig, scratch: str | Path, block_k
     elif declared is not None:
         coverage = declared.to_crs(WGS84, crs)
     else:  # ways per coverage cell, summed over the chunks (those with no vertex in the city's zone read again)
-        counted = tally.cells.get(crs, {})
-        counts = []
-        for k in range(n_chunks):
-            report("coverage", k, n_chunks)
-            counts.append(counted[k] if k in counted else _cell_counts(_read_chunk(scratch, k, path.name),
-                                                                        crs, config.coverage_cell_m))
-        coverage = Coverage(coverage_from_cell_counts(*add_cell_counts(counts), config.coverage_cell_m), "estimated")
+        missing = [k for k in range(n_chunks) if k not in tally.counted.get(crs, set())]
+        for i, k in enumerate(missing):
+            report("coverage", i, len(missing))
+            tally.add_cells(crs, k, _cell_counts(_read_chunk(scratch, k, path.name), crs, config.coverage_cell_m))
+        coverage = Coverage(coverage_from_cell_counts(*tally.cells[crs], config.coverage_cell_m), "estimated")
 
     candidates = candidate_tiles(coverage.polygon, config, path.name)
     block_m = max(1, math.floor(block_km * 1000.0 / config.stride_m)) * config.stride_m
@@ -298,8 +306,10 @@ class _FeatureStore:
     row group per chunk, each row with its chunk, geometry (WKB) and bounding box.
 
     Classification is row by row (:func:`features_from_tagged_frame`), so the
-    rows of the chunks in order are the whole file's features in order. One
-    file per kind, not per chunk: a block reads every file once per box.
+    street rows of the chunks in order are the whole file's streets in order,
+    and each polygon layer's rows its polygons (a chunk's areas are stored
+    layer by layer). One file per kind, not per chunk: a block reads every
+    file once per box.
     """
 
     def __init__(self, folder: Path) -> None:
@@ -319,16 +329,18 @@ class _FeatureStore:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        if kind not in self._writers:  # a column of no values in the first chunk holds tag strings in others
-            schema = pa.schema([f.with_type(pa.string()) if pa.types.is_null(f.type) else f for f in table.schema])
+        if kind not in self._writers:  # a column of no values in the first chunk holds values in others
+            schema = pa.schema([f.with_type(pa.list_(pa.int64()) if f.name == NODES_COLUMN else pa.string())
+                                if pa.types.is_null(f.type) else f for f in table.schema])
             self._writers[kind] = pq.ParquetWriter(self.folder / f"{kind}.parquet", schema)
         writer = self._writers[kind]
         writer.write_table(table.cast(writer.schema))
 
     def close(self) -> None:
-        for writer in self._writers.values():
-            writer.close()
-        self._writers.clear()
+        writers, self._writers = list(self._writers.values()), {}
+        with contextlib.ExitStack() as stack:  # every writer closed, whichever fails
+            for writer in writers:
+                stack.callback(writer.close)
 
 
 def _rows_table(frame: pd.DataFrame, geometry: np.ndarray, k: int) -> Any:
@@ -368,6 +380,9 @@ def _read_stored(folder: Path, kind: str, box: tuple[float, float, float, float]
 
     file = folder / f"{kind}.parquet"
     if not file.is_file():
+        if kind == "streets":  # a plan always stores streets: its folder is not where this task looks
+            raise DatasetError(f"{file}: the plan's stored streets are missing (the block tasks must see the "
+                               "plan's folder: a shared filesystem on a cluster)")
         return None
     if box is not None:
         west, south, east, north = box
@@ -432,7 +447,8 @@ def build_block(plan: CityPlan, b: int, config: TilingConfig, out: str | Path) -
 
 _WGS84_CRS = pyproj.CRS.from_user_input(WGS84)  # parsed once: pyproj takes milliseconds per parse
 
-#: Times a block's read box grows to take in street edges cut off at its edge.
+#: Times a block's read box grows to take in street chains that leave it, and then again edges of the
+#: simplified graph cut off at its edge (a block whose box still grows after that is an error).
 _MAX_GROWTH = 8
 
 
@@ -483,6 +499,9 @@ def _block_features(plan: CityPlan, b: int) -> tuple[OSMFeatures | None, Any]:
             break
         box = (min(box[0], cut[:, 0].min() - m), min(box[1], cut[:, 1].min() - m),
                max(box[2], cut[:, 0].max() + m), max(box[3], cut[:, 1].max() + m))
+    else:
+        raise DatasetError(f"{plan.city.name}: block {b}'s read box still grows after {2 * _MAX_GROWTH} rounds "
+                           "(street edges keep leaving it); build this city whole, without --block-km")
     areas = _read_stored(scratch, "areas", read)  # the box the lines and the graph come from
     polygons = _stored_features(None, areas, plan.source, plan.timestamp, plan.layers_known)
     return replace(streets, **{name: getattr(polygons, name).to_crs(crs) for name in _POLYGON_LAYERS}), graph
@@ -552,13 +571,15 @@ def _core_network(graph, plan: CityPlan, b: int, config: TilingConfig) -> dict[s
             "bearings": bearing_counts(graph, np.flatnonzero(inside(mid))).tolist()}
 
 
-def _chunk_key(i: int) -> str:
-    """The file of tile ``i`` in a raster array (:func:`data_pipeline.dataset.create_raster_array`)."""
-    return f"c.{i}.0.0.0"
+def _but_shape(array: Any) -> dict[str, Any]:
+    """A zarr array's metadata but its length (the tiles' shape, chunks, codecs and chunk file names)."""
+    meta = array.metadata.to_dict()
+    return {**meta, "shape": tuple(meta["shape"])[1:]}
 
 
 def join_blocks(plan: CityPlan, results: list[BlockResult], config: TilingConfig, part: str | Path) -> CityPartResult:
     """Write the city part of a blocked city: the blocks' tiles in the grid's order, as a whole-city build."""
+    import zarr
     from scipy.stats import entropy
 
     city = plan.city
@@ -573,14 +594,19 @@ def join_blocks(plan: CityPlan, results: list[BlockResult], config: TilingConfig
     try:
         (writer.path / PART_COVERAGE).write_text(
             gpd.GeoSeries([plan.coverage.polygon], crs=plan.crs).to_crs(WGS84).to_json())
-        create_raster_array(writer.path / PART_RASTERS, len(grid), config.tile_px, len(config.channels))
+        array = create_raster_array(writer.path / PART_RASTERS, len(grid), config.tile_px, len(config.channels))
         for r in results:
-            # A tile is one chunk file, compressed alike in a block and in the city: linked under its place in
-            # the city, not decoded and encoded again. (No file: an empty tile, which zarr does not write.)
+            # A tile is one chunk file, compressed alike in a block and in the city (checked: the same metadata
+            # but the number of tiles): linked under its place in the city, not decoded and encoded again. No
+            # file: an empty tile, which zarr does not write.
+            block = zarr.open_array(r.rasters, mode="r")  # an error if the block's array is not there
+            if block.shape[0] != len(r.kept) or _but_shape(block) != _but_shape(array):
+                raise DatasetError(f"{r.rasters}: block {r.block}'s tiles are not stored as the city's are")
             for j, i in enumerate(np.searchsorted(in_order, r.kept)):
-                tile = Path(r.rasters) / _chunk_key(j)
+                tile = Path(r.rasters) / block.metadata.encode_chunk_key((j, 0, 0, 0))
                 if tile.is_file():
-                    link_or_copy(str(tile), str(writer.path / PART_RASTERS / _chunk_key(int(i))))
+                    link_or_copy(str(tile), str(writer.path / PART_RASTERS
+                                                / array.metadata.encode_chunk_key((int(i), 0, 0, 0))))
         bearings = np.sum([r.network["bearings"] for r in results], axis=0)
         nodes = sum(r.network["nodes"] for r in results)
         info = {
