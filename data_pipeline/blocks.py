@@ -17,8 +17,10 @@ A blocked city is built in three steps, each its own task:
    part, linking each tile's compressed file rather than writing it again.
 
 Memory per task then follows the block's size (and the plan's, the chunk's), not
-the region's; the result is the whole-city build's, byte for byte (tested on the
-largest shared extract). The drive-network summary of a blocked city counts the
+the region's, but for what the plan keeps of the whole region: osmium's node
+location index (a few bytes a node) and the coverage cell counts (a few dozen
+bytes a 250 m cell). The result is the whole-city build's, byte for byte
+(tested on the largest shared extract). The drive-network summary of a blocked city counts the
 network inside the blocks (``drive_network.scope``), not every way in the file.
 """
 
