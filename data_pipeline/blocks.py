@@ -135,10 +135,14 @@ class _ReadTally:
     any_street: bool = False
     any_building: bool = False
     n_chunks: int = 0
-    #: Per UTM CRS, the summed counts of the chunks ``counted`` in it (summed as they come: a chunk of ways
-    #: in id order reaches cells all over the region, so keeping each chunk's would grow with the region).
-    cells: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    #: Per UTM CRS, the counts of the chunks ``counted`` in it: a sum and the chunks' counts not yet in it.
+    #: They are summed when the waiting ones hold as many rows as the sum (a chunk of ways in id order
+    #: reaches cells all over the region, so keeping each chunk's would grow with the region, and summing
+    #: at every chunk would cost the region's cells each time).
+    cells: dict[str, list[tuple[np.ndarray, np.ndarray]]] = field(default_factory=dict)
     counted: dict[str, set[int]] = field(default_factory=dict)
+    #: Chunks with no street or building vertex (relations' areas at a file's end): counted in every CRS.
+    no_points: set[int] = field(default_factory=set)
 
     def add(self, chunk: OSMFeatures) -> None:
         self.any_street |= bool((chunk.streets["street_class"] != "other").any())
@@ -154,6 +158,8 @@ class _ReadTally:
             # chunks (plan_city reads again those with no vertex in the city's zone and hemisphere).
             rings = shapely.get_coordinates(shapely.get_exterior_ring(shapely.get_geometry(chunk.buildings.values, 0)))
             points = np.concatenate([lonlat, rings])
+            if not len(points):
+                self.no_points.add(self.n_chunks)
             own = np.minimum(((points[:, 0] + 180.0) // 6.0).astype(np.int64) + 1, 60)
             for z, is_north in set(zip(own.tolist(), (points[:, 1] >= 0).tolist())):
                 crs = _utm_epsg(z, is_north)
@@ -161,9 +167,21 @@ class _ReadTally:
         self.n_chunks += 1
 
     def add_cells(self, crs: str, k: int, counts: tuple[np.ndarray, np.ndarray]) -> None:
-        """Add chunk ``k``'s cell counts in ``crs`` to that CRS's sum."""
-        self.cells[crs] = add_cell_counts([self.cells[crs], counts]) if crs in self.cells else counts
+        """Add chunk ``k``'s cell counts in ``crs`` to that CRS's."""
+        parts = self.cells.setdefault(crs, [])
+        parts.append(counts)
+        if len(parts) > 2 and sum(len(c) for c, _ in parts[1:]) >= len(parts[0][0]):
+            parts[:] = [add_cell_counts(parts)]
         self.counted.setdefault(crs, set()).add(k)
+
+    def missing(self, crs: str) -> list[int]:
+        """The chunks not counted in ``crs`` that have vertices to count."""
+        done = self.counted.get(crs, set()) | self.no_points
+        return [k for k in range(self.n_chunks) if k not in done]
+
+    def cell_counts(self, crs: str) -> tuple[np.ndarray, np.ndarray]:
+        """The summed cell counts in ``crs`` (of every chunk, once :meth:`missing` are added)."""
+        return add_cell_counts(self.cells.get(crs, []))
 
 
 def _utm_epsg(zone: int, north: bool) -> str:
@@ -246,7 +264,7 @@ def plan_city(city: CitySpec, config: TilingConfig, scratch: str | Path, block_k
             tally.add(chunk)
     finally:
         store.close()
-    zones, north, south, n_chunks = tally.zones, tally.north, tally.south, tally.n_chunks
+    zones, north, south = tally.zones, tally.north, tally.south
     if not tally.any_street:
         raise NoStreetsError(f"{path.name}: no streets found (no highway=* way of the classes "
                              "major/minor/cycle_foot); nothing to tile.")
@@ -266,11 +284,11 @@ def plan_city(city: CitySpec, config: TilingConfig, scratch: str | Path, block_k
     elif declared is not None:
         coverage = declared.to_crs(WGS84, crs)
     else:  # ways per coverage cell, summed over the chunks (those with no vertex in the city's zone read again)
-        missing = [k for k in range(n_chunks) if k not in tally.counted.get(crs, set())]
+        missing = tally.missing(crs)
         for i, k in enumerate(missing):
             report("coverage", i, len(missing))
             tally.add_cells(crs, k, _cell_counts(_read_chunk(scratch, k, path.name), crs, config.coverage_cell_m))
-        coverage = Coverage(coverage_from_cell_counts(*tally.cells[crs], config.coverage_cell_m), "estimated")
+        coverage = Coverage(coverage_from_cell_counts(*tally.cell_counts(crs), config.coverage_cell_m), "estimated")
 
     candidates = candidate_tiles(coverage.polygon, config, path.name)
     block_m = max(1, math.floor(block_km * 1000.0 / config.stride_m)) * config.stride_m
@@ -449,11 +467,6 @@ def build_block(plan: CityPlan, b: int, config: TilingConfig, out: str | Path) -
 
 _WGS84_CRS = pyproj.CRS.from_user_input(WGS84)  # parsed once: pyproj takes milliseconds per parse
 
-#: Times a block's read box grows to take in street chains that leave it, and then again edges of the
-#: simplified graph cut off at its edge (a block whose box still grows after that is an error).
-_MAX_GROWTH = 8
-
-
 def _block_features(plan: CityPlan, b: int) -> tuple[OSMFeatures | None, Any]:
     """The features around block ``b`` and their drive graph.
 
@@ -476,14 +489,17 @@ def _block_features(plan: CityPlan, b: int) -> tuple[OSMFeatures | None, Any]:
     def within(xy: np.ndarray, area: tuple) -> np.ndarray:
         return (xy[..., 0] >= area[0]) & (xy[..., 0] <= area[2]) & (xy[..., 1] >= area[1]) & (xy[..., 1] <= area[3])
 
+    # Each growth reaches the margin beyond a street read outside the box, so the box only grows, and stops
+    # at the latest when it holds every street stored (a long road of many ways takes a round a way).
     box = (x0 - m, y0 - m, x1 + m, y1 + m)
-    for grown in range(2 * _MAX_GROWTH):
+    chains_inside = False
+    while True:
         read = lonlat_box(box)
         lines = _read_stored(scratch, "streets", read)
         if lines is None:
             return None, None
         streets = _stored_features(lines, None, plan.source, plan.timestamp, plan.layers_known).to_crs(crs)
-        if grown < _MAX_GROWTH:
+        if not chains_inside:
             # First the box is grown by chains, found in the ways' node ids alone; a simplified graph (the
             # costly part) is built once they all end inside it (its edges are parts of chains).
             reach = _chain_reach(streets.streets, (x0, y0, x1, y1))
@@ -492,6 +508,7 @@ def _block_features(plan: CityPlan, b: int) -> tuple[OSMFeatures | None, Any]:
                 box = (min(box[0], reach[0] - m), min(box[1], reach[1] - m),
                        max(box[2], reach[2] + m), max(box[3], reach[3] + m))
                 continue
+            chains_inside = True
         graph = drive_graph(streets)
         ends = np.stack([graph.node_xy[graph.u], graph.node_xy[graph.v]], axis=1)  # (edges, 2 ends, xy)
         open_end = ~within(ends, box).all(axis=1)
@@ -501,9 +518,6 @@ def _block_features(plan: CityPlan, b: int) -> tuple[OSMFeatures | None, Any]:
             break
         box = (min(box[0], cut[:, 0].min() - m), min(box[1], cut[:, 1].min() - m),
                max(box[2], cut[:, 0].max() + m), max(box[3], cut[:, 1].max() + m))
-    else:
-        raise DatasetError(f"{plan.city.name}: block {b}'s read box still grows after {2 * _MAX_GROWTH} rounds "
-                           "(street edges keep leaving it); build this city whole, without --block-km")
     areas = _read_stored(scratch, "areas", read)  # the box the lines and the graph come from
     polygons = _stored_features(None, areas, plan.source, plan.timestamp, plan.layers_known)
     return replace(streets, **{name: getattr(polygons, name).to_crs(crs) for name in _POLYGON_LAYERS}), graph
