@@ -43,40 +43,23 @@ LARGEST = "copenhagen_lyngby/lyngby_osm_bbox.osm.xml.gz"
 WARM_UP = "austin/austin_ut_campus_osm_bbox.osm.xml.gz"
 
 
-def _build_in_fresh_process(out: str, block_km: float | None, tiling) -> dict:
-    """Run in a spawned process: a warm-up build (imports, caches), then the largest extract, timed."""
+def _timed_build(out: str, block_km: float | None, tiling, scheduler: str = "serial") -> dict:
+    """A warm-up build (imports, caches), then the largest extract, timed; run in a spawned process (or, with a
+    cluster's ``scheduler`` address, here: its tasks run on the cluster's workers)."""
     from data_pipeline.build import CitySpec, build_dataset
     from data_pipeline.city import current_rss_mb
     from urbangen.settings import osm_file
 
     build_dataset([CitySpec("warm_up", osm_file=str(osm_file(WARM_UP)))], Path(out) / "warm_up", tiling,
-                  block_km=block_km)
+                  block_km=block_km, scheduler=scheduler)
     results = []
     base = current_rss_mb()
     start = time.perf_counter()
     build_dataset([CitySpec("lyngby", osm_file=str(osm_file(LARGEST)))], Path(out) / "lyngby", tiling,
-                  block_km=block_km, results=results)
+                  block_km=block_km, scheduler=scheduler, results=results)
     return {"seconds": time.perf_counter() - start, "process_rss_before_mb": base,
             "peak_rss_mb": results[0].peak_rss_mb, "own_peak_mb": results[0].own_peak_mb,
             "tasks": results[0].n_tasks, "task_own_peaks_mb": list(results[0].task_own_peaks_mb)}
-
-
-def _blocked_on_workers(out: str, block_km: float, tiling, workers: int) -> float:
-    """Seconds to build Lyngby in blocks on a running LocalCluster of ``workers`` single-threaded workers
-    (started, and warmed up with a small blocked build, before the clock starts): blocks are tasks, so a
-    blocked city also spreads over the workers."""
-    from distributed import LocalCluster
-
-    from data_pipeline.build import CitySpec, build_dataset
-    from urbangen.settings import osm_file
-
-    with LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=None) as cluster:
-        build_dataset([CitySpec("warm_up", osm_file=str(osm_file(WARM_UP)))], Path(out) / "warm_up", tiling,
-                      block_km=block_km, scheduler=cluster.scheduler_address)
-        start = time.perf_counter()
-        build_dataset([CitySpec("lyngby", osm_file=str(osm_file(LARGEST)))], Path(out) / "lyngby", tiling,
-                      block_km=block_km, scheduler=cluster.scheduler_address)
-        return time.perf_counter() - start
 
 
 def blocked_build(tiling, block_km: float, workers: int) -> dict:
@@ -85,13 +68,18 @@ def blocked_build(tiling, block_km: float, workers: int) -> dict:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
+    from distributed import LocalCluster
+
     with tempfile.TemporaryDirectory() as tmp:
         runs = {}
         for name, blocks in (("whole", None), ("blocked", block_km)):
             with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-                runs[name] = pool.submit(_build_in_fresh_process, str(Path(tmp) / name), blocks, tiling).result()
-        runs["blocked_on_workers"] = _blocked_on_workers(str(Path(tmp) / "blocked_on_workers"), block_km, tiling,
-                                                         workers)
+                runs[name] = pool.submit(_timed_build, str(Path(tmp) / name), blocks, tiling).result()
+        # The same blocks on a running cluster (started, and warmed up, before the clock starts): blocks are
+        # tasks, so a blocked city also spreads over the workers.
+        with LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=None) as cluster:
+            runs["blocked_on_workers"] = _timed_build(str(Path(tmp) / "blocked_on_workers"), block_km,
+                                                                 tiling, cluster.scheduler_address)["seconds"]
         whole, blocked = (Path(tmp) / n / "lyngby" for n in ("whole", "blocked"))
         runs["rasters_equal"] = _same_bytes(whole / "rasters", blocked / "rasters")
         try:

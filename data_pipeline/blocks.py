@@ -52,6 +52,7 @@ from data_pipeline.city import (
     CityPartResult,
     CitySpec,
     Reporter,
+    coverage_vertices,
     current_rss_mb,
     finish_part,
     peak_rss_mb,
@@ -147,23 +148,22 @@ class _ReadTally:
     def add(self, chunk: OSMFeatures) -> None:
         self.any_street |= bool((chunk.streets["street_class"] != "other").any())
         self.any_building |= bool(len(chunk.buildings))
-        lonlat = shapely.get_coordinates(chunk.streets.geometry.values)
-        zone = np.minimum(((lonlat[:, 0] + 180.0) // 6.0).astype(np.int64) + 1, 60)
-        self.zones.update(dict(zip(*np.unique(zone, return_counts=True))))
-        self.north += int((lonlat[:, 1] >= 0).sum())
-        self.south += int((lonlat[:, 1] < 0).sum())
+        points, owners = coverage_vertices(chunk)
+        zone = np.minimum(((points[:, 0] + 180.0) // 6.0).astype(np.int64) + 1, 60)
+        north = points[:, 1] >= 0
+        street = owners < len(chunk.streets)
+        self.zones.update(dict(zip(*np.unique(zone[street], return_counts=True))))
+        self.north += int(north[street].sum())
+        self.south += int((~north[street]).sum())
         if self.cell_m is not None:
             # The city's CRS is known only once every chunk is read. It is usually the zone of each chunk's own
             # street and building vertices, so counting each chunk in those zones spares a second read of the
             # chunks (plan_city reads again those with no vertex in the city's zone and hemisphere).
-            rings = shapely.get_coordinates(shapely.get_exterior_ring(shapely.get_geometry(chunk.buildings.values, 0)))
-            points = np.concatenate([lonlat, rings])
             if not len(points):
                 self.no_points.add(self.n_chunks)
-            own = np.minimum(((points[:, 0] + 180.0) // 6.0).astype(np.int64) + 1, 60)
-            for z, is_north in set(zip(own.tolist(), (points[:, 1] >= 0).tolist())):
+            for z, is_north in set(zip(zone.tolist(), north.tolist())):
                 crs = _utm_epsg(z, is_north)
-                self.add_cells(crs, self.n_chunks, _cell_counts(chunk, crs, self.cell_m))
+                self.add_cells(crs, self.n_chunks, _cell_counts(points, owners, crs, self.cell_m))
         self.n_chunks += 1
 
     def add_cells(self, crs: str, k: int, counts: tuple[np.ndarray, np.ndarray]) -> None:
@@ -188,17 +188,12 @@ def _utm_epsg(zone: int, north: bool) -> str:
     return f"EPSG:{(32600 if north else 32700) + zone}"
 
 
-def _cell_counts(chunk: OSMFeatures, crs: str, cell_m: float) -> tuple[np.ndarray, np.ndarray]:
-    """A chunk's per-cell counts of street ways and buildings (outer rings) in ``crs``
-    (:func:`data_pipeline.coverage.cell_way_counts`; chunks hold disjoint ways, so their counts add up)."""
-    streets = chunk.streets.geometry.values
-    lines, line_of = shapely.get_coordinates(streets, return_index=True)
-    rings, ring_of = shapely.get_coordinates(shapely.get_exterior_ring(shapely.get_geometry(chunk.buildings.values, 0)),
-                                             return_index=True)
-    lonlat = np.concatenate([lines, rings])
+def _cell_counts(lonlat: np.ndarray, owners: np.ndarray, crs: str, cell_m: float) -> tuple[np.ndarray, np.ndarray]:
+    """A chunk's per-cell way counts in ``crs`` from its :func:`data_pipeline.city.coverage_vertices` (lon/lat;
+    :func:`data_pipeline.coverage.cell_way_counts`: chunks hold disjoint ways, so their counts add up)."""
     # The transform geopandas' to_crs applies to every vertex, so the cells are a whole-city build's.
     x, y = _to_utm(crs).transform(lonlat[:, 0], lonlat[:, 1])
-    return cell_way_counts(np.column_stack([x, y]), np.concatenate([line_of, ring_of + len(streets)]), cell_m)
+    return cell_way_counts(np.column_stack([x, y]), owners, cell_m)
 
 
 @functools.lru_cache(maxsize=8)
@@ -287,7 +282,8 @@ def plan_city(city: CitySpec, config: TilingConfig, scratch: str | Path, block_k
         missing = tally.missing(crs)
         for i, k in enumerate(missing):
             report("coverage", i, len(missing))
-            tally.add_cells(crs, k, _cell_counts(_read_chunk(scratch, k, path.name), crs, config.coverage_cell_m))
+            tally.add_cells(crs, k, _cell_counts(*coverage_vertices(_read_chunk(scratch, k, path.name)), crs,
+                                                  config.coverage_cell_m))
         coverage = Coverage(coverage_from_cell_counts(*tally.cell_counts(crs), config.coverage_cell_m), "estimated")
 
     candidates = candidate_tiles(coverage.polygon, config, path.name)

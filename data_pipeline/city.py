@@ -156,12 +156,16 @@ def city_coverage(features: OSMFeatures, user: Coverage | None, config: TilingCo
         return user
     if features.coverage is not None:
         return features.coverage
+    return Coverage(estimate_coverage(*coverage_vertices(features), config.coverage_cell_m), "estimated")
+
+
+def coverage_vertices(features: OSMFeatures) -> tuple[np.ndarray, np.ndarray]:
+    """The vertices the coverage is estimated from, in the features' CRS: every street's, then every
+    building's outer ring; and the way each belongs to (streets first, then buildings)."""
     streets, owners = shapely.get_coordinates(features.streets.geometry.values, return_index=True)
     buildings, b_owners = shapely.get_coordinates(shapely.get_exterior_ring(
         shapely.get_geometry(features.buildings.geometry.values, 0)), return_index=True)
-    points = np.concatenate([streets, buildings])
-    owners = np.concatenate([owners, b_owners + len(features.streets)])
-    return Coverage(estimate_coverage(points, owners, config.coverage_cell_m), "estimated")
+    return np.concatenate([streets, buildings]), np.concatenate([owners, b_owners + len(features.streets)])
 
 
 def tile_rows(city: str, crs: str, bounds: np.ndarray, params: pd.DataFrame, config: TilingConfig,
