@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from urbangen.evaluators.stats import frechet_interval, mmd_interval, mmd_permutation_test
+from urbangen.evaluators.stats import frechet_interval, mmd_interval
 
 
 def distances(a: np.ndarray, b: np.ndarray, blocks_a: Sequence | np.ndarray, blocks_b: Sequence | np.ndarray, *,
@@ -39,15 +39,15 @@ def distances(a: np.ndarray, b: np.ndarray, blocks_a: Sequence | np.ndarray, blo
         at equal sample sizes, as the distance's O(1/n) bias differs with n);
         ``mmd``: :func:`~urbangen.evaluators.stats.mmd_interval` (an MMD² that
         stays unbiased when a resample repeats rows); ``mmd_permutation_p``:
-        :func:`~urbangen.evaluators.stats.mmd_permutation_test`'s p-value for
-        "one distribution", with the same kernel bandwidth as the interval.
+        its block-permutation p-value for "one distribution", on the same
+        kernel.
 
     Raises
     ------
     ValueError
         If a side has fewer than two blocks.
     """
-    mmd = mmd_interval(a, b, blocks_a, blocks_b, n_boot=n_boot, seed=seed)
-    return {"frechet": frechet_interval(a, b, blocks_a, blocks_b, n_boot=n_boot, seed=seed), "mmd": mmd,
-            "mmd_permutation_p": mmd_permutation_test(a, b, blocks_a, blocks_b, n_perm=n_boot, seed=seed,
-                                                      bandwidth=mmd["bandwidth"])}
+    mmd = mmd_interval(a, b, blocks_a, blocks_b, n_boot=n_boot, n_perm=n_boot, seed=seed)
+    return {"frechet": frechet_interval(a, b, blocks_a, blocks_b, n_boot=n_boot, seed=seed),
+            "mmd": {k: v for k, v in mmd.items() if k != "permutation_p"},
+            "mmd_permutation_p": mmd["permutation_p"]}

@@ -375,15 +375,8 @@ def block_bootstrap(
     }
 
 
-def frechet_interval(
-    a: np.ndarray,
-    b: np.ndarray,
-    blocks_a: Sequence | np.ndarray,
-    blocks_b: Sequence | np.ndarray,
-    *,
-    n_boot: int = 200,
-    seed: int = 0,
-) -> dict[str, Any]:
+def frechet_interval(a: np.ndarray, b: np.ndarray, blocks_a: Sequence | np.ndarray, blocks_b: Sequence | np.ndarray,
+                     *, n_boot: int = 200, seed: int = 0) -> dict[str, Any]:
     """Fréchet distance with a block-bootstrap 95 % interval, taken at equal sample sizes.
 
     See ``block_bootstrap`` (with ``equal_n=True``) for the parameters and the returned dict.
@@ -396,45 +389,11 @@ def frechet_interval(
     return block_bootstrap(statistic, a, b, blocks_a, blocks_b, n_boot=n_boot, seed=seed, equal_n=True)
 
 
-def mmd_interval(
-    a: np.ndarray,
-    b: np.ndarray,
-    blocks_a: Sequence | np.ndarray,
-    blocks_b: Sequence | np.ndarray,
-    *,
-    n_boot: int = 200,
-    seed: int = 0,
-    bandwidth: float | None = None,
-) -> dict[str, Any]:
-    """Squared MMD (Gaussian kernel) with a block-bootstrap 95 % interval.
-
-    The kernel is computed once on the pooled original rows (median bandwidth unless ``bandwidth`` is
-    given, see ``rbf_kernel``) and every resample indexes it through ``mmd2``, which stays unbiased
-    for resamples with repeated rows. Both sides keep their sizes: the unbiased MMD² has no 1/n bias
-    to equalise. See ``block_bootstrap`` for the parameters; the returned dict also holds the
-    ``bandwidth`` used.
-    """
-    a, b = _pair(a, b)
-    kernel, h = rbf_kernel(np.vstack([a, b]), bandwidth)
-    offset = len(a)
-    out = block_bootstrap(
-        lambda ia, ib: mmd2(kernel, ia, offset + ib), a, b, blocks_a, blocks_b, n_boot=n_boot, seed=seed
-    )
-    out["bandwidth"] = h
-    return out
-
-
-def mmd_permutation_test(
-    a: np.ndarray,
-    b: np.ndarray,
-    blocks_a: Sequence | np.ndarray,
-    blocks_b: Sequence | np.ndarray,
-    *,
-    n_perm: int = 200,
-    seed: int = 0,
-    bandwidth: float | None = None,
-) -> float:
-    """P-value for "a and b come from one distribution", permuting whole blocks between the groups.
+def mmd_interval(a: np.ndarray, b: np.ndarray, blocks_a: Sequence | np.ndarray, blocks_b: Sequence | np.ndarray,
+                 *, n_boot: int = 200, n_perm: int = 0, seed: int = 0, bandwidth: float | None = None
+                 ) -> dict[str, Any]:
+    """Squared MMD (Gaussian kernel) with a block-bootstrap 95 % interval and, with ``n_perm``, a block-permutation
+    p-value for "a and b come from one distribution".
 
     Parameters
     ----------
@@ -442,32 +401,52 @@ def mmd_permutation_test(
         Embeddings, one per row.
     blocks_a, blocks_b : array_like, shape (n_a,) and (n_b,)
         Block (region) label of each row, per side.
-    n_perm : int, default 200
-        Number of random permutations.
+    n_boot : int, default 200
+        Bootstrap resamples for the interval.
+    n_perm : int, default 0
+        Random permutations for the p-value; 0 for none.
     seed : int, default 0
-        Seed of the permutations.
+        Seed of the resamples, and of the permutations.
     bandwidth : float, optional
-        Gaussian kernel bandwidth; by default the pooled median distance, which no permutation changes.
+        Gaussian kernel bandwidth; by default the pooled median distance (see ``rbf_kernel``), which no
+        resample or permutation changes.
 
     Returns
     -------
-    float
+    dict
+        ``block_bootstrap``'s dict, plus the ``bandwidth`` used and, with ``n_perm``, ``permutation_p``:
         ``(1 + #{permuted MMD² >= observed}) / (1 + n_perm)``, never 0.
 
     Notes
     -----
+    The kernel is computed once on the pooled original rows and every resample and permutation indexes
+    it through ``mmd2``, which stays unbiased for resamples with repeated rows. Both sides keep their
+    sizes: the unbiased MMD² has no 1/n bias to equalise.
+
     Each permutation shuffles the pooled list of blocks and gives the first ``B_a`` to group a, the rest
     to b. Rows of one region move together because they are exchangeable between groups only as a
     whole; permuting single rows would ignore their dependence and give too small p-values.
     """
     a, b = _pair(a, b)
-    if n_perm < 1:
-        raise InvalidValueError(f"n_perm must be positive, got {n_perm}")
-    kernel, _ = rbf_kernel(np.vstack([a, b]), bandwidth)
-    groups_a = _block_rows(blocks_a, len(a), "a")
-    pooled = groups_a.then(_block_rows(blocks_b, len(b), "b"))
+    if n_perm < 0:
+        raise InvalidValueError(f"n_perm must be 0 or more, got {n_perm}")
+    kernel, h = rbf_kernel(np.vstack([a, b]), bandwidth)
+    offset = len(a)
+    out = block_bootstrap(
+        lambda ia, ib: mmd2(kernel, ia, offset + ib), a, b, blocks_a, blocks_b, n_boot=n_boot, seed=seed
+    )
+    out["bandwidth"] = h
+    if n_perm:
+        out["permutation_p"] = _block_permutation_p(kernel, blocks_a, blocks_b, len(a), len(b), n_perm, seed)
+    return out
+
+
+def _block_permutation_p(kernel: np.ndarray, blocks_a: Sequence | np.ndarray, blocks_b: Sequence | np.ndarray,
+                         n_a: int, n_b: int, n_perm: int, seed: int) -> float:
+    groups_a = _block_rows(blocks_a, n_a, "a")
+    pooled = groups_a.then(_block_rows(blocks_b, n_b, "b"))
     n_blocks_a = len(groups_a.sizes)
-    observed = mmd2(kernel, np.arange(len(a)), len(a) + np.arange(len(b)))
+    observed = mmd2(kernel, np.arange(n_a), n_a + np.arange(n_b))
     rng = np.random.default_rng(seed)
     exceed = 0
     for _ in range(n_perm):
