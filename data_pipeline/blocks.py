@@ -8,11 +8,12 @@ A blocked city is built in three steps, each its own task:
    alone it finds what a whole-city build finds from the whole city: the UTM zone,
    the coverage (declared, given, or estimated from per-cell way counts that add
    up chunk by chunk, counted as the chunks are read), and the grid's candidate
-   tiles. It cuts the candidates into square blocks of whole tiles.
+   tiles. It cuts the candidates into square blocks of whole tiles, from their corner.
 2. :func:`build_block` reads only the rows near one block (the block's tiles plus
-   ``margin_m`` on every side, for ways and buildings that cross its edges, grown
-   until every street edge near the tiles ends inside it), and tests, measures and
-   rasterizes the block's tiles as a whole-city build would.
+   ``margin_m`` on every side, grown until every street edge near the tiles ends
+   inside it), builds the drive graph from the ways along the chains that meet the
+   tiles and :data:`GRAPH_MARGIN_M` around them, and tests, measures and rasterizes
+   the block's tiles from the features that cross them, as a whole-city build would.
 3. :func:`join_blocks` puts the blocks' tiles back in the grid's order as one city
    part, linking each tile's compressed file rather than writing it again.
 
@@ -44,7 +45,7 @@ import pandas as pd
 import pyproj
 import shapely
 
-from data_pipeline import sources
+from data_pipeline import classify, sources
 from data_pipeline.atomic import PartialDir
 from data_pipeline.city import (
     PART_COVERAGE,
@@ -66,7 +67,7 @@ from data_pipeline.features import LAYERS, NODES_COLUMN, OSMFeatures, features_f
 from data_pipeline.grid import CandidateTiles, candidate_tiles, has_streets, utm_crs
 from data_pipeline.parameters import PARAMETERS, drive_graph, tile_parameters
 from data_pipeline.rasterize import rasterize_tiles
-from data_pipeline.street_graph import bearing_counts, intersection_clusters
+from data_pipeline.street_graph import bearing_counts, intersection_clusters, intersection_members
 
 #: Default ground read around a block, beyond a city block and the street edges that end in it
 #: (the blocked Lyngby equals the whole-city build with it; see tests/test_scale.py).
@@ -76,6 +77,10 @@ DEFAULT_MARGIN_M = 256.0
 #: classification are most of the plan's memory (Lyngby: 73 to 89 MiB above the
 #: process at 10,000, 35 to 45 at 2,000, 33 to 44 at 1,000 with more time per chunk).
 CHUNK_OBJECTS = 2_000
+#: A block's drive graph is built from the chains of ways that meet its tiles or this much ground around them:
+#: enough for the intersection clusters of its tiles (a cluster reaching from the tiles to within two
+#: tolerances of this box's edge has the graph built from every way read instead).
+GRAPH_MARGIN_M = 128.0
 
 
 def can_block(city: CitySpec) -> bool:
@@ -96,6 +101,7 @@ class CityPlan:
     coverage: Coverage  # projected
     candidates: CandidateTiles
     block_m: float
+    block_origin: tuple[float, float]
     blocks: list[np.ndarray]
     block_keys: list[tuple[int, int]]
     tile_areas: list[tuple[float, float, float, float]]
@@ -288,14 +294,18 @@ def plan_city(city: CitySpec, config: TilingConfig, scratch: str | Path, block_k
 
     candidates = candidate_tiles(coverage.polygon, config, path.name)
     block_m = max(1, math.floor(block_km * 1000.0 / config.stride_m)) * config.stride_m
-    keys = np.floor(candidates.bounds[:, :2] / block_m).astype(np.int64)
+    # The block grid starts at the candidates' corner: fewer blocks cut at the coverage's edge than a grid
+    # anchored at the CRS's origin (Lyngby at 2 km: 9 to 12 blocks rather than 15).
+    origin = candidates.bounds[:, :2].min(axis=0) if len(candidates.bounds) else np.zeros(2)
+    keys = np.floor((candidates.bounds[:, :2] - origin) / block_m).astype(np.int64)
     unique, label = np.unique(keys, axis=0, return_inverse=True)
     blocks = [np.flatnonzero(label.ravel() == b) for b in range(len(unique))]
     tile_areas = [_box(*candidates.bounds[idx, :2].min(axis=0), *candidates.bounds[idx, 2:].max(axis=0))
                   for idx in blocks]
     known = {**dict.fromkeys(LAYERS, True), "buildings": tally.any_building and city.buildings_mapped}
     return CityPlan(
-        city=city, crs=crs, coverage=coverage, candidates=candidates, block_m=float(block_m), blocks=blocks,
+        city=city, crs=crs, coverage=coverage, candidates=candidates, block_m=float(block_m),
+        block_origin=(float(origin[0]), float(origin[1])), blocks=blocks,
         block_keys=[(int(k[0]), int(k[1])) for k in unique], tile_areas=tile_areas, margin_m=margin_m,
         chunks_dir=str(scratch),
         source=path.name, timestamp=timestamp, extent=extent, layers_known=known,
@@ -436,7 +446,7 @@ def build_block(plan: CityPlan, b: int, config: TilingConfig, out: str | Path) -
     base = current_rss_mb()
     idx = plan.blocks[b]
     bounds = plan.candidates.bounds[idx]
-    features, graph = _block_features(plan, b)
+    features, graph = _block_features(plan, b, config)
     if features is None:  # nothing mapped near the block: none of its tiles has streets
         kept, keep = idx[:0], np.zeros(len(idx), dtype=bool)
         params = pd.DataFrame(columns=list(PARAMETERS), dtype=np.float64)
@@ -463,15 +473,17 @@ def build_block(plan: CityPlan, b: int, config: TilingConfig, out: str | Path) -
 
 _WGS84_CRS = pyproj.CRS.from_user_input(WGS84)  # parsed once: pyproj takes milliseconds per parse
 
-def _block_features(plan: CityPlan, b: int) -> tuple[OSMFeatures | None, Any]:
+def _block_features(plan: CityPlan, b: int, config: TilingConfig) -> tuple[OSMFeatures | None, Any]:
     """The features around block ``b`` and their drive graph.
 
     The box read is the block's tiles plus the margin, grown until no simplified
     drive edge near the tiles ends outside it: an edge ending outside the box may
     be cut short (its way's continuation was not read), which would move its
     midpoint and bearing. The box is found from the street lines alone (the
-    graph needs nothing else); the areas are read once, for the box the lines
-    and the graph last came from. ``None`` when no street was mapped near the block.
+    graph needs nothing else). The features returned are those crossing the
+    block's tiles plus the margin (the areas read once, for that box alone):
+    what its tiles are measured and rasterized from. ``None`` when no street was
+    mapped near the block.
     """
     x0, y0, x1, y1 = plan.tile_areas[b]
     m = plan.margin_m
@@ -482,12 +494,12 @@ def _block_features(plan: CityPlan, b: int) -> tuple[OSMFeatures | None, Any]:
         lonlat = gpd.GeoSeries([shapely.segmentize(shapely.box(*box), 50.0)], crs=crs).to_crs(_WGS84_CRS)
         return _box(*lonlat.total_bounds)
 
-    def within(xy: np.ndarray, area: tuple) -> np.ndarray:
-        return (xy[..., 0] >= area[0]) & (xy[..., 0] <= area[2]) & (xy[..., 1] >= area[1]) & (xy[..., 1] <= area[3])
-
     # Each growth reaches the margin beyond a street read outside the box, so the box only grows, and stops
     # at the latest when it holds every street stored (a long road of many ways takes a round a way).
+    tiles = (x0, y0, x1, y1)
     box = (x0 - m, y0 - m, x1 + m, y1 + m)
+    g = GRAPH_MARGIN_M
+    near = (x0 - g, y0 - g, x1 + g, y1 + g)
     chains_inside = False
     while True:
         read = lonlat_box(box)
@@ -495,85 +507,153 @@ def _block_features(plan: CityPlan, b: int) -> tuple[OSMFeatures | None, Any]:
         if lines is None:
             return None, None
         streets = _stored_features(lines, None, plan.source, plan.timestamp, plan.layers_known).to_crs(crs)
+        chains = _Chains.of(streets.streets)
         if not chains_inside:
             # First the box is grown by chains, found in the ways' node ids alone; a simplified graph (the
             # costly part) is built once they all end inside it (its edges are parts of chains).
-            reach = _chain_reach(streets.streets, (x0, y0, x1, y1))
+            reach = None if chains is None else chains.reach(tiles)
             if reach is not None and not (reach[0] >= box[0] and reach[1] >= box[1] and reach[2] <= box[2]
                                            and reach[3] <= box[3]):
                 box = (min(box[0], reach[0] - m), min(box[1], reach[1] - m),
                        max(box[2], reach[2] + m), max(box[3], reach[3] + m))
                 continue
             chains_inside = True
-        graph = drive_graph(streets)
+        # The graph of the ways along the chains that meet the tiles and margin (and of the ways through their
+        # ends) has the whole network's edges and intersections there; the rest of the box is left out.
+        graph = drive_graph(streets if chains is None else
+                            replace(streets, streets=streets.streets.iloc[chains.graph_rows(near)]))
         ends = np.stack([graph.node_xy[graph.u], graph.node_xy[graph.v]], axis=1)  # (edges, 2 ends, xy)
-        open_end = ~within(ends, box).all(axis=1)
-        near = within(ends, (x0, y0, x1, y1)).any(axis=1) | within(ends.mean(axis=1), (x0, y0, x1, y1))
-        cut = ends[open_end & near].reshape(-1, 2)
+        open_end = ~_within(ends, box).all(axis=1)
+        touches = _within(ends, tiles).any(axis=1) | _within(ends.mean(axis=1), tiles)
+        cut = ends[open_end & touches].reshape(-1, 2)
         if not len(cut):
             break
         box = (min(box[0], cut[:, 0].min() - m), min(box[1], cut[:, 1].min() - m),
                max(box[2], cut[:, 0].max() + m), max(box[3], cut[:, 1].max() + m))
-    areas = _read_stored(scratch, "areas", read)  # the box the lines and the graph come from
+    if chains is not None and _cluster_leaves(graph, config.intersection_tolerance_m, tiles, near):
+        graph = drive_graph(streets)  # an intersection cluster of the tiles reaches past the margin: every way read
+    # Beyond the graph, a tile's parameters and pixels come from the features that cross it, roads drawn at
+    # their width: those crossing the tiles or the width of a road around them are enough, however far the
+    # chains grew the box, and measuring and rasterizing go faster for the rest left out.
+    r = max(config.road_width(h) for h in classify.ROAD_WIDTH_M) / 2.0 + classify.CYCLE_LANE_WIDTH_M \
+        + config.meters_per_pixel
+    drawn = (x0 - r, y0 - r, x1 + r, y1 + r)
+    local = streets.streets[shapely.intersects(streets.streets.geometry.values, shapely.box(*drawn))]
+    areas = _read_stored(scratch, "areas", lonlat_box(drawn))
     polygons = _stored_features(None, areas, plan.source, plan.timestamp, plan.layers_known)
-    return replace(streets, **{name: getattr(polygons, name).to_crs(crs) for name in _POLYGON_LAYERS}), graph
+    return replace(streets, streets=local,
+                   **{name: getattr(polygons, name).to_crs(crs) for name in _POLYGON_LAYERS}), graph
 
 
-def _chain_reach(streets: gpd.GeoDataFrame, area: tuple[float, float, float, float]
-                 ) -> tuple[float, float, float, float] | None:
-    """The box that the drive network's chains meeting ``area`` reach (projected), None where no chain does
-    or the ways lack node ids.
+@dataclass(frozen=True)
+class _Chains:
+    """The drive network's chains among some street ways, found from OSM node ids alone.
 
     A chain is a run of ways through nodes with exactly two neighbours. Every
     edge of osmnx's simplified graph lies along one (osmnx ends edges at such
     nodes too, where one-way streets change), so a box that holds the chains
-    meeting ``area`` holds the ends of the graph's edges near it. Ways read for
+    meeting an area holds the ends of the graph's edges near it. Ways read for
     a box hold every way through a node inside it, so the box's nodes have their
     true neighbours.
     """
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
 
-    drive = streets[streets["drive"].to_numpy(dtype=bool)]
-    node_lists = drive["nodes"].to_numpy(dtype=object)
-    if not len(drive) or any(ids is None for ids in node_lists):
-        return None
-    xy, line_of = shapely.get_coordinates(drive.geometry.values, return_index=True)
-    ids = np.concatenate(node_lists)
-    if len(ids) != len(xy):
-        return None
-    same_way = (line_of[1:] == line_of[:-1]) & (ids[1:] != ids[:-1])
-    pairs = np.unique(np.sort(np.column_stack([ids[:-1][same_way], ids[1:][same_way]]), axis=1), axis=0)
-    if not len(pairs):
-        return None
-    nodes, first = np.unique(ids, return_index=True)
-    edge = np.searchsorted(nodes, pairs)
-    node_xy = xy[first]
-    interior = np.bincount(edge.ravel(), minlength=len(nodes)) == 2
-    inner = interior[edge[:, 0]] & interior[edge[:, 1]]
-    _, label = connected_components(coo_matrix((np.ones(int(inner.sum())), (edge[inner, 0], edge[inner, 1])),
-                                               shape=(len(nodes), len(nodes))), directed=False)
-    chain = np.where(interior[edge[:, 0]], label[edge[:, 0]],
-                     np.where(interior[edge[:, 1]], label[edge[:, 1]], len(nodes) + np.arange(len(edge))))
-    _, chain = np.unique(chain, return_inverse=True)
-    lo = np.full((chain.max() + 1, 2), np.inf)
-    hi = np.full((chain.max() + 1, 2), -np.inf)
-    for end in (0, 1):
-        np.minimum.at(lo, chain, node_xy[edge[:, end]])
-        np.maximum.at(hi, chain, node_xy[edge[:, end]])
-    near = (lo[:, 0] <= area[2]) & (hi[:, 0] >= area[0]) & (lo[:, 1] <= area[3]) & (hi[:, 1] >= area[1])
-    if not near.any():
-        return None
-    return _box(*lo[near].min(axis=0), *hi[near].max(axis=0))
+    rows: np.ndarray  # per segment of a drive way (consecutive distinct nodes): the way's row in the streets
+    chain: np.ndarray  # per segment: its chain
+    lo: np.ndarray  # (chains, 2): the chain's nodes' lowest x, y (projected)
+    hi: np.ndarray  # (chains, 2): and highest
+    ends: list[np.ndarray]  # per chain: the node ids of its ends (nodes without exactly two neighbours)
+    ids: np.ndarray  # per vertex of the drive ways: its node id
+    vertex_rows: np.ndarray  # per vertex: its way's row in the streets
+
+    @classmethod
+    def of(cls, streets: gpd.GeoDataFrame) -> _Chains | None:
+        """The chains of ``streets``' drive ways (projected); None where there are none or ways lack node ids."""
+        from scipy.sparse import coo_matrix
+        from scipy.sparse.csgraph import connected_components
+
+        drive_rows = np.flatnonzero(streets["drive"].to_numpy(dtype=bool))
+        node_lists = streets["nodes"].to_numpy(dtype=object)[drive_rows]
+        if not len(drive_rows) or any(ids is None for ids in node_lists):
+            return None
+        xy, line_of = shapely.get_coordinates(streets.geometry.values[drive_rows], return_index=True)
+        ids = np.concatenate(node_lists)
+        if len(ids) != len(xy):
+            return None
+        same_way = (line_of[1:] == line_of[:-1]) & (ids[1:] != ids[:-1])
+        segments = np.sort(np.column_stack([ids[:-1][same_way], ids[1:][same_way]]), axis=1)
+        if not len(segments):
+            return None
+        pairs, pair_of = np.unique(segments, axis=0, return_inverse=True)
+        nodes, first = np.unique(ids, return_index=True)
+        edge = np.searchsorted(nodes, pairs)
+        node_xy = xy[first]
+        interior = np.bincount(edge.ravel(), minlength=len(nodes)) == 2
+        inner = interior[edge[:, 0]] & interior[edge[:, 1]]
+        _, label = connected_components(coo_matrix((np.ones(int(inner.sum())), (edge[inner, 0], edge[inner, 1])),
+                                                   shape=(len(nodes), len(nodes))), directed=False)
+        chain = np.where(interior[edge[:, 0]], label[edge[:, 0]],
+                         np.where(interior[edge[:, 1]], label[edge[:, 1]], len(nodes) + np.arange(len(edge))))
+        _, chain = np.unique(chain, return_inverse=True)
+        chain = chain.ravel()
+        lo = np.full((chain.max() + 1, 2), np.inf)
+        hi = np.full((chain.max() + 1, 2), -np.inf)
+        for end in (0, 1):
+            np.minimum.at(lo, chain, node_xy[edge[:, end]])
+            np.maximum.at(hi, chain, node_xy[edge[:, end]])
+        # A chain's ends: the nodes of its edges that are no chain's interior.
+        end_edge, end_node = np.nonzero(~interior[edge])
+        end_chain, end_id = chain[end_edge], nodes[edge[end_edge, end_node]]
+        order = np.argsort(end_chain, kind="stable")
+        ends = np.split(end_id[order], np.searchsorted(end_chain[order], np.arange(1, chain.max() + 1)))
+        return cls(rows=drive_rows[line_of[:-1][same_way]], chain=chain[pair_of.ravel()], lo=lo, hi=hi, ends=ends,
+                   ids=ids, vertex_rows=drive_rows[line_of])
+
+    def _meeting(self, area: tuple[float, float, float, float]) -> np.ndarray:
+        return (self.lo[:, 0] <= area[2]) & (self.hi[:, 0] >= area[0]) & (self.lo[:, 1] <= area[3]) & \
+            (self.hi[:, 1] >= area[1])
+
+    def reach(self, area: tuple[float, float, float, float]) -> tuple[float, float, float, float] | None:
+        """The box that the chains meeting ``area`` reach (projected); None where no chain does."""
+        near = self._meeting(area)
+        if not near.any():
+            return None
+        return _box(*self.lo[near].min(axis=0), *self.hi[near].max(axis=0))
+
+    def graph_rows(self, area: tuple[float, float, float, float]) -> np.ndarray:
+        """The rows (ascending) of the drive ways along the chains meeting ``area``, and of every drive way
+        through one of their ends: the ways whose simplified graph has the edges and the nodes of the whole
+        network near ``area`` (an end's street count and whether it ends an edge need all its ways)."""
+        near = self._meeting(area)
+        ends = np.concatenate([self.ends[c] for c in np.flatnonzero(near)] or [np.zeros(0, self.ids.dtype)])
+        return np.unique(np.concatenate([self.rows[near[self.chain]], self.vertex_rows[np.isin(self.ids, ends)]]))
+
+
+def _cluster_leaves(graph: Any, tolerance_m: float, tiles: tuple, near: tuple) -> bool:
+    """Whether an intersection cluster with a node in ``tiles`` (or near enough to move a centre into them) has a
+    node within reach of ``near``'s edge, beyond which a graph of the chains meeting ``near`` may lack nodes."""
+    pts, label = intersection_members(graph, tolerance_m)
+    r = 2.0 * tolerance_m
+    at_edge = ~_within(pts, (near[0] + r, near[1] + r, near[2] - r, near[3] - r))
+    if not at_edge.any():
+        return False
+    by_tiles = _within(pts, (tiles[0] - r, tiles[1] - r, tiles[2] + r, tiles[3] + r))
+    return bool(np.isin(label[by_tiles], label[at_edge]).any())
+
+
+def _within(xy: np.ndarray, area: tuple) -> np.ndarray:
+    return (xy[..., 0] >= area[0]) & (xy[..., 0] <= area[2]) & (xy[..., 1] >= area[1]) & (xy[..., 1] <= area[3])
 
 
 def _core_network(graph, plan: CityPlan, b: int, config: TilingConfig) -> dict[str, Any]:
-    """The block's share of the drive network: what lies in its square of the block grid."""
+    """The block's share of the drive network: what lies in the box its tiles fill and in its square of the block
+    grid (the boxes of two blocks meet at their edges)."""
     key = np.asarray(plan.block_keys[b])
 
     def inside(xy: np.ndarray) -> np.ndarray:
-        return np.all(np.floor(xy / plan.block_m).astype(np.int64) == key, axis=1) if len(xy) else \
-            np.zeros(0, dtype=bool)
+        if not len(xy):
+            return np.zeros(0, dtype=bool)
+        square = np.floor((xy - np.asarray(plan.block_origin)) / plan.block_m).astype(np.int64)
+        return np.all(square == key, axis=1) & _within(xy, plan.tile_areas[b])
 
     centres = intersection_clusters(graph, config.intersection_tolerance_m)
     mid = (graph.node_xy[graph.u] + graph.node_xy[graph.v]) / 2.0
@@ -640,7 +720,7 @@ def join_blocks(plan: CityPlan, results: list[BlockResult], config: TilingConfig
                 "nodes": int(nodes),
                 "dead_end_share": sum(r.network["dead_ends"] for r in results) / nodes if nodes else None,
                 "orientation_entropy": float(entropy(bearings)) if bearings.sum() else None,
-                "scope": f"within the {len(results)} blocks of {plan.block_m / 1000:g} km",
+                "scope": f"within the tiles of the {len(results)} blocks of {plan.block_m / 1000:g} km",
             },
             "blocks": {"count": len(results), "block_km": plan.block_m / 1000.0},
         }

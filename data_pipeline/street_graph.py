@@ -351,15 +351,26 @@ def intersection_clusters(graph: StreetGraph, tolerance_m: float, min_streets: i
     ``2 * tolerance_m`` apart links them. Each cluster's centre is the
     mean of its nodes.
     """
-    pts = graph.node_xy[graph.street_count >= min_streets]
+    pts, label = intersection_members(graph, tolerance_m, min_streets)
     if len(pts) == 0:
         return np.zeros((0, 2))
-    pairs = cKDTree(pts).query_pairs(r=2.0 * tolerance_m, output_type="ndarray")
-    adjacency = sparse.coo_matrix(
-        (np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(len(pts), len(pts))
-    )
-    n_clusters, label = connected_components(adjacency, directed=False)
+    n_clusters = int(label.max()) + 1
     counts = np.bincount(label, minlength=n_clusters)[:, None]
     sums = np.zeros((n_clusters, 2))
     np.add.at(sums, label, pts)
     return sums / counts
+
+
+def intersection_members(graph: StreetGraph, tolerance_m: float, min_streets: int = 3
+                         ) -> tuple[np.ndarray, np.ndarray]:
+    """The intersection nodes' coordinates (n, 2) and the cluster of each (n,), as
+    :func:`intersection_clusters` merges them."""
+    pts = graph.node_xy[graph.street_count >= min_streets]
+    if len(pts) == 0:
+        return np.zeros((0, 2)), np.zeros(0, dtype=np.int64)
+    pairs = cKDTree(pts).query_pairs(r=2.0 * tolerance_m, output_type="ndarray")
+    adjacency = sparse.coo_matrix(
+        (np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(len(pts), len(pts))
+    )
+    _, label = connected_components(adjacency, directed=False)
+    return pts, label

@@ -155,29 +155,56 @@ def test_a_region_built_in_blocks_equals_the_whole_build(osm_path, tmp_path):
 
 def test_chains_found_from_node_ids_hold_every_simplified_edge_near_an_area(osm_path):
     """A block's read box is grown by chains of ways (node ids alone) before osmnx's simplified graph is built
-    once; the box is exact only if every simplified edge near the block's tiles lies along such a chain. Checked
-    against osmnx's own simplification of Lyngby's whole drive network, around four 1 km areas spread over it."""
-    from data_pipeline.blocks import _chain_reach
+    once, from the ways of the chains that meet its tiles and margin; the box is exact only if every simplified
+    edge near the block's tiles lies along such a chain, and the graph only if those ways give the same edges
+    and intersections there. Checked against osmnx's own simplification of Lyngby's whole drive network, around
+    four 1 km areas spread over it."""
+    from dataclasses import replace
+
+    from data_pipeline.blocks import _Chains
     from data_pipeline.grid import utm_crs
     from data_pipeline.parameters import drive_graph
     from data_pipeline.sources import read_osm_file
+    from data_pipeline.street_graph import intersection_clusters
 
     lonlat = read_osm_file(osm_path(LYNGBY))
     centre = lonlat.streets.geometry.union_all().centroid
     features = lonlat.to_crs(utm_crs(centre.x, centre.y))
     graph = drive_graph(features)
+    chains = _Chains.of(features.streets)
     ends = np.stack([graph.node_xy[graph.u], graph.node_xy[graph.v]], axis=1)  # (edges, 2, xy)
     x0, y0, x1, y1 = features.streets.total_bounds
+
+    def inside(xy, box):
+        return (xy[..., 0] >= box[0]) & (xy[..., 0] <= box[2]) & (xy[..., 1] >= box[1]) & (xy[..., 1] <= box[3])
+
+    def near_edges(g, box):  # each edge near the box by its two ends, to a millimetre, either way round
+        e = np.round(np.stack([g.node_xy[g.u], g.node_xy[g.v]], axis=1), 3)
+        e = e[inside(e, box).any(axis=1) | inside(e.mean(axis=1), box)]
+        return sorted({tuple(sorted(map(tuple, pair))) for pair in e})
+
+    def nodes_in(g, box):
+        here = inside(g.node_xy, box)
+        return sorted(zip(*np.round(g.node_xy[here], 3).T, g.street_count[here]))
+
+    def centres_in(g, box):
+        c = intersection_clusters(g, 10.0)
+        return sorted(map(tuple, np.round(c[inside(c, box)], 3)))
+
     for cx, cy in graph.node_xy[np.argsort(graph.node_xy[:, 0])[[len(graph.node_xy) * k // 5 for k in range(1, 5)]]]:
         area = (cx - 500, cy - 500, cx + 500, cy + 500)
-
-        def inside(xy, box):
-            return (xy[..., 0] >= box[0]) & (xy[..., 0] <= box[2]) & (xy[..., 1] >= box[1]) & (xy[..., 1] <= box[3])
-
         near = inside(ends, area).any(axis=1) | inside(ends.mean(axis=1), area)
-        reach = _chain_reach(features.streets, area)
+        reach = chains.reach(area)
         assert near.sum() > 20 and reach is not None
         # (to a micrometre: the graph's nodes go back to lon/lat and are projected again)
         assert inside(ends[near], (reach[0] - 1e-6, reach[1] - 1e-6, reach[2] + 1e-6, reach[3] + 1e-6)).all()
         # and the reach is the area's neighbourhood, not the extract
         assert (reach[2] - reach[0]) * (reach[3] - reach[1]) < 0.5 * (x1 - x0) * (y1 - y0)
+
+        rows = chains.graph_rows(area)
+        assert len(rows) < 0.5 * int(features.streets["drive"].sum())
+        part = drive_graph(replace(features, streets=features.streets.iloc[rows]))
+        assert near_edges(part, area) == near_edges(graph, area)
+        assert nodes_in(part, area) == nodes_in(graph, area)  # and street counts, as the whole network has them
+        inner = (area[0] + 100, area[1] + 100, area[2] - 100, area[3] - 100)
+        assert centres_in(part, inner) == centres_in(graph, inner)
