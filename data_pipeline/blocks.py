@@ -203,6 +203,7 @@ def _cell_counts(lonlat: np.ndarray, owners: np.ndarray, crs: str, cell_m: float
 
 
 @functools.lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=8)
 def _to_utm(crs: str) -> pyproj.Transformer:
     return pyproj.Transformer.from_crs(WGS84, crs, always_xy=True)
 
@@ -506,8 +507,9 @@ def _block_features(plan: CityPlan, b: int, config: TilingConfig) -> tuple[OSMFe
         lines = _read_stored(scratch, "streets", read)
         if lines is None:
             return None, None
-        streets = _stored_features(lines, None, plan.source, plan.timestamp, plan.layers_known).to_crs(crs)
-        chains = _Chains.of(streets.streets)
+        # Read in lon/lat; only the ways the graph and the tiles take are projected (as a whole build's are).
+        streets = _stored_features(lines, None, plan.source, plan.timestamp, plan.layers_known)
+        chains = _Chains.of(streets.streets, _to_utm(plan.crs))
         if not chains_inside:
             # First the box is grown by chains, found in the ways' node ids alone; a simplified graph (the
             # costly part) is built once they all end inside it (its edges are parts of chains).
@@ -520,8 +522,7 @@ def _block_features(plan: CityPlan, b: int, config: TilingConfig) -> tuple[OSMFe
             chains_inside = True
         # The graph of the ways along the chains that meet the tiles and margin (and of the ways through their
         # ends) has the whole network's edges and intersections there; the rest of the box is left out.
-        graph = drive_graph(streets if chains is None else
-                            replace(streets, streets=streets.streets.iloc[chains.graph_rows(near)]))
+        graph = drive_graph(_projected(streets, None if chains is None else chains.graph_rows(near), crs))
         ends = np.stack([graph.node_xy[graph.u], graph.node_xy[graph.v]], axis=1)  # (edges, 2 ends, xy)
         open_end = ~_within(ends, box).all(axis=1)
         touches = _within(ends, tiles).any(axis=1) | _within(ends.mean(axis=1), tiles)
@@ -531,18 +532,26 @@ def _block_features(plan: CityPlan, b: int, config: TilingConfig) -> tuple[OSMFe
         box = (min(box[0], cut[:, 0].min() - m), min(box[1], cut[:, 1].min() - m),
                max(box[2], cut[:, 0].max() + m), max(box[3], cut[:, 1].max() + m))
     if chains is not None and _cluster_leaves(graph, config.intersection_tolerance_m, tiles, near):
-        graph = drive_graph(streets)  # an intersection cluster of the tiles reaches past the margin: every way read
+        graph = drive_graph(_projected(streets, None, crs))  # a cluster of the tiles reaches out: every way read
     # Beyond the graph, a tile's parameters and pixels come from the features that cross it, roads drawn at
     # their width: those crossing the tiles or the width of a road around them are enough, however far the
     # chains grew the box, and measuring and rasterizing go faster for the rest left out.
     r = max(config.road_width(h) for h in classify.ROAD_WIDTH_M) / 2.0 + classify.CYCLE_LANE_WIDTH_M \
         + config.meters_per_pixel
     drawn = (x0 - r, y0 - r, x1 + r, y1 + r)
-    local = streets.streets[shapely.intersects(streets.streets.geometry.values, shapely.box(*drawn))]
-    areas = _read_stored(scratch, "areas", lonlat_box(drawn))
+    drawn_lonlat = lonlat_box(drawn)  # holds the drawn box: ways outside it in lon/lat are outside it projected
+    candidates = np.flatnonzero(shapely.intersects(streets.streets.geometry.values, shapely.box(*drawn_lonlat)))
+    local = _projected(streets, candidates, crs)
+    local = replace(local, streets=local.streets[shapely.intersects(local.streets.geometry.values,
+                                                                    shapely.box(*drawn))])
+    areas = _read_stored(scratch, "areas", drawn_lonlat)
     polygons = _stored_features(None, areas, plan.source, plan.timestamp, plan.layers_known)
-    return replace(streets, streets=local,
-                   **{name: getattr(polygons, name).to_crs(crs) for name in _POLYGON_LAYERS}), graph
+    return replace(local, **{name: getattr(polygons, name).to_crs(crs) for name in _POLYGON_LAYERS}), graph
+
+
+def _projected(features: OSMFeatures, rows: np.ndarray | None, crs: Any) -> OSMFeatures:
+    """Lon/lat ``features`` with only the street ``rows`` (all: None), projected to ``crs``."""
+    return (features if rows is None else replace(features, streets=features.streets.iloc[rows])).to_crs(crs)
 
 
 @dataclass(frozen=True)
@@ -566,8 +575,9 @@ class _Chains:
     vertex_rows: np.ndarray  # per vertex: its way's row in the streets
 
     @classmethod
-    def of(cls, streets: gpd.GeoDataFrame) -> _Chains | None:
-        """The chains of ``streets``' drive ways (projected); None where there are none or ways lack node ids."""
+    def of(cls, streets: gpd.GeoDataFrame, to_crs: pyproj.Transformer | None = None) -> _Chains | None:
+        """The chains of ``streets``' drive ways, in their CRS or, with ``to_crs``, projected by it; None where
+        there are none or ways lack node ids."""
         from scipy.sparse import coo_matrix
         from scipy.sparse.csgraph import connected_components
 
@@ -576,6 +586,8 @@ class _Chains:
         if not len(drive_rows) or any(ids is None for ids in node_lists):
             return None
         xy, line_of = shapely.get_coordinates(streets.geometry.values[drive_rows], return_index=True)
+        if to_crs is not None:
+            xy = np.column_stack(to_crs.transform(xy[:, 0], xy[:, 1]))
         ids = np.concatenate(node_lists)
         if len(ids) != len(xy):
             return None

@@ -114,7 +114,7 @@ def _column(frame: pd.DataFrame, key: str) -> pd.Series:
         return pd.Series(None, index=frame.index, dtype=object)
     values = frame[key]
     if pd.api.types.infer_dtype(values, skipna=True) in ("string", "empty"):  # the file reader's: no lists
-        return values.astype(object).where(values.notna(), None)
+        return pd.Series(values.to_numpy(dtype=object, na_value=None), index=frame.index, dtype=object)
     return pd.Series([_tag_value(v) for v in values.to_numpy(dtype=object)], index=frame.index, dtype=object)
 
 

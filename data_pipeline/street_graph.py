@@ -61,12 +61,21 @@ class WayFilter:
         """Boolean mask of the rows (one per way, one column per tag key, None when absent) that pass."""
         keep = np.ones(len(tags), dtype=bool)
         for key, op, regex in self.clauses:
-            values = tags[key] if key in tags.columns else pd.Series([None] * len(tags), index=tags.index)
-            present = values.notna().to_numpy()
+            if key not in tags.columns:
+                keep &= op == "!~"  # an absent key passes only "absent, or the regex not found"
+                continue
+            values = tags[key].to_numpy(dtype=object)
+            present = pd.notna(values)
             if op == "":
                 keep &= present
                 continue
-            found = values.astype("string").str.contains(regex, regex=True).fillna(False).to_numpy(dtype=bool)
+            # Tag values repeat (a few dozen highway values over thousands of ways): each distinct one is
+            # searched once, as Overpass's (and pandas' str.contains') re.search.
+            distinct, index = np.unique(values[present].astype(str), return_inverse=True)
+            pattern = re.compile(regex)
+            found = np.zeros(len(values), dtype=bool)
+            found[present] = np.array([pattern.search(v) is not None for v in distinct], dtype=bool)[index.ravel()] \
+                if len(distinct) else False
             keep &= found if op == "~" else ~found
         return keep
 
