@@ -8,7 +8,7 @@ A blocked city is built in three steps, each its own task:
    alone it finds what a whole-city build finds from the whole city: the UTM zone,
    the coverage (declared, given, or estimated from per-cell way counts that add
    up chunk by chunk, counted as the chunks are read), and the grid's candidate
-   tiles. It cuts the candidates into square blocks of whole tiles, from their corner.
+   tiles. It cuts the candidates into square blocks of whole tiles.
 2. :func:`build_block` reads only the rows near one block (the block's tiles plus
    ``margin_m`` on every side, grown until every street edge near the tiles ends
    inside it), builds the drive graph from the ways along the chains that meet the
@@ -101,7 +101,6 @@ class CityPlan:
     coverage: Coverage  # projected
     candidates: CandidateTiles
     block_m: float
-    block_origin: tuple[float, float]
     blocks: list[np.ndarray]
     block_keys: list[tuple[int, int]]
     tile_areas: list[tuple[float, float, float, float]]
@@ -295,18 +294,14 @@ def plan_city(city: CitySpec, config: TilingConfig, scratch: str | Path, block_k
 
     candidates = candidate_tiles(coverage.polygon, config, path.name)
     block_m = max(1, math.floor(block_km * 1000.0 / config.stride_m)) * config.stride_m
-    # The block grid starts at the candidates' corner: fewer blocks cut at the coverage's edge than a grid
-    # anchored at the CRS's origin (Lyngby at 2 km: 9 to 12 blocks rather than 15).
-    origin = candidates.bounds[:, :2].min(axis=0) if len(candidates.bounds) else np.zeros(2)
-    keys = np.floor((candidates.bounds[:, :2] - origin) / block_m).astype(np.int64)
+    keys = np.floor(candidates.bounds[:, :2] / block_m).astype(np.int64)
     unique, label = np.unique(keys, axis=0, return_inverse=True)
     blocks = [np.flatnonzero(label.ravel() == b) for b in range(len(unique))]
     tile_areas = [_box(*candidates.bounds[idx, :2].min(axis=0), *candidates.bounds[idx, 2:].max(axis=0))
                   for idx in blocks]
     known = {**dict.fromkeys(LAYERS, True), "buildings": tally.any_building and city.buildings_mapped}
     return CityPlan(
-        city=city, crs=crs, coverage=coverage, candidates=candidates, block_m=float(block_m),
-        block_origin=(float(origin[0]), float(origin[1])), blocks=blocks,
+        city=city, crs=crs, coverage=coverage, candidates=candidates, block_m=float(block_m), blocks=blocks,
         block_keys=[(int(k[0]), int(k[1])) for k in unique], tile_areas=tile_areas, margin_m=margin_m,
         chunks_dir=str(scratch),
         source=path.name, timestamp=timestamp, extent=extent, layers_known=known,
@@ -664,7 +659,7 @@ def _core_network(graph, plan: CityPlan, b: int, config: TilingConfig) -> dict[s
     def inside(xy: np.ndarray) -> np.ndarray:
         if not len(xy):
             return np.zeros(0, dtype=bool)
-        square = np.floor((xy - np.asarray(plan.block_origin)) / plan.block_m).astype(np.int64)
+        square = np.floor(xy / plan.block_m).astype(np.int64)
         return np.all(square == key, axis=1) & _within(xy, plan.tile_areas[b])
 
     centres = intersection_clusters(graph, config.intersection_tolerance_m)

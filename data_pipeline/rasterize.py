@@ -48,10 +48,9 @@ def channel_geometries(features: OSMFeatures, config: TilingConfig) -> dict[str,
 
 
 def _blocks(bounds: np.ndarray, config: TilingConfig) -> list[np.ndarray]:
-    """Group tile indices into square blocks of about ``block_tiles`` tiles a side, from the tiles' corner (a
-    city's blocks of :mod:`data_pipeline.blocks` of the same side are one window each)."""
+    """Group tile indices into square blocks of about ``block_tiles`` tiles a side."""
     step = config.stride_m * config.block_tiles
-    key = np.floor((bounds[:, :2] - bounds[:, :2].min(axis=0)) / step)
+    key = np.stack([np.floor(bounds[:, 0] / step), np.floor(bounds[:, 1] / step)], axis=1)
     _, label = np.unique(key, axis=0, return_inverse=True)
     label = label.ravel()
     return [np.flatnonzero(label == k) for k in range(label.max() + 1)]
