@@ -22,7 +22,7 @@ the region's, but for what the plan keeps of the whole region: osmium's node
 location index (a few bytes a node) and the coverage cell counts (a few dozen
 bytes a 250 m cell). The result is the whole-city build's, byte for byte
 (tested on the largest shared extract). The drive-network summary of a blocked city counts the
-network inside the blocks (``drive_network.scope``), not every way in the file.
+network inside the box each block's tiles fill (``drive_network.scope``), not every way in the file.
 """
 
 from __future__ import annotations
@@ -201,7 +201,6 @@ def _cell_counts(lonlat: np.ndarray, owners: np.ndarray, crs: str, cell_m: float
     return cell_way_counts(np.column_stack([x, y]), owners, cell_m)
 
 
-@functools.lru_cache(maxsize=8)
 @functools.lru_cache(maxsize=8)
 def _to_utm(crs: str) -> pyproj.Transformer:
     return pyproj.Transformer.from_crs(WGS84, crs, always_xy=True)
@@ -477,9 +476,9 @@ def _block_features(plan: CityPlan, b: int, config: TilingConfig) -> tuple[OSMFe
     be cut short (its way's continuation was not read), which would move its
     midpoint and bearing. The box is found from the street lines alone (the
     graph needs nothing else). The features returned are those crossing the
-    block's tiles plus the margin (the areas read once, for that box alone):
-    what its tiles are measured and rasterized from. ``None`` when no street was
-    mapped near the block.
+    block's tiles or the widest drawn road's reach around them (the areas read
+    once, for that box alone): what its tiles are measured and rasterized from.
+    ``None`` when no street was mapped near the block.
     """
     x0, y0, x1, y1 = plan.tile_areas[b]
     m = plan.margin_m
@@ -493,9 +492,10 @@ def _block_features(plan: CityPlan, b: int, config: TilingConfig) -> tuple[OSMFe
     # Each growth reaches the margin beyond a street read outside the box, so the box only grows, and stops
     # at the latest when it holds every street stored (a long road of many ways takes a round a way).
     tiles = (x0, y0, x1, y1)
-    box = (x0 - m, y0 - m, x1 + m, y1 + m)
     g = GRAPH_MARGIN_M
     near = (x0 - g, y0 - g, x1 + g, y1 + g)
+    m = max(m, g)  # the graph's ways are whole only inside the box read
+    box = (x0 - m, y0 - m, x1 + m, y1 + m)
     chains_inside = False
     while True:
         read = lonlat_box(box)
@@ -534,7 +534,7 @@ def _block_features(plan: CityPlan, b: int, config: TilingConfig) -> tuple[OSMFe
     r = max(config.road_width(h) for h in classify.ROAD_WIDTH_M) / 2.0 + classify.CYCLE_LANE_WIDTH_M \
         + config.meters_per_pixel
     drawn = (x0 - r, y0 - r, x1 + r, y1 + r)
-    drawn_lonlat = lonlat_box(drawn)  # holds the drawn box: ways outside it in lon/lat are outside it projected
+    drawn_lonlat = lonlat_box(drawn)  # holds the drawn box (segments curve between CRSs: the pixel of slack)
     candidates = np.flatnonzero(shapely.intersects(streets.streets.geometry.values, shapely.box(*drawn_lonlat)))
     local = _projected(streets, candidates, crs)
     local = replace(local, streets=local.streets[shapely.intersects(local.streets.geometry.values,
@@ -578,7 +578,8 @@ class _Chains:
 
         drive_rows = np.flatnonzero(streets["drive"].to_numpy(dtype=bool))
         node_lists = streets["nodes"].to_numpy(dtype=object)[drive_rows]
-        if not len(drive_rows) or any(ids is None for ids in node_lists):
+        if not len(drive_rows) or any(ids is None for ids in node_lists) or \
+                (shapely.get_type_id(streets.geometry.values[drive_rows]) != 1).any():  # multi-part: no chains
             return None
         xy, line_of = shapely.get_coordinates(streets.geometry.values[drive_rows], return_index=True)
         if to_crs is not None:
@@ -636,15 +637,22 @@ class _Chains:
 
 
 def _cluster_leaves(graph: Any, tolerance_m: float, tiles: tuple, near: tuple) -> bool:
-    """Whether an intersection cluster with a node in ``tiles`` (or near enough to move a centre into them) has a
-    node within reach of ``near``'s edge, beyond which a graph of the chains meeting ``near`` may lack nodes."""
+    """Whether an intersection cluster that reaches within two tolerances of ``near``'s edge (beyond which a graph
+    of the chains meeting ``near`` may lack nodes) also spreads over ``tiles`` or two tolerances around them (so
+    that its centre, a mean, may fall in them)."""
     pts, label = intersection_members(graph, tolerance_m)
     r = 2.0 * tolerance_m
     at_edge = ~_within(pts, (near[0] + r, near[1] + r, near[2] - r, near[3] - r))
     if not at_edge.any():
         return False
-    by_tiles = _within(pts, (tiles[0] - r, tiles[1] - r, tiles[2] + r, tiles[3] + r))
-    return bool(np.isin(label[by_tiles], label[at_edge]).any())
+    n = int(label.max()) + 1
+    lo, hi = np.full((n, 2), np.inf), np.full((n, 2), -np.inf)
+    np.minimum.at(lo, label, pts)
+    np.maximum.at(hi, label, pts)
+    reaching = np.unique(label[at_edge])
+    lo, hi = lo[reaching], hi[reaching]
+    return bool(((lo[:, 0] <= tiles[2] + r) & (hi[:, 0] >= tiles[0] - r)
+                 & (lo[:, 1] <= tiles[3] + r) & (hi[:, 1] >= tiles[1] - r)).any())
 
 
 def _within(xy: np.ndarray, area: tuple) -> np.ndarray:
@@ -653,7 +661,7 @@ def _within(xy: np.ndarray, area: tuple) -> np.ndarray:
 
 def _core_network(graph, plan: CityPlan, b: int, config: TilingConfig) -> dict[str, Any]:
     """The block's share of the drive network: what lies in the box its tiles fill and in its square of the block
-    grid (the boxes of two blocks meet at their edges)."""
+    grid (a node on the line between two blocks counts for one)."""
     key = np.asarray(plan.block_keys[b])
 
     def inside(xy: np.ndarray) -> np.ndarray:

@@ -71,7 +71,8 @@ class WayFilter:
                 continue
             # Tag values repeat (a few dozen highway values over thousands of ways): each distinct one is
             # searched once, as Overpass's (and pandas' str.contains') re.search.
-            distinct, index = np.unique(values[present].astype(str), return_inverse=True)
+            distinct, index = np.unique(np.array([str(v) for v in values[present]], dtype=object),
+                                        return_inverse=True)
             pattern = re.compile(regex)
             found = np.zeros(len(values), dtype=bool)
             found[present] = np.array([pattern.search(v) is not None for v in distinct], dtype=bool)[index.ravel()] \

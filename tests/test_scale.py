@@ -208,3 +208,25 @@ def test_chains_found_from_node_ids_hold_every_simplified_edge_near_an_area(osm_
         assert nodes_in(part, area) == nodes_in(graph, area)  # and street counts, as the whole network has them
         inner = (area[0] + 100, area[1] + 100, area[2] - 100, area[3] - 100)
         assert centres_in(part, inner) == centres_in(graph, inner)
+
+
+def test_an_intersection_cluster_reaching_past_the_graph_margin_sends_a_block_to_every_way_read():
+    """A block's graph covers its tiles and GRAPH_MARGIN_M around them; a cluster of intersections (chained
+    within two tolerances) reaching the edge of that box, and spreading over the tiles or around them, may lack
+    nodes there, so the block builds its graph from every way read instead."""
+    from data_pipeline.blocks import _cluster_leaves
+    from data_pipeline.street_graph import StreetGraph
+
+    tiles, near = (0.0, 0.0, 100.0, 100.0), (-128.0, -128.0, 228.0, 228.0)
+
+    def clusters(*runs):  # intersection nodes (three streets each) along straight runs, 15 m apart
+        xy = np.concatenate([np.linspace(a, b, int(np.ceil(np.hypot(*np.subtract(b, a)) / 15.0)) + 1)
+                             for a, b in runs])
+        nothing = np.zeros(0, dtype=np.int64)
+        return StreetGraph(xy, xy, np.full(len(xy), 3), nothing, nothing)
+
+    assert not _cluster_leaves(clusters(((40, 50), (60, 50))), 10.0, tiles, near)  # well inside
+    assert _cluster_leaves(clusters(((90, 50), (220, 50))), 10.0, tiles, near)  # from the tiles to the edge
+    assert not _cluster_leaves(clusters(((150, 200), (225, 200))), 10.0, tiles, near)  # at the edge, far away
+    # An L around the tiles' corner, no node within two tolerances of them: its centre may still fall inside.
+    assert _cluster_leaves(clusters(((50, 125), (125, 125)), ((125, 125), (125, -125))), 10.0, tiles, near)
