@@ -8,18 +8,27 @@ from typing import Annotated, Any, cast
 import typer
 from rich.console import Console
 
-from data_pipeline.errors import InvalidValueError, PipelineError, UrbangenError
+from data_pipeline.errors import InvalidValueError, UrbangenError
 from urbangen.settings import progress_disabled
 
-app = typer.Typer(help="Generative urban layouts from OpenStreetMap.", no_args_is_help=True)
+
+class _OneLineErrors(typer.core.TyperGroup):
+    """A command group that prints any error urbangen raises on purpose (:class:`UrbangenError`) as one line,
+    with no traceback, and exits with code 2: the one place the command line catches errors."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except UrbangenError as exc:
+            console.print(f"[bold red]error:[/] {exc}")
+            raise typer.Exit(code=2) from None
+
+
+app = typer.Typer(cls=_OneLineErrors, help="Generative urban layouts from OpenStreetMap.",
+                  no_args_is_help=True)
 data_app = typer.Typer(help="Build and inspect tile datasets from OSM data.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 console = Console(stderr=True, soft_wrap=True)
-
-
-def _fail(exc: Exception) -> None:
-    console.print(f"[bold red]error:[/] {exc}")
-    raise typer.Exit(code=2)
 
 
 @data_app.command("build")
@@ -69,49 +78,46 @@ def data_build(
     from data_pipeline.config import TilingConfig
     from urbangen.osm_file_option import parse_osm_file
 
-    try:
-        sources_given = sum(x is not None for x in (place, bbox, osm_file))
-        if config is not None:
-            if sources_given:
-                raise InvalidValueError("give either --config or one of --place/--bbox/--osm-file, not both")
-            if clip is not None or boundary is not None:
-                raise InvalidValueError("with --config, give clip: or boundary: per city in the config file")
-            from urbangen.examples import resolve
+    sources_given = sum(x is not None for x in (place, bbox, osm_file))
+    if config is not None:
+        if sources_given:
+            raise InvalidValueError("give either --config or one of --place/--bbox/--osm-file, not both")
+        if clip is not None or boundary is not None:
+            raise InvalidValueError("with --config, give clip: or boundary: per city in the config file")
+        from urbangen.examples import resolve
 
-            build_file = read_build_file(resolve(config, "cities"))
-            cities, tiling = build_file.cities, build_file.tiling
-            out = out or (Path(build_file.out) if build_file.out else None)
-            block_km = block_km if block_km is not None else build_file.block_km
+        build_file = read_build_file(resolve(config, "cities"))
+        cities, tiling = build_file.cities, build_file.tiling
+        out = out or (Path(build_file.out) if build_file.out else None)
+        block_km = block_km if block_km is not None else build_file.block_km
+    else:
+        if sources_given > 1:
+            raise InvalidValueError("give only one of --place, --bbox, --osm-file")
+        tiling = TilingConfig()
+        if sources_given == 0:
+            cities = [default_city()]
         else:
-            if sources_given > 1:
-                raise InvalidValueError("give only one of --place, --bbox, --osm-file")
-            tiling = TilingConfig()
-            if sources_given == 0:
-                cities = [default_city()]
-            else:
-                path = None
-                if osm_file is not None:
-                    named, path = parse_osm_file(osm_file)
-                    if city and "=" in osm_file and named != city and not Path(osm_file).exists():
-                        raise InvalidValueError(f"--city {city!r} and --osm-file {osm_file!r} name the city twice, "
-                                         "differently")
-                    city = city or named
-                name = city or source_city_name(place=place, bbox=bbox)
-                cities = [CitySpec(name=name, osm_file=str(path) if path else None, place=place, bbox=bbox)]
-            if city and sources_given == 0:
-                cities = [replace(cities[0], name=city)]
-            cities = [replace(c, clip=clip, boundary=str(boundary) if boundary else None) for c in cities]
-        overrides = {k: v for k, v in dict(meters_per_pixel=meters_per_pixel, tile_px=tile_px,
-                                           stride_px=stride_px).items() if v is not None}
-        tiling = TilingConfig.from_dict({**tiling.to_dict(), **overrides})
-        if out is None:
-            raise InvalidValueError("--out is required (or 'out:' in the config file)")
-        if scheduler is None:
-            scheduler = "local" if len(cities) > 1 else "serial"
-        dataset = build_dataset(cities, out, tiling, overwrite=overwrite, scheduler=scheduler, workers=workers,
-                                skip_failed=skip_failed, block_km=block_km, show_progress=not progress_disabled())
-    except (PipelineError, ValueError, FileNotFoundError) as exc:
-        _fail(exc)
+            path = None
+            if osm_file is not None:
+                named, path = parse_osm_file(osm_file)
+                if city and "=" in osm_file and named != city and not Path(osm_file).exists():
+                    raise InvalidValueError(f"--city {city!r} and --osm-file {osm_file!r} name the city twice, "
+                                     "differently")
+                city = city or named
+            name = city or source_city_name(place=place, bbox=bbox)
+            cities = [CitySpec(name=name, osm_file=str(path) if path else None, place=place, bbox=bbox)]
+        if city and sources_given == 0:
+            cities = [replace(cities[0], name=city)]
+        cities = [replace(c, clip=clip, boundary=str(boundary) if boundary else None) for c in cities]
+    overrides = {k: v for k, v in dict(meters_per_pixel=meters_per_pixel, tile_px=tile_px,
+                                       stride_px=stride_px).items() if v is not None}
+    tiling = TilingConfig.from_dict({**tiling.to_dict(), **overrides})
+    if out is None:
+        raise InvalidValueError("--out is required (or 'out:' in the config file)")
+    if scheduler is None:
+        scheduler = "local" if len(cities) > 1 else "serial"
+    dataset = build_dataset(cities, out, tiling, overwrite=overwrite, scheduler=scheduler, workers=workers,
+                            skip_failed=skip_failed, block_km=block_km, show_progress=not progress_disabled())
     console.print(f"wrote {len(dataset)} tiles to {dataset.path}")
     for name, error in dataset.manifest.get("cities_failed", {}).items():
         console.print(f"[yellow]left out {name}:[/] {error}")
@@ -127,10 +133,7 @@ def data_show(
     from data_pipeline.dataset import open_dataset
     from data_pipeline.show import show_dataset
 
-    try:
-        path = show_dataset(open_dataset(dataset_dir), png=png, n_samples=samples)
-    except PipelineError as exc:
-        _fail(exc)
+    path = show_dataset(open_dataset(dataset_dir), png=png, n_samples=samples)
     console.print(f"mosaic: {path}")
 
 
@@ -141,17 +144,13 @@ def generate_command(
     overwrite: Annotated[bool, typer.Option(help="Replace --out if it holds files.")] = False,
 ) -> None:
     """Generate layouts from a parameter file: PNG, GeoTIFF, GeoJSON, GraphML and a report."""
-    from data_pipeline.errors import ParameterFileError
     from urbangen.examples import resolve
     from urbangen.generate.run import generate
 
-    try:
-        found = resolve(params_file, "params")
-        if found != params_file:
-            console.print(f"{params_file}: the packaged example ({found})")
-        report = generate(found, out, overwrite=overwrite)
-    except (ParameterFileError, FileExistsError, FileNotFoundError, ValueError) as exc:
-        _fail(exc)
+    found = resolve(params_file, "params")
+    if found != params_file:
+        console.print(f"{params_file}: the packaged example ({found})")
+    report = generate(found, out, overwrite=overwrite)
     console.print(f"wrote {len(report['samples'])} sample(s) to [bold]{out}[/] (report: {out / 'report.md'})")
     for name, row in report["average"].items():
         got = "n/a" if row["achieved_mean"] is None else f"{row['achieved_mean']:.3g}"
@@ -186,11 +185,8 @@ def evaluate_command(
     # Options left unset keep evaluate()'s defaults (urbangen.generate.selection's).
     chosen: dict[str, Any] = {k: v for k, v in (("candidates", candidates), ("target_scatter", target_scatter))
                               if v is not None}
-    try:
-        result = evaluate(checkpoint, dataset, out, encoder=encoder, max_tiles=tiles, seed=seed, split_seed=split_seed,
-                          wandb_mode=wandb_mode, **chosen)
-    except (FileNotFoundError, ValueError) as exc:
-        _fail(exc)
+    result = evaluate(checkpoint, dataset, out, encoder=encoder, max_tiles=tiles, seed=seed, split_seed=split_seed,
+                      wandb_mode=wandb_mode, **chosen)
     console.print(f"wrote [bold]{out / 'report.md'}[/], {out / 'evaluation.json'} and plots")
     for name, m in result["realism"]["metrics"].items():
         shown = f"{m['generated']:.3g}" if m["reported"] else "withheld (fails the sanity ladder)"
@@ -209,10 +205,7 @@ def examples_command(
     """Copy the packaged example parameter files and city files into a folder (never overwriting a file)."""
     from urbangen.examples import copy_examples
 
-    try:
-        written = copy_examples(out)
-    except FileExistsError as exc:
-        _fail(exc)
+    written = copy_examples(out)
     for path in written:
         console.print(f"wrote {path}")
 
@@ -234,10 +227,7 @@ def export_command(
     from urbangen.latent_prior import fit_latent_prior, with_latent_prior
     from urbangen.pretrained import export_model
 
-    try:
-        model = load_run(checkpoint, int(step) if step.isdigit() else cast(Any, step))  # load_run checks it
-    except (FileNotFoundError, ValueError) as exc:
-        _fail(exc)
+    model = load_run(checkpoint, int(step) if step.isdigit() else cast(Any, step))  # load_run checks it
     if latent_prior is None:
         latent_prior = int(model.spec.config.get("vae", {}).get("latent_prior_components", 0))
     if latent_prior:
@@ -268,14 +258,11 @@ def analyze_command(
 
     from urbangen.analysis.run import analyze
 
-    try:
-        mapping = yaml.safe_load(groups.read_text()) if groups else None
-        if mapping is not None and not isinstance(mapping, dict):
-            raise InvalidValueError(f"{groups}: expected a mapping of city to group")
-        results = analyze(dataset, out, vae=checkpoint, encoder=encoder, groups=mapping,
-                          max_tiles_per_city=max_tiles, n_boot=bootstrap, seed=seed, wandb_mode=wandb_mode)
-    except (FileNotFoundError, ValueError) as exc:
-        _fail(exc)
+    mapping = yaml.safe_load(groups.read_text()) if groups else None
+    if mapping is not None and not isinstance(mapping, dict):
+        raise InvalidValueError(f"{groups}: expected a mapping of city to group")
+    results = analyze(dataset, out, vae=checkpoint, encoder=encoder, groups=mapping,
+                      max_tiles_per_city=max_tiles, n_boot=bootstrap, seed=seed, wandb_mode=wandb_mode)
     console.print(f"wrote [bold]{out / 'report.md'}[/], results.json and figures")
     for space, entry in results["spaces"].items():
         for pair, r in entry["groups"].items():
@@ -311,21 +298,14 @@ def quickstart_command(
     """
     from urbangen.quickstart import MODELS, parse_groups, quickstart_cities, run_quickstart
 
-    try:
-        cities = quickstart_cities(osm_file or [], place or [], parse_groups(group or []))
-        run_quickstart(out, cities, seed=seed, overwrite=overwrite, wandb_mode=wandb_mode, console=console,
-                       steps=None if steps is None else {m: steps for m in MODELS})
-    except (PipelineError, FileExistsError, FileNotFoundError, ValueError) as exc:
-        _fail(exc)
+    cities = quickstart_cities(osm_file or [], place or [], parse_groups(group or []))
+    run_quickstart(out, cities, seed=seed, overwrite=overwrite, wandb_mode=wandb_mode, console=console,
+                   steps=None if steps is None else {m: steps for m in MODELS})
 
 
 def main() -> None:
     """The ``urbangen`` entry point: any error urbangen raises on purpose is printed as one line."""
-    try:
-        app()
-    except UrbangenError as exc:
-        console.print(f"[bold red]error:[/] {exc}")
-        raise SystemExit(2) from None
+    app()
 
 
 if __name__ == "__main__":
