@@ -565,7 +565,8 @@ class _Chains:
     chain: np.ndarray  # per segment: its chain
     lo: np.ndarray  # (chains, 2): the chain's nodes' lowest x, y (projected)
     hi: np.ndarray  # (chains, 2): and highest
-    ends: list[np.ndarray]  # per chain: the node ids of its ends (nodes without exactly two neighbours)
+    end_chain: np.ndarray  # per end of a chain (a node of its edges without exactly two neighbours): the chain
+    end_id: np.ndarray  # and the node's id
     ids: np.ndarray  # per vertex of the drive ways: its node id
     vertex_rows: np.ndarray  # per vertex: its way's row in the streets
 
@@ -608,13 +609,10 @@ class _Chains:
         for end in (0, 1):
             np.minimum.at(lo, chain, node_xy[edge[:, end]])
             np.maximum.at(hi, chain, node_xy[edge[:, end]])
-        # A chain's ends: the nodes of its edges that are no chain's interior.
-        end_edge, end_node = np.nonzero(~interior[edge])
-        end_chain, end_id = chain[end_edge], nodes[edge[end_edge, end_node]]
-        order = np.argsort(end_chain, kind="stable")
-        ends = np.split(end_id[order], np.searchsorted(end_chain[order], np.arange(1, chain.max() + 1)))
-        return cls(rows=drive_rows[line_of[:-1][same_way]], chain=chain[pair_of.ravel()], lo=lo, hi=hi, ends=ends,
-                   ids=ids, vertex_rows=drive_rows[line_of])
+        end_edge, end_node = np.nonzero(~interior[edge])  # a chain's ends: nodes of its edges no chain passes
+        return cls(rows=drive_rows[line_of[:-1][same_way]], chain=chain[pair_of.ravel()], lo=lo, hi=hi,
+                   end_chain=chain[end_edge], end_id=nodes[edge[end_edge, end_node]], ids=ids,
+                   vertex_rows=drive_rows[line_of])
 
     def _meeting(self, area: tuple[float, float, float, float]) -> np.ndarray:
         return (self.lo[:, 0] <= area[2]) & (self.hi[:, 0] >= area[0]) & (self.lo[:, 1] <= area[3]) & \
@@ -632,7 +630,7 @@ class _Chains:
         through one of their ends: the ways whose simplified graph has the edges and the nodes of the whole
         network near ``area`` (an end's street count and whether it ends an edge need all its ways)."""
         near = self._meeting(area)
-        ends = np.concatenate([self.ends[c] for c in np.flatnonzero(near)] or [np.zeros(0, self.ids.dtype)])
+        ends = self.end_id[near[self.end_chain]]
         return np.unique(np.concatenate([self.rows[near[self.chain]], self.vertex_rows[np.isin(self.ids, ends)]]))
 
 

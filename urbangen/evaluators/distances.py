@@ -48,6 +48,6 @@ def distances(a: np.ndarray, b: np.ndarray, blocks_a: Sequence | np.ndarray, blo
         If a side has fewer than two blocks.
     """
     mmd = mmd_interval(a, b, blocks_a, blocks_b, n_boot=n_boot, n_perm=n_boot, seed=seed)
-    return {"frechet": frechet_interval(a, b, blocks_a, blocks_b, n_boot=n_boot, seed=seed),
-            "mmd": {k: v for k, v in mmd.items() if k != "permutation_p"},
-            "mmd_permutation_p": mmd["permutation_p"]}
+    p_value = mmd.pop("permutation_p")
+    return {"frechet": frechet_interval(a, b, blocks_a, blocks_b, n_boot=n_boot, seed=seed), "mmd": mmd,
+            "mmd_permutation_p": p_value}
