@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import filecmp
+import os
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +62,49 @@ def test_a_dask_build_writes_the_serial_build_byte_for_byte(three_cities, tmp_pa
     assert len({r.host for r in results}) == 2  # both workers took a city
     assert all(r.peak_rss_mb > 0 for r in results)
     assert not CityParts(tmp_path / "dask").path.exists()  # a complete build leaves no parts behind
+
+
+def test_local_workers_forked_from_the_building_process_write_the_serial_build(three_cities, tmp_path):
+    """The local cluster's workers are forked from a building process without JAX (a fresh one, as
+    `urbangen data build` is), and their dataset is the serial build's, byte for byte."""
+    cities = [three_cities[0], three_cities[2]]
+    script = textwrap.dedent("""
+        import sys
+        from data_pipeline.build import CitySpec, build_dataset
+        from data_pipeline.city_tasks import _start_method
+        from data_pipeline.config import TilingConfig
+        cities = [CitySpec(n, osm_file=f, group="car_centric") for n, f in zip(sys.argv[2::2], sys.argv[3::2])]
+        build_dataset(cities, sys.argv[1], TilingConfig(meters_per_pixel=4.0, tile_px=64, region_m=1024),
+                      scheduler="local", workers=2)
+        print(_start_method(), "jax" in sys.modules)
+    """)
+    args = [str(tmp_path / "forked")] + [x for c in cities for x in (c.name, c.osm_file)]
+    run = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "URBANGEN_NO_PROGRESS": "1"})
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines()[-1].split() == ["fork", "False"]
+
+    serial = build_dataset(cities, tmp_path / "serial", SMALL)
+    assert _differing_files(serial.path / "rasters", tmp_path / "forked" / "rasters") == []
+    pd.testing.assert_frame_equal(serial.tiles, pd.read_parquet(tmp_path / "forked" / "tiles.parquet"))
+
+
+def test_workers_are_spawned_where_jax_runs_or_dask_is_told_to(monkeypatch):
+    from data_pipeline.city_tasks import _start_method
+
+    monkeypatch.delenv("DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD", raising=False)
+    monkeypatch.delitem(sys.modules, "jax", raising=False)
+    assert _start_method() == "fork"
+    monkeypatch.setitem(sys.modules, "jax", sys.modules["os"])  # a module by that name is loaded
+    assert _start_method() == "spawn"
+    monkeypatch.delitem(sys.modules, "jax")
+    monkeypatch.setenv("DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD", "spawn")
+    assert _start_method() == "spawn"
+    import dask
+
+    monkeypatch.delenv("DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD")
+    with dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"}):
+        assert _start_method() == "forkserver"
 
 
 def test_a_failing_city_is_reported_and_the_others_kept_for_the_rerun(three_cities, tmp_path):
