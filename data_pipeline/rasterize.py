@@ -48,9 +48,11 @@ def channel_geometries(features: OSMFeatures, config: TilingConfig) -> dict[str,
 
 
 def _blocks(bounds: np.ndarray, config: TilingConfig) -> list[np.ndarray]:
-    """Group tile indices into square blocks of about ``block_tiles`` tiles a side."""
+    """Group tile indices into square windows of at most ``block_tiles`` tiles a side, counted from the tiles'
+    south-west corner: a blocked build's block of no more tiles a side is then one window, not the up to four
+    of a grid of the CRS (each window burns again what crosses into it)."""
     step = config.stride_m * config.block_tiles
-    key = np.stack([np.floor(bounds[:, 0] / step), np.floor(bounds[:, 1] / step)], axis=1)
+    key = np.floor((bounds[:, :2] - bounds[:, :2].min(axis=0)) / step)
     _, label = np.unique(key, axis=0, return_inverse=True)
     label = label.ravel()
     return [np.flatnonzero(label == k) for k in range(label.max() + 1)]
