@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import sys
 import traceback
 from collections.abc import Sequence
 from contextlib import ExitStack
@@ -27,6 +26,7 @@ from data_pipeline.blocks import DEFAULT_MARGIN_M, CityPlan, build_block, can_bl
 from data_pipeline.city import PART_INFO, CityPartResult, CitySpec, Reporter, build_city_part, part_is_current
 from data_pipeline.config import TilingConfig
 from data_pipeline.errors import InvalidValueError
+from data_pipeline.workers import fork_server_available, start_fork_server
 
 #: ``scheduler`` values that are not cluster addresses.
 SERIAL = "serial"
@@ -227,19 +227,14 @@ def _expected_work(city: CitySpec) -> float:
 
 
 def _start_method() -> str:
-    """How a local cluster starts its workers: forked from this process where that is safe, else spawned.
+    """How a local cluster starts its workers: forked from a fork server with the pipeline imported
+    (:mod:`data_pipeline.workers`, started here unless a command started it earlier), or, where there is
+    none or Dask's configuration names a method (a config file, ``dask.config.set``, or
+    ``DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD=spawn``), as that says.
 
-    A forked worker starts with this process's modules imported: two start in 0.2 s and stop in 0.03 s
-    (2-core CPU), where spawned ones import distributed, geopandas, osmnx and the pipeline afresh
-    (2.2 to 2.5 s, both at once) and stop in 0.6 s. On the 14 shared extracts (~36 s of work) that is
-    1.83 to 1.91x against 1.45 to 1.69x on 2 workers (``benchmarks/bench_scale.py``).
-
-    The child runs only Dask's worker, in the thread that forked; locks it needs (logging's, malloc's,
-    Arrow's and OpenBLAS's pools) are reset after a fork, and the threads it does not inherit (the
-    cluster's event loop, the progress display) hold nothing it takes. Not where JAX has started (its
-    runtime's threads do not survive a fork), nor on macOS (no fork after system frameworks load; Python
-    spawns there too). A method named in Dask's configuration (a config file, ``dask.config.set``, or
-    ``DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD=spawn``) is used as it is.
+    The 14 shared extracts on 2 workers (2-core CPU, timed from before the pipeline's imports, as
+    ``urbangen data build`` runs; three interleaved rounds): 22.1 to 24.6 s with workers from the fork
+    server, 25.3 to 29.1 s spawned, 39.1 to 51.1 s serially.
     """
     import dask
 
@@ -247,7 +242,10 @@ def _start_method() -> str:
     named = dask.config.collect().get("distributed", {}).get("worker", {})
     if configured != "spawn" or {"multiprocessing-method", "multiprocessing_method"} & set(named):
         return configured
-    return "fork" if sys.platform.startswith("linux") and "jax" not in sys.modules else "spawn"
+    if not fork_server_available():
+        return "spawn"
+    start_fork_server()
+    return "forkserver"
 
 
 def _run_dask(cities, config, parts, progress, rows, scheduler, workers, blocking):

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from conftest import HOUSTON_GRAPHML, KENNESAW, LYNGBY
 
 from data_pipeline.build import CitySpec, build_dataset
@@ -64,47 +65,51 @@ def test_a_dask_build_writes_the_serial_build_byte_for_byte(three_cities, tmp_pa
     assert not CityParts(tmp_path / "dask").path.exists()  # a complete build leaves no parts behind
 
 
-def test_local_workers_forked_from_the_building_process_write_the_serial_build(three_cities, tmp_path):
-    """The local cluster's workers are forked from a building process without JAX (a fresh one, as
-    `urbangen data build` is), and their dataset is the serial build's, byte for byte."""
+def test_local_workers_forked_from_a_fork_server_write_the_serial_build(three_cities, tmp_path):
+    """`urbangen data build` with a config starts the local cluster's fork server before its own imports;
+    the workers forked from it write the serial build's dataset, byte for byte."""
     cities = [three_cities[0], three_cities[2]]
+    config = tmp_path / "cities.yaml"
+    config.write_text(yaml.safe_dump({
+        "tiling": {"meters_per_pixel": SMALL.meters_per_pixel, "tile_px": SMALL.tile_px, "region_m": SMALL.region_m},
+        "cities": [{"name": c.name, "osm_file": c.osm_file, "group": c.group} for c in cities]}))
     script = textwrap.dedent("""
         import sys
-        from data_pipeline.build import CitySpec, build_dataset
+        from urbangen.cli import main
+        sys.argv = ["urbangen", "data", "build", "--config", sys.argv[1], "--out", sys.argv[2], "--workers", "2"]
+        try:
+            main()
+        except SystemExit as exit:
+            assert not exit.code, exit.code
+        import multiprocessing.forkserver
         from data_pipeline.city_tasks import _start_method
-        from data_pipeline.config import TilingConfig
-        cities = [CitySpec(n, osm_file=f, group="car_centric") for n, f in zip(sys.argv[2::2], sys.argv[3::2])]
-        build_dataset(cities, sys.argv[1], TilingConfig(meters_per_pixel=4.0, tile_px=64, region_m=1024),
-                      scheduler="local", workers=2)
-        print(_start_method(), "jax" in sys.modules)
+        print(_start_method(), multiprocessing.forkserver._forkserver._forkserver_pid is not None)
     """)
-    args = [str(tmp_path / "forked")] + [x for c in cities for x in (c.name, c.osm_file)]
-    run = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=600,
-                         env={**os.environ, "URBANGEN_NO_PROGRESS": "1"})
+    run = subprocess.run([sys.executable, "-c", script, str(config), str(tmp_path / "forked")], capture_output=True,
+                         text=True, timeout=600, env={**os.environ, "URBANGEN_NO_PROGRESS": "1"})
     assert run.returncode == 0, run.stderr
-    assert run.stdout.splitlines()[-1].split() == ["fork", "False"]
+    assert run.stdout.splitlines()[-1].split() == ["forkserver", "True"]
 
     serial = build_dataset(cities, tmp_path / "serial", SMALL)
     assert _differing_files(serial.path / "rasters", tmp_path / "forked" / "rasters") == []
     pd.testing.assert_frame_equal(serial.tiles, pd.read_parquet(tmp_path / "forked" / "tiles.parquet"))
 
 
-def test_workers_are_spawned_where_jax_runs_or_dask_is_told_to(monkeypatch):
-    from data_pipeline.city_tasks import _start_method
+def test_workers_are_spawned_where_dask_is_told_to(monkeypatch):
+    import data_pipeline.city_tasks as city_tasks
 
+    started = []
+    monkeypatch.setattr(city_tasks, "start_fork_server", lambda: started.append(True))
     monkeypatch.delenv("DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD", raising=False)
-    monkeypatch.delitem(sys.modules, "jax", raising=False)
-    assert _start_method() == "fork"
-    monkeypatch.setitem(sys.modules, "jax", sys.modules["os"])  # a module by that name is loaded
-    assert _start_method() == "spawn"
-    monkeypatch.delitem(sys.modules, "jax")
+    assert city_tasks._start_method() == "forkserver" and started == [True]
     monkeypatch.setenv("DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD", "spawn")
-    assert _start_method() == "spawn"
+    assert city_tasks._start_method() == "spawn"
+    monkeypatch.delenv("DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD")
     import dask
 
-    monkeypatch.delenv("DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD")
-    with dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"}):
-        assert _start_method() == "forkserver"
+    with dask.config.set({"distributed.worker.multiprocessing-method": "fork"}):
+        assert city_tasks._start_method() == "fork"
+    assert started == [True]
 
 
 def test_a_failing_city_is_reported_and_the_others_kept_for_the_rerun(three_cities, tmp_path):

@@ -74,6 +74,12 @@ def data_build(
     """
     from dataclasses import replace
 
+    if scheduler == "local" or (scheduler is None and config is not None):
+        # Several cities are built on a local cluster: its workers' fork server imports the pipeline now,
+        # beside this command's own imports (data_pipeline.workers).
+        from data_pipeline.workers import start_fork_server
+
+        start_fork_server()
     from data_pipeline.build import CitySpec, build_dataset, default_city, read_build_file, source_city_name
     from data_pipeline.config import TilingConfig
     from urbangen.osm_file_option import parse_osm_file
