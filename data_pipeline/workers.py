@@ -15,10 +15,16 @@ This module imports nothing heavy, so that it can start the server first.
 
 from __future__ import annotations
 
+import os
 import sys
 
 #: What a worker needs imported to run a city's or a block's task.
 WORKER_MODULES = ("distributed", "data_pipeline.city_tasks")
+#: The fork server's environment, which its workers inherit: one thread per numerical library, as Dask sets
+#: for the workers it spawns (``distributed.nanny.pre-spawn-environ``; a worker runs one task at a time and
+#: the cores are the workers'). Dask's setting reaches only spawned workers; these must be there before
+#: numpy loads, so they are given to the server as it starts.
+WORKER_ENVIRON = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 
 
 def fork_server_available() -> bool:
@@ -28,11 +34,21 @@ def fork_server_available() -> bool:
 
 
 def start_fork_server() -> None:
-    """Start the fork server, importing :data:`WORKER_MODULES`, unless it runs already (then nothing)."""
+    """Start the fork server, importing :data:`WORKER_MODULES` with :data:`WORKER_ENVIRON`, unless it runs
+    already (then nothing). This process's own environment is left as it was."""
     import multiprocessing
     from multiprocessing import forkserver
 
     if not fork_server_available():
         return
     multiprocessing.get_context("forkserver").set_forkserver_preload(list(WORKER_MODULES))
-    forkserver.ensure_running()
+    saved = {name: os.environ.get(name) for name in WORKER_ENVIRON}
+    os.environ.update(WORKER_ENVIRON)
+    try:
+        forkserver.ensure_running()  # the server is started here, with the environment of this moment
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

@@ -95,6 +95,22 @@ def test_local_workers_forked_from_a_fork_server_write_the_serial_build(three_ci
     pd.testing.assert_frame_equal(serial.tiles, pd.read_parquet(tmp_path / "forked" / "tiles.parquet"))
 
 
+def test_the_fork_server_gives_its_workers_one_thread_per_numerical_library_and_this_process_nothing():
+    script = textwrap.dedent("""
+        import multiprocessing, os
+        from data_pipeline.workers import WORKER_ENVIRON, start_fork_server
+        start_fork_server()
+        with multiprocessing.get_context("forkserver").Pool(1) as pool:
+            child = {name: pool.apply(os.getenv, (name,)) for name in WORKER_ENVIRON}
+        print(child == WORKER_ENVIRON, os.environ.get("OMP_NUM_THREADS"), os.environ.get("MKL_NUM_THREADS"))
+    """)
+    env = {**os.environ, "OMP_NUM_THREADS": "3"}
+    env.pop("MKL_NUM_THREADS", None)
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["True", "3", "None"]
+
+
 def test_workers_are_spawned_where_dask_is_told_to(monkeypatch):
     import data_pipeline.city_tasks as city_tasks
 
