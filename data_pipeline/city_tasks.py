@@ -26,7 +26,7 @@ from data_pipeline.blocks import DEFAULT_MARGIN_M, CityPlan, build_block, can_bl
 from data_pipeline.city import PART_INFO, CityPartResult, CitySpec, Reporter, build_city_part, part_is_current
 from data_pipeline.config import TilingConfig
 from data_pipeline.errors import InvalidValueError
-from data_pipeline.workers import fork_server_available, start_fork_server
+from data_pipeline.workers import fork_server_started
 
 #: ``scheduler`` values that are not cluster addresses.
 SERIAL = "serial"
@@ -227,10 +227,10 @@ def _expected_work(city: CitySpec) -> float:
 
 
 def _start_method() -> str:
-    """How a local cluster starts its workers: forked from a fork server with the pipeline imported
-    (:mod:`data_pipeline.workers`, started here unless a command started it earlier), or, where there is
-    none or Dask's configuration names a method (a config file, ``dask.config.set``, or
-    ``DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD=spawn``), as that says.
+    """How a local cluster starts its workers: as Dask's configuration says where it names a method (a
+    config file or ``DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD``, any method; ``dask.config.set``,
+    any but its default ``spawn``); else forked from the fork server where it was started
+    (:func:`data_pipeline.workers.start_fork_server`, as ``urbangen data build`` does); else spawned.
 
     The 14 shared extracts on 2 workers (2-core CPU, timed from before the pipeline's imports, as
     ``urbangen data build`` runs; three interleaved rounds): 22.1 to 24.6 s with workers from the fork
@@ -239,13 +239,13 @@ def _start_method() -> str:
     import dask
 
     configured = dask.config.get("distributed.worker.multiprocessing-method", "spawn")
-    named = dask.config.collect().get("distributed", {}).get("worker", {})
-    if configured != "spawn" or {"multiprocessing-method", "multiprocessing_method"} & set(named):
+    if configured != "spawn":
         return configured
-    if not fork_server_available():
-        return "spawn"
-    start_fork_server()
-    return "forkserver"
+    named = dask.config.collect().get("distributed", {}).get("worker", {})
+    for key in ("multiprocessing-method", "multiprocessing_method"):
+        if key in named:
+            return named[key]
+    return "forkserver" if fork_server_started() else "spawn"
 
 
 def _run_dask(cities, config, parts, progress, rows, scheduler, workers, blocking):

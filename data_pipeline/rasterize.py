@@ -51,8 +51,8 @@ def _blocks(bounds: np.ndarray, config: TilingConfig) -> list[np.ndarray]:
     """Group tile indices into square windows of at most ``block_tiles`` tiles a side, counted from the tiles'
     south-west corner: a blocked build's block of no more tiles a side is then one window, not the up to four
     of a grid of the CRS (each window burns again what crosses into it)."""
-    step = config.stride_m * config.block_tiles
-    key = np.floor((bounds[:, :2] - bounds[:, :2].min(axis=0)) / step)
+    # Tiles lie on the stride's grid: whole strides from the corner, then whole windows of them.
+    key = np.rint((bounds[:, :2] - bounds[:, :2].min(axis=0)) / config.stride_m).astype(np.int64) // config.block_tiles
     _, label = np.unique(key, axis=0, return_inverse=True)
     label = label.ravel()
     return [np.flatnonzero(label == k) for k in range(label.max() + 1)]

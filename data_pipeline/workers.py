@@ -7,8 +7,13 @@ threads (the cluster's event loop, the progress display), and a child forked
 while one of them holds a lock can wait on it forever. A fork server is a
 single-threaded process started for the purpose: it imports what workers need
 once, and each worker is forked from it (Python's own default on POSIX from
-3.14). Started as soon as a command knows it will build on a local cluster,
-its imports run beside the command's own.
+3.14). ``urbangen data build`` starts it before its own imports when it will
+build on a local cluster, so that the two import side by side.
+
+The server keeps the modules and environment it started with for as long as
+the process that started it lives: a short command's are current, a notebook's
+could go stale. So a local cluster forks its workers from it only where it was
+started on purpose (:func:`start_fork_server`); otherwise they are spawned.
 
 This module imports nothing heavy, so that it can start the server first.
 """
@@ -20,11 +25,14 @@ import sys
 
 #: What a worker needs imported to run a city's or a block's task.
 WORKER_MODULES = ("distributed", "data_pipeline.city_tasks")
-#: The fork server's environment, which its workers inherit: one thread per numerical library, as Dask sets
-#: for the workers it spawns (``distributed.nanny.pre-spawn-environ``; a worker runs one task at a time and
-#: the cores are the workers'). Dask's setting reaches only spawned workers; these must be there before
-#: numpy loads, so they are given to the server as it starts.
-WORKER_ENVIRON = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+#: What Dask sets before spawning a worker (``distributed.nanny.pre-spawn-environ`` and the nanny's hash
+#: seed), where this process has no value of its own: the server gets it, and its workers inherit it (Dask's
+#: setting reaches only spawned workers). Numerical libraries read theirs as they load, so they must be
+#: there before the server's imports; one thread each, as a worker runs one task at a time.
+WORKER_ENVIRON = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+                  "PYTHONHASHSEED": "6640"}
+
+_started = False
 
 
 def fork_server_available() -> bool:
@@ -33,22 +41,41 @@ def fork_server_available() -> bool:
     return sys.platform.startswith("linux")
 
 
+def fork_server_started() -> bool:
+    """Whether :func:`start_fork_server` started the fork server in this process."""
+    return _started
+
+
 def start_fork_server() -> None:
-    """Start the fork server, importing :data:`WORKER_MODULES` with :data:`WORKER_ENVIRON`, unless it runs
-    already (then nothing). This process's own environment is left as it was."""
+    """Start the fork server, importing :data:`WORKER_MODULES`, unless it runs already (then nothing).
+
+    It finds modules as this process does (this process's ``sys.path``, not the
+    directory it was started from first) and gets :data:`WORKER_ENVIRON` where
+    this process has no value of its own; this process's environment is left as
+    it was.
+    """
     import multiprocessing
     from multiprocessing import forkserver
 
+    global _started
     if not fork_server_available():
         return
     multiprocessing.get_context("forkserver").set_forkserver_preload(list(WORKER_MODULES))
-    saved = {name: os.environ.get(name) for name in WORKER_ENVIRON}
-    os.environ.update(WORKER_ENVIRON)
+    seed = os.environ.get("PYTHONHASHSEED")
+    server_environ = {name: os.environ.get(name, value) for name, value in WORKER_ENVIRON.items()}
+    server_environ["PYTHONHASHSEED"] = WORKER_ENVIRON["PYTHONHASHSEED"] if seed in (None, "0") else seed
+    # The server is a `python -c` process: without these it would put the current directory first on its
+    # path and could import another checkout's pipeline than this process runs.
+    server_environ["PYTHONSAFEPATH"] = "1"
+    server_environ["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    saved = {name: os.environ.get(name) for name in server_environ}
+    os.environ.update(server_environ)
     try:
-        forkserver.ensure_running()  # the server is started here, with the environment of this moment
+        forkserver.ensure_running()  # started here, with the environment of this moment
     finally:
         for name, value in saved.items():
             if value is None:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+    _started = True

@@ -66,8 +66,8 @@ def test_a_dask_build_writes_the_serial_build_byte_for_byte(three_cities, tmp_pa
 
 
 def test_local_workers_forked_from_a_fork_server_write_the_serial_build(three_cities, tmp_path):
-    """`urbangen data build` with a config starts the local cluster's fork server before its own imports;
-    the workers forked from it write the serial build's dataset, byte for byte."""
+    """`urbangen data build` with a config starts the local cluster's fork server before its own imports,
+    the cluster forks its workers from it, and they write the serial build's dataset, byte for byte."""
     cities = [three_cities[0], three_cities[2]]
     config = tmp_path / "cities.yaml"
     config.write_text(yaml.safe_dump({
@@ -75,57 +75,75 @@ def test_local_workers_forked_from_a_fork_server_write_the_serial_build(three_ci
         "cities": [{"name": c.name, "osm_file": c.osm_file, "group": c.group} for c in cities]}))
     script = textwrap.dedent("""
         import sys
+        import data_pipeline.workers as workers
+        start, when = workers.start_fork_server, []
+        def recorded():
+            when.append("geopandas" in sys.modules)
+            start()
+        workers.start_fork_server = recorded
         from urbangen.cli import main
         sys.argv = ["urbangen", "data", "build", "--config", sys.argv[1], "--out", sys.argv[2], "--workers", "2"]
         try:
             main()
         except SystemExit as exit:
             assert not exit.code, exit.code
-        import multiprocessing.forkserver
         from data_pipeline.city_tasks import _start_method
-        print(_start_method(), multiprocessing.forkserver._forkserver._forkserver_pid is not None)
+        print(_start_method(), when)
     """)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DASK_")}
     run = subprocess.run([sys.executable, "-c", script, str(config), str(tmp_path / "forked")], capture_output=True,
-                         text=True, timeout=600, env={**os.environ, "URBANGEN_NO_PROGRESS": "1"})
+                         text=True, timeout=600, env={**env, "URBANGEN_NO_PROGRESS": "1"})
     assert run.returncode == 0, run.stderr
-    assert run.stdout.splitlines()[-1].split() == ["forkserver", "True"]
+    assert run.stdout.splitlines()[-1] == "forkserver [False]"  # started once, before the pipeline's imports
 
     serial = build_dataset(cities, tmp_path / "serial", SMALL)
     assert _differing_files(serial.path / "rasters", tmp_path / "forked" / "rasters") == []
     pd.testing.assert_frame_equal(serial.tiles, pd.read_parquet(tmp_path / "forked" / "tiles.parquet"))
 
 
-def test_the_fork_server_gives_its_workers_one_thread_per_numerical_library_and_this_process_nothing():
+def test_the_fork_server_finds_modules_and_sets_the_environment_as_dask_would(tmp_path):
+    """The server imports this process's pipeline, not one in the directory it starts in; its workers get
+    one thread per numerical library and Dask's hash seed where this process set none, and this process's
+    own environment stays as it was."""
+    impostor = tmp_path / "elsewhere" / "data_pipeline"
+    impostor.mkdir(parents=True)
+    marker = tmp_path / "impostor_imported"
+    (impostor / "__init__.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
     script = textwrap.dedent("""
-        import multiprocessing, os
+        import multiprocessing, os, sys
         from data_pipeline.workers import WORKER_ENVIRON, start_fork_server
+        os.chdir(sys.argv[1])
         start_fork_server()
         with multiprocessing.get_context("forkserver").Pool(1) as pool:
-            child = {name: pool.apply(os.getenv, (name,)) for name in WORKER_ENVIRON}
-        print(child == WORKER_ENVIRON, os.environ.get("OMP_NUM_THREADS"), os.environ.get("MKL_NUM_THREADS"))
+            child = [pool.apply(os.getenv, (name,)) for name in WORKER_ENVIRON]
+        print(*child, os.environ.get("OMP_NUM_THREADS"), os.environ.get("MKL_NUM_THREADS"),
+              os.environ.get("PYTHONSAFEPATH"))
     """)
-    env = {**os.environ, "OMP_NUM_THREADS": "3"}
-    env.pop("MKL_NUM_THREADS", None)
-    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env)
+    env = {k: v for k, v in os.environ.items() if k not in ("MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                                                            "PYTHONHASHSEED", "PYTHONSAFEPATH")}
+    run = subprocess.run([sys.executable, "-c", script, str(impostor.parent)], capture_output=True, text=True,
+                         timeout=300, env={**env, "OMP_NUM_THREADS": "3"})
     assert run.returncode == 0, run.stderr
-    assert run.stdout.split() == ["True", "3", "None"]
+    assert run.stdout.split() == ["3", "1", "1", "6640", "3", "None", "None"]
+    assert not marker.exists()
 
 
-def test_workers_are_spawned_where_dask_is_told_to(monkeypatch):
+def test_local_workers_are_spawned_unless_the_fork_server_was_started_or_dask_names_a_method(monkeypatch):
+    import dask
+
     import data_pipeline.city_tasks as city_tasks
 
-    started = []
-    monkeypatch.setattr(city_tasks, "start_fork_server", lambda: started.append(True))
+    monkeypatch.setattr(dask.config, "paths", [])  # no config file of this machine's
     monkeypatch.delenv("DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD", raising=False)
-    assert city_tasks._start_method() == "forkserver" and started == [True]
+    monkeypatch.setattr(city_tasks, "fork_server_started", lambda: False)
+    assert city_tasks._start_method() == "spawn"
+    monkeypatch.setattr(city_tasks, "fork_server_started", lambda: True)
+    assert city_tasks._start_method() == "forkserver"
     monkeypatch.setenv("DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD", "spawn")
     assert city_tasks._start_method() == "spawn"
     monkeypatch.delenv("DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD")
-    import dask
-
     with dask.config.set({"distributed.worker.multiprocessing-method": "fork"}):
         assert city_tasks._start_method() == "fork"
-    assert started == [True]
 
 
 def test_a_failing_city_is_reported_and_the_others_kept_for_the_rerun(three_cities, tmp_path):
