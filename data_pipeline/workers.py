@@ -35,19 +35,14 @@ WORKER_ENVIRON = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_
 _started = False
 
 
-def fork_server_available() -> bool:
-    """Whether local workers can be forked from a fork server here (Linux; macOS forks badly after its
-    system frameworks load, and Python spawns there by default)."""
-    return sys.platform.startswith("linux")
-
-
 def fork_server_started() -> bool:
     """Whether :func:`start_fork_server` started the fork server in this process."""
     return _started
 
 
 def start_fork_server() -> None:
-    """Start the fork server, importing :data:`WORKER_MODULES`, unless it runs already (then nothing).
+    """Start the fork server, importing :data:`WORKER_MODULES`, unless it runs already (then nothing); on
+    Linux only (macOS forks badly after its system frameworks load, and Python spawns there by default).
 
     It finds modules as this process does (this process's ``sys.path``, not the
     directory it was started from first) and gets :data:`WORKER_ENVIRON` where
@@ -56,26 +51,19 @@ def start_fork_server() -> None:
     """
     import multiprocessing
     from multiprocessing import forkserver
+    from unittest import mock
 
     global _started
-    if not fork_server_available():
+    if not sys.platform.startswith("linux"):
         return
     multiprocessing.get_context("forkserver").set_forkserver_preload(list(WORKER_MODULES))
-    seed = os.environ.get("PYTHONHASHSEED")
     server_environ = {name: os.environ.get(name, value) for name, value in WORKER_ENVIRON.items()}
-    server_environ["PYTHONHASHSEED"] = WORKER_ENVIRON["PYTHONHASHSEED"] if seed in (None, "0") else seed
+    if server_environ["PYTHONHASHSEED"] == "0":  # Dask's rule: a seed of 0 is replaced too
+        server_environ["PYTHONHASHSEED"] = WORKER_ENVIRON["PYTHONHASHSEED"]
     # The server is a `python -c` process: without these it would put the current directory first on its
     # path and could import another checkout's pipeline than this process runs.
     server_environ["PYTHONSAFEPATH"] = "1"
     server_environ["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
-    saved = {name: os.environ.get(name) for name in server_environ}
-    os.environ.update(server_environ)
-    try:
+    with mock.patch.dict(os.environ, server_environ):  # restored as it was on leaving, added names removed
         forkserver.ensure_running()  # started here, with the environment of this moment
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
     _started = True
