@@ -11,8 +11,8 @@ A blocked city is built in three steps, each its own task:
    tiles. It cuts the candidates into square blocks of whole tiles.
 2. :func:`build_block` reads only the rows near one block (the block's tiles plus
    ``margin_m`` on every side, grown until every street edge near the tiles ends
-   inside it), builds the drive graph from the ways along the chains that meet the
-   tiles and :data:`GRAPH_MARGIN_M` around them, and tests, measures and rasterizes
+   inside it), builds the drive graph from the chains that meet the tiles and
+   :data:`GRAPH_MARGIN_M` around them, and tests, measures and rasterizes
    the block's tiles from the features that cross them, as a whole-city build would.
 3. :func:`join_blocks` puts the blocks' tiles back in the grid's order as one city
    part, linking each tile's compressed file rather than writing it again.
@@ -56,6 +56,7 @@ from data_pipeline.city import (
     coverage_vertices,
     current_rss_mb,
     finish_part,
+    older_objects_frozen,
     peak_rss_mb,
     reset_peak_rss,
 )
@@ -206,6 +207,7 @@ def _to_utm(crs: str) -> pyproj.Transformer:
     return pyproj.Transformer.from_crs(WGS84, crs, always_xy=True)
 
 
+@older_objects_frozen()
 def plan_city(city: CitySpec, config: TilingConfig, scratch: str | Path, block_km: float,
               margin_m: float = DEFAULT_MARGIN_M, report: Reporter | None = None) -> CityPlan:
     """Stream ``city``'s OSM file, store its features under ``scratch`` and lay out its blocks.
@@ -434,6 +436,7 @@ class BlockResult:
     own_peak_mb: float
 
 
+@older_objects_frozen()
 def build_block(plan: CityPlan, b: int, config: TilingConfig, out: str | Path) -> BlockResult:
     """Test, measure and rasterize block ``b``'s tiles from the features near it; rasters go to ``out``."""
     start = time.perf_counter()
@@ -515,9 +518,11 @@ def _block_features(plan: CityPlan, b: int, config: TilingConfig) -> tuple[OSMFe
                        max(box[2], reach[2] + m), max(box[3], reach[3] + m))
                 continue
             chains_inside = True
-        # The graph of the ways along the chains that meet the tiles and margin (and of the ways through their
-        # ends) has the whole network's edges and intersections there; the rest of the box is left out.
-        graph = drive_graph(_projected(streets, None if chains is None else chains.graph_rows(near), crs))
+        # The graph of the chains that meet the tiles and margin (and of the chains through their ends) has the
+        # whole network's edges and intersections there; the rest of the box is left out. Only the streets are
+        # replaced, projected: the graph reads nothing else.
+        graph = drive_graph(_projected(streets, None, crs) if chains is None else
+                            replace(streets, streets=chains.graph_streets(streets.streets, near, crs)))
         ends = np.stack([graph.node_xy[graph.u], graph.node_xy[graph.v]], axis=1)  # (edges, 2 ends, xy)
         open_end = ~_within(ends, box).all(axis=1)
         touches = _within(ends, tiles).any(axis=1) | _within(ends.mean(axis=1), tiles)
@@ -553,7 +558,7 @@ def _projected(features: OSMFeatures, rows: np.ndarray | None, crs: Any) -> OSMF
 class _Chains:
     """The drive network's chains among some street ways, found from OSM node ids alone.
 
-    A chain is a run of ways through nodes with exactly two neighbours. Every
+    A chain is a run of way segments through nodes with exactly two neighbours. Every
     edge of osmnx's simplified graph lies along one (osmnx ends edges at such
     nodes too, where one-way streets change), so a box that holds the chains
     meeting an area holds the ends of the graph's edges near it. Ways read for
@@ -561,13 +566,14 @@ class _Chains:
     true neighbours.
     """
 
-    rows: np.ndarray  # per segment of a drive way (consecutive distinct nodes): the way's row in the streets
+    start: np.ndarray  # per segment of a drive way (two consecutive vertices): its first vertex
     chain: np.ndarray  # per segment: its chain
     lo: np.ndarray  # (chains, 2): the chain's nodes' lowest x, y (projected)
     hi: np.ndarray  # (chains, 2): and highest
     end_chain: np.ndarray  # per end of a chain (a node of its edges without exactly two neighbours): the chain
     end_id: np.ndarray  # and the node's id
-    ids: np.ndarray  # per vertex of the drive ways: its node id
+    ids: np.ndarray  # per vertex of the drive ways (a node repeated in a row dropped, as osmnx drops it): node id
+    xy: np.ndarray  # (vertices, 2): its coordinates (projected)
     vertex_rows: np.ndarray  # per vertex: its way's row in the streets
 
     @classmethod
@@ -583,12 +589,14 @@ class _Chains:
                 (shapely.get_type_id(streets.geometry.values[drive_rows]) != 1).any():  # multi-part: no chains
             return None
         xy, line_of = shapely.get_coordinates(streets.geometry.values[drive_rows], return_index=True)
-        if to_crs is not None:
-            xy = np.column_stack(to_crs.transform(xy[:, 0], xy[:, 1]))
         ids = np.concatenate(node_lists)
         if len(ids) != len(xy):
             return None
-        same_way = (line_of[1:] == line_of[:-1]) & (ids[1:] != ids[:-1])
+        distinct = np.r_[True, (line_of[1:] != line_of[:-1]) | (ids[1:] != ids[:-1])]
+        xy, line_of, ids = xy[distinct], line_of[distinct], ids[distinct]
+        if to_crs is not None:
+            xy = np.column_stack(to_crs.transform(xy[:, 0], xy[:, 1]))
+        same_way = line_of[1:] == line_of[:-1]
         segments = np.sort(np.column_stack([ids[:-1][same_way], ids[1:][same_way]]), axis=1)
         if not len(segments):
             return None
@@ -610,8 +618,8 @@ class _Chains:
             np.minimum.at(lo, chain, node_xy[edge[:, end]])
             np.maximum.at(hi, chain, node_xy[edge[:, end]])
         end_edge, end_node = np.nonzero(~interior[edge])  # a chain's ends: nodes of its edges no chain passes
-        return cls(rows=drive_rows[line_of[:-1][same_way]], chain=chain[pair_of.ravel()], lo=lo, hi=hi,
-                   end_chain=chain[end_edge], end_id=nodes[edge[end_edge, end_node]], ids=ids,
+        return cls(start=np.flatnonzero(same_way), chain=chain[pair_of.ravel()], lo=lo, hi=hi,
+                   end_chain=chain[end_edge], end_id=nodes[edge[end_edge, end_node]], ids=ids, xy=xy,
                    vertex_rows=drive_rows[line_of])
 
     def _meeting(self, area: tuple[float, float, float, float]) -> np.ndarray:
@@ -625,13 +633,31 @@ class _Chains:
             return None
         return _box(*self.lo[near].min(axis=0), *self.hi[near].max(axis=0))
 
-    def graph_rows(self, area: tuple[float, float, float, float]) -> np.ndarray:
-        """The rows (ascending) of the drive ways along the chains meeting ``area``, and of every drive way
-        through one of their ends: the ways whose simplified graph has the edges and the nodes of the whole
-        network near ``area`` (an end's street count and whether it ends an edge need all its ways)."""
+    def graph_streets(self, streets: gpd.GeoDataFrame, area: tuple[float, float, float, float],
+                      crs: Any) -> gpd.GeoDataFrame:
+        """``streets``' drive ways cut to the chains meeting ``area`` and to every chain through one of their
+        ends, in ``crs`` (the chains' own): the ways whose simplified graph has the edges and the nodes of the
+        whole network near ``area``. A chain is a simplified edge's run of segments whole, and an end's street
+        count needs all its chains; a chain through an end but not meeting ``area`` lies outside it, and so do
+        the nodes it lacks. Each way's runs of such segments are its parts, in the ways' order."""
         near = self._meeting(area)
-        ends = self.end_id[near[self.end_chain]]
-        return np.unique(np.concatenate([self.rows[near[self.chain]], self.vertex_rows[np.isin(self.ids, ends)]]))
+        chosen = near.copy()
+        chosen[self.end_chain[np.isin(self.end_id, self.end_id[near[self.end_chain]])]] = True
+        start = self.start[chosen[self.chain]]
+        if not len(start):
+            return gpd.GeoDataFrame(streets.iloc[:0].drop(columns="geometry"), geometry=[], crs=crs)
+        new_part = np.r_[True, np.diff(start) != 1]  # consecutive segments (of one way: see of()): one part
+        part = np.cumsum(new_part) - 1
+        first, last = start[new_part], start[np.r_[new_part[1:], True]]
+        # A part's vertices: its segments' first ones and the last segment's second.
+        vertices = np.concatenate([start, last + 1])
+        owner = np.concatenate([part, np.arange(len(first))])
+        order = np.lexsort((vertices, owner))
+        vertices, owner = vertices[order], owner[order]
+        rows = self.vertex_rows[first]
+        parts = streets.drop(columns="geometry").iloc[rows].reset_index(drop=True)
+        parts["nodes"] = np.split(self.ids[vertices], np.flatnonzero(np.diff(owner)) + 1)
+        return gpd.GeoDataFrame(parts, geometry=shapely.linestrings(self.xy[vertices], indices=owner), crs=crs)
 
 
 def _cluster_leaves(graph: Any, tolerance_m: float, tiles: tuple, near: tuple) -> bool:
@@ -682,6 +708,7 @@ def _but_shape(array: Any) -> dict[str, Any]:
     return {**meta, "shape": tuple(meta["shape"])[1:]}
 
 
+@older_objects_frozen()
 def join_blocks(plan: CityPlan, results: list[BlockResult], config: TilingConfig, part: str | Path) -> CityPartResult:
     """Write the city part of a blocked city: the blocks' tiles in the grid's order, as a whole-city build."""
     import zarr

@@ -16,13 +16,15 @@ is built.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import os
 import re
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -221,6 +223,28 @@ def part_is_current(part: Path, city: CitySpec, config: TilingConfig) -> bool:
     return info.get("built_from") == build_inputs(city, config)
 
 
+@contextmanager
+def older_objects_frozen() -> Iterator[None]:
+    """Leave the objects alive on entry (the imported modules, mostly) out of Python's cycle collections until
+    exit, unless something else froze objects already (:func:`gc.freeze`; then this does nothing).
+
+    A task allocates hundreds of thousands of long-lived objects (tag frames,
+    a networkx graph's dicts), and each time they set off a full collection it
+    walks every object of the process: ~0.13 s each with the pipeline's imports,
+    four in Lyngby's whole build, 0.4 to 0.6 s of its 5 s. With the modules
+    frozen each takes milliseconds. Nothing is collected less: on exit the
+    frozen objects go back to the oldest generation.
+    """
+    if gc.get_freeze_count():
+        yield
+        return
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
 def reset_peak_rss() -> None:
     """Start a new peak-memory measurement for this process, where the OS allows (Linux 4.0+)."""
     try:
@@ -294,6 +318,7 @@ def finish_part(folder: Path, city: CitySpec, config: TilingConfig, grid, params
         indent=2, default=str))
 
 
+@older_objects_frozen()
 def build_city_part(city: CitySpec, config: TilingConfig, part: str | Path,
                     report: Reporter | None = None) -> CityPartResult:
     """Read one city, lay its tiles, measure their parameters and rasterize them into ``part``.

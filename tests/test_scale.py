@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import shapely
 import yaml
 from conftest import HOUSTON_GRAPHML, KENNESAW, LYNGBY
 
@@ -287,9 +288,11 @@ def test_chains_found_from_node_ids_hold_every_simplified_edge_near_an_area(osm_
         # and the reach is the area's neighbourhood, not the extract
         assert (reach[2] - reach[0]) * (reach[3] - reach[1]) < 0.5 * (x1 - x0) * (y1 - y0)
 
-        rows = chains.graph_rows(area)
-        assert len(rows) < 0.5 * int(features.streets["drive"].sum())
-        part = drive_graph(replace(features, streets=features.streets.iloc[rows]))
+        ways = chains.graph_streets(features.streets, area, features.crs)
+        drive = features.streets[features.streets["drive"]]
+        assert shapely.get_num_coordinates(ways.geometry.values).sum() < \
+            0.5 * shapely.get_num_coordinates(drive.geometry.values).sum()
+        part = drive_graph(replace(features, streets=ways))
         assert near_edges(part, area) == near_edges(graph, area)
         assert nodes_in(part, area) == nodes_in(graph, area)  # and street counts, as the whole network has them
         inner = (area[0] + 100, area[1] + 100, area[2] - 100, area[3] - 100)
@@ -316,3 +319,47 @@ def test_an_intersection_cluster_reaching_past_the_graph_margin_sends_a_block_to
     assert not _cluster_leaves(clusters(((150, 200), (225, 200))), 10.0, tiles, near)  # at the edge, far away
     # An L around the tiles' corner, no node within two tolerances of them: its centre may still fall inside.
     assert _cluster_leaves(clusters(((50, 125), (125, 125)), ((125, 125), (125, -125))), 10.0, tiles, near)
+
+
+def test_a_task_leaves_older_objects_out_of_cycle_collections_and_gives_them_back(osm_path, monkeypatch, tmp_path):
+    """Each task of a build (a city, a plan, a block, a join) freezes the objects alive before it (gc.freeze), so
+    that the full collections its own objects set off do not walk the imported modules; on exit they are
+    collectable again, a cycle made inside is still collected, and a caller's own freeze is left alone."""
+    import gc
+    import weakref
+
+    from data_pipeline import city as city_module
+    from data_pipeline.city import build_city_part, older_objects_frozen
+
+    from data_pipeline import blocks
+
+    assert gc.get_freeze_count() == 0
+    seen = []
+    for module in (city_module, blocks):
+        monkeypatch.setattr(module, "drive_graph", lambda features, graph=module.drive_graph:
+                            seen.append(gc.get_freeze_count()) or graph(features))
+    campus = CitySpec("campus", osm_file=str(osm_path(AUSTIN_CAMPUS)))
+    build_city_part(campus, SMALL, tmp_path / "part")
+    build_dataset([campus], tmp_path / "blocked", SMALL, block_km=0.5)
+    assert len(seen) > 2 and min(seen) > 10_000  # the whole city's graph and each block's; the modules at least
+    assert gc.get_freeze_count() == 0
+
+    class Node:
+        pass
+
+    with older_objects_frozen():
+        a, b = Node(), Node()
+        a.other, b.other = b, a
+        alive = weakref.ref(a)
+        del a, b
+        gc.collect()
+        assert alive() is None
+
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        with older_objects_frozen():
+            assert gc.get_freeze_count() == frozen
+        assert gc.get_freeze_count() == frozen
+    finally:
+        gc.unfreeze()
