@@ -124,7 +124,8 @@ def run_cities(cities: Sequence[CitySpec], config: TilingConfig, parts: CityPart
     scheduler
         ``"serial"``: in this process, one city after another. ``"local"``: on a
         Dask ``LocalCluster`` of ``workers`` single-threaded processes (default:
-        one per CPU). Anything else is a Dask scheduler address
+        one per CPU), or in this process where there is one task or none (one
+        city, not in blocks). Anything else is a Dask scheduler address
         (``tcp://HOST:8786``) to send the tasks to.
     workers
         Workers of the local cluster.
@@ -136,7 +137,9 @@ def run_cities(cities: Sequence[CitySpec], config: TilingConfig, parts: CityPart
         raise InvalidValueError(f"workers must be at least 1, got {workers}")
     parts.create()
     rows = {c.name: progress.add_task(f"{c.name}: waiting", total=None) for c in cities}
-    if scheduler == SERIAL:
+    # One task or none (a rerun with one city left, say) gains nothing from a local cluster but its start-up.
+    one_task = len(cities) == 1 and not (blocking is not None and blocking.applies(cities[0]))
+    if scheduler == SERIAL or (scheduler == LOCAL and (not cities or one_task)):
         return _run_serial(cities, config, parts, progress, rows, blocking)
     return _run_dask(cities, config, parts, progress, rows, scheduler, workers, blocking)
 

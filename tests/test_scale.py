@@ -176,6 +176,32 @@ def test_a_failing_city_is_reported_and_the_others_kept_for_the_rerun(three_citi
         reference.tiles, dataset.tiles[dataset.tiles.city == "austin_campus"].reset_index(drop=True))
 
 
+def test_a_local_cluster_starts_only_for_more_than_one_task(three_cities, tmp_path, monkeypatch):
+    """One city left to build (not in blocks), or none, is built in this process: a cluster would add only its
+    start-up; one city in blocks still goes to the cluster, its blocks being tasks of their own."""
+    import distributed
+
+    started = []
+
+    class Cluster(distributed.LocalCluster):
+        def __init__(self, *args, **kwargs):
+            started.append(kwargs["n_workers"])
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(distributed, "LocalCluster", Cluster)
+    out = tmp_path / "ds"
+    build_dataset(three_cities[:1], out, SMALL, scheduler="local", workers=1)
+    build_dataset(three_cities[:1], out, SMALL, scheduler="local", workers=1, overwrite=True)
+    assert started == []
+    two = [three_cities[0], CitySpec("missing", osm_file=str(tmp_path / "nowhere.osm.pbf"))]
+    for _ in range(2):  # the rerun has the first city's part: one city is left
+        with pytest.raises(CityBuildError):
+            build_dataset(two, tmp_path / "two", SMALL, scheduler="local", workers=1)
+    assert started == [1]
+    build_dataset(three_cities[:1], tmp_path / "blocked", SMALL, scheduler="local", workers=1, block_km=0.5)
+    assert started == [1, 1]
+
+
 def test_skip_failed_publishes_the_rest_and_names_the_failures(three_cities, tmp_path):
     cities = [three_cities[0], CitySpec("missing", osm_file=str(tmp_path / "nowhere.osm.pbf"))]
     dataset = build_dataset(cities, tmp_path / "ds", SMALL, skip_failed=True)
@@ -328,10 +354,9 @@ def test_a_task_leaves_older_objects_out_of_cycle_collections_and_gives_them_bac
     import gc
     import weakref
 
+    from data_pipeline import blocks
     from data_pipeline import city as city_module
     from data_pipeline.city import build_city_part, older_objects_frozen
-
-    from data_pipeline import blocks
 
     assert gc.get_freeze_count() == 0
     seen = []
