@@ -200,6 +200,16 @@ def test_a_local_cluster_starts_only_for_more_than_one_task(three_cities, tmp_pa
     assert started == [1]
     build_dataset(three_cities[:1], tmp_path / "blocked", SMALL, scheduler="local", workers=1, block_km=0.5)
     assert started == [1, 1]
+    from data_pipeline.city import build_city_part
+
+    parts = CityParts(tmp_path / "kept")  # two cities, both built already (a run stopped before publishing)
+    parts.create()
+    for city in three_cities[:2]:
+        build_city_part(city, SMALL, parts.part(city.name))
+    results = []
+    dataset = build_dataset(three_cities[:2], tmp_path / "kept", SMALL, scheduler="local", workers=1,
+                            results=results)
+    assert results == [] and started == [1, 1] and list(dataset.manifest["cities"]) == ["austin_campus", "kennesaw"]
 
 
 def test_skip_failed_publishes_the_rest_and_names_the_failures(three_cities, tmp_path):
