@@ -392,9 +392,9 @@ def test_a_task_leaves_older_objects_out_of_cycle_collections_and_gives_them_bac
 
     gc.freeze()
     try:
-        frozen = gc.get_freeze_count()
+        frozen = gc.get_freeze_count()  # (frozen objects freed meanwhile leave the count: it may fall a little)
         with older_objects_frozen():
-            assert gc.get_freeze_count() == frozen
-        assert gc.get_freeze_count() == frozen
+            assert 0.9 * frozen < gc.get_freeze_count() <= frozen
+        assert 0.9 * frozen < gc.get_freeze_count() <= frozen  # not unfrozen on exit
     finally:
         gc.unfreeze()
