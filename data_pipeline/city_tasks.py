@@ -138,10 +138,15 @@ def run_cities(cities: Sequence[CitySpec], config: TilingConfig, parts: CityPart
     parts.create()
     rows = {c.name: progress.add_task(f"{c.name}: waiting", total=None) for c in cities}
     # One task or none (a rerun with one city left, say) gains nothing from a local cluster but its start-up.
-    one_task = len(cities) == 1 and not (blocking is not None and blocking.applies(cities[0]))
+    one_task = len(cities) == 1 and not _in_blocks(blocking, cities[0])
     if scheduler == SERIAL or (scheduler == LOCAL and (not cities or one_task)):
         return _run_serial(cities, config, parts, progress, rows, blocking)
     return _run_dask(cities, config, parts, progress, rows, scheduler, workers, blocking)
+
+
+def _in_blocks(blocking: Blocking | None, city: CitySpec) -> bool:
+    """Whether ``city`` is built as a plan, its blocks and a join (else as one task)."""
+    return blocking is not None and blocking.applies(city)
 
 
 def _reporter(progress: Progress, row: TaskID, city: str) -> Reporter:
@@ -182,7 +187,7 @@ def _run_serial(cities, config, parts, progress, rows, blocking):
     for city in cities:
         report = _reporter(progress, rows[city.name], city.name)
         try:
-            if blocking is not None and blocking.applies(city):
+            if _in_blocks(blocking, city):
                 result = _build_blocked(city, config, parts, blocking, report)
             else:
                 result = build_city_part(city, config, parts.part(city.name), report)
@@ -297,7 +302,7 @@ def _run_dask(cities, config, parts, progress, rows, scheduler, workers, blockin
 
         for rank, city in enumerate(order):
             priority = len(order) - rank
-            if blocking is not None and blocking.applies(city):
+            if _in_blocks(blocking, city):
                 submit("plan", city, _plan_on_worker, city, config, str(_scratch(parts, city) / "chunks"), blocking,
                        priority=priority)
             else:
