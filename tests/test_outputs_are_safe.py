@@ -76,7 +76,7 @@ def test_data_build_overwrite_refuses_a_file_and_a_manifest_of_another_format(tm
     other = tmp_path / "other"
     other.mkdir()
     (other / "manifest.json").write_text(json.dumps({"format_version": 99}))
-    with pytest.raises(ForeignDirectoryError, match="format_version 1") as err:
+    with pytest.raises(ForeignDirectoryError, match="format_version 2") as err:
         DatasetWriter(other, overwrite=True)
     assert isinstance(err.value, PipelineError) and isinstance(err.value, FileExistsError)
     assert json.loads((other / "manifest.json").read_text()) == {"format_version": 99}
