@@ -95,6 +95,16 @@ def test_a_dataset_is_replaced_only_with_overwrite_and_an_empty_folder_is_used(t
     assert not (out / OWNER_FILE).exists()
 
 
+def test_a_dataset_of_an_older_format_is_refused_with_a_rebuild_hint_and_may_be_overwritten(tmp_path):
+    out = tiny_dataset(tmp_path / "ds")
+    manifest = json.loads((out / "manifest.json").read_text())
+    (out / "manifest.json").write_text(json.dumps(manifest | {"format_version": 1}))
+    with pytest.raises(DatasetError, match="format 1, this urbangen reads 2; rebuild it"):
+        open_dataset(out)
+    tiny_dataset(out, overwrite=True, city="rebuilt")
+    assert list(open_dataset(out).manifest["cities"]) == ["rebuilt"]
+
+
 def test_files_put_into_the_folder_during_a_build_are_not_replaced(tmp_path):
     out = tmp_path / "ds"
     out.mkdir()
