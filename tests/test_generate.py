@@ -283,8 +283,8 @@ def test_buildings_around_a_given_real_street_network(small_tiles, osm_path, tmp
         layout = src.read()
     assert names[:3] == ["major_roads", "minor_roads", "cycle_foot"] and names[3] == "buildings"
     # The given streets lie where the vector streets run: a street channel is set within a pixel of
-    # each road's midpoint (checked from the geometry, not from the rasterizer). A footway 1-2 m wide
-    # may fall between pixel centres for a stretch, so of those most (85 %) suffice.
+    # each road's midpoint (checked from the geometry, not from the rasterizer). Of the footways most
+    # (85 %) suffice: a path that only touches the box may lie outside it at its clipped midpoint's pixel.
     drawn = features.streets[features.streets.intersects(box)
                              & features.streets["street_class"].isin(["major", "minor", "cycle_foot"])].clip(box)
     drawn = drawn.explode(index_parts=False)
@@ -297,9 +297,11 @@ def test_buildings_around_a_given_real_street_network(small_tiles, osm_path, tmp
         return bool(layout[:3, max(row - 1, 0):row + 2, max(col - 1, 0):col + 2].any())
 
     hits = drawn.geometry.map(near_a_street_pixel)
-    roads = drawn["street_class"].isin(["major", "minor"]).to_numpy()
+    # Roads are drawn where they are in osmnx's drive network (dataset format 2: no service roads).
+    roads = (drawn["street_class"].isin(["major", "minor"]) & drawn["drive"]).to_numpy()
+    paths = (drawn["street_class"] == "cycle_foot").to_numpy()
     assert roads.sum() > 10 and hits[roads].all()
-    assert hits[~roads].mean() > 0.85
+    assert paths.sum() > 10 and hits[paths].mean() > 0.85
     # The buildings are what the run draws: evaluated, the street parameters come out as given
     # (copied from the real tile, reported apart), the building parameters as conditioned.
     from data_pipeline.dataset import open_dataset
@@ -322,3 +324,28 @@ def test_buildings_around_a_given_real_street_network(small_tiles, osm_path, tmp
     assert result["not_drawn"] == ["open_space_share"]  # this run draws buildings only
     for p in street_params:  # given, so measured exactly as the real tiles' own (the floor)
         assert result["parameters"][p]["generated"] == result["parameters"][p]["floor"]
+
+
+def test_a_given_network_draws_its_roads_as_the_data_does_no_service_or_private_way(tmp_path):
+    """The road channels of the training data hold osmnx's drive network: a given network's service road and
+    private street are left out as there, read from the file's own tags; its public street and footway are not."""
+    import geopandas as gpd
+    from shapely.geometry import LineString
+
+    from urbangen.generate.request import GenerationRequest
+    from urbangen.generate.streets import rasterize_streets
+
+    rows = [("residential", None, 20.0), ("residential", "private", 60.0), ("service", None, 100.0),
+            ("footway", None, 140.0)]
+    frame = gpd.GeoDataFrame({"highway": [h for h, _, _ in rows], "access": [a for _, a, _ in rows]},
+                             geometry=[LineString([(0, y), (256, y)]) for _, _, y in rows], crs="EPSG:3857")
+    path = tmp_path / "streets.geojson"
+    frame.to_file(path, driver="GeoJSON")
+    request = GenerationRequest(size_m=(256.0, 256.0), parameters={}, streets=path)
+    channels = ["major_roads", "minor_roads", "cycle_foot"]
+    layout = rasterize_streets(request, channels, 64, 64, 4.0)
+    row_of = {y: int((256 - y) // 4) for _, _, y in rows}  # row 0 is the north edge
+    minor, cycle = layout[..., 1], layout[..., 2]
+    assert minor[row_of[20.0]].all() and cycle[row_of[140.0]].all()  # a footway a pixel wide, not dashes
+    assert not minor[row_of[60.0]].any() and not minor[row_of[100.0]].any()
+    assert not layout[..., 0].any()

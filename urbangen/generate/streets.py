@@ -8,13 +8,16 @@ import shapely
 
 from data_pipeline.config import TilingConfig
 from data_pipeline.errors import ParameterFileError
-from data_pipeline.features import OSMFeatures, street_frame
+from data_pipeline.features import TAG_COLUMNS, OSMFeatures, street_frame
 from data_pipeline.rasterize import channel_geometries
 from urbangen.generate.request import GenerationRequest
 
 
 def read_streets(request: GenerationRequest) -> gpd.GeoDataFrame:
-    """Street lines in the request's CRS, with ``highway`` (default ``residential``)."""
+    """Street lines in the request's CRS, with ``highway`` (default ``residential``) and the other tags the
+    pipeline reads where the file has them (``access``, ``service``, ``cycleway``...): a private or service
+    way is left out of the road channels as in the training data
+    (:func:`data_pipeline.rasterize.channel_geometries`)."""
     path = request.streets
     if path is None:
         raise ParameterFileError(request.source, "streets", "no street network given")
@@ -34,7 +37,9 @@ def read_streets(request: GenerationRequest) -> gpd.GeoDataFrame:
         frame = frame.to_crs(request.crs)
     highway = frame["highway"] if "highway" in frame.columns else ["residential"] * len(frame)
     highway = [h[0] if isinstance(h, list) else (h if isinstance(h, str) else "residential") for h in highway]
-    frame = gpd.GeoDataFrame({"highway": highway}, geometry=frame.geometry.values, crs=request.crs)
+    tags = {k: [v[0] if isinstance(v, list) else v for v in frame[k]] for k in TAG_COLUMNS
+            if k in frame.columns and k != "highway"}
+    frame = gpd.GeoDataFrame({"highway": highway, **tags}, geometry=frame.geometry.values, crs=request.crs)
     streets = street_frame(frame.explode(index_parts=False).reset_index(drop=True))
     return streets[streets["street_class"] != "other"].reset_index(drop=True)
 
