@@ -37,8 +37,8 @@ def read_streets(request: GenerationRequest) -> gpd.GeoDataFrame:
         frame = frame.to_crs(request.crs)
     highway = frame["highway"] if "highway" in frame.columns else ["residential"] * len(frame)
     highway = [h[0] if isinstance(h, list) else (h if isinstance(h, str) else "residential") for h in highway]
-    tags = {k: [v[0] if isinstance(v, list) else v for v in frame[k]] for k in TAG_COLUMNS
-            if k in frame.columns and k != "highway"}
+    # As the file has them: street_frame reads each tag as the pipeline does (a list's first value, NaN absent).
+    tags = {k: frame[k].to_numpy(dtype=object) for k in TAG_COLUMNS if k in frame.columns and k != "highway"}
     frame = gpd.GeoDataFrame({"highway": highway, **tags}, geometry=frame.geometry.values, crs=request.crs)
     streets = street_frame(frame.explode(index_parts=False).reset_index(drop=True))
     return streets[streets["street_class"] != "other"].reset_index(drop=True)

@@ -79,10 +79,10 @@ def write_report(report: dict[str, Any], json_path: Path, md_path: Path) -> None
     def fmt(v):
         return "n/a" if v is None else f"{v:.4g}"
 
-    lines += ["Real tiles asked for the same do not measure exactly the request either (a pixel's staircase, junctions"
-              " merged within 10 m): the column `real tiles"
-              " measure` is what real training tiles with the requested value measure through this same path, on"
-              " average (the shipped calibration; n/a without one), and the target sampling by selection aims at.", ""]
+    lines += ["Real tiles asked for the same do not measure exactly the request either (a pixel's staircase,"
+              " junctions merged within 10 m): the column `real tiles measure` is what real training tiles with the"
+              " requested value measure through this same path, on average (the shipped calibration; n/a without"
+              " one), and the target sampling by selection aims at.", ""]
     lines += table(["parameter", "unit", "requested (mean)", "real tiles measure", "achieved (mean over samples)",
                     "mean absolute error", "failed windows"],
                    [[name, row["unit"], fmt(row["requested_mean"]), fmt(row.get("real_tiles_measure")),
