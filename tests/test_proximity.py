@@ -163,6 +163,29 @@ def test_a_street_vaes_stitched_tiles_continue_their_neighbours_streets(monkeypa
     assert longest_street(1) < 256
 
 
+def test_a_stitched_layouts_street_windows_are_scored_against_the_fit_alone():
+    """A window of a stitched street layout is scored untidied (its streets broken where its neighbours
+    carry them on): its scorer gets no tile seeds, so no target draws a real tile's scatter (most real
+    tiles have no dead end, and such targets kept the windows with the fewest streets). The scores still
+    choose: a scorer preferring streets low in a window moves every window's street down."""
+    import jax
+
+    from urbangen.generate import sampler
+
+    seen = []
+
+    def lowest_street(stage, layouts, requested, seeds):
+        seen.append(seeds)
+        return -np.array([np.nonzero(layout.any(axis=(1, 2)))[0].max() for layout in layouts], float)
+
+    z = np.zeros((64, 128, 1), np.float32)
+    chosen = sampler._blend(_RandomLines(), z, jax.random.key(3), None, 16, (8, lowest_street))
+    plain = sampler._blend(_RandomLines(), z, jax.random.key(3), None, 16)
+    assert seen and all(seeds is None for seeds in seen)
+    row = lambda field: np.argmax(field[..., 0].mean(axis=1))  # noqa: E731
+    assert row(chosen) > row(plain)
+
+
 def _pieces(layout: np.ndarray) -> int:
     return ndimage.label(layout.any(axis=-1), structure=np.ones((3, 3)))[1]
 

@@ -104,7 +104,8 @@ def test_seeded_targets_add_the_residuals_of_real_tiles_with_the_nearest_request
     """Two groups of fitting tiles, asked for a = -2 and a = +2, lie 5 above and 5 below their line. A seeded
     target for a request near one group takes the residual of one of its tiles (both its parameters from one
     tile), the same for one seed; without seeds or at scatter 0 the target is the line, at scatter 0.5 half as
-    far off it. A tile whose residual is unknown is never drawn."""
+    far off it. A tile whose residual is unknown is never drawn. By default a parameter whose line explains
+    little (y, R² 0.5) takes the whole residual, one it explains well (w, R² 0.9) none."""
     from urbangen.generate.selection import NEIGHBOURS, Calibration, Line
 
     rng = np.random.default_rng(1)
@@ -114,7 +115,8 @@ def test_seeded_targets_add_the_residuals_of_real_tiles_with_the_nearest_request
     residuals = np.column_stack([y, 10 * y])  # parameters of one tile move together
     residuals[:NEIGHBOURS] = np.nan  # the near group's first tiles: unknown
     line = {"intercept": 1.0, "slopes": {"a": 2.0}, "spread": 1.0, "r2": 0.5, "n": 2 * n}
-    calibration = Calibration(lines={"y": Line(**line), "w": Line(**line)}, tile_px=64, meters_per_pixel=4.0,
+    calibration = Calibration(lines={"y": Line(**line), "w": Line(**line | {"r2": 0.9})}, tile_px=64,
+                              meters_per_pixel=4.0,
                               fitted_on="synthetic", request_names=("a",), requests=requests, residuals=residuals)
     z = np.full((200, 1), -1.9)
     seeds = np.repeat(np.arange(100), 2)  # two candidates a tile
@@ -125,6 +127,9 @@ def test_seeded_targets_add_the_residuals_of_real_tiles_with_the_nearest_request
     np.testing.assert_allclose(calibration.target(["y", "w"], z, ["a"], seeds, scatter=0.5) - on_line, drawn / 2)
     np.testing.assert_array_equal(drawn[0::2], drawn[1::2])  # a tile's candidates share their target
     np.testing.assert_allclose(drawn[:, 1], 10 * drawn[:, 0])  # every parameter from the same real tile
+    by_default = calibration.target(["y", "w"], z, ["a"], seeds) - on_line
+    np.testing.assert_array_equal(by_default[:, 0], drawn[:, 0])
+    assert not by_default[:, 1].any()
     known_near = residuals[NEIGHBOURS:n, 0]
     assert set(drawn[:, 0]) <= set(known_near) and len(set(drawn[:, 0])) > NEIGHBOURS // 2
     np.testing.assert_array_equal(calibration.target(["y"], z[:4], ["a"], seeds[:4], scatter=1.0),
@@ -136,10 +141,11 @@ def test_seeded_targets_add_the_residuals_of_real_tiles_with_the_nearest_request
 @pytest.mark.integration
 def test_seeded_targets_scatter_like_real_tiles_measured(small_tiles):
     """The shipped calibration, for real Østerbro and Kennesaw tiles' own requests: the lines alone (the
-    default, scatter 0) are more alike than what the tiles measure (a spread of 0.83x the real one for
+    scatter 0) are more alike than what the tiles measure (a spread of 0.83x the real one for
     intersection density, 0.71x for dead-end share); targets drawn at scatter 1 spread as the tiles do,
     and dead-end share's are distributed like them
-    (scipy's Wasserstein-1; intersection density's lines are 9 /km² under these two cities' tiles, drawn or not)."""
+    (scipy's Wasserstein-1; intersection density's lines are 9 /km² under these two cities' tiles, drawn or not).
+    By default dead-end share, which its request explains least, is drawn so; intersection density is at its line."""
     from scipy.stats import wasserstein_distance
 
     from data_pipeline.dataset import open_dataset
@@ -157,6 +163,9 @@ def test_seeded_targets_scatter_like_real_tiles_measured(small_tiles):
     measured = real.measured[names].to_numpy(np.float64)
     lines = calibration.target(names, z, streets.spec.parameter_names)
     drawn = calibration.target(names, z, streets.spec.parameter_names, np.arange(len(z)), scatter=1.0)
+    by_default = calibration.target(names, z, streets.spec.parameter_names, np.arange(len(z)))
+    np.testing.assert_array_equal(by_default[:, 0], lines[:, 0])
+    np.testing.assert_array_equal(by_default[:, 1], drawn[:, 1])
     for j, name in enumerate(names):
         ok = np.isfinite(measured[:, j])
         spread_lines, spread_drawn = (np.std(t[ok, j]) / np.std(measured[ok, j]) for t in (lines, drawn))
@@ -243,7 +252,7 @@ def test_selected_tiles_are_the_models_own_and_nearer_their_request(city64):
     for i, tile in enumerate(tiles[..., :3].astype(np.uint8)):
         assert any(np.array_equal(tile, c) for c in candidates[i * 8:(i + 1) * 8])
     assert by_parameters(city64, 1).scorer is None
-    assert chosen.scorer.keywords["scatter"] == 0.0  # the fit alone by default
+    assert chosen.scorer.keywords["scatter"] is None  # per parameter by default
     assert by_parameters(city64, 8, scatter=1.0).scorer.keywords["scatter"] == 1.0
     with pytest.raises(InvalidValueError, match="between 0 and 1"):
         by_parameters(city64, 8, scatter=1.5)

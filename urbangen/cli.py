@@ -182,7 +182,7 @@ def evaluate_command(
     target_scatter: Annotated[float | None, typer.Option(
         min=0.0, max=1.0, help="The share of a real tile's scatter about the selection's target that each tile's "
         "target takes: 0, the fit alone, follows requests most closely; 1 spreads like real tiles "
-        "[urbangen.generate.selection.TARGET_SCATTER].")] = None,
+        "[default: per parameter, 1 where the request explains less than R² 0.6 of it, else 0].")] = None,
     wandb_mode: Annotated[str, typer.Option(help="online, offline or disabled.")] = "disabled",
 ) -> None:
     """Realism, conditioning and diversity of a generator on its test regions, each beside its floor and ceiling."""

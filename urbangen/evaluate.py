@@ -23,7 +23,13 @@ from urbangen.evaluators.diversity import Diversity
 from urbangen.evaluators.realism import Realism
 from urbangen.evaluators.seams import Seams, real_mosaics
 from urbangen.evaluators.streets import StreetConnectivity, stitched_connectivity
-from urbangen.generate.selection import CANDIDATES, TARGET_SCATTER, by_parameters, candidates_of
+from urbangen.generate.selection import (
+    CANDIDATES,
+    SCATTERED_BELOW_R2,
+    TARGET_SCATTER,
+    by_parameters,
+    candidates_of,
+)
 from urbangen.inference import GeneratorChain, RunSpec, TrainedModel
 from urbangen.markdown import table
 from urbangen.pretrained import load_model, load_one_model
@@ -48,10 +54,18 @@ def run_split(spec: RunSpec, data: TileDataset, split_seed: int | None = None) -
     return check_split(spec.split, data.tiles, seed=split_seed)
 
 
+def _scatter_words(scatter: float | None) -> str:
+    """How a report says what share of a real tile's scatter each selection target took."""
+    if scatter is None:
+        return (f"a real tile's scatter about it where the request explains less than R² {SCATTERED_BELOW_R2:g} "
+                "of what real tiles measure, none elsewhere")
+    return f"{scatter:g} of a real tile's scatter about it"
+
+
 def evaluate(checkpoint: str | Path | TrainedModel | GeneratorChain, dataset: str | Path, out_dir: str | Path, *,
              encoder: str | Path | None = None, max_tiles: int = 128, seed: int = 0, split_seed: int | None = None,
              n_boot: int = 200, seams_m: float = 2048.0, candidates: int = CANDIDATES,
-             target_scatter: float = TARGET_SCATTER,
+             target_scatter: float | None = TARGET_SCATTER,
              wandb_mode: str = "disabled") -> dict[str, Any]:
     """Evaluate a generator run on its test regions; write ``evaluation.json``, ``report.md`` and plots.
 
@@ -77,7 +91,8 @@ def evaluate(checkpoint: str | Path | TrainedModel | GeneratorChain, dataset: st
         1: each sample as drawn).
     target_scatter
         The share of a real tile's scatter about the selection's target that
-        each tile's target takes (0: the fit alone).
+        each tile's target takes (0: the fit alone; None: per parameter,
+        :meth:`urbangen.generate.selection.Calibration.scatter_shares`).
 
     Raises
     ------
@@ -289,7 +304,7 @@ def report_markdown(result: dict[str, Any]) -> str:
              "Each comparison is at this one sample size. "
              f"Each generated tile is the best of {result.get('candidates', 1)} sample(s) of each stage at "
              "matching its request (sampling by selection, `--candidates`), each target taking "
-             f"{result.get('target_scatter', 0.0):g} of a real tile's scatter about it (`--target-scatter`).", "",
+             f"{_scatter_words(result.get('target_scatter', 0.0))} (`--target-scatter`).", "",
              "## Realism", "",
              "Lower is more real. Each metric scores real tiles (the floor), the same tiles blurred, shuffled "
              "within each tile, and per-pixel noise with the real channel shares (the ceiling), against the same "

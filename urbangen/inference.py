@@ -50,8 +50,9 @@ Sampling = Literal["bernoulli", "threshold", "proximity"]
 #: The samplings that need no randomness: those a chain's stages may have.
 DETERMINISTIC = ("threshold", "proximity")
 #: A chain's sampling by selection: (samples per tile, scorer); see :mod:`urbangen.generate.selection`.
-#: The scorer rates layouts (M, t, t, C) for their standardized requests (M, P) and tiles' seeds (M,).
-Scorer = Callable[["TrainedModel", np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+#: The scorer rates layouts (M, t, t, C) for their standardized requests (M, P) and tiles' seeds (M,; None: no
+#: real tile's scatter in the targets).
+Scorer = Callable[["TrainedModel", np.ndarray, np.ndarray, "np.ndarray | None"], np.ndarray]
 Selection = tuple[int, Scorer]
 
 

@@ -84,7 +84,7 @@ class GenerationRequest:
     #: (:mod:`urbangen.generate.selection`).
     candidates: int = CANDIDATES
     #: The share of a real tile's scatter about the selection's target that each tile's target takes.
-    target_scatter: float = TARGET_SCATTER
+    target_scatter: float | None = TARGET_SCATTER
     seed: int = 0
     outputs: tuple[str, ...] = OUTPUT_FORMATS
     origin: tuple[float, float] = (0.0, 0.0)
@@ -206,7 +206,7 @@ class _File(_Strict):
     samples: PositiveInt = 1
     candidates: PositiveInt = CANDIDATES
     target_scatter: Annotated[float, pydantic.Field(ge=_RANGES["target_scatter"][0], le=_RANGES["target_scatter"][1],
-                                                    allow_inf_nan=False)] = TARGET_SCATTER
+                                                    allow_inf_nan=False)] | None = TARGET_SCATTER
     seed: Annotated[int, pydantic.Field(strict=True, ge=0)] = 0
     outputs: list[OutputFormat] = pydantic.Field(default=list(OUTPUT_FORMATS), min_length=1)
     georeference: _Georeference = _Georeference()

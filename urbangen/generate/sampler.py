@@ -175,7 +175,7 @@ def _matched(model: TrainedModel, z: np.ndarray, key: jax.Array, batch_size: int
     samples, the one agreeing best (soft Dice, weighted by the blend so far) with what is drawn under it.
 
     With ``selection`` (k, scorer), the k samples agreeing best are scored
-    against the tile's request and the best of those is kept."""
+    against the tile's request (what real tiles measure for it on average) and the best of those is kept."""
     t = model.spec.tile_px
     h, w = z.shape[:2]
     weight = blend_window(t)[..., None]
@@ -199,8 +199,12 @@ def _matched(model: TrainedModel, z: np.ndarray, key: jax.Array, batch_size: int
             shortlist = np.argsort(-agreement, kind="stable")[:k]
             layouts = deterministic_layout(samples[shortlist], model.spec, window=True)
             requested = np.repeat(z[None, r:r + t, c:c + t].mean(axis=(1, 2)), len(shortlist), axis=0)
-            seeds = np.repeat(tile_seeds(jax.random.fold_in(key, i), 1), len(shortlist))
-            best = int(shortlist[np.argmin(scorer(model, layouts, requested, seeds))])
+            # Against the fit alone (no seeds: no real tile's scatter). A window is scored untidied, its
+            # streets broken where its neighbours will carry them on, and a target drawn from a real tile
+            # (most have no dead end) then kept the windows with the fewest streets: on the bar's two
+            # stitched 2 x 2 km layouts 0.84 of the street pixels of each 1 km window lay in its largest
+            # piece with the default per-parameter scatter, 0.90 without (real mosaics 0.98).
+            best = int(shortlist[np.argmin(scorer(model, layouts, requested, None))])
         total[r:r + t, c:c + t] += samples[best] * weight
         norm[r:r + t, c:c + t] += weight
     return (total / norm).astype(np.float32)

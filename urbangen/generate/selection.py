@@ -28,23 +28,31 @@ almost exactly, and a unit of 0.002 would let them drown every other parameter.)
 
 The fit is what real tiles measure on average; a real tile lies off it, and
 keeping every tile's best of ``k`` at the average makes generated tiles more
-alike than real ones. With a ``scatter`` above 0 (``target_scatter`` in a
-parameter file, ``--target-scatter`` of ``urbangen evaluate``) each tile's
-target is the fit plus ``scatter`` times the residual of a real training
-tile: one of the :data:`NEIGHBOURS` whose requests are nearest its own, drawn
-with the tile's seed, all of a stage's parameters from the same real tile
-(a sparse street network's few intersections and many dead ends go
-together). It is a fidelity-realism trade, like a GAN's truncation. On 256
-held-out tiles (measured, and the calibration fitted, while street ends at a
-tile's edge still counted as dead ends), scatter 1 brought dead-end share's Wasserstein-1 distance to
-real tiles from 6.2x to 2.9x the real-versus-real floor and intersection
-density's from 1.9x to 1.1x, while the conditioning error of intersection
-density rose from 28.7 to 37.6 /km² (real tiles' own: 38.9), KID from 0.124
-to 0.142, and a stitched dense-to-sparse layout overshot its intersection
-density more (109 -> 126 /km² for the 80 real tiles measure): where the
-generator's candidates are denser than asked, a target drawn low cannot be
-met and one drawn high can. So the default is 0, the fit alone. (A normal of
-each parameter's spread as the scatter instead: 5.1x and 1.5x.)
+alike than real ones. A parameter's target can instead be the fit plus a
+share of the residual of a real training tile: one of the
+:data:`NEIGHBOURS` whose requests are nearest its own, drawn with the
+tile's seed, all of a stage's parameters from the same real tile (a sparse
+street network's few intersections and many dead ends go together). It is
+a fidelity-realism trade, like a GAN's truncation, and it pays where the
+request says little of what a tile measures: dead-end share (R² 0.52 on
+dataset format 2) is 0 on 61 % of real tiles and large on a few, and a
+target at its fit (0.07 for most requests) kept tiles with a dead end or two
+where real ones have none. So by default (``scatter`` None) a parameter
+whose line has an R² below :data:`SCATTERED_BELOW_R2` (dead-end share and
+orientation entropy of the street stage, buildings per hectare of the
+buildings stage) takes a real tile's whole residual, and the rest their
+fit. On 128 tiles of the validation regions (against as many training
+tiles; street stage of 2026-12-03, 16 candidates) the fit alone scored
+dead-end share's Wasserstein-1 distance at 3.0x its real-versus-real floor,
+this default at 1.7x, and the conditioning errors of intersection density
+11.8 -> 10.8 /km² and of cycle and foot share 0.043 -> 0.047; every
+parameter at scatter 1 scored 1.5x, but 13.2 /km² and 0.051. (Scatter
+``sqrt(1 - R²)`` per parameter: 1.7x, 12.5, 0.044; the dead-end share
+alone: 1.7x, 11.4, 0.040.) A ``scatter`` of 0 to 1 (``target_scatter`` in a
+parameter file, ``--target-scatter`` of ``urbangen evaluate``) gives every
+parameter that share instead: 0 follows requests most closely. (The street
+stage's windows of a stitched layout are scored against the fit alone:
+:func:`urbangen.generate.sampler.generate_layout`.)
 
 A chain selects stage by stage (:meth:`urbangen.inference.GeneratorChain.selecting`):
 the street stage's samples by the street parameters, then the buildings
@@ -71,8 +79,12 @@ CANDIDATES = 16
 UNMEASURED = 3.0
 #: A tile's target takes the residual of one of this many real training tiles nearest its request.
 NEIGHBOURS = 16
-#: How much of a real tile's scatter about the fit a tile's target takes by default (0: the fit alone).
-TARGET_SCATTER = 0.0
+#: How much of a real tile's scatter about the fit a tile's target takes by default: None, per parameter
+#: (1 where the request explains less than ``SCATTERED_BELOW_R2`` of what real tiles measure, else 0).
+TARGET_SCATTER: float | None = None
+#: By default a parameter whose line explains less than this share of real tiles' variance (R²) is
+#: targeted with a real tile's scatter; the rest at their line.
+SCATTERED_BELOW_R2 = 0.6
 
 
 class Line(pydantic.BaseModel):
@@ -107,13 +119,14 @@ class Calibration:
     residuals: np.ndarray | None = None
 
     def target(self, names: list[str], z: np.ndarray, z_names: list[str] | tuple[str, ...],
-               seeds: np.ndarray | None = None, scatter: float = TARGET_SCATTER) -> np.ndarray:
+               seeds: np.ndarray | None = None, scatter: float | None = TARGET_SCATTER) -> np.ndarray:
         """Expected measurements (M, len(names)) for standardized requests ``z`` (M, Q) of the parameters
         ``z_names`` (a parameter a line reads but ``z_names`` lacks counts as not requested).
 
-        With ``seeds`` (M,) and a ``scatter`` above 0, each row's target is its line plus ``scatter`` times
-        the residuals of one real tile, drawn with its seed from the :data:`NEIGHBOURS` whose requests of
-        ``z_names`` are nearest; rows with one seed (one tile's candidates) draw the same tile.
+        With ``seeds`` (M,), each row's target is its line plus, per parameter, its share
+        (:meth:`scatter_shares`) of the residuals of one real tile, drawn with its seed from the
+        :data:`NEIGHBOURS` whose requests of ``z_names`` are nearest; rows with one seed (one tile's
+        candidates) draw the same tile.
         """
         z = np.nan_to_num(np.asarray(z, np.float64))
         column = {q: i for i, q in enumerate(z_names)}
@@ -121,9 +134,17 @@ class Calibration:
         for i, name in enumerate(names):
             line = self.lines[name]
             out[:, i] = line.intercept + sum(slope * z[:, column[q]] for q, slope in line.slopes.items() if q in column)
-        if scatter and seeds is not None and self.residuals is not None and self.requests is not None:
-            out += scatter * self._drawn_residuals(names, z, z_names, np.asarray(seeds))
+        shares = self.scatter_shares(names, scatter)
+        if shares.any() and seeds is not None and self.residuals is not None and self.requests is not None:
+            out += shares * self._drawn_residuals(names, z, z_names, np.asarray(seeds))
         return out
+
+    def scatter_shares(self, names: list[str], scatter: float | None = TARGET_SCATTER) -> np.ndarray:
+        """(len(names),) the share of a real tile's residual each parameter's target takes: ``scatter`` for
+        every one, or by default (None) 1 for a line of R² below :data:`SCATTERED_BELOW_R2`, 0 for the rest."""
+        if scatter is not None:
+            return np.full(len(names), float(scatter))
+        return np.array([float(self.lines[n].r2 < SCATTERED_BELOW_R2) for n in names])
 
     def _drawn_residuals(self, names: list[str], z: np.ndarray, z_names: list[str] | tuple[str, ...],
                          seeds: np.ndarray) -> np.ndarray:
@@ -212,7 +233,8 @@ def fit_calibration(requested: np.ndarray, measured: np.ndarray, names: list[str
 
 
 def parameter_errors(stage: TrainedModel, layouts: np.ndarray, requested: np.ndarray, seeds: np.ndarray | None = None,
-                     *, calibration: Calibration | None = None, scatter: float = TARGET_SCATTER) -> np.ndarray:
+                     *, calibration: Calibration | None = None, scatter: float | None = TARGET_SCATTER
+                     ) -> np.ndarray:
     """Mean distance, in training spreads, of each 0/1 layout's measured parameters from what real tiles measure.
 
     Parameters
@@ -232,7 +254,8 @@ def parameter_errors(stage: TrainedModel, layouts: np.ndarray, requested: np.nda
         itself is the target.
     scatter
         The share of a real tile's residuals each target takes (0: the
-        calibration's line alone).
+        calibration's line alone; None: per parameter,
+        :meth:`Calibration.scatter_shares`).
     """
     spec = stage.spec
     names = [p for p in spec.parameter_names if set(PARAMETER_CHANNELS.get(p, ())) & set(spec.output_channels)
@@ -269,10 +292,10 @@ def shipped_calibration(model: TrainedModel | GeneratorChain) -> Calibration | N
 
 def by_parameters(model: TrainedModel | GeneratorChain, candidates: int = CANDIDATES,
                   calibration: Calibration | None = None,
-                  scatter: float = TARGET_SCATTER) -> TrainedModel | GeneratorChain:
+                  scatter: float | None = TARGET_SCATTER) -> TrainedModel | GeneratorChain:
     """``model`` drawing ``candidates`` samples per tile and stage, keeping those nearest ``calibration``'s target
     (by default the one shipped with a shipped model; none: the request itself), each target taking ``scatter``
-    (0 to 1) of a real tile's scatter about it (see the module).
+    (0 to 1; None: per parameter by its line's R²) of a real tile's scatter about it (see the module).
 
     Only a chain of deterministic stages selects (each candidate's layout is
     fixed by its sample); any other model is returned as it is.
@@ -284,7 +307,7 @@ def by_parameters(model: TrainedModel | GeneratorChain, candidates: int = CANDID
         holds real tiles' scatter (a model of your own: fit one with
         ``scripts/fit_selection_calibration.py``).
     """
-    if not 0.0 <= scatter <= 1.0:
+    if scatter is not None and not 0.0 <= scatter <= 1.0:
         raise InvalidValueError(f"target scatter must be between 0 and 1, got {scatter}")
     calibration = calibration if calibration is not None else shipped_calibration(model)
     if scatter and (calibration is None or calibration.residuals is None):
