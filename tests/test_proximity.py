@@ -265,9 +265,9 @@ def _free_ends(layout: np.ndarray, roads: list[int]) -> list[tuple[int, int]]:
 
 
 def test_tidying_drops_floating_roads_runs_ends_to_the_edge_and_cuts_spurs():
-    """On a drawn network whose every defect is known: a road fleck touching no edge goes, a road stopping
-    3 px short of the edge runs on to it, a 5 px spur off a through road goes; a long dead end, the
-    through road and a cycle path fleck (real footways are often dashes) stay as drawn."""
+    """On a drawn network whose every defect is known: a road fleck and a cycle path fleck touching no edge
+    go, a road stopping 3 px short of the edge runs on to it, a 5 px spur off a through road goes; a long
+    dead end, the through road and a cycle path off it stay as drawn."""
     layout = np.zeros((1, 64, 64, 3), np.uint8)  # major, minor, cycle_foot
     layout[0, 30:32, :, 1] = 1           # through road, edge to edge
     layout[0, 32:37, 40:42, 1] = 1       # spur: 5 px below it
@@ -275,20 +275,23 @@ def test_tidying_drops_floating_roads_runs_ends_to_the_edge_and_cuts_spurs():
     layout[0, 3:30, 55:57, 0] = 1        # a major road stopping 3 px short of the top edge
     layout[0, 10:12, 20:28, 1] = 1       # a fleck of road
     layout[0, 50:52, 40:46, 2] = 1       # a fleck of cycle path
+    layout[0, 32:45, 30:32, 2] = 1       # a cycle path off the through road
     assert len(_free_ends(layout[0], [0, 1])) == 5  # fleck (2), spur, dead end, major road short of the edge
     tidy = tidy_roads(layout, [0, 1], [2])[0]
     assert not tidy[10:12, 20:28].any()
     assert not tidy[34:37, 40:42].any()
     assert tidy[0, 55:57, 0].any() and tidy[:3, 55:57, 0].any(axis=1).all()  # run on to row 0...
     assert not tidy[:3, 55:57, 1:].any()  # ...in its own channel
-    assert np.array_equal(tidy[..., 2], layout[0, ..., 2])
+    assert not tidy[50:52, 40:46].any()
+    assert tidy[32:45, 30:32, 2].all()
     kept = layout[0].copy()
     kept[10:12, 20:28] = 0
+    kept[50:52, 40:46] = 0
     kept[33:37, 40:42] = 0  # the spur's pixels nearest to the junction stay (too short for a skeleton's end)
     kept[:3, 55:57] = 0
     tidy_but_run = tidy.copy()
     tidy_but_run[:3, 55:57] = 0
-    assert np.array_equal(tidy_but_run[32:], kept[32:])  # through road, dead end and cycle fleck as drawn
+    assert np.array_equal(tidy_but_run[32:], kept[32:])  # through road, dead end and cycle path as drawn
     assert np.array_equal(tidy_but_run[:32, :50], kept[:32, :50])
     ends = _free_ends(tidy, [0, 1])
     assert len(ends) == 1 and 48 <= ends[0][0] <= 50 and ends[0][1] in (15, 16)  # the long dead end alone
@@ -305,12 +308,17 @@ def test_tidying_drops_floating_roads_runs_ends_to_the_edge_and_cuts_spurs():
 
 def test_tidying_leaves_a_real_network_nearly_as_it_is(street_tiles):
     """Real Østerbro and Kennesaw roads are windows on connected networks, run to the tile's edge and have
-    few short spurs: tidying changes under 2 % of their road pixels (it is for generated layouts)."""
+    few short spurs: tidying changes under 2 % of their road pixels (it is for generated layouts), and
+    removes under 2 % of their cycle and foot path pixels (1.3 %: footways that meet no street inside the
+    tile), adds none."""
     roads = street_tiles[..., :2].astype(bool)
     tidy = tidy_roads(street_tiles, [0, 1], [2])
-    assert np.array_equal(tidy[..., 2], street_tiles[..., 2])
     changed = (tidy[..., :2].astype(bool) != roads).sum()
     assert changed < 0.02 * roads.sum(), (changed, roads.sum())
+    paths = street_tiles[..., 2].astype(bool)
+    assert not (tidy[..., 2].astype(bool) & ~paths).any()
+    removed = (paths & ~tidy[..., 2].astype(bool)).sum()
+    assert removed < 0.02 * paths.sum(), (removed, paths.sum())
 
 
 def test_a_road_runs_on_to_the_street_it_points_at_and_no_further():
@@ -369,6 +377,6 @@ def test_tidying_and_running_on_take_any_layout():
     rng = np.random.default_rng(0)
     speckle = (rng.random((400, 24, 24, 3)) < 0.35).astype(np.uint8)
     tidy = tidy_roads(speckle, [0, 1], [2])
-    assert tidy.shape == speckle.shape and np.array_equal(tidy[..., 2], speckle[..., 2])
+    assert tidy.shape == speckle.shape and np.all(tidy[..., 2] <= speckle[..., 2])
     met = meet_streets(speckle, [0, 1], [2])
     assert np.all(met >= speckle)

@@ -32,6 +32,20 @@ def test_errors_are_the_standardized_distance_of_the_measured_coverage():
     assert int(np.argmin(errors)) == 1
 
 
+def test_errors_weigh_each_parameter_by_its_weight(monkeypatch):
+    """Coverage weighing 3 and buildings per hectare 1: the error is (3 e_coverage + e_count) / 4, each e counted by
+    hand (one 32 x 32 px building on a 256 m square tile: a share 0.25, 1 / 6.5536 ha)."""
+    import urbangen.generate.selection as selection
+
+    monkeypatch.setattr(selection, "WEIGHTS", {"building_coverage": 3.0})
+    layouts = np.zeros((1, 64, 64, 1), np.uint8)
+    layouts[0, 16:48, 16:48] = 1
+    stage = _stage(("building_coverage", "buildings_per_ha"), ("buildings",), (0.2, 1.0), (0.1, 0.5))
+    requested = np.array([[1.0, -1.0]])  # coverage 0.3, 0.5 buildings per hectare
+    e_coverage, e_count = abs(0.25 - 0.3) / 0.1, abs(1 / 6.5536 - 0.5) / 0.5
+    np.testing.assert_allclose(parameter_errors(stage, layouts, requested), [(3 * e_coverage + e_count) / 4], rtol=1e-6)
+
+
 def test_a_parameter_that_cannot_be_measured_counts_as_far_off():
     """No streets: no bearings to take an entropy of; the sample is scored UNMEASURED, never as a match."""
     stage = _stage(("orientation_entropy",), ("major_roads", "minor_roads", "cycle_foot"), (3.0,), (0.3,))

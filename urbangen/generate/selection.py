@@ -26,6 +26,16 @@ distance from that fit in units of the parameter's spread over training
 tiles (the generator's scaler), averaged over the parameters the stage
 draws. (The spread of real tiles about the fit is recorded too, but is no unit: coverage shares are measured
 almost exactly, and a unit of 0.002 would let them drown every other parameter.)
+The average is weighted (:data:`WEIGHTS`): intersection density, dead-end
+share and cycle and foot share, the street network's form, weigh 2, and
+the lengths and bearings that follow a request more closely weigh 1. On
+128 tiles of the validation regions (street stage, 16 candidates, targets
+as below) equal weights scored dead-end share's Wasserstein-1 distance at
+1.70x its real-versus-real floor, and conditioning errors of 10.8 /km² in
+intersection density and 0.047 in cycle and foot share; these weights
+1.27x, 10.3 and 0.042. (Intersection density and dead-end share at 3, cycle
+and foot share at 2: 1.04x, 9.7, 0.045; dead-end share alone at 2: 0.96x,
+12.2, 0.046.)
 
 The fit is what real tiles measure on average; a real tile lies off it, and
 keeping every tile's best of ``k`` at the average makes generated tiles more
@@ -88,6 +98,10 @@ TARGET_SCATTER: float | None = None
 #: By default a parameter whose line explains less than this share of real tiles' variance (R²) is
 #: targeted with a real tile's scatter; the rest at their line.
 SCATTERED_BELOW_R2 = 0.6
+#: A parameter's weight in a sample's error (the rest weigh 1): the street network's form that the
+#: evaluation's morphology distances judge (how connected, how often it ends, whose streets), over the
+#: lengths and bearings that follow the request more closely (see the module).
+WEIGHTS: dict[str, float] = {"intersection_density_per_km2": 2.0, "dead_end_share": 2.0, "cycle_foot_share": 2.0}
 
 
 class Line(pydantic.BaseModel):
@@ -238,7 +252,8 @@ def fit_calibration(requested: np.ndarray, measured: np.ndarray, names: list[str
 def parameter_errors(stage: TrainedModel, layouts: np.ndarray, requested: np.ndarray, seeds: np.ndarray | None = None,
                      *, calibration: Calibration | None = None, scatter: float | None = TARGET_SCATTER
                      ) -> np.ndarray:
-    """Mean distance, in training spreads, of each 0/1 layout's measured parameters from what real tiles measure.
+    """Mean distance, in training spreads, of each 0/1 layout's measured parameters from what real tiles measure,
+    weighted by :data:`WEIGHTS`.
 
     Parameters
     ----------
@@ -271,7 +286,8 @@ def parameter_errors(stage: TrainedModel, layouts: np.ndarray, requested: np.nda
               else calibration.target(names, requested, spec.parameter_names, seeds, scatter))
     measured = measure_tiles(layouts, list(spec.output_channels), spec.meters_per_pixel)[names]
     errors = np.abs(measured.to_numpy(np.float64) - target) / std
-    return np.where(np.isnan(errors), UNMEASURED, errors).mean(axis=1)
+    weights = np.array([WEIGHTS.get(p, 1.0) for p in names])
+    return np.where(np.isnan(errors), UNMEASURED, errors) @ weights / weights.sum()
 
 
 def candidates_of(model: TrainedModel | GeneratorChain) -> int:
