@@ -42,15 +42,19 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session", autouse=True)
 def jax_compilation_cache(tmp_path_factory) -> Path:
-    """One persistent XLA compilation cache per test session (each xdist worker's own), its subprocesses included.
+    """One persistent XLA compilation cache per test session, shared by its xdist workers and subprocesses.
 
     Most of a short training test's time is compiling: the tiny models recur from test to test with the
     same shapes, and a program compiled once is read back (e.g. 70 s to 13 s for three short runs). The
-    programs are the same, so results are too.
+    programs are the same, so results are too. Workers take whole files, and files share models, so one
+    worker reads back what the other compiled. (An entry read while the other worker is still writing it
+    fails to decompress; JAX warns and compiles, as on a miss.)
     """
     import jax
 
-    cache = tmp_path_factory.getbasetemp() / "jax-compilation-cache"
+    base = tmp_path_factory.getbasetemp()
+    # Under xdist each worker's base is popen-gwN inside the session's own directory.
+    cache = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "jax-compilation-cache"
     os.environ["JAX_COMPILATION_CACHE_DIR"] = str(cache)
     os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.5"
     jax.config.update("jax_compilation_cache_dir", str(cache))

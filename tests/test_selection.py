@@ -33,8 +33,9 @@ def test_errors_are_the_standardized_distance_of_the_measured_coverage():
 
 
 def test_errors_weigh_each_parameter_by_its_weight(monkeypatch):
-    """Coverage weighing 3 and buildings per hectare 1: the error is (3 e_coverage + e_count) / 4, each e counted by
-    hand (one 32 x 32 px building on a 256 m square tile: a share 0.25, 1 / 6.5536 ha)."""
+    """Coverage weighing 3 and buildings per hectare 1: a tile's error is (3 e_coverage + e_count) / 4, each e
+    counted by hand (one 32 x 32 px building on a 256 m square tile: a share 0.25, 1 / 6.5536 ha). Scored with
+    no seeds (a stitched layout's window), (e_coverage + e_count) / 2."""
     import urbangen.generate.selection as selection
 
     monkeypatch.setattr(selection, "WEIGHTS", {"building_coverage": 3.0})
@@ -43,7 +44,9 @@ def test_errors_weigh_each_parameter_by_its_weight(monkeypatch):
     stage = _stage(("building_coverage", "buildings_per_ha"), ("buildings",), (0.2, 1.0), (0.1, 0.5))
     requested = np.array([[1.0, -1.0]])  # coverage 0.3, 0.5 buildings per hectare
     e_coverage, e_count = abs(0.25 - 0.3) / 0.1, abs(1 / 6.5536 - 0.5) / 0.5
-    np.testing.assert_allclose(parameter_errors(stage, layouts, requested), [(3 * e_coverage + e_count) / 4], rtol=1e-6)
+    np.testing.assert_allclose(parameter_errors(stage, layouts, requested, np.zeros(1, np.int64)),
+                               [(3 * e_coverage + e_count) / 4], rtol=1e-6)
+    np.testing.assert_allclose(parameter_errors(stage, layouts, requested), [(e_coverage + e_count) / 2], rtol=1e-6)
 
 
 def test_a_parameter_that_cannot_be_measured_counts_as_far_off():

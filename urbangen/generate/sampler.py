@@ -203,7 +203,9 @@ def _matched(model: TrainedModel, z: np.ndarray, key: jax.Array, batch_size: int
             # streets broken where its neighbours will carry them on, and a target drawn from a real tile
             # (most have no dead end) then kept the windows with the fewest streets: on the bar's two
             # stitched 2 x 2 km layouts 0.84 of the street pixels of each 1 km window lay in its largest
-            # piece with the default per-parameter scatter, 0.90 without (real mosaics 0.98).
+            # piece with the default per-parameter scatter, 0.90 without (real mosaics 0.98). For the same
+            # reason every parameter weighs the same here (selection.WEIGHTS, 3 for dead-end share among
+            # others, took the bar's stitched layouts from 0.91 of their street pixels in the largest piece to 0.82).
             best = int(shortlist[np.argmin(scorer(model, layouts, requested, None))])
         total[r:r + t, c:c + t] += samples[best] * weight
         norm[r:r + t, c:c + t] += weight

@@ -27,15 +27,15 @@ tiles (the generator's scaler), averaged over the parameters the stage
 draws. (The spread of real tiles about the fit is recorded too, but is no unit: coverage shares are measured
 almost exactly, and a unit of 0.002 would let them drown every other parameter.)
 The average is weighted (:data:`WEIGHTS`): intersection density, dead-end
-share and cycle and foot share, the street network's form, weigh 2, and
+share and cycle and foot share, the street network's form, weigh 3, and
 the lengths and bearings that follow a request more closely weigh 1. On
 128 tiles of the validation regions (street stage, 16 candidates, targets
-as below) equal weights scored dead-end share's Wasserstein-1 distance at
-1.70x its real-versus-real floor, and conditioning errors of 10.8 /km² in
-intersection density and 0.047 in cycle and foot share; these weights
-1.27x, 10.3 and 0.042. (Intersection density and dead-end share at 3, cycle
-and foot share at 2: 1.04x, 9.7, 0.045; dead-end share alone at 2: 0.96x,
-12.2, 0.046.)
+as below; roads run through paths, spurs under 24 px cut, road stubs on a
+path drawn as path: :mod:`urbangen.proximity`) equal weights scored
+dead-end share's Wasserstein-1 distance at 0.89x its real-versus-real
+floor, and conditioning errors of 12.6 /km² in intersection density and
+0.047 in cycle and foot share; weights of 2 scored 0.58x, 10.1 and 0.039,
+weights of 3 0.57x, 9.1 and 0.034.
 
 The fit is what real tiles measure on average; a real tile lies off it, and
 keeping every tile's best of ``k`` at the average makes generated tiles more
@@ -53,7 +53,8 @@ whose line has an R² below :data:`SCATTERED_BELOW_R2` (dead-end share and
 orientation entropy of the street stage, buildings per hectare of the
 buildings stage) takes a real tile's whole residual, and the rest their
 fit. On 128 tiles of the validation regions (against as many training
-tiles; street stage of 2026-12-03, 16 candidates) the fit alone scored
+tiles; street stage of 2026-12-03, 16 candidates, equal weights, spurs under
+16 px cut) the fit alone scored
 dead-end share's Wasserstein-1 distance at 3.0x its real-versus-real floor,
 this default at 1.7x, and the conditioning errors of intersection density
 11.8 -> 10.8 /km² and of cycle and foot share 0.043 -> 0.047; every
@@ -101,7 +102,7 @@ SCATTERED_BELOW_R2 = 0.6
 #: A parameter's weight in a sample's error (the rest weigh 1): the street network's form that the
 #: evaluation's morphology distances judge (how connected, how often it ends, whose streets), over the
 #: lengths and bearings that follow the request more closely (see the module).
-WEIGHTS: dict[str, float] = {"intersection_density_per_km2": 2.0, "dead_end_share": 2.0, "cycle_foot_share": 2.0}
+WEIGHTS: dict[str, float] = {"intersection_density_per_km2": 3.0, "dead_end_share": 3.0, "cycle_foot_share": 3.0}
 
 
 class Line(pydantic.BaseModel):
@@ -253,7 +254,8 @@ def parameter_errors(stage: TrainedModel, layouts: np.ndarray, requested: np.nda
                      *, calibration: Calibration | None = None, scatter: float | None = TARGET_SCATTER
                      ) -> np.ndarray:
     """Mean distance, in training spreads, of each 0/1 layout's measured parameters from what real tiles measure,
-    weighted by :data:`WEIGHTS`.
+    weighted by :data:`WEIGHTS` when ``seeds`` are given (tiles); without them (a stitched layout's windows)
+    every parameter weighs the same.
 
     Parameters
     ----------
@@ -286,7 +288,9 @@ def parameter_errors(stage: TrainedModel, layouts: np.ndarray, requested: np.nda
               else calibration.target(names, requested, spec.parameter_names, seeds, scatter))
     measured = measure_tiles(layouts, list(spec.output_channels), spec.meters_per_pixel)[names]
     errors = np.abs(measured.to_numpy(np.float64) - target) / std
-    weights = np.array([WEIGHTS.get(p, 1.0) for p in names])
+    # Without seeds (a stitched layout's windows, scored untidied: urbangen.generate.sampler) every parameter
+    # weighs the same.
+    weights = np.array([WEIGHTS.get(p, 1.0) if seeds is not None else 1.0 for p in names])
     return np.where(np.isnan(errors), UNMEASURED, errors) @ weights / weights.sum()
 
 
