@@ -324,7 +324,7 @@ def _run_on(layout: np.ndarray, roads: list[int], paths: list[int] | tuple[int, 
 def tidy_roads(layout: np.ndarray, roads: list[int], paths: list[int] | tuple[int, ...] = ()) -> np.ndarray:
     """A generated layout (..., H, W, C) with its roads (the channels ``roads``) tidied where decoding leaves
     what real networks do not have; its other street channels (``paths``: cycle and foot) rid only of the
-    street network's pieces that reach no edge of the layout.
+    street network's pieces that reach no edge of the layout, and given the road stubs drawn as path.
 
     Four things, each measured on the street stage's chosen samples for 256 held-out test tiles against
     the real tiles (counted through :mod:`urbangen.measure`'s path, where a free end 2 px or more inside
@@ -350,15 +350,17 @@ def tidy_roads(layout: np.ndarray, roads: list[int], paths: list[int] | tuple[in
       259 in the first samples of the street stage for their requests (303); at ``SPUR_PX`` 8 the chosen
       samples' dead-end share scored a Wasserstein-1 distance of 3.5x its floor, at 16 3.0x (24: 2.9x,
       with intersection density's conditioning error 11.9 -> 12.8 /km²), all with selection targets at
-      the calibration's fit; with today's targets and weights (:mod:`urbangen.generate.selection`) 16
-      scored 1.28x and 24 0.98x (conditioning errors 10.5 and 10.7 /km²);
+      the calibration's fit; with per-parameter targets and the street form weighing 2
+      (:mod:`urbangen.generate.selection`) 16 scored 1.28x and 24 0.98x (conditioning errors 10.5 and
+      10.7 /km²);
     - a spur of fewer than ``PATH_SPUR_PX`` centre-line pixels from a junction to a free end on a cycle or
       foot path (a path pixel next to its centre line's end) is drawn as path: a generator that draws a
       street partly as road and partly as path leaves a road stub where the path takes over. 57 % of the
       free road ends inside the first samples' tiles touch a path (0.94 a tile), 36 % of real ones (0.21
       a tile); drawn as path, the chosen samples' dead-end share scored 0.58x its floor against 0.96x
-      (with :func:`run_through` before tidying; Lower Manhattan's tiles: mean 0.017 against 0.030, real
-      0.007), and cycle and foot share's conditioning error 0.039 against 0.037.
+      (with :func:`run_through` before tidying and the street form weighing 2 in selection; Lower
+      Manhattan's tiles: mean 0.017 against 0.030, real 0.007), and cycle and foot share's conditioning
+      error 0.039 against 0.037.
 
     Together they brought the W1 distance of dead-end share between generated and real tiles from 6.7 to 2.2
     times its real-against-real floor (mean 0.18 -> 0.10; real 0.11) on dataset format 1, before selection.
