@@ -15,6 +15,7 @@ from urbangen.proximity import (
     RADIUS_PX,
     SKELETON_LEVEL,
     SPUR_PX,
+    THROUGH_ON_STREET,
     THROUGH_PX,
     decode_proximity,
     join_gaps,
@@ -330,15 +331,18 @@ def test_a_road_spur_ending_on_a_path_under_path_spur_px_becomes_path():
 
 def test_a_road_runs_through_a_path_to_the_road_it_points_at():
     """A road stopping inside a cycle path that carries it 14 px on to where the road starts again runs through
-    it (in its own channel); across 14 px of empty ground, or 20 px of path (over THROUGH_PX), it does not."""
-    assert 14 <= THROUGH_PX < 20
-    layout = np.zeros((3, 64, 64, 3), np.uint8)  # major, minor, cycle_foot
-    for tile, gap, path in zip(layout, (14, 14, 20), (True, False, True)):
+    it (in its own channel); across 14 px of empty ground, a path over half of them (under THROUGH_ON_STREET),
+    or 20 px of path (over THROUGH_PX), it does not."""
+    assert 15 <= THROUGH_PX < 20 and THROUGH_ON_STREET > 0.6
+    layout = np.zeros((4, 64, 64, 3), np.uint8)  # major, minor, cycle_foot
+    for tile, gap, path in zip(layout, (14, 14, 20, 14), (True, False, True, "half")):
         tile[30:32, 0:20, 1] = 1             # a road from the left edge, stopping at column 20
         tile[30:32, 20 + gap:, 1] = 1        # starting again ``gap`` px on, to the right edge
         tile[10:12, :, 1] = 1                # a parallel road (every pieces reaches the edge)
-        if path:
+        if path is True:
             tile[29:33, 14:40, 2] = 1        # a path along the road, through the gap
+        elif path == "half":
+            tile[29:33, 14:27, 2] = 1        # a path along the road, over the gap's first half
     out = run_through(layout, [0, 1], [2])
     assert out[0, 29:33, 20:34, 1].any(axis=0).all()  # every column of the gap is road
     assert np.array_equal(out[0, ..., [0, 2]], layout[0, ..., [0, 2]])
@@ -412,10 +416,11 @@ def test_running_ends_on_closes_real_streets_broken_within_one_piece(street_tile
 
 def test_tidying_and_running_on_take_any_layout():
     """Speckle makes skeletons with every degenerate case (junctions of two-pixel paths whose other paths
-    were dropped as spurs, loops of a few pixels): both functions take it, meeting streets only adds."""
+    were dropped as spurs, loops of a few pixels): all three functions take it; meeting and running through only add."""
     rng = np.random.default_rng(0)
     speckle = (rng.random((400, 24, 24, 3)) < 0.35).astype(np.uint8)
     tidy = tidy_roads(speckle, [0, 1], [2])
     assert tidy.shape == speckle.shape and np.all(tidy[..., 2] <= speckle.max(axis=-1))  # roads may become paths
     met = meet_streets(speckle, [0, 1], [2])
     assert np.all(met >= speckle)
+    assert np.all(run_through(speckle, [0, 1], [2]) >= speckle)

@@ -37,7 +37,9 @@ def test_errors_weigh_each_parameter_by_its_weight(monkeypatch):
     counted by hand (one 32 x 32 px building on a 256 m square tile: a share 0.25, 1 / 6.5536 ha). Scored with
     no seeds (a stitched layout's window), (e_coverage + e_count) / 2."""
     import urbangen.generate.selection as selection
+    from urbangen.measure import PARAMETER_CHANNELS
 
+    assert set(selection.WEIGHTS) <= set(PARAMETER_CHANNELS)  # a misspelt name would weigh nothing
     monkeypatch.setattr(selection, "WEIGHTS", {"building_coverage": 3.0})
     layouts = np.zeros((1, 64, 64, 1), np.uint8)
     layouts[0, 16:48, 16:48] = 1

@@ -78,7 +78,7 @@ def deterministic_layout(probs: np.ndarray, spec: RunSpec, *, stitched: bool = F
     its roads' free ends run on to the streets they point at last, where the blend broke a street within
     one piece (:func:`urbangen.proximity.meet_streets`). A single tile has no such gaps: it is not
     joined, and its roads run on through paths only. A ``window`` of a stitched layout, scored before the
-    blend, is decoded and not tidied: its edges are not the layout's, its streets run on into its
+    blend, is decoded, neither run through nor tidied: its edges are not the layout's, its streets run on into its
     neighbours' (tidied as tiles, the windows chosen for two 2 x 2 km layouts kept 0.75 of their street
     pixels in the largest piece of each 1 km window, against 0.80 untidied and real 0.86).
     """

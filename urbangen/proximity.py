@@ -67,8 +67,8 @@ EDGE_RUN_PX = 4
 #: A generated road's spur from a junction to a free end of fewer centre-line pixels than this (96 to 136 m
 #: at 4 m/px, straight to diagonal) is removed (see tidy_roads).
 SPUR_PX = 24
-#: A generated road's spur shorter than this, pixels, that ends on a cycle or foot path is drawn as path
-#: (see tidy_roads).
+#: A generated road's spur shorter than this (128 to 181 m at 4 m/px), that ends on a cycle or foot path and
+#: is not cut as a spur (see SPUR_PX), is drawn as path (see tidy_roads).
 PATH_SPUR_PX = 32
 #: A generated road's free end runs on along a street (a path, mostly) to a road it points at at most this far
 #: away, pixels (64 m at 4 m/px; see run_through).
@@ -337,7 +337,8 @@ def tidy_roads(layout: np.ndarray, roads: list[int], paths: list[int] | tuple[in
       1 km windows is unchanged). Cycle and foot paths break into such flecks more often: on 128
       validation tiles (dataset format 2, which draws footways whole) 0.19 floating pieces a real tile
       (0.3 % of its street pixels), 1.16 on the street stage's first samples (6.2 %); removed, the chosen
-      samples' cycle and foot share's conditioning error went from 0.040 to 0.038;
+      samples' cycle and foot share's conditioning error went from 0.040 to 0.038 (``SPUR_PX`` 16, the
+      street form weighing 2 in selection);
     - a free end within ``EDGE_RUN_PX`` of the edge is drawn on to it as its centre line, in its road's
       channel: a field fades where the tile ends and a skeleton ends short of its ridge, so 271 generated
       ends stood 2 px from the edge against 53 real ones (a run drawn ``LINE_PX`` wide would be
@@ -354,15 +355,17 @@ def tidy_roads(layout: np.ndarray, roads: list[int], paths: list[int] | tuple[in
       (:mod:`urbangen.generate.selection`) 16 scored 1.28x and 24 0.98x (conditioning errors 10.5 and
       10.7 /km²);
     - a spur of fewer than ``PATH_SPUR_PX`` centre-line pixels from a junction to a free end on a cycle or
-      foot path (a path pixel next to its centre line's end) is drawn as path: a generator that draws a
-      street partly as road and partly as path leaves a road stub where the path takes over. 57 % of the
+      foot path (a path pixel next to its centre line's end), not cut as above (``SPUR_PX`` or longer, or
+      shorter where cutting would split the network), is drawn as path, in the first of ``paths``: a
+      generator that draws a street partly as road and partly as path leaves a road stub where the path
+      takes over. 57 % of the
       free road ends inside the first samples' tiles touch a path (0.94 a tile), 36 % of real ones (0.21
       a tile); drawn as path, the chosen samples' dead-end share scored 0.58x its floor against 0.96x
       (with :func:`run_through` before tidying and the street form weighing 2 in selection; Lower
       Manhattan's tiles: mean 0.017 against 0.030, real 0.007), and cycle and foot share's conditioning
       error 0.039 against 0.037.
 
-    Together they brought the W1 distance of dead-end share between generated and real tiles from 6.7 to 2.2
+    The first three together brought the W1 distance of dead-end share between generated and real tiles from 6.7 to 2.2
     times its real-against-real floor (mean 0.18 -> 0.10; real 0.11) on dataset format 1, before selection.
     Real networks have few of these, and the ones they have are what this would change, so it is for
     generated layouts.

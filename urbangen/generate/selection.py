@@ -254,8 +254,8 @@ def parameter_errors(stage: TrainedModel, layouts: np.ndarray, requested: np.nda
                      *, calibration: Calibration | None = None, scatter: float | None = TARGET_SCATTER
                      ) -> np.ndarray:
     """Mean distance, in training spreads, of each 0/1 layout's measured parameters from what real tiles measure,
-    weighted by :data:`WEIGHTS` when ``seeds`` are given (tiles); without them (a stitched layout's windows)
-    every parameter weighs the same.
+    weighted by :data:`WEIGHTS` when ``seeds`` are given; without them every parameter weighs the same (the
+    street stage's windows of a stitched layout are scored so, untidied: :mod:`urbangen.generate.sampler`).
 
     Parameters
     ----------
@@ -288,8 +288,8 @@ def parameter_errors(stage: TrainedModel, layouts: np.ndarray, requested: np.nda
               else calibration.target(names, requested, spec.parameter_names, seeds, scatter))
     measured = measure_tiles(layouts, list(spec.output_channels), spec.meters_per_pixel)[names]
     errors = np.abs(measured.to_numpy(np.float64) - target) / std
-    # Without seeds (a stitched layout's windows, scored untidied: urbangen.generate.sampler) every parameter
-    # weighs the same.
+    # Without seeds (the street stage's windows of a stitched layout, scored untidied: urbangen.generate.sampler)
+    # every parameter weighs the same.
     weights = np.array([WEIGHTS.get(p, 1.0) if seeds is not None else 1.0 for p in names])
     return np.where(np.isnan(errors), UNMEASURED, errors) @ weights / weights.sum()
 
