@@ -91,9 +91,10 @@ def deterministic_layout(probs: np.ndarray, spec: RunSpec, *, stitched: bool = F
         out = list(spec.output_channels)
         roads = [out.index(c) for c in ROAD_CHANNELS if c in out]
         paths = [out.index(c) for c in STREET_CHANNELS if c in out and c not in ROAD_CHANNELS]
-        if not stitched:
-            return tidy_roads(run_through(layout, roads, paths), roads, paths)
-        return meet_streets(tidy_roads(run_through(join_gaps(layout), roads, paths), roads, paths), roads, paths)
+        if stitched:
+            layout = join_gaps(layout)
+        layout = tidy_roads(run_through(layout, roads, paths), roads, paths)
+        return meet_streets(layout, roads, paths) if stitched else layout
     raise RunSpecError(f"a {spec.sampling!r} generator's output needs randomness to become a layout")
 
 

@@ -400,7 +400,7 @@ def tidy_roads(layout: np.ndarray, roads: list[int], paths: list[int] | tuple[in
         runs = np.zeros((h, w, len(roads)), bool)
         spurs = np.zeros((h, w), bool)
         to_path = np.zeros((h, w), bool)
-        on_path = tile[..., list(paths)].any(axis=-1) if paths else np.zeros((h, w), bool)
+        on_path = tile[..., list(paths)].any(axis=-1)  # all False without paths
         for path in paths_of:
             for track in (path, path[::-1]):
                 (y, x), start = track[-1], track[0]
