@@ -283,3 +283,107 @@ def test_stitched_connectivity_sees_a_network_broken_where_tiles_meet_though_eac
     # A layout twice a mosaic's side is cut into four windows of it.
     big = np.concatenate([np.concatenate(mosaics[:2], axis=1), np.concatenate(mosaics[2:4], axis=1)], axis=0)
     assert stitched_connectivity([big], mosaics, mosaics, channels)["windows"] == 4
+
+
+def test_building_street_interface_matches_a_brute_force_count_on_real_tiles(held_out):
+    """Each footprint's distance to the nearest street, against float64 pairwise distances between
+    skimage's 4-connected footprints and every street pixel, on real held-out tiles."""
+    from skimage.measure import label
+
+    from urbangen.evaluators.frontage import footprint_distances
+    from urbangen.measure import STREET_CHANNELS
+
+    data, test, _ = held_out
+    channels = list(test.channels)
+    checked = 0
+    for tile in test.tiles[:24]:
+        streets = np.argwhere(tile[..., [channels.index(c) for c in STREET_CHANNELS]].any(axis=-1))
+        labels = label(tile[..., channels.index("buildings")], connectivity=1)
+        if not len(streets) or labels.max() == 0:
+            continue
+        expected = [np.sqrt(((np.argwhere(labels == k)[:, None, :].astype(np.float64) - streets[None]) ** 2)
+                            .sum(axis=-1)).min() * test.meters_per_pixel for k in range(1, labels.max() + 1)]
+        got = footprint_distances(tile, channels, test.meters_per_pixel)
+        np.testing.assert_allclose(np.sort(got), np.sort(expected), rtol=1e-9)
+        checked += 1
+    assert checked >= 5
+
+
+def test_building_street_interface_on_a_drawn_tile():
+    """A building beside the street and one 120 m behind it: setback the median of 4 m and 120 m; of the
+    building pixels half lie within 12 m (3 rows) of the street, against 6 of the land's 63 rows; a tile without
+    streets has neither statistic."""
+    from urbangen.evaluators.frontage import interface_statistics
+
+    channels = ["buildings", "minor_roads", "cycle_foot"]
+    tile = np.zeros((64, 64, 3), np.uint8)
+    tile[10, :, 1] = 1
+    tile[11:14, 5:8, 0] = 1  # its nearest pixel one row (4 m) from the street
+    tile[40:43, 30:33, 0] = 1  # 30 rows (120 m)
+    stats = interface_statistics(np.stack([tile, tile * np.array([1, 0, 0], np.uint8)]), channels, 4.0)
+    np.testing.assert_allclose(stats[0], [(9 / 18) / (6 / 63), 62.0])
+    assert np.isnan(stats[1]).all()
+    with pytest.raises(InvalidValueError, match="buildings channel"):
+        interface_statistics(tile[None, ..., 1:], channels[1:], 4.0)
+
+
+def test_buildings_moved_off_their_streets_fail_the_building_street_interface(held_out):
+    """Real training tiles meet the target against real test tiles; the same tiles with their buildings
+    moved half a tile (shapes and counts kept, streets kept) do not: as many of their pixels lie near a street
+    as of the land's, where real buildings keep back. Shuffled tiles lie further still."""
+    from urbangen.evaluators.frontage import BuildingStreetInterface
+
+    _, test, train = held_out
+    channels = list(train.channels)
+    moved = train.tiles.copy()
+    b = channels.index("buildings")
+    moved[..., b] = np.roll(train.tiles[..., b], (train.tiles.shape[1] // 2, train.tiles.shape[2] // 2), axis=(1, 2))
+    evaluator = BuildingStreetInterface(test)
+    real = evaluator.run(train.tiles, train)["statistics"]
+    off = evaluator.run(moved, train)["statistics"]
+    assert all(real[s]["w1_ratio"] == 1.0 and real[s]["meets_target"] for s in real)
+    assert off["street_enrichment"]["generated_mean"] > real["street_enrichment"]["generated_mean"]
+    assert off["street_enrichment"]["w1_ratio"] > 2 and not off["street_enrichment"]["meets_target"]
+    assert real["street_enrichment"]["ladder_w1"]["shuffled"] > 2 * real["street_enrichment"]["floor_w1"]
+
+
+def test_major_road_reach_counts_the_pieces_that_run_through_a_district():
+    """A window with one 520 m major road and three 80 m pieces: the long one's share of major-road pixels; the
+    same road cut every 100 m: none; too little major road to judge: NaN."""
+    from urbangen.evaluators.streets import major_road_reach
+
+    channels = ["major_roads", "minor_roads"]
+    window = np.zeros((256, 256, 2), np.uint8)
+    window[100, 10:140, 0] = 1  # 130 px: 520 m
+    for c in (160, 190, 220):
+        window[30, c:c + 20, 0] = 1  # 20 px: 80 m each
+    window[:, 50, 1] = 1  # a minor road the whole way: not a major road
+    cut = window.copy()
+    cut[100, 10:140:25, 0] = 0  # pieces of 24 px (96 m)
+    sparse = np.zeros_like(window)
+    sparse[5, 5:15, 0] = 1
+    reach = major_road_reach(np.stack([window, cut, sparse]), channels, 4.0)
+    np.testing.assert_allclose(reach[:2], [130 / 190, 0.0])
+    assert np.isnan(reach[2])
+
+
+def test_stitched_major_road_reach_on_real_mosaics(small_tiles):
+    """Real 2 x 2 tile mosaics against themselves: no gap. Their major roads cut every 100 m (what a layout of
+    major-road fragments looks like): far outside the target."""
+    from data_pipeline.dataset import open_dataset
+    from urbangen.evaluators.seams import real_mosaics
+    from urbangen.evaluators.streets import stitched_major_road_reach
+
+    data = open_dataset(small_tiles)
+    channels = list(data.channels)
+    mosaics = real_mosaics(data, np.arange(len(data)), 2, limit=16)
+    # A 512 m window reaches 500 m only along its diagonal or nearly: judge at the mosaics' own scale.
+    same = stitched_major_road_reach(mosaics, mosaics, [m[::-1] for m in mosaics], channels, data.meters_per_pixel)
+    assert same["relative_gap"] == 0 and same["floor_relative_gap"] == 0 and same["meets_target"]
+    cut = [m.copy() for m in mosaics]
+    k = channels.index("major_roads")
+    for m in cut:
+        m[::25, :, k] = 0
+        m[:, ::25, k] = 0
+    broken = stitched_major_road_reach(cut, mosaics, mosaics, channels, data.meters_per_pixel)
+    assert same["real_test"] > 0.3 and broken["generated"] < 0.05 and not broken["meets_target"]

@@ -275,3 +275,51 @@ def test_selected_tiles_are_the_models_own_and_nearer_their_request(city64):
     assert by_parameters(city64, 8, scatter=1.0).scorer.keywords["scatter"] == 1.0
     with pytest.raises(InvalidValueError, match="between 0 and 1"):
         by_parameters(city64, 8, scatter=1.5)
+
+
+def test_where_a_request_sits_among_the_training_tiles_matches_scipy():
+    """The shipped calibration's share of training tiles below a request, against scipy's percentile of
+    score (ties half) over the tiles counted for that parameter: the 557 whose buildings were mapped."""
+    from scipy.stats import percentileofscore
+
+    from urbangen.generate.selection import Calibration
+    from urbangen.pretrained import CALIBRATIONS, shipped_file
+
+    calibration = Calibration.read(shipped_file(CALIBRATIONS["city-64"]))
+    name = "buildings_per_ha"
+    counted = np.isfinite(calibration.residuals[:, list(calibration.lines).index(name)])
+    assert counted.sum() == 557
+    known = calibration.requests[counted, calibration.request_names.index(name)]
+    z = np.array([known.min() - 1, np.median(known), known[0], 3.0, known.max() + 1])
+    expected = [percentileofscore(known, v, kind="mean") / 100 for v in z]
+    np.testing.assert_allclose(calibration.share_below(name, z), expected, rtol=1e-12)
+    assert calibration.share_below("no_such_parameter", z) is None
+
+
+def test_a_request_beyond_the_training_tiles_is_reported_as_extrapolation(tmp_path):
+    """The shipped generator asked for 30 buildings a hectare (above 99 % of its training tiles') is told so in
+    the report and on the command line; a request like the training tiles' median is not."""
+    import json
+
+    import yaml
+    from typer.testing import CliRunner
+
+    from urbangen.cli import app
+
+    def run(name: str, per_ha: float):
+        params = tmp_path / f"{name}.yaml"
+        params.write_text(yaml.safe_dump({"size_m": 256, "samples": 1, "seed": 1, "candidates": 2,
+                                          "outputs": ["report"],
+                                          "parameters": {"building_coverage": 0.2, "buildings_per_ha": per_ha}}))
+        result = CliRunner().invoke(app, ["generate", str(params), "--out", str(tmp_path / name)])
+        assert result.exit_code == 0, result.output
+        return json.loads((tmp_path / name / "report.json").read_text()), result.output
+
+    beyond, said = run("beyond", 30.0)
+    row = beyond["average"]["buildings_per_ha"]
+    assert row["windows_outside_training"] == row["windows"] == 1 and row["training_tiles_below_request"] > 0.99
+    assert "extrapolates" in said and "Outside the training tiles" in (tmp_path / "beyond" / "report.md").read_text()
+    usual, said = run("usual", 2.0)
+    assert usual["average"]["buildings_per_ha"]["windows_outside_training"] == 0
+    assert 0.3 < usual["average"]["buildings_per_ha"]["training_tiles_below_request"] < 0.7
+    assert "extrapolates" not in said

@@ -161,6 +161,10 @@ def generate_command(
     for name, row in report["average"].items():
         got = "n/a" if row["achieved_mean"] is None else f"{row['achieved_mean']:.3g}"
         console.print(f"  {name}: requested {row['requested_mean']:.3g}, achieved {got} {row['unit']}")
+        if row.get("windows_outside_training"):
+            console.print(f"  [yellow]warning[/]: {name} asks in {row['windows_outside_training']} of "
+                          f"{row['windows']} windows for more (or less) than 99 % of the training tiles had; "
+                          "the generator extrapolates there (see the report)")
 
 
 @app.command("evaluate")

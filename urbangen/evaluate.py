@@ -20,9 +20,10 @@ from data_pipeline.errors import InvalidValueError, RunSpecError, SplitMismatchE
 from urbangen.evaluators.common import RealTiles, generate_for, read_real, sample_rows
 from urbangen.evaluators.conditioning import Conditioning
 from urbangen.evaluators.diversity import Diversity
+from urbangen.evaluators.frontage import BuildingStreetInterface
 from urbangen.evaluators.realism import Realism
 from urbangen.evaluators.seams import Seams, real_mosaics
-from urbangen.evaluators.streets import StreetConnectivity, stitched_connectivity
+from urbangen.evaluators.streets import StreetConnectivity, stitched_connectivity, stitched_major_road_reach
 from urbangen.generate.selection import (
     CANDIDATES,
     SCATTERED_BELOW_R2,
@@ -144,6 +145,8 @@ def evaluate(checkpoint: str | Path | TrainedModel | GeneratorChain, dataset: st
         "attribution": ATTRIBUTION}
     if any(c in model.spec.output_channels for c in ("major_roads", "minor_roads", "cycle_foot")):
         result["streets"] = StreetConnectivity(test).run(generated, train)
+    if "buildings" in model.spec.output_channels:
+        result["building_street_interface"] = BuildingStreetInterface(test).run(generated, train, seed=seed)
     seams = _seams(model, data, test_rows, test, seed, seams_m) if seams_m else None
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -156,6 +159,9 @@ def evaluate(checkpoint: str | Path | TrainedModel | GeneratorChain, dataset: st
         if "streets" in result and floor_mosaics and min(layouts[0].shape[:2]) >= mosaic_px:
             # The same statistic over the stitched layouts, in windows of the mosaics' size.
             result["streets_stitched"] = stitched_connectivity(layouts, mosaics, floor_mosaics, list(data.channels))
+            if "major_roads" in model.spec.output_channels:
+                result["major_roads_stitched"] = stitched_major_road_reach(
+                    layouts, mosaics, floor_mosaics, list(data.channels), data.meters_per_pixel)
     result["acceptance"] = acceptance(result)
     write_text_atomic(out / "evaluation.json", json.dumps(result, indent=2))
     write_text_atomic(out / "report.md", report_markdown(result))
@@ -218,6 +224,14 @@ def acceptance(result: dict[str, Any]) -> list[dict[str, Any]]:
         st = result["streets_stitched"]
         add(f"the same, stitched layout in {st['window_px']} px windows (relative gap to real mosaics)",
             st["relative_gap"], st["floor_relative_gap"], "≤ 0.10", st["meets_target"])
+    for name, m in result.get("building_street_interface", {}).get("statistics", {}).items():
+        add(f"W1 {name} (× floor), building–street interface", m["w1_ratio"], 1.0, "≤ 2 × floor",
+            m["meets_target"])
+    if "major_roads_stitched" in result:
+        st = result["major_roads_stitched"]
+        add(f"major-road pixels in pieces reaching {st['reach_m']:g} m, stitched layout in {st['window_px']} px "
+            "windows (relative gap to real mosaics)", st["relative_gap"], st["floor_relative_gap"], "≤ 2 × floor",
+            st["meets_target"])
     d = result["diversity"]
     between, real = d["pixel_disagreement_between_samples"], d["pixel_disagreement_between_real_neighbours"]
     add("pixel disagreement between samples", between, real, "≥ 0.5 × real neighbours'",
@@ -336,6 +350,29 @@ def report_markdown(result: dict[str, Any]) -> str:
                   f"{st['window_px']} px: generated {_fmt(st['generated'])}, real test mosaics of that size "
                   f"{_fmt(st['real_test'])} ({st['real_test_mosaics']}), real training mosaics "
                   f"{_fmt(st['real_train'])} ({st['real_train_mosaics']})."]
+    if "major_roads_stitched" in result:
+        st = result["major_roads_stitched"]
+        lines += ["", f"Major roads that run through a district (`urbangen.evaluators.streets.major_road_reach`): the "
+                  f"share of major-road pixels in pieces whose extent reaches {st['reach_m']:g} m, in the same "
+                  f"windows: generated {_fmt(st['generated'])} ({st['windows_without_major_roads']} of "
+                  f"{st['windows']} windows without major roads), real test mosaics {_fmt(st['real_test'])}, real "
+                  f"training mosaics {_fmt(st['real_train'])}."]
+    if "building_street_interface" in result:
+        bs = result["building_street_interface"]
+        lines += ["", "## Building–street interface", "",
+                  f"Whether buildings front the streets (`urbangen.evaluators.frontage`). Street enrichment: the "
+                  f"share of building pixels within {bs['near_m']:g} m of a street over the share of land there "
+                  "(about 1 for buildings placed without regard to the streets; real buildings keep back, below 1). "
+                  "Setback: the median distance from a footprint to its nearest street. Each W1 is against the real "
+                  "test tiles, over the floor (real training tiles against them); the ladder's shuffled and noise "
+                  "rungs are ceilings.", ""]
+        lines += table(["statistic", "generated mean", "real test mean", "real training mean", "W1 (× floor)",
+                        "shuffled, noise (× floor)"],
+                       [[name, _fmt(m["generated_mean"]), _fmt(m["real_test_mean"]), _fmt(m["real_train_mean"]),
+                         _fmt(m["w1_ratio"]),
+                         f"{_fmt(m['ladder_w1']['shuffled'] / m['floor_w1'])}, "
+                         f"{_fmt(m['ladder_w1']['noise'] / m['floor_w1'])}" if m["floor_w1"] > 0 else "n/a"]
+                        for name, m in bs["statistics"].items()])
     if "seams" in result:
         sm = result["seams"]
         lines += ["", "## Seams", "", f"A stitched {sm['layout_px'][0]} px layout (2 samples), lines every "

@@ -10,6 +10,13 @@ A stitched layout larger than a tile is judged the same way at a larger
 scale (:func:`stitched_connectivity`): cut into windows the size of the
 real mosaics of whole tiles beside it, where a network broken where its
 tiles overlap shows, though every tile of it is whole.
+
+A network can be one piece and still lack what a planner reads a district
+by: major roads that run through it. :func:`major_road_reach` takes, per
+window, the share of major-road pixels in pieces of major road whose extent
+(the diagonal of their bounding box) reaches ``REACH_M``; real 1 km mosaics
+of the offline city set score about 0.9 (their arterials cross the window),
+a layout of scattered major-road fragments 0.
 """
 
 from __future__ import annotations
@@ -24,6 +31,10 @@ from urbangen.measure import STREET_CHANNELS
 
 #: 8-connectivity: diagonal street pixels touch, as a diagonal street is drawn.
 _EIGHT = np.ones((3, 3), bool)
+#: A piece of major road this long (its bounding box's diagonal) runs through a district, not along a block.
+REACH_M = 500.0
+#: Windows with fewer major-road pixels than this have no major road to judge (NaN).
+MIN_MAJOR_PX = 20
 
 
 def largest_component_share(tiles: np.ndarray, channels: list[str]) -> np.ndarray:
@@ -86,3 +97,50 @@ def stitched_connectivity(layouts: list[np.ndarray], test_mosaics: list[np.ndarr
             "real_train_mosaics": len(train_mosaics), "real_test": ref, "generated": gen, "real_train": floor,
             "relative_gap": abs(gen - ref) / ref, "floor_relative_gap": abs(floor - ref) / ref,
             "target_relative_gap": tolerance, "meets_target": bool(abs(gen - ref) / ref <= tolerance)}
+
+
+def major_road_reach(windows: np.ndarray, channels: list[str], meters_per_pixel: float,
+                     reach_m: float = REACH_M) -> np.ndarray:
+    """Per window, the share of major-road pixels in 8-connected pieces of major road whose bounding box's
+    diagonal reaches ``reach_m`` (NaN with fewer than ``MIN_MAJOR_PX`` major-road pixels)."""
+    out = np.full(len(windows), np.nan)
+    if "major_roads" not in channels:
+        return out
+    k = channels.index("major_roads")
+    for i, window in enumerate(windows):
+        mask = window[..., k].astype(bool)
+        total = int(mask.sum())
+        if total < MIN_MAJOR_PX:
+            continue
+        labels, _ = ndimage.label(mask, structure=_EIGHT)
+        sizes = np.bincount(labels.ravel())
+        reaching = sum(int(sizes[j + 1]) for j, box in enumerate(ndimage.find_objects(labels))
+                       if np.hypot(box[0].stop - box[0].start, box[1].stop - box[1].start) * meters_per_pixel
+                       >= reach_m)
+        out[i] = reaching / total
+    return out
+
+
+def stitched_major_road_reach(layouts: list[np.ndarray], test_mosaics: list[np.ndarray],
+                              train_mosaics: list[np.ndarray], channels: list[str],
+                              meters_per_pixel: float) -> dict[str, Any]:
+    """:func:`major_road_reach` of stitched layouts in windows of the real mosaics' size, against real test
+    mosaics, beside real training mosaics (the floor); windows without major roads are counted apart.
+
+    The target is a relative gap of at most twice the floor's: few real mosaics have major roads (the
+    offline city set's 16 test mosaics of 1 km, 11 of them; 0.77 against the training mosaics' 0.98).
+    """
+    side = test_mosaics[0].shape[0]
+    windows = np.stack([layout[r:r + side, c:c + side] for layout in layouts
+                        for r in range(0, layout.shape[0] - side + 1, side)
+                        for c in range(0, layout.shape[1] - side + 1, side)])
+    gen_share = major_road_reach(windows, channels, meters_per_pixel)
+    ref = float(np.nanmean(major_road_reach(np.stack(test_mosaics), channels, meters_per_pixel)))
+    floor = float(np.nanmean(major_road_reach(np.stack(train_mosaics), channels, meters_per_pixel)))
+    gen = float(np.nanmean(gen_share)) if np.isfinite(gen_share).any() else float("nan")
+    gap = abs(gen - ref) / ref if np.isfinite(gen) else float("nan")
+    floor_gap = abs(floor - ref) / ref
+    return {"window_px": side, "windows": int(len(windows)), "windows_without_major_roads":
+            int((~np.isfinite(gen_share)).sum()), "reach_m": REACH_M, "real_test": ref, "generated": gen,
+            "real_train": floor, "relative_gap": gap, "floor_relative_gap": floor_gap,
+            "target_relative_gap": 2 * floor_gap, "meets_target": bool(gap <= 2 * floor_gap)}

@@ -16,7 +16,7 @@ from data_pipeline.parameters import PARAMETERS
 from urbangen.generate.fields import parameter_fields
 from urbangen.generate.request import GenerationRequest, read_request
 from urbangen.generate.sampler import generate_layout, to_layout
-from urbangen.generate.selection import by_parameters, candidates_of, shipped_calibration
+from urbangen.generate.selection import Calibration, by_parameters, candidates_of, shipped_calibration
 from urbangen.generate.writers import write_geotiff, write_png, write_report
 from urbangen.inference import Generator, GeneratorChain, TrainedModel
 from urbangen.measure import measure_windows, vectorize
@@ -174,6 +174,29 @@ def _write_geojson(frame, path: Path) -> None:
     frame.to_crs("EPSG:4326").to_file(path, driver="GeoJSON")
 
 
+#: A window's request below this share of the training tiles' own, or above one less it, is outside what the
+#: generator learned from: the report says so, since what it draws there is extrapolation.
+OUTSIDE_TRAINING_SHARE = 0.01
+
+
+def _among_training_tiles(calibration: Calibration | None, gen: Generator, name: str,
+                          rows: list[dict]) -> dict[str, Any]:
+    """Where a parameter's requests sit among the tiles the generator was trained on (its shipped calibration's
+    fitting tiles): the share of them below the mean request, and the windows asking for more (or less) than
+    all but ``OUTSIDE_TRAINING_SHARE`` of them. Empty without a calibration that holds those tiles."""
+    if calibration is None or name not in gen.spec.parameter_names:
+        return {}
+    j = list(gen.spec.parameter_names).index(name)
+    mean, std = gen.spec.scaler_mean[j], gen.spec.scaler_std[j]
+    requested = np.array([w["requested"] for r in rows for w in r["per_window"]], np.float64)
+    requested = requested[np.isfinite(requested)]
+    shares = calibration.share_below(name, (np.append(requested, np.mean(requested)) - mean) / std)
+    if shares is None or not len(requested):
+        return {}
+    outside = (shares[:-1] < OUTSIDE_TRAINING_SHARE) | (shares[:-1] > 1 - OUTSIDE_TRAINING_SHARE)
+    return {"training_tiles_below_request": float(shares[-1]), "windows_outside_training": int(outside.sum())}
+
+
 def _report(request: GenerationRequest, gen: Generator, samples: list[dict], height: int,
             width: int) -> dict[str, Any]:
     average = {}
@@ -196,6 +219,7 @@ def _report(request: GenerationRequest, gen: Generator, samples: list[dict], hei
             row["real_tiles_measure"] = float(calibration.target([name], z, names)[0, 0])
         else:
             row["real_tiles_measure"] = None
+        row |= _among_training_tiles(calibration, gen, name, [s["parameters"][name] for s in samples])
     mpp = gen.spec.meters_per_pixel
     return {"parameter_file": request.source, "checkpoint": request.model_ref, "model": gen.spec.kind,
             "checkpoint_step": gen.spec.step, "meters_per_pixel": mpp,

@@ -164,6 +164,19 @@ class Calibration:
             return np.full(len(names), float(scatter))
         return np.array([float(self.lines[n].r2 < SCATTERED_BELOW_R2) for n in names])
 
+    def share_below(self, name: str, z: np.ndarray) -> np.ndarray | None:
+        """For standardized requests ``z`` of ``name``, the share of the fitting tiles (those counted for it)
+        whose own request lies below (ties count half): where a request sits among the tiles a generator
+        learned from. None without the fitting tiles' requests."""
+        if self.requests is None or self.residuals is None or name not in self.lines or name not in self.request_names:
+            return None
+        counted = np.isfinite(self.residuals[:, list(self.lines).index(name)])
+        known = np.sort(self.requests[counted, self.request_names.index(name)])
+        if not len(known):
+            return None
+        z = np.asarray(z, np.float64)
+        return (np.searchsorted(known, z, "left") + np.searchsorted(known, z, "right")) / (2 * len(known))
+
     def _drawn_residuals(self, names: list[str], z: np.ndarray, z_names: list[str] | tuple[str, ...],
                          seeds: np.ndarray) -> np.ndarray:
         assert self.residuals is not None and self.requests is not None

@@ -89,6 +89,15 @@ def write_report(report: dict[str, Any], json_path: Path, md_path: Path) -> None
                      fmt(row["achieved_mean"]), fmt(row["mean_absolute_error"]),
                      f"{row['failed_windows']}/{row['windows']}"]
                     for name, row in report["average"].items()])
+    outside = {name: row for name, row in report["average"].items() if row.get("windows_outside_training")}
+    if outside:
+        lines += ["", "**Outside the training tiles.** A generator draws what it learned from; asked for more (or "
+                  "less) than all but 1 % of its training tiles have, it extrapolates, and its layouts there are "
+                  "not a district of that kind (a lattice of small buildings for a density no real tile had):"]
+        lines += [f"- `{name}`: {row['windows_outside_training']} of {row['windows']} windows; the mean request "
+                  f"{fmt(row['requested_mean'])} {row['unit']} lies above "
+                  f"{100 * row['training_tiles_below_request']:.1f} % of the training tiles'"
+                  for name, row in outside.items()]
     lines += [""] + table(["sample", "buildings", "street segments"],
                           [[s["sample"], s["buildings"], s["street_segments"]] for s in report["samples"]])
     lines += ["", report["attribution"], ""]
