@@ -13,9 +13,10 @@ channel). Two per-tile statistics:
 - ``street_enrichment``: the share of building pixels within ``NEAR_M`` of
   a street, over the share of all land (pixels that are not street) within
   it. Buildings placed without regard to the streets score about 1; real
-  tiles score about 0.5 (validation tiles of the offline city set: 0.56),
-  since buildings keep off the carriageway, the pavement and the front yard;
-  buildings laid on the streets score above 1.
+  tiles score below it (the offline city set's validation, training and
+  test tiles: 0.56, 0.59 and 0.79 on average), since buildings keep off the
+  carriageway, the pavement and the front yard; buildings laid on the
+  streets score above 1.
 - ``setback_m``: the median over building footprints (4-connected pieces of
   the building channel, as :func:`urbangen.vectorize.polygons` reads them)
   of the distance from a footprint's nearest pixel to the nearest street:
