@@ -329,8 +329,9 @@ def test_building_street_interface_on_a_drawn_tile():
 
 def test_buildings_moved_off_their_streets_fail_the_building_street_interface(held_out):
     """Real training tiles meet the target against real test tiles; the same tiles with their buildings
-    moved half a tile (shapes and counts kept, streets kept) do not: as many of their pixels lie near a street
-    as of the land's, where real buildings keep back. Shuffled tiles lie further still."""
+    moved half a tile (streets kept; shapes and counts kept but for footprints the wrap splits) do not:
+    as many of their pixels lie near a street as of the land's, where real buildings keep back. Shuffled
+    tiles lie further still."""
     from urbangen.evaluators.frontage import BuildingStreetInterface
 
     _, test, train = held_out
@@ -341,7 +342,7 @@ def test_buildings_moved_off_their_streets_fail_the_building_street_interface(he
     evaluator = BuildingStreetInterface(test)
     real = evaluator.run(train.tiles, train)["statistics"]
     off = evaluator.run(moved, train)["statistics"]
-    assert all(real[s]["w1_ratio"] == 1.0 and real[s]["meets_target"] for s in real)
+    assert all(real[s]["meets_target"] for s in real)  # its own floor: a check of the bookkeeping only
     assert off["street_enrichment"]["generated_mean"] > real["street_enrichment"]["generated_mean"]
     assert off["street_enrichment"]["w1_ratio"] > 2 and not off["street_enrichment"]["meets_target"]
     assert real["street_enrichment"]["ladder_w1"]["shuffled"] > 2 * real["street_enrichment"]["floor_w1"]
@@ -377,9 +378,14 @@ def test_stitched_major_road_reach_on_real_mosaics(small_tiles):
     data = open_dataset(small_tiles)
     channels = list(data.channels)
     mosaics = real_mosaics(data, np.arange(len(data)), 2, limit=16)
-    # A 512 m window reaches 500 m only along its diagonal or nearly: judge at the mosaics' own scale.
-    same = stitched_major_road_reach(mosaics, mosaics, [m[::-1] for m in mosaics], channels, data.meters_per_pixel)
-    assert same["relative_gap"] == 0 and same["floor_relative_gap"] == 0 and same["meets_target"]
+    # Layouts, reference and floor all the same mosaics: no gap, and the target its minimum.
+    same = stitched_major_road_reach(mosaics, mosaics, mosaics, channels, data.meters_per_pixel)
+    assert same["relative_gap"] == 0 and same["target_relative_gap"] == 0.10 and same["meets_target"]
+    # A reference without major roads judges nothing.
+    bare = [m.copy() for m in mosaics]
+    for m in bare:
+        m[..., channels.index("major_roads")] = 0
+    assert stitched_major_road_reach(mosaics, bare, mosaics, channels, data.meters_per_pixel)["meets_target"] is None
     cut = [m.copy() for m in mosaics]
     k = channels.index("major_roads")
     for m in cut:

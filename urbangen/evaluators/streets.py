@@ -15,8 +15,9 @@ A network can be one piece and still lack what a planner reads a district
 by: major roads that run through it. :func:`major_road_reach` takes, per
 window, the share of major-road pixels in pieces of major road whose extent
 (the diagonal of their bounding box) reaches ``REACH_M``; real 1 km mosaics
-of the offline city set score about 0.9 (their arterials cross the window),
-a layout of scattered major-road fragments 0.
+of the offline city set score 0.86 to 0.96 (the bar's training and test
+mosaics: their arterials cross the window), a layout of scattered
+major-road fragments 0.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ _EIGHT = np.ones((3, 3), bool)
 REACH_M = 500.0
 #: Windows with fewer major-road pixels than this have no major road to judge (NaN).
 MIN_MAJOR_PX = 20
+#: The reach's target gap is twice the floor's, but never below this (as the connectivity target).
+MIN_TARGET_GAP = 0.10
 
 
 def largest_component_share(tiles: np.ndarray, channels: list[str]) -> np.ndarray:
@@ -127,20 +130,31 @@ def stitched_major_road_reach(layouts: list[np.ndarray], test_mosaics: list[np.n
     """:func:`major_road_reach` of stitched layouts in windows of the real mosaics' size, against real test
     mosaics, beside real training mosaics (the floor); windows without major roads are counted apart.
 
-    The target is a relative gap of at most twice the floor's: few real mosaics have major roads (the
-    offline city set's 16 test mosaics of 1 km, 11 of them; 0.77 against the training mosaics' 0.98).
+    The target is a relative gap of at most twice the floor's, and never under ``MIN_TARGET_GAP``: few
+    real mosaics have major roads (the bar's 1 km test mosaics: 8, scoring 0.96 against the training
+    mosaics' 0.86). Where the real test mosaics score 0 or have no major road, there is nothing to
+    judge against and ``meets_target`` is None.
     """
     side = test_mosaics[0].shape[0]
     windows = np.stack([layout[r:r + side, c:c + side] for layout in layouts
                         for r in range(0, layout.shape[0] - side + 1, side)
                         for c in range(0, layout.shape[1] - side + 1, side)])
     gen_share = major_road_reach(windows, channels, meters_per_pixel)
-    ref = float(np.nanmean(major_road_reach(np.stack(test_mosaics), channels, meters_per_pixel)))
-    floor = float(np.nanmean(major_road_reach(np.stack(train_mosaics), channels, meters_per_pixel)))
-    gen = float(np.nanmean(gen_share)) if np.isfinite(gen_share).any() else float("nan")
-    gap = abs(gen - ref) / ref if np.isfinite(gen) else float("nan")
-    floor_gap = abs(floor - ref) / ref
+    gen = _finite_mean(gen_share)
+    ref, floor = (_finite_mean(major_road_reach(np.stack(m), channels, meters_per_pixel))
+                  for m in (test_mosaics, train_mosaics))
+    judged = np.isfinite(ref) and ref > 0
+    gap = abs(gen - ref) / ref if judged and np.isfinite(gen) else float("nan")
+    floor_gap = abs(floor - ref) / ref if judged and np.isfinite(floor) else float("nan")
+    target = max(2 * floor_gap, MIN_TARGET_GAP) if np.isfinite(floor_gap) else float("nan")
     return {"window_px": side, "windows": int(len(windows)), "windows_without_major_roads":
             int((~np.isfinite(gen_share)).sum()), "reach_m": REACH_M, "real_test": ref, "generated": gen,
             "real_train": floor, "relative_gap": gap, "floor_relative_gap": floor_gap,
-            "target_relative_gap": 2 * floor_gap, "meets_target": bool(gap <= 2 * floor_gap)}
+            "target_relative_gap": target,
+            "meets_target": bool(gap <= target) if np.isfinite(target) and judged else None}
+
+
+def _finite_mean(x: np.ndarray) -> float:
+    """The mean of the finite values (NaN, without a warning, when there is none)."""
+    x = x[np.isfinite(x)]
+    return float(x.mean()) if len(x) else float("nan")

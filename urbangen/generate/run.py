@@ -182,19 +182,23 @@ OUTSIDE_TRAINING_SHARE = 0.01
 def _among_training_tiles(calibration: Calibration | None, gen: Generator, name: str,
                           rows: list[dict]) -> dict[str, Any]:
     """Where a parameter's requests sit among the tiles the generator was trained on (its shipped calibration's
-    fitting tiles): the share of them below the mean request, and the windows asking for more (or less) than
-    all but ``OUTSIDE_TRAINING_SHARE`` of them. Empty without a calibration that holds those tiles."""
+    fitting tiles that were counted for the parameter, those where it was both requested and measured): the
+    share of them below the mean of every sample's window requests, and the windows asking for more (or less)
+    than all but ``OUTSIDE_TRAINING_SHARE`` of them. Empty without a calibration that holds those tiles."""
     if calibration is None or name not in gen.spec.parameter_names:
         return {}
     j = list(gen.spec.parameter_names).index(name)
     mean, std = gen.spec.scaler_mean[j], gen.spec.scaler_std[j]
     requested = np.array([w["requested"] for r in rows for w in r["per_window"]], np.float64)
     requested = requested[np.isfinite(requested)]
-    shares = calibration.share_below(name, (np.append(requested, np.mean(requested)) - mean) / std)
-    if shares is None or not len(requested):
+    if not len(requested):
+        return {}
+    shares = calibration.share_below(name, (np.append(requested, requested.mean()) - mean) / std)
+    if shares is None:
         return {}
     outside = (shares[:-1] < OUTSIDE_TRAINING_SHARE) | (shares[:-1] > 1 - OUTSIDE_TRAINING_SHARE)
-    return {"training_tiles_below_request": float(shares[-1]), "windows_outside_training": int(outside.sum())}
+    return {"compared_request_mean": float(requested.mean()), "training_tiles_below_request": float(shares[-1]),
+            "windows_outside_training": int(outside.sum())}
 
 
 def _report(request: GenerationRequest, gen: Generator, samples: list[dict], height: int,

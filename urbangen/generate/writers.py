@@ -95,7 +95,7 @@ def write_report(report: dict[str, Any], json_path: Path, md_path: Path) -> None
                   "less) than all but 1 % of its training tiles have, it extrapolates, and its layouts there are "
                   "not a district of that kind (a lattice of small buildings for a density no real tile had):"]
         lines += [f"- `{name}`: {row['windows_outside_training']} of {row['windows']} windows; the mean request "
-                  f"{fmt(row['requested_mean'])} {row['unit']} lies above "
+                  f"{fmt(row['compared_request_mean'])} {row['unit']} lies above "
                   f"{100 * row['training_tiles_below_request']:.1f} % of the training tiles'"
                   for name, row in outside.items()]
     lines += [""] + table(["sample", "buildings", "street segments"],
