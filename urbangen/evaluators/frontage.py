@@ -39,11 +39,11 @@ from typing import Any
 
 import numpy as np
 from scipy import ndimage
-from scipy import stats as scipy_stats
 
 from data_pipeline.errors import InvalidValueError
 from urbangen.evaluators import ladder
 from urbangen.evaluators.common import RealTiles
+from urbangen.evaluators.stats import wasserstein_columns
 from urbangen.measure import STREET_CHANNELS
 
 #: The band along a street whose share of buildings ``street_enrichment`` compares with its share of land:
@@ -91,9 +91,14 @@ def footprint_distances(tile: np.ndarray, channels: list[str], meters_per_pixel:
         If ``channels`` lack the buildings channel or every street channel.
     """
     distance = _street_distance(tile, channels, meters_per_pixel)
-    labels, n = ndimage.label(tile[..., channels.index("buildings")].astype(bool), structure=_FOUR)
-    if n == 0 or distance is None:
+    if distance is None:
         return np.zeros(0)
+    return _footprint_minimum(distance, tile[..., channels.index("buildings")].astype(bool))
+
+
+def _footprint_minimum(distance: np.ndarray, buildings: np.ndarray) -> np.ndarray:
+    """Per 4-connected footprint of ``buildings`` (H, W), the least of ``distance`` over its pixels."""
+    labels, n = ndimage.label(buildings, structure=_FOUR)
     return np.asarray(ndimage.minimum(distance, labels, index=np.arange(1, n + 1)), dtype=np.float64)
 
 
@@ -116,21 +121,10 @@ def interface_statistics(tiles: np.ndarray, channels: list[str], meters_per_pixe
         buildings = tile[..., channels.index("buildings")].astype(bool)
         if distance is None or not buildings.any():
             continue
-        labels, n = ndimage.label(buildings, structure=_FOUR)
-        footprints = ndimage.minimum(distance, labels, index=np.arange(1, n + 1))
+        footprints = _footprint_minimum(distance, buildings)
         # Street pixels are at distance 0, so a building laid over a street counts as near it (above 1).
         near, land = distance <= NEAR_M, distance > 0
         out[i] = (np.mean(near[buildings]) / np.mean(near[land]), np.median(footprints))
-    return out
-
-
-def _w1(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Per column, the Wasserstein-1 distance between the finite values of ``a`` and ``b`` (NaN if a side has none)."""
-    out = np.full(a.shape[1], np.nan)
-    for j in range(a.shape[1]):
-        x, y = a[:, j][np.isfinite(a[:, j])], b[:, j][np.isfinite(b[:, j])]
-        if len(x) and len(y):
-            out[j] = scipy_stats.wasserstein_distance(x, y)
     return out
 
 
@@ -151,9 +145,10 @@ class BuildingStreetInterface:
                                     f"generated, {len(real)} real and {len(self.reference)} reference tiles")
         gen_stats = interface_statistics(generated, self.channels, self.mpp)
         real_stats = interface_statistics(real.tiles, self.channels, self.mpp)
-        w1, floor = _w1(gen_stats, self.reference_stats), _w1(real_stats, self.reference_stats)
+        w1 = wasserstein_columns(gen_stats, self.reference_stats)
+        floor = wasserstein_columns(real_stats, self.reference_stats)
         # The ladder's degraded rungs, as ceilings (not a gate: blurring moves no building off its street).
-        rungs = {name: _w1(interface_statistics(tiles, self.channels, self.mpp), self.reference_stats)
+        rungs = {name: wasserstein_columns(interface_statistics(tiles, self.channels, self.mpp), self.reference_stats)
                  for name, tiles in ladder.rungs(real.tiles, seed).items() if name != "real"}
         out: dict[str, Any] = {"n": int(len(generated)), "near_m": NEAR_M, "statistics": {}}
         for j, name in enumerate(STATISTICS):

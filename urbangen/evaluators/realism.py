@@ -24,12 +24,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats as scipy_stats
 
 from data_pipeline.errors import InvalidValueError
 from urbangen.evaluators import ladder
 from urbangen.evaluators.common import RealTiles
-from urbangen.evaluators.stats import frechet_distance, frechet_interval, kid
+from urbangen.evaluators.stats import frechet_distance, frechet_interval, kid, wasserstein_columns
 from urbangen.inference import TrainedModel
 
 
@@ -57,13 +56,7 @@ class Realism:
 
     def _w1(self, measured: np.ndarray) -> np.ndarray:
         """Per-parameter Wasserstein-1 distance to the reference (NaN where a side has no value)."""
-        out = np.full(measured.shape[1], np.nan)
-        for j in range(measured.shape[1]):
-            a, b = measured[:, j], self.reference_measured[:, j]
-            a, b = a[np.isfinite(a)], b[np.isfinite(b)]
-            if len(a) and len(b):
-                out[j] = scipy_stats.wasserstein_distance(a, b)
-        return out
+        return wasserstein_columns(measured, self.reference_measured)
 
     def score(self, tiles: np.ndarray, regions: np.ndarray | None = None, *, interval: bool = False,
               measured: pd.DataFrame | None = None) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 from scipy import linalg
 from scipy.spatial.distance import pdist, squareform
-from scipy.stats import norm
+from scipy.stats import norm, wasserstein_distance
 from sklearn.metrics.pairwise import polynomial_kernel
 
 from data_pipeline.errors import InvalidValueError
@@ -29,6 +29,17 @@ Statistic = Callable[[np.ndarray, np.ndarray], float]
 
 #: Random subsamples of the larger side averaged for an equal-size point estimate (see ``block_bootstrap``).
 _POINT_SUBSAMPLES = 10
+
+
+def wasserstein_columns(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per column of ``a`` (n, k) and ``b`` (m, k), the Wasserstein-1 distance between their finite values
+    (NaN where a side has none)."""
+    out = np.full(a.shape[1], np.nan)
+    for j in range(a.shape[1]):
+        x, y = a[:, j][np.isfinite(a[:, j])], b[:, j][np.isfinite(b[:, j])]
+        if len(x) and len(y):
+            out[j] = wasserstein_distance(x, y)
+    return out
 
 
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:

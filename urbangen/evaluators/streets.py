@@ -90,9 +90,7 @@ def stitched_connectivity(layouts: list[np.ndarray], test_mosaics: list[np.ndarr
         The target's relative gap.
     """
     side = test_mosaics[0].shape[0]
-    windows = np.stack([layout[r:r + side, c:c + side] for layout in layouts
-                        for r in range(0, layout.shape[0] - side + 1, side)
-                        for c in range(0, layout.shape[1] - side + 1, side)])
+    windows = _windows(layouts, side)
     ref = float(np.nanmean(largest_component_share(np.stack(test_mosaics), channels)))
     gen = float(np.nanmean(largest_component_share(windows, channels)))
     floor = float(np.nanmean(largest_component_share(np.stack(train_mosaics), channels)))
@@ -136,9 +134,7 @@ def stitched_major_road_reach(layouts: list[np.ndarray], test_mosaics: list[np.n
     judge against and ``meets_target`` is None.
     """
     side = test_mosaics[0].shape[0]
-    windows = np.stack([layout[r:r + side, c:c + side] for layout in layouts
-                        for r in range(0, layout.shape[0] - side + 1, side)
-                        for c in range(0, layout.shape[1] - side + 1, side)])
+    windows = _windows(layouts, side)
     gen_share = major_road_reach(windows, channels, meters_per_pixel)
     gen = _finite_mean(gen_share)
     ref, floor = (_finite_mean(major_road_reach(np.stack(m), channels, meters_per_pixel))
@@ -158,3 +154,10 @@ def _finite_mean(x: np.ndarray) -> float:
     """The mean of the finite values (NaN, without a warning, when there is none)."""
     x = x[np.isfinite(x)]
     return float(x.mean()) if len(x) else float("nan")
+
+
+def _windows(layouts: list[np.ndarray], side: int) -> np.ndarray:
+    """Every whole ``side`` x ``side`` window of each layout, side by side from its top left corner."""
+    return np.stack([layout[r:r + side, c:c + side] for layout in layouts
+                     for r in range(0, layout.shape[0] - side + 1, side)
+                     for c in range(0, layout.shape[1] - side + 1, side)])
