@@ -51,7 +51,8 @@ def main() -> None:
         if set(PARAMETER_CHANNELS[name]) <= set(BUILDING_CHANNELS):
             requested[unmapped, j] = np.nan
     # Each parameter against every parameter of the stage that draws it: the request as the stage sees it.
-    stages = model.stages if isinstance(model, GeneratorChain) else (model,)
+    # (Stages at a coarser scale, the arterial stage, are drawn once and never chosen by selection.)
+    stages = tuple(s for s in model.stages if model.factor(s) == 1) if isinstance(model, GeneratorChain) else (model,)
     predictors = {p: list(s.spec.parameter_names) for s in stages for p in s.spec.parameter_names}
     calibration = fit_calibration(requested, measured, names, scaler=model.spec.scaler, predictors=predictors,
                                   tile_px=data.tile_px,

@@ -174,7 +174,7 @@ def test_seeded_targets_scatter_like_real_tiles_measured(small_tiles):
 
     model = load_shipped("city-64")
     calibration = shipped_calibration(model)
-    streets = model.stages[0]
+    streets = model.stages[-2]  # the street stage, before the buildings
     names = ["intersection_density_per_km2", "dead_end_share"]
     data = open_dataset(small_tiles)
     real = read_real(data, np.arange(len(data.tiles)), tuple(model.spec.parameter_names))
@@ -264,7 +264,7 @@ def test_selected_tiles_are_the_models_own_and_nearer_their_request(city64):
     selected, tiles = coverage_error(chosen)
     assert selected < 0.75 * plain, (selected, plain)
 
-    streets = city64.stages[0]
+    streets = city64.stages[-2]  # the street stage, before the buildings
     cols = city64.columns(streets)
     candidates = deterministic_layout(streets.generate_tiles(np.repeat(maps[..., cols], 8, axis=0),
                                                              jax.random.fold_in(key, 0)), streets.spec)

@@ -201,3 +201,31 @@ def test_a_two_stage_chain_draws_streets_then_buildings_around_them(latent_run, 
                                       "outputs": ["png", "report"]}))
     report = generate(params, tmp_path / "out")
     assert report["model"] == "chain" and report["size_px"] == [80, 80]
+
+
+def test_the_shipped_generator_draws_major_roads_that_run_on():
+    """city-64's arterial stage draws a 1 km layout's major roads over the whole of it: most of their pixels lie
+    in pieces reaching 500 m, where the street stage alone, drawing 256 m at a time, leaves short pieces."""
+    from urbangen.evaluators.streets import major_road_reach
+    from urbangen.generate.sampler import generate_layout
+    from urbangen.inference import GeneratorChain
+    from urbangen.pretrained import load_shipped
+
+    chain = load_shipped("city-64")
+    arterials = chain.stages[0]
+    assert (chain.factor(arterials), arterials.spec.tile_m, arterials.spec.output_channels) == (
+        4, 1024.0, ("major_roads",))
+    names = list(chain.spec.parameter_names)
+    request = np.array(chain.spec.scaler_mean)  # the training tiles' mean, with major roads asked for
+    request[names.index("major_road_density_km_per_km2")] = 4.0
+    request[names.index("major_road_share")] = 0.2
+    fields = np.broadcast_to(request, (256, 256, len(names))).copy()
+    channels = list(chain.spec.output_channels)
+    key = jax.random.key(3)
+    layout = generate_layout(chain, fields, key) > 0.5
+    without = generate_layout(GeneratorChain.of("streets only", chain.stages[1:]), fields, key) > 0.5
+    reach, reach_without = (major_road_reach(x[None], channels, 4.0)[0] for x in (layout, without))
+    # One 1 km sample (this one 0.66; real 1 km mosaics 0.96 on average, generated 2 x 2 km layouts 0.92).
+    assert reach > 0.5 > 0.2 > reach_without, (reach, reach_without)
+    # As much major road as real 1 km asked for 4 km/km² have, at 12 m wide: about 5 % of the ground.
+    assert 0.02 < layout[..., channels.index("major_roads")].mean() < 0.1

@@ -55,6 +55,10 @@ DETERMINISTIC = ("threshold", "proximity")
 #: real tile's scatter in the targets).
 Scorer = Callable[["TrainedModel", np.ndarray, np.ndarray, "np.ndarray | None"], np.ndarray]
 Selection = tuple[int, Scorer]
+#: Where a chain's later stage draws a channel an earlier stage drew, the earlier stage's stands and the later
+#: one's pixels go to this channel (dropped when it has none): the arterial stage decides where the major roads
+#: run, and the street stage's own pieces of major road become minor streets, which keeps its network whole.
+DEMOTED = {"major_roads": "minor_roads"}
 
 
 #: Folded into a stage's or window's key for its tiles' target seeds: no sampling key is folded with it.
@@ -99,7 +103,7 @@ def deterministic_layout(probs: np.ndarray, spec: RunSpec, *, stitched: bool = F
 
 
 def stage_outputs(probs: np.ndarray, spec: RunSpec, *, stitched: bool = False, layout: np.ndarray | None = None
-                  ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+                  ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """A chain stage's 0/1 channels by name (what the next stage draws around), and what the chain outputs
     for them: a thresholded stage's probabilities, or a proximity stage's decoded 0/1 layout
     (:func:`deterministic_layout`, ``stitched`` as there; ``layout``: that layout, when already made).
@@ -107,7 +111,8 @@ def stage_outputs(probs: np.ndarray, spec: RunSpec, *, stitched: bool = False, l
     if layout is None:
         layout = deterministic_layout(probs, spec, stitched=stitched)
     drawn = {c: layout[..., j] for j, c in enumerate(spec.output_channels)}
-    return drawn, probs if spec.sampling == "threshold" else layout.astype(np.float32)
+    out = probs if spec.sampling == "threshold" else layout.astype(np.float32)
+    return drawn, {c: out[..., j] for j, c in enumerate(spec.output_channels)}
 
 
 class RunSpec(pydantic.BaseModel):
@@ -399,32 +404,60 @@ class GeneratorChain:
 
     @classmethod
     def of(cls, name: str, stages: tuple[TrainedModel, ...]) -> GeneratorChain:
-        """Chain ``stages``; each stage's given channels must be drawn by an earlier one."""
-        first = stages[0].spec
+        """Chain ``stages``; each stage's given channels must be drawn by an earlier one.
+
+        The last stage sets the chain's tiles. An earlier stage may draw at a
+        whole multiple of its metres per pixel, over at least as much ground
+        (the arterial stage: 1 km at 16 m/px before 256 m tiles at 4 m/px); its
+        lines are redrawn at the chain's scale (:func:`urbangen.upscale.upscale_lines`).
+        """
+        last = stages[-1].spec
         drawn: list[str] = []
-        names: list[str] = []
-        mean: list[float] = []
-        std: list[float] = []
         for stage in stages:
             s = stage.spec
             missing = [c for c in s.input_channels if c not in drawn]
             if missing or s.sampling not in DETERMINISTIC:
                 raise RunSpecError(f"{name}: stage {s.workdir} draws around {missing or 'nothing'} that no earlier "
                                    f"stage draws, or samples by {s.sampling!r} (chains need stages in {DETERMINISTIC})")
-            if (s.tile_px, s.meters_per_pixel, s.channels) != (first.tile_px, first.meters_per_pixel, first.channels):
-                raise RunSpecError(f"{name}: stage {s.workdir} has other tiles or channels than {first.workdir}")
-            drawn += list(s.output_channels)
+            factor = s.meters_per_pixel / last.meters_per_pixel
+            if factor == 1 and (s.tile_px, s.channels) != (last.tile_px, last.channels):
+                raise RunSpecError(f"{name}: stage {s.workdir} has other tiles or channels than {last.workdir}")
+            if factor != 1 and (factor != round(factor) or factor < 1 or s.tile_m < last.tile_m or s.input_channels
+                                or s.sampling != "proximity"):
+                raise RunSpecError(f"{name}: stage {s.workdir} draws at {s.meters_per_pixel:g} m/px over "
+                                   f"{s.tile_m:g} m; a stage at another scale than {last.workdir}'s "
+                                   f"{last.meters_per_pixel:g} m/px must draw lines (proximity) around nothing, at a "
+                                   "whole multiple of it, over at least its tile")
+            drawn += [c for c in s.output_channels if c not in drawn]
+        # The chain standardizes a parameter as the first stage at its scale that reads it does (the arterial
+        # stage's scaler, fitted on 1 km windows, is not the street stage's); see stage_maps.
+        names: list[str] = []
+        mean: list[float] = []
+        std: list[float] = []
+        at_scale = [st for st in stages if st.spec.meters_per_pixel == last.meters_per_pixel]
+        for stage in at_scale + [st for st in stages if st.spec.meters_per_pixel != last.meters_per_pixel]:
+            s = stage.spec
             for p, m, sd in zip(s.parameter_names, s.scaler_mean, s.scaler_std):
                 if p not in names:
                     names.append(p)
                     mean.append(m)
                     std.append(sd)
-        spec = RunSpec(kind="chain", workdir=name, step=max(st.spec.step for st in stages), dataset=first.dataset,
-                       channels=first.channels, output_channels=tuple(drawn), tile_px=first.tile_px,
-                       meters_per_pixel=first.meters_per_pixel, parameter_names=tuple(names),
-                       scaler_mean=tuple(mean), scaler_std=tuple(std), sampling="threshold", split=first.split,
+        spec = RunSpec(kind="chain", workdir=name, step=max(st.spec.step for st in stages), dataset=last.dataset,
+                       channels=last.channels, output_channels=tuple(drawn), tile_px=last.tile_px,
+                       meters_per_pixel=last.meters_per_pixel, parameter_names=tuple(names),
+                       scaler_mean=tuple(mean), scaler_std=tuple(std), sampling="threshold", split=last.split,
                        config={"stages": [st.spec.model_dump(exclude={"split"}) for st in stages]})
         return cls(stages, spec, {"generate": cls.generate_tiles})
+
+    def factor(self, stage: TrainedModel) -> int:
+        """The chain's pixels per pixel of ``stage``, along each side (1: it draws at the chain's scale)."""
+        return int(round(stage.spec.meters_per_pixel / self.spec.meters_per_pixel))
+
+    @property
+    def tile_stages(self) -> tuple[TrainedModel, ...]:
+        """The stages at the chain's scale, in order: those that draw single tiles (see :meth:`generate_tiles`).
+        Stage ``i`` of them samples with ``fold_in(key, i)``, in tiles and layouts alike."""
+        return tuple(st for st in self.stages if self.factor(st) == 1)
 
     def selecting(self, candidates: int, scorer: Scorer | None) -> GeneratorChain:
         """This chain drawing ``candidates`` samples of each stage per tile and keeping the one ``scorer``
@@ -439,16 +472,30 @@ class GeneratorChain:
         return (self.candidates, self.scorer) if self.scorer is not None and self.candidates > 1 else None
 
     def around_given(self) -> TrainedModel | GeneratorChain:
-        """The stages after the first: what draws around a street network the user gives instead."""
-        rest = self.stages[1:]
+        """The stages that draw around given channels: what draws around a street network the user gives."""
+        rest = tuple(st for st in self.stages if st.spec.input_channels)
         if not rest:
-            raise RunSpecError(f"{self.spec.workdir} has one stage; nothing draws around a given network")
+            raise RunSpecError(f"{self.spec.workdir} has no stage that draws around a given network")
         return rest[0] if len(rest) == 1 else GeneratorChain.of(self.spec.workdir, rest).selecting(
             self.candidates, self.scorer)
 
     def columns(self, stage: TrainedModel) -> list[int]:
         """Positions of a stage's parameters in ``spec.parameter_names``."""
         return [self.spec.parameter_names.index(p) for p in stage.spec.parameter_names]
+
+    def stage_maps(self, stage: TrainedModel, z: np.ndarray) -> np.ndarray:
+        """A stage's parameter maps (..., P_stage), standardized as it was trained, from the chain's (..., P).
+
+        A stage whose scaler differs from the chain's for its parameters (the
+        arterial stage's, fitted on 1 km windows) gets them in its own: a
+        parameter the chain was asked for as unknown (0, the chain's mean) is
+        asked of it as that value."""
+        cols = self.columns(stage)
+        mean, std = np.asarray(self.spec.scaler_mean)[cols], np.asarray(self.spec.scaler_std)[cols]
+        own = stage.spec.scaler
+        if np.array_equal(mean, own.mean) and np.array_equal(std, own.std):
+            return z[..., cols]
+        return own.transform(np.asarray(z[..., cols], np.float64) * std + mean)
 
     def fn(self, name: str) -> Callable[..., Any]:
         if name != "generate":
@@ -460,15 +507,24 @@ class GeneratorChain:
         """Probabilities (B, t, t, C_out) of every stage's channels, each stage on the earlier ones' 0/1 layout.
 
         A ``proximity`` stage's channels come back decoded, as 0/1 (thresholding them again changes nothing).
+
+        Tiles are drawn by the stages at the chain's scale alone. A coarser
+        stage (the arterial stage) draws where a road runs beyond the tile; a
+        tile cut from the middle of its 1 km window has a major road or not by
+        where it fell, whatever the tile asked for: tried on 128 validation
+        tiles, even with the window of 16 whose middle carried the tile's
+        major-road density kept, Fréchet distance 17.1 against 2.8 without it,
+        intersection density's W1 4.6 x its floor against 0.7 x. Layouts
+        (:func:`urbangen.generate.sampler.generate_layout`) run every stage.
         """
         if given is not None or latent is not None:
             raise RunSpecError(f"{self.spec.workdir} draws everything itself: it takes no given channels or latent")
         drawn: dict[str, np.ndarray] = {}
-        out = []
-        for i, stage in enumerate(self.stages):
+        out: dict[str, np.ndarray] = {}
+        for i, stage in enumerate(self.tile_stages):
             s = stage.spec
             stage_given = np.stack([drawn[c] for c in s.input_channels], axis=-1) if s.input_channels else None
-            z = z_maps[..., self.columns(stage)]
+            z = self.stage_maps(stage, z_maps)
             layout = None
             if self.selection is None:
                 probs = stage.generate_tiles(z, jax.random.fold_in(key, i), stage_given)
@@ -483,10 +539,28 @@ class GeneratorChain:
                 best = np.argmin(np.asarray(errors).reshape(-1, k), axis=1)
                 probs = probs.reshape(-1, k, *probs.shape[1:])[np.arange(len(best)), best]
                 layout = layouts.reshape(-1, k, *layouts.shape[1:])[np.arange(len(best)), best]
-            stage_drawn, stage_out = stage_outputs(probs, s, layout=layout)
-            drawn.update(stage_drawn)
-            out.append(stage_out)
-        return np.concatenate(out, axis=-1)
+            merge_stage(drawn, out, *stage_outputs(probs, s, layout=layout))
+        blank = np.zeros(z_maps.shape[:3], np.float32)  # a channel only a coarser stage draws
+        return np.stack([out.get(c, blank) for c in self.spec.output_channels], axis=-1)
+
+
+def merge_stage(drawn: dict[str, np.ndarray], out: dict[str, np.ndarray], stage_drawn: dict[str, np.ndarray],
+                stage_out: dict[str, np.ndarray]) -> None:
+    """Add a chain stage's 0/1 channels (``stage_drawn``) and outputs to the chain's so far, in place.
+
+    A channel an earlier stage drew keeps the earlier stage's pixels; the
+    stage's own go to its :data:`DEMOTED` channel (where the stage draws one).
+    """
+    earlier = set(drawn)
+    for c in stage_drawn:
+        if c not in earlier:
+            drawn[c], out[c] = stage_drawn[c], stage_out[c]
+    for c in stage_drawn:
+        target = DEMOTED.get(c)
+        if c in earlier and target in stage_drawn and target not in earlier:
+            free = 1 - drawn[c]  # the earlier stage's pixels stay its own
+            drawn[target] = np.maximum(drawn[target], stage_drawn[c] * free).astype(np.uint8)
+            out[target] = np.maximum(out[target], stage_out[c] * free)
 
 
 #: What generates layouts: one model, or a chain of them (both have ``spec``, ``predict`` and ``generate_tiles``).

@@ -9,8 +9,9 @@ non-editable install.
 
 Shipped models (their cards are in the README and in ``data/models/MODELS.md``):
 
-- ``city-64``: the two-stage generator, 64 px tiles at 4 m/px: a street
-  network from street parameters (a VAE over street proximity fields), then
+- ``city-64``: the three-stage generator, 64 px tiles at 4 m/px: major roads
+  over 1 km at 16 m/px (a VAE over their proximity fields), a street network
+  around them from street parameters (a VAE over street proximity fields), then
   buildings, open space and water around it (pix2pix with a latent field);
 - ``encoder-64``: the attention encoder whose embedding the realism metrics use.
 
@@ -36,7 +37,7 @@ FORMAT = "urbangen-model/1"
 
 #: Shipped model name -> its files in ``urbangen/data/models/``, one per stage, in order.
 SHIPPED: dict[str, tuple[str, ...]] = {
-    "city-64": ("city_streets_64.msgpack", "city_buildings_64.msgpack"),
+    "city-64": ("city_arterials_64.msgpack", "city_streets_64.msgpack", "city_buildings_64.msgpack"),
     "encoder-64": ("encoder_64.msgpack",),
 }
 #: Shipped generator name -> what real tiles measure for a request through the raster path, fitted on its

@@ -1,7 +1,8 @@
 """Conditional VAE over layout tiles.
 
 ``:unconditional`` ignores the parameters (the latent must hold everything);
-``:city_streets`` is a street stage for the shipped two-stage generator
+``:city_arterials`` draws the major roads of 1 km windows at 16 m/px, the first
+stage of the shipped generator; ``:city_streets`` is a street stage for the shipped two-stage generator
 (streets as proximity fields; pix2pix ``city_buildings`` draws the rest);
 ``:test`` is a tiny variant for CPU tests, ``:quickstart`` the same model trained
 for ``urbangen quickstart``.
@@ -46,6 +47,8 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
         elif v == "city_streets_wide":
             _city_streets(c)
             _wide_latent(c)
+        elif v == "city_arterials":
+            _city_arterials(c)
         elif v in ("test", "quickstart"):
             use_test_schedule(c)
             c.optim.warmup_steps = 5
@@ -97,3 +100,36 @@ def _wide_latent(c: ml_collections.ConfigDict) -> None:
     # it took 9000 steps in 58 min on a faster machine of the same kind.)
     c.num_steps = 5500
 
+
+
+#: What the arterial stage is conditioned on: how much major road, and how dense the network it serves.
+ARTERIAL_PARAMETERS = ("major_road_density_km_per_km2", "major_road_share", "intersection_density_per_km2")
+
+
+def _city_arterials(c: ml_collections.ConfigDict) -> None:
+    """Major roads alone, as proximity fields, over 1 km at 16 m/px (64 px).
+
+    A 256 m street tile cannot see where a major road goes: stitched from such
+    tiles, 2 x 2 km layouts drew major roads in pieces (0.017 of their major-road
+    pixels in pieces reaching 500 m, real 1 km mosaics 0.96). This stage draws
+    them over a window four times as wide, on windows of the generator's training
+    tiles (``scripts/build_arterial_set.py``: 261 windows, every tile offset).
+    A small latent at full KL weight: the windows are few, and a major-road net
+    of 1 km is a handful of lines.
+    """
+    c.dataset = "data/offline_arterials"
+    c.parameters = ARTERIAL_PARAMETERS
+    c.vae.output_channels = ("major_roads",)
+    c.vae.target = "proximity"
+    c.vae.features = (16, 32, 64, 128)  # 64 px -> 4 x 4
+    c.vae.latent_dim = 32
+    c.vae.beta = 0.5
+    c.vae.latent_prior_components = 4
+    c.val_fraction = 0.1
+    c.test_fraction = 0.0  # the bar's test ground is the finer dataset's; none of it is in these windows
+    c.split_buffer_m = 1.0  # windows of different splits may not overlap (they are cut at every tile offset)
+    c.batch_size = 32
+    c.num_steps = 5000  # about 0.25 s a step of 32 on two CPU cores
+    c.eval_every = 1000
+    c.sample_every = 1000
+    c.log_every = 100

@@ -9,6 +9,10 @@ draw unrelated streets and their blend would break both. A street VAE's tiles ar
 laid one by one instead, each the best of ``CANDIDATES`` samples at
 agreeing with what the tiles before it drew where they overlap: a sample from
 the tile's distribution given its neighbours, by selection.
+
+A chain's stage at a coarser scale (the arterial stage: 1 km tiles at 16 m/px)
+runs over the layout at its own scale, on the requests averaged over each of
+its pixels, and its lines are redrawn at the layout's (:mod:`urbangen.upscale`).
 """
 
 from __future__ import annotations
@@ -22,12 +26,17 @@ from urbangen.inference import (
     Selection,
     TrainedModel,
     deterministic_layout,
+    merge_stage,
     stage_outputs,
     tile_seeds,
 )
+from urbangen.upscale import MAJOR_ROAD_WIDTH_M, upscale_lines
 
 #: Samples drawn per tile of a VAE's layout, of which the one agreeing best with its neighbours is kept.
 CANDIDATES = 32
+#: Folded into a layout's key, plus the stage's position, for a chain's coarser stages (the others take their
+#: position among the stages at the chain's scale, as in single tiles).
+COARSE_KEY = 1 << 20
 
 
 def tile_offsets(n: int, tile: int, stride: int | None = None) -> list[int]:
@@ -72,21 +81,41 @@ def generate_layout(model: TrainedModel | GeneratorChain, fields: np.ndarray, ke
     z = model.spec.scaler.transform(fields)
     if isinstance(model, GeneratorChain):
         drawn: dict[str, np.ndarray] = {}
-        out = []
+        out: dict[str, np.ndarray] = {}
+        tile_stage = 0  # the stage's position among those at the chain's scale
         for i, stage in enumerate(model.stages):
             inputs = stage.spec.input_channels
             stage_given = np.stack([drawn[c] for c in inputs], axis=-1) if inputs else None
-            probs = _blend(stage, z[..., model.columns(stage)], jax.random.fold_in(key, i), stage_given, batch_size,
-                           model.selection)
+            if model.factor(stage) > 1:
+                lines = _coarse_lines(stage, model.stage_maps(stage, z), model.factor(stage),
+                                      jax.random.fold_in(key, COARSE_KEY + i), batch_size,
+                                      MAJOR_ROAD_WIDTH_M / model.spec.meters_per_pixel)
+                merge_stage(drawn, out, *stage_outputs(lines.astype(np.float32), stage.spec, layout=lines))
+                continue
+            probs = _blend(stage, model.stage_maps(stage, z), jax.random.fold_in(key, tile_stage), stage_given,
+                           batch_size, model.selection)
+            tile_stage += 1
             # A proximity stage's fields are decoded here, after blending: the chain's output is 0/1 for them.
-            stage_drawn, stage_out = stage_outputs(probs, stage.spec, stitched=True)
-            drawn.update(stage_drawn)
-            out.append(stage_out)
-        return np.concatenate(out, axis=-1)
+            merge_stage(drawn, out, *stage_outputs(probs, stage.spec, stitched=True))
+        return np.stack([out[c] for c in model.spec.output_channels], axis=-1)
     probs = _blend(model, z, key, given, batch_size)
     if model.spec.sampling == "proximity":  # decoded, joined and tidied here as a chain's street stage is
-        return stage_outputs(probs, model.spec, stitched=True)[1]  # (decoding and tidying the result again keep it)
+        return deterministic_layout(probs, model.spec, stitched=True).astype(np.float32)
     return probs
+
+
+def _coarse_lines(stage: TrainedModel, z: np.ndarray, factor: int, key: jax.Array, batch_size: int,
+                  width_px: float) -> np.ndarray:
+    """A coarser chain stage over the layout: its requests averaged over its pixels, its stitched lines
+    decoded and redrawn at the layout's scale, ``width_px`` wide (0/1, (H, W, C)). Not by selection: the
+    calibration that scores candidates measures tiles at the chain's scale."""
+    h, w = z.shape[:2]
+    ph, pw = (-(-n // factor) * factor for n in (h, w))
+    z = np.pad(z, ((0, ph - h), (0, pw - w), (0, 0)), mode="edge")
+    coarse = z.reshape(ph // factor, factor, pw // factor, factor, -1).mean(axis=(1, 3))
+    probs = _blend(stage, coarse, key, None, batch_size)
+    layout = deterministic_layout(probs, stage.spec, stitched=True)
+    return upscale_lines(layout, factor, width_px)[:h, :w]
 
 
 def _blend(model: TrainedModel, z: np.ndarray, key: jax.Array, given: np.ndarray | None,
