@@ -80,14 +80,17 @@ def coarsen_dataset(source: TileDataset, out_dir: str | Path, *, tile_indices: S
         The committed dataset directory.
     """
     t = source.tile_px
-    if (window_tiles * t) % factor:
-        raise InvalidValueError(f"{window_tiles} tiles of {t} px do not pool by {factor}")
+    if t % factor:
+        raise InvalidValueError(f"tiles of {t} px do not pool by {factor}")
+    stride = int(source.manifest["tiling"].get("stride_px") or t)  # None: side by side
+    if stride != t:
+        raise InvalidValueError(f"{source.path}: its tiles overlap (stride {stride} px, tiles {t} px); windows are "
+                                "cut from side-by-side tiles")
     unknown = [c for c in channels if c not in source.channels]
     if unknown:
         raise InvalidValueError(f"channels {unknown} are not in {source.path}; it has {source.channels}")
-    chosen = source.tiles.iloc[np.sort(np.asarray(tile_indices, dtype=np.int64))]
-    positions = chosen.index.to_numpy()  # row positions in source.tiles (its index is a RangeIndex)
-    windows = [positions[w] for w in tile_windows(chosen.reset_index(drop=True), window_tiles)]
+    positions = np.sort(np.asarray(tile_indices, dtype=np.int64))  # rows of source.tiles
+    windows = [positions[w] for w in tile_windows(source.tiles.iloc[positions], window_tiles)]
     if not windows:
         raise InvalidValueError(f"no {window_tiles} x {window_tiles} window of the chosen tiles of {source.path}")
     keep = [source.channels.index(c) for c in channels]

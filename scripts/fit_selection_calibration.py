@@ -52,7 +52,7 @@ def main() -> None:
             requested[unmapped, j] = np.nan
     # Each parameter against every parameter of the stage that draws it: the request as the stage sees it.
     # (Stages at a coarser scale, the arterial stage, are drawn once and never chosen by selection.)
-    stages = tuple(s for s in model.stages if model.factor(s) == 1) if isinstance(model, GeneratorChain) else (model,)
+    stages = model.tile_stages if isinstance(model, GeneratorChain) else (model,)
     predictors = {p: list(s.spec.parameter_names) for s in stages for p in s.spec.parameter_names}
     calibration = fit_calibration(requested, measured, names, scaler=model.spec.scaler, predictors=predictors,
                                   tile_px=data.tile_px,

@@ -76,7 +76,12 @@ def test_coarsen_says_what_is_wrong(small_tiles, tmp_path):
     with pytest.raises(InvalidValueError, match="no 4 x 4 window"):
         coarsen_dataset(source, tmp_path / "b", tile_indices=range(3), factor=4, window_tiles=4,
                         channels=("major_roads",), provenance={})
-    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    overlapping = dataclasses.replace(source, manifest={**source.manifest,
+                                                        "tiling": {**source.manifest["tiling"], "stride_px": 32}})
+    with pytest.raises(InvalidValueError, match="overlap"):
+        coarsen_dataset(overlapping, tmp_path / "c", tile_indices=range(len(source)), factor=4, window_tiles=4,
+                        channels=("major_roads",), provenance={})
+    assert not any((tmp_path / d).exists() for d in "abc")
     assert tile_windows(source.tiles.iloc[:0], 4) == []
 
 
@@ -165,6 +170,8 @@ def test_a_chain_takes_a_coarser_stage_only_when_it_can_redraw_it():
                                   two.generate_tiles(z[..., [chain.spec.parameter_names.index(p) for p in names]],
                                                      jax.random.key(5)))
 
+    with pytest.raises(RunSpecError, match="come first"):
+        GeneratorChain.of("late", (streets, arterials, buildings))
     for bad in (changed(arterials, meters_per_pixel=10.0), changed(arterials, tile_px=8),
                 changed(arterials, sampling="threshold"), changed(arterials, input_channels=("water",))):
         with pytest.raises(RunSpecError, match="another scale|draws around"):

@@ -229,3 +229,7 @@ def test_the_shipped_generator_draws_major_roads_that_run_on():
     assert reach > 0.5 > 0.2 > reach_without, (reach, reach_without)
     # As much major road as real 1 km asked for 4 km/km² have, at 12 m wide: about 5 % of the ground.
     assert 0.02 < layout[..., channels.index("major_roads")].mean() < 0.1
+    # A layout smaller than the arterial stage's 1 km is drawn without it, as single tiles are.
+    small = fields[:128, :128]
+    np.testing.assert_array_equal(generate_layout(chain, small, key),
+                                  generate_layout(GeneratorChain.of("streets only", chain.stages[1:]), small, key))

@@ -21,6 +21,7 @@ between model kinds lives here, in :data:`_BUILDERS`, and nowhere else.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -406,13 +407,15 @@ class GeneratorChain:
     def of(cls, name: str, stages: tuple[TrainedModel, ...]) -> GeneratorChain:
         """Chain ``stages``; each stage's given channels must be drawn by an earlier one.
 
-        The last stage sets the chain's tiles. An earlier stage may draw at a
-        whole multiple of its metres per pixel, over at least as much ground
-        (the arterial stage: 1 km at 16 m/px before 256 m tiles at 4 m/px); its
-        lines are redrawn at the chain's scale (:func:`urbangen.upscale.upscale_lines`).
+        The last stage sets the chain's tiles. Stages before the first at its
+        scale may draw at a whole multiple of its metres per pixel, over at
+        least as much ground (the arterial stage: 1 km at 16 m/px before 256 m
+        tiles at 4 m/px); their lines are redrawn at the chain's scale
+        (:func:`urbangen.upscale.upscale_lines`).
         """
         last = stages[-1].spec
         drawn: list[str] = []
+        seen_at_scale = False
         for stage in stages:
             s = stage.spec
             missing = [c for c in s.input_channels if c not in drawn]
@@ -420,9 +423,16 @@ class GeneratorChain:
                 raise RunSpecError(f"{name}: stage {s.workdir} draws around {missing or 'nothing'} that no earlier "
                                    f"stage draws, or samples by {s.sampling!r} (chains need stages in {DETERMINISTIC})")
             factor = s.meters_per_pixel / last.meters_per_pixel
+            if math.isclose(factor, 1.0):
+                factor = 1.0
+                seen_at_scale = True
+            elif seen_at_scale:
+                raise RunSpecError(f"{name}: stage {s.workdir} draws at {s.meters_per_pixel:g} m/px after a stage at "
+                                   f"{last.meters_per_pixel:g} m/px; stages at a coarser scale come first")
             if factor == 1 and (s.tile_px, s.channels) != (last.tile_px, last.channels):
                 raise RunSpecError(f"{name}: stage {s.workdir} has other tiles or channels than {last.workdir}")
-            if factor != 1 and (factor != round(factor) or factor < 1 or s.tile_m < last.tile_m or s.input_channels
+            if factor != 1 and (not math.isclose(factor, round(factor)) or factor < 1 or s.tile_m < last.tile_m
+                                or s.input_channels
                                 or s.sampling != "proximity"):
                 raise RunSpecError(f"{name}: stage {s.workdir} draws at {s.meters_per_pixel:g} m/px over "
                                    f"{s.tile_m:g} m; a stage at another scale than {last.workdir}'s "
@@ -434,8 +444,9 @@ class GeneratorChain:
         names: list[str] = []
         mean: list[float] = []
         std: list[float] = []
-        at_scale = [st for st in stages if st.spec.meters_per_pixel == last.meters_per_pixel]
-        for stage in at_scale + [st for st in stages if st.spec.meters_per_pixel != last.meters_per_pixel]:
+        at_scale = [st for st in stages if math.isclose(st.spec.meters_per_pixel, last.meters_per_pixel)]
+        for stage in at_scale + [st for st in stages if not math.isclose(st.spec.meters_per_pixel,
+                                                                             last.meters_per_pixel)]:
             s = stage.spec
             for p, m, sd in zip(s.parameter_names, s.scaler_mean, s.scaler_std):
                 if p not in names:
@@ -558,7 +569,7 @@ def merge_stage(drawn: dict[str, np.ndarray], out: dict[str, np.ndarray], stage_
     for c in stage_drawn:
         target = DEMOTED.get(c)
         if c in earlier and target in stage_drawn and target not in earlier:
-            free = 1 - drawn[c]  # the earlier stage's pixels stay its own
+            free = drawn[c] == 0  # the earlier stage's pixels stay its own
             drawn[target] = np.maximum(drawn[target], stage_drawn[c] * free).astype(np.uint8)
             out[target] = np.maximum(out[target], stage_out[c] * free)
 

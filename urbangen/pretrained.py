@@ -9,10 +9,12 @@ non-editable install.
 
 Shipped models (their cards are in the README and in ``data/models/MODELS.md``):
 
-- ``city-64``: the three-stage generator, 64 px tiles at 4 m/px: major roads
-  over 1 km at 16 m/px (a VAE over their proximity fields), a street network
-  around them from street parameters (a VAE over street proximity fields), then
-  buildings, open space and water around it (pix2pix with a latent field);
+- ``city-64``: the three-stage generator, 64 px tiles at 4 m/px: in layouts
+  of 1 km and more, major roads over 1 km at 16 m/px (a VAE over their
+  proximity fields); a street network from street parameters (a VAE over
+  street proximity fields; in a layout its own major roads become minor roads
+  where the arterial stage drew them); then buildings, open space and water
+  around the streets (pix2pix with a latent field);
 - ``encoder-64``: the attention encoder whose embedding the realism metrics use.
 
 Map data © OpenStreetMap contributors, under the ODbL.

@@ -13,10 +13,11 @@ import numpy as np
 import shapely
 from rasterio.features import rasterize
 
+from data_pipeline.classify import ROAD_WIDTH_M
 from urbangen.proximity import skeleton_paths
 
-#: Width a redrawn road is given, metres: a primary road's (data_pipeline.classify.ROAD_WIDTH_M).
-MAJOR_ROAD_WIDTH_M = 12.0
+#: Width a redrawn road is given, metres: a primary road's, as the pipeline draws it.
+MAJOR_ROAD_WIDTH_M = ROAD_WIDTH_M["primary"]
 #: A centre line ending this close to the coarse grid's edge, coarse pixels, is taken to leave it.
 EDGE_PX = 1
 #: Holes in a coarse mask smaller than this, coarse pixels, are filled before its centre lines are traced: a

@@ -113,9 +113,10 @@ def _city_arterials(c: ml_collections.ConfigDict) -> None:
     tiles, 2 x 2 km layouts drew major roads in pieces (0.017 of their major-road
     pixels in pieces reaching 500 m, real 1 km mosaics 0.96). This stage draws
     them over a window four times as wide, on windows of the generator's training
-    tiles (``scripts/build_arterial_set.py``: 261 windows, every tile offset).
-    A small latent at full KL weight: the windows are few, and a major-road net
-    of 1 km is a handful of lines.
+    tiles (``scripts/build_arterial_set.py``: 261 windows, every tile offset;
+    203 train, 18 validation, 40 dropped where they overlap windows of the other
+    split). A small latent at half the KL weight: the windows are few, and a
+    major-road net of 1 km is a handful of lines.
     """
     c.dataset = "data/offline_arterials"
     c.parameters = ARTERIAL_PARAMETERS

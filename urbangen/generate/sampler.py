@@ -11,8 +11,11 @@ agreeing with what the tiles before it drew where they overlap: a sample from
 the tile's distribution given its neighbours, by selection.
 
 A chain's stage at a coarser scale (the arterial stage: 1 km tiles at 16 m/px)
-runs over the layout at its own scale, on the requests averaged over each of
-its pixels, and its lines are redrawn at the layout's (:mod:`urbangen.upscale`).
+runs over a layout at least as large as its tile, at its own scale, on the
+requests averaged over each of its pixels, and its lines are redrawn at the
+layout's (:mod:`urbangen.upscale`). The stages after it draw independently of
+it; where they draw its channels, :data:`urbangen.inference.DEMOTED` says what
+becomes of their pixels.
 """
 
 from __future__ import annotations
@@ -87,6 +90,8 @@ def generate_layout(model: TrainedModel | GeneratorChain, fields: np.ndarray, ke
             inputs = stage.spec.input_channels
             stage_given = np.stack([drawn[c] for c in inputs], axis=-1) if inputs else None
             if model.factor(stage) > 1:
+                if min(z.shape[:2]) * model.spec.meters_per_pixel < stage.spec.tile_m:
+                    continue  # under its tile a major road is in or not by where it fell (see generate_tiles)
                 lines = _coarse_lines(stage, model.stage_maps(stage, z), model.factor(stage),
                                       jax.random.fold_in(key, COARSE_KEY + i), batch_size,
                                       MAJOR_ROAD_WIDTH_M / model.spec.meters_per_pixel)
