@@ -113,10 +113,11 @@ def coarsen_dataset(source: TileDataset, out_dir: str | Path, *, tile_indices: S
             writer.add_city(city, len(city_windows), coarse_px, len(keep), info)
             (writer.tmp_dir / COVERAGE).mkdir(exist_ok=True)
             shutil.copyfile(source.path / info["coverage"]["file"], writer.tmp_dir / info["coverage"]["file"])
+            # Windows at every tile offset share most of their tiles: each is read once.
+            read = {int(i): source.read_tile(i)[..., keep] for i in np.unique(np.stack(city_windows))}
             rows = []
             for k, w in enumerate(city_windows):
-                mosaic = np.concatenate([np.concatenate([source.read_tile(i)[..., keep] for i in line], axis=1)
-                                         for line in w], axis=0)
+                mosaic = np.concatenate([np.concatenate([read[int(i)] for i in line], axis=1) for line in w], axis=0)
                 writer.write_tiles(city, np.array([k]), max_pool(mosaic, factor)[None])
                 cells = source.tiles.iloc[w.ravel()]
                 x0, y1 = float(cells["x0"].min()), float(cells["y1"].max())

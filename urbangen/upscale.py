@@ -1,7 +1,7 @@
 """Lines drawn at a coarse scale, redrawn at a finer one.
 
-The arterial stage draws major roads at 16 m/px; the street stage around them
-works at 4 m/px. Enlarging the coarse pixels would give roads four fine pixels
+The arterial stage draws major roads at 16 m/px; the layouts they go into are
+drawn at 4 m/px. Enlarging the coarse pixels would give roads four fine pixels
 wide with a staircase at every bend, which real 4 m/px tiles never show. The
 coarse mask's centre lines are traced instead (:func:`urbangen.proximity.skeleton_paths`),
 smoothed, and drawn again at the fine scale at a major road's width.
