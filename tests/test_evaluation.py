@@ -393,3 +393,72 @@ def test_stitched_major_road_reach_on_real_mosaics(small_tiles):
         m[:, ::25, k] = 0
     broken = stitched_major_road_reach(cut, mosaics, mosaics, channels, data.meters_per_pixel)
     assert same["real_test"] > 0.3 and broken["generated"] < 0.05 and not broken["meets_target"]
+
+
+def test_footprint_rectangularity_matches_shapely_on_the_vectorized_footprints(held_out):
+    """On real test tiles: each footprint polygonized by rasterio (``urbangen.vectorize.polygons``), its area over
+    shapely's minimum rotated rectangle's, weighted by area, is what the form evaluator measures from pixels."""
+    from affine import Affine
+
+    from urbangen.evaluators.form import MIN_FOOTPRINT_PX, footprint_rectangularity
+    from urbangen.vectorize import polygons
+
+    _, test, _ = held_out
+    b = list(test.channels).index("buildings")
+    checked = 0
+    for tile in test.tiles:
+        shapes = [g for g in polygons(tile[..., b], Affine.identity(), None) if g.area >= MIN_FOOTPRINT_PX]
+        if not shapes:
+            assert np.isnan(footprint_rectangularity(tile[..., b]))
+            continue
+        area = np.array([g.area for g in shapes])
+        ratio = area / np.array([g.minimum_rotated_rectangle.area for g in shapes])
+        np.testing.assert_allclose(footprint_rectangularity(tile[..., b]), np.sum(area * ratio) / area.sum(),
+                                   rtol=1e-9)
+        checked += 1
+    assert checked >= 20
+
+
+def test_edge_alignment_sees_a_grid_at_any_angle():
+    """Streets 8 m wide every 60 m, rasterized by rasterio at 0 to 45 degrees: near 1 at every angle; discs
+    scattered at random: near 0; too few pixels: NaN."""
+    import shapely
+    from rasterio.features import rasterize
+    from shapely import affinity
+
+    from urbangen.evaluators.form import edge_alignment
+
+    lines = [shapely.LineString([(-64, y), (128, y)]) for y in range(-60, 130, 15)]
+    lines += [shapely.LineString([(x, -64), (x, 128)]) for x in range(-60, 130, 15)]
+    grid = shapely.unary_union([g.buffer(1.0) for g in lines])
+    scores = [edge_alignment(rasterize([affinity.rotate(grid, angle, origin=(32, 32))], out_shape=(64, 64)))
+              for angle in (0, 17, 30, 45)]
+    assert min(scores) > 0.45 and max(scores) - min(scores) < 0.15, scores
+    rng = np.random.default_rng(0)
+    discs = [shapely.Point(*rng.uniform(0, 64, 2)).buffer(rng.uniform(2, 5)) for _ in range(12)]
+    assert edge_alignment(rasterize(discs, out_shape=(64, 64))) < 0.2
+    tiny = np.zeros((64, 64), np.uint8)
+    tiny[3, 3:6] = 1
+    assert np.isnan(edge_alignment(tiny))
+
+
+def test_blobs_fail_the_form_of_footprints_and_streets(held_out):
+    """Real training tiles meet the target against real test tiles; the sanity ladder's blurred tiles (rounded
+    blocks, broken streets, every tile's pixel counts kept) fail it on the streets, shuffled tiles lie far
+    beyond the floor."""
+    from urbangen.evaluators import ladder
+    from urbangen.evaluators.form import FootprintAndStreetForm, form_statistics
+
+    _, test, train = held_out
+    evaluator = FootprintAndStreetForm(test)
+    real = evaluator.run(train.tiles, train)["statistics"]
+    blurred = evaluator.run(ladder.blurred(train.tiles), train)["statistics"]
+    assert all(real[s]["meets_target"] for s in real)  # its own floor: a check of the bookkeeping only
+    assert not blurred["street_alignment"]["meets_target"]
+    for s in ("building_alignment", "street_alignment"):
+        assert real[s]["ladder_w1"]["shuffled"] > 2 * real[s]["floor_w1"], s
+    # Footprints: on these two cities the floor is wide (0.075), shuffled tiles 1.6 x it.
+    rect = real["footprint_rectangularity"]
+    assert rect["ladder_w1"]["shuffled"] > 1.3 * rect["floor_w1"]
+    with pytest.raises(InvalidValueError, match="buildings channel"):
+        form_statistics(train.tiles[..., :1], list(train.channels)[:1])

@@ -20,6 +20,7 @@ from data_pipeline.errors import InvalidValueError, RunSpecError, SplitMismatchE
 from urbangen.evaluators.common import RealTiles, generate_for, read_real, sample_rows
 from urbangen.evaluators.conditioning import Conditioning
 from urbangen.evaluators.diversity import Diversity
+from urbangen.evaluators.form import FootprintAndStreetForm
 from urbangen.evaluators.frontage import BuildingStreetInterface
 from urbangen.evaluators.realism import Realism
 from urbangen.evaluators.seams import Seams, real_mosaics
@@ -148,6 +149,7 @@ def evaluate(checkpoint: str | Path | TrainedModel | GeneratorChain, dataset: st
         result["streets"] = StreetConnectivity(test).run(generated, train)
     if "buildings" in model.spec.output_channels and any(c in data.channels for c in STREET_CHANNELS):
         result["building_street_interface"] = BuildingStreetInterface(test).run(generated, train, seed=seed)
+        result["footprint_and_street_form"] = FootprintAndStreetForm(test).run(generated, train, seed=seed)
     seams = _seams(model, data, test_rows, test, seed, seams_m) if seams_m else None
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -176,6 +178,9 @@ def evaluate(checkpoint: str | Path | TrainedModel | GeneratorChain, dataset: st
 #: The bar a shipped generator is held to (the model issue): each value beside its floor.
 MORPHOLOGY_TARGETS = ("building_coverage", "intersection_density_per_km2", "dead_end_share", "cycle_foot_share")
 MAE_TARGETS = {"building_coverage": 0.03, "cycle_foot_share": 0.05}
+#: Evaluators of per-tile statistics (urbangen.evaluators.per_tile): their result's key and the criteria's label.
+PER_TILE_SECTIONS = {"building_street_interface": "building–street interface",
+                     "footprint_and_street_form": "form of footprints and streets"}
 #: Intersection density's MAE target, as a share of its requested mean.
 INTERSECTION_MAE_SHARE = 0.25
 
@@ -225,9 +230,10 @@ def acceptance(result: dict[str, Any]) -> list[dict[str, Any]]:
         st = result["streets_stitched"]
         add(f"the same, stitched layout in {st['window_px']} px windows (relative gap to real mosaics)",
             st["relative_gap"], st["floor_relative_gap"], "≤ 0.10", st["meets_target"])
-    for name, m in result.get("building_street_interface", {}).get("statistics", {}).items():
-        add(f"W1 {name} (× floor), building–street interface", m["w1_ratio"], 1.0,
-            f"≤ {m['target_ratio']:g} × floor", m["meets_target"])
+    for section, label in PER_TILE_SECTIONS.items():
+        for name, m in result.get(section, {}).get("statistics", {}).items():
+            add(f"W1 {name} (× floor), {label}", m["w1_ratio"], 1.0, f"≤ {m['target_ratio']:g} × floor",
+                m["meets_target"])
     if "major_roads_stitched" in result:
         st = result["major_roads_stitched"]
         add(f"major-road pixels in pieces reaching {st['reach_m']:g} m, stitched layout in {st['window_px']} px "
@@ -273,6 +279,17 @@ def _write_layout_png(layout: np.ndarray, channels: list[str], path: Path, mpp: 
     from urbangen.generate.writers import write_png
 
     write_png(layout, channels, path, mpp, title="stitched layout (seam evaluator)")
+
+
+def _per_tile_table(section: dict[str, Any]) -> list[str]:
+    """The report's table of an evaluator of per-tile statistics (:mod:`urbangen.evaluators.per_tile`)."""
+    return table(["statistic", "generated mean", "real test mean", "real training mean", "W1 (× floor)",
+                  "shuffled, noise (× floor)"],
+                 [[name, _fmt(m["generated_mean"]), _fmt(m["real_test_mean"]), _fmt(m["real_train_mean"]),
+                   _fmt(m["w1_ratio"]),
+                   f"{_fmt(m['ladder_w1']['shuffled'] / m['floor_w1'])}, "
+                   f"{_fmt(m['ladder_w1']['noise'] / m['floor_w1'])}" if m["floor_w1"] > 0 else "n/a"]
+                  for name, m in section["statistics"].items()])
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -367,13 +384,17 @@ def report_markdown(result: dict[str, Any]) -> str:
                   "Setback: the median distance from a footprint to its nearest street. Each W1 is against the real "
                   "test tiles, over the floor (real training tiles against them); the ladder's shuffled and noise "
                   "rungs are ceilings.", ""]
-        lines += table(["statistic", "generated mean", "real test mean", "real training mean", "W1 (× floor)",
-                        "shuffled, noise (× floor)"],
-                       [[name, _fmt(m["generated_mean"]), _fmt(m["real_test_mean"]), _fmt(m["real_train_mean"]),
-                         _fmt(m["w1_ratio"]),
-                         f"{_fmt(m['ladder_w1']['shuffled'] / m['floor_w1'])}, "
-                         f"{_fmt(m['ladder_w1']['noise'] / m['floor_w1'])}" if m["floor_w1"] > 0 else "n/a"]
-                        for name, m in bs["statistics"].items()])
+        lines += _per_tile_table(bs)
+    if "footprint_and_street_form" in result:
+        fs = result["footprint_and_street_form"]
+        lines += ["", "## Form of footprints and streets", "",
+                  "Whether footprints are compact and buildings and streets keep to a grid "
+                  "(`urbangen.evaluators.form`). Footprint rectangularity: a footprint's area over its smallest "
+                  f"enclosing rectangle's, weighted by area (footprints of {fs['min_footprint_px']} px or more). "
+                  "Alignment: the four-fold orientation order of the building channel's edges, and of the street "
+                  "channels', 1 for edges on one grid, 0 for edges in every direction. Each W1 is against the real "
+                  "test tiles, over the floor; the ladder's shuffled and noise rungs are ceilings.", ""]
+        lines += _per_tile_table(fs)
     if "seams" in result:
         sm = result["seams"]
         lines += ["", "## Seams", "", f"A stitched {sm['layout_px'][0]} px layout (2 samples), lines every "

@@ -22,15 +22,10 @@ channel). Two per-tile statistics:
   of the distance from a footprint's nearest pixel to the nearest street:
   how far back a district's buildings stand.
 
-Tiles without a building or a street have neither. Each statistic's
-Wasserstein-1 distance between generated tiles and the reference (real test
-tiles) is divided by the same distance between other real tiles (training
-regions) and the reference, as the morphology metric does; all three sets
-hold as many tiles, and each distance is over the tiles with a value. A
-generator that drew buildings and streets on few tiles would be judged on
-those few, so the target also asks that at least as many generated tiles as
-``MEASURED_SHARE`` of the reference's have a value. A street just outside a tile is not seen from inside it,
-for real and generated tiles alike.
+Tiles without a building or a street have neither. Each statistic is compared
+with the real test tiles' beside the floor by :func:`urbangen.evaluators.per_tile.compare`.
+A street just outside a tile is not seen from inside it, for real and
+generated tiles alike.
 """
 
 from __future__ import annotations
@@ -41,17 +36,14 @@ import numpy as np
 from scipy import ndimage
 
 from data_pipeline.errors import InvalidValueError
-from urbangen.evaluators import ladder
 from urbangen.evaluators.common import RealTiles
-from urbangen.evaluators.stats import wasserstein_columns
+from urbangen.evaluators.per_tile import compare
 from urbangen.measure import STREET_CHANNELS
 
 #: The band along a street whose share of buildings ``street_enrichment`` compares with its share of land:
 #: three pixels at 4 m/px, a carriageway's half, a pavement and a front yard.
 NEAR_M = 12.0
 STATISTICS = ("street_enrichment", "setback_m")
-#: The target also asks for a value on at least this share of as many generated tiles as real test tiles have one.
-MEASURED_SHARE = 0.9
 #: Footprints: 4-connected, as the vectorized outputs read the building channel.
 _FOUR = ndimage.generate_binary_structure(2, 1)
 
@@ -133,36 +125,11 @@ class BuildingStreetInterface:
 
     def __init__(self, reference: RealTiles) -> None:
         self.reference = reference
-        self.channels = list(reference.channels)
-        self.mpp = reference.meters_per_pixel
-        self.reference_stats = interface_statistics(reference.tiles, self.channels, self.mpp)
 
     def run(self, generated: np.ndarray, real: RealTiles, seed: int = 0, tolerance: float = 2.0) -> dict[str, Any]:
         """``real``: as many real tiles from other ground (training regions), the floor; ``tolerance``: the
-        target, in floors, for each statistic's W1."""
-        if not len(generated) == len(real) == len(self.reference):
-            raise InvalidValueError(f"the building–street interface compares equal sample sizes: {len(generated)} "
-                                    f"generated, {len(real)} real and {len(self.reference)} reference tiles")
-        gen_stats = interface_statistics(generated, self.channels, self.mpp)
-        real_stats = interface_statistics(real.tiles, self.channels, self.mpp)
-        w1 = wasserstein_columns(gen_stats, self.reference_stats)
-        floor = wasserstein_columns(real_stats, self.reference_stats)
-        # The ladder's degraded rungs, as ceilings (not a gate: blurring moves no building off its street).
-        rungs = {name: wasserstein_columns(interface_statistics(tiles, self.channels, self.mpp), self.reference_stats)
-                 for name, tiles in ladder.rungs(real.tiles, seed).items() if name != "real"}
-        out: dict[str, Any] = {"n": int(len(generated)), "near_m": NEAR_M, "statistics": {}}
-        for j, name in enumerate(STATISTICS):
-            ratio = float(w1[j] / floor[j]) if np.isfinite(w1[j]) and floor[j] > 0 else None
-            measured = int(np.isfinite(gen_stats[:, j]).sum())
-            enough = measured >= MEASURED_SHARE * np.isfinite(self.reference_stats[:, j]).sum()
-            out["statistics"][name] = {
-                "real_test_mean": float(np.nanmean(self.reference_stats[:, j])),
-                "real_train_mean": float(np.nanmean(real_stats[:, j])),
-                "generated_mean": float(np.nanmean(gen_stats[:, j])) if np.isfinite(gen_stats[:, j]).any() else None,
-                "generated_tiles_measured": measured,
-                "real_test_tiles_measured": int(np.isfinite(self.reference_stats[:, j]).sum()),
-                "w1": float(w1[j]), "floor_w1": float(floor[j]), "w1_ratio": ratio,
-                "ladder_w1": {"real": float(floor[j]), **{k: float(v[j]) for k, v in rungs.items()}},
-                "target_ratio": tolerance,
-                "meets_target": None if ratio is None else bool(ratio <= tolerance and enough)}
-        return out
+        target, in floors, for each statistic's W1 (see :func:`urbangen.evaluators.per_tile.compare`)."""
+        channels, mpp = list(self.reference.channels), self.reference.meters_per_pixel
+        statistics = compare(lambda tiles: interface_statistics(tiles, channels, mpp), STATISTICS, self.reference,
+                             generated, real, seed=seed, tolerance=tolerance)
+        return {"n": int(len(generated)), "near_m": NEAR_M, "statistics": statistics}
