@@ -14,6 +14,7 @@ from data_pipeline.dataset import ATTRIBUTION
 from data_pipeline.errors import OutputExistsError, ParameterFileError
 from data_pipeline.parameters import PARAMETERS
 from urbangen.generate.fields import parameter_fields
+from urbangen.generate.imputation import impute_free
 from urbangen.generate.request import GenerationRequest, read_request
 from urbangen.generate.sampler import generate_layout, to_layout
 from urbangen.generate.selection import Calibration, by_parameters, candidates_of, shipped_calibration
@@ -103,7 +104,11 @@ def generate(params_file: str | Path | GenerationRequest, out_dir: str | Path, *
         raise ParameterFileError(request.source, "streets", "this checkpoint does not take a street network")
     mpp, tile, names = spec.meters_per_pixel, spec.tile_px, list(spec.parameter_names)
     width, height = (max(1, int(round(s / mpp))) for s in request.size_m)
-    fields = parameter_fields(request, names, height, width, mpp)
+    # Parameters the file leaves free: what real tiles with the requested ones have (urbangen.generate.imputation).
+    fields = impute_free(parameter_fields(request, names, height, width, mpp), names, spec.scaler,
+                         shipped_calibration(gen))
+    free = {n: float(np.mean(fields[..., i])) for i, n in enumerate(names)
+            if n not in request.parameters and np.isfinite(fields[..., i]).all()}
     given = None
     if request.streets is not None:
         from urbangen.generate.streets import rasterize_streets
@@ -141,7 +146,7 @@ def generate(params_file: str | Path | GenerationRequest, out_dir: str | Path, *
             samples.append({"sample": s, "buildings": int(len(vectors["buildings"])),
                             "street_segments": int(len(vectors["streets"])),
                             "parameters": compare(fields, names, achieved, windows, list(request.parameters))})
-        report = _report(request, gen, samples, height, width)
+        report = _report(request, gen, samples, height, width, free)
         if "report" in request.outputs:
             write_report(report, tmp / "report.json", tmp / "report.md")
         (tmp / MARKER).write_text("urbangen generate output: generate --overwrite may replace this folder\n")
@@ -202,7 +207,8 @@ def _among_training_tiles(calibration: Calibration | None, gen: Generator, name:
 
 
 def _report(request: GenerationRequest, gen: Generator, samples: list[dict], height: int,
-            width: int) -> dict[str, Any]:
+            width: int, free: dict[str, float]) -> dict[str, Any]:
+    """``free``: the mean value each parameter the file left free was asked as (urbangen.generate.imputation)."""
     average = {}
     for name in request.parameters:
         rows = [s["parameters"][name] for s in samples]
@@ -215,7 +221,7 @@ def _report(request: GenerationRequest, gen: Generator, samples: list[dict], hei
                          "windows": int(sum(len(r["per_window"]) for r in rows))}
     calibration = shipped_calibration(gen)
     names = list(gen.spec.parameter_names)
-    z = gen.spec.scaler.transform(np.array([[average[p]["requested_mean"] if p in average else np.nan
+    z = gen.spec.scaler.transform(np.array([[average[p]["requested_mean"] if p in average else free.get(p, np.nan)
                                              for p in names]]))
     for name, row in average.items():
         # What real tiles with this request measure through the same raster path (None: not calibrated).
@@ -230,4 +236,5 @@ def _report(request: GenerationRequest, gen: Generator, samples: list[dict], hei
             "size_px": [width, height], "size_m": [width * mpp, height * mpp],
             "crs": request.crs, "origin": list(request.origin), "seed": request.seed,
             "candidates": candidates_of(gen), "target_scatter": request.target_scatter, "samples": samples,
-            "average": average, "attribution": f"Model trained on map data {ATTRIBUTION}"}
+            "average": average, "free_parameters_asked": free,
+            "attribution": f"Model trained on map data {ATTRIBUTION}"}

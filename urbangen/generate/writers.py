@@ -89,6 +89,11 @@ def write_report(report: dict[str, Any], json_path: Path, md_path: Path) -> None
                      fmt(row["achieved_mean"]), fmt(row["mean_absolute_error"]),
                      f"{row['failed_windows']}/{row['windows']}"]
                     for name, row in report["average"].items()])
+    free = report.get("free_parameters_asked") or {}
+    if free:
+        lines += ["", "Parameters the file left free were asked as what the real training tiles nearest the request"
+                  " have, on average (`urbangen.generate.imputation`): "
+                  + ", ".join(f"{name} {fmt(value)}" for name, value in free.items()) + "."]
     outside = {name: row for name, row in report["average"].items() if row.get("windows_outside_training")}
     if outside:
         lines += ["", "**Outside the training tiles.** A generator draws what it learned from; asked for more (or "
