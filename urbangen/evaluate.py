@@ -149,7 +149,9 @@ def evaluate(checkpoint: str | Path | TrainedModel | GeneratorChain, dataset: st
         result["streets"] = StreetConnectivity(test).run(generated, train)
     if "buildings" in model.spec.output_channels and any(c in data.channels for c in STREET_CHANNELS):
         result["building_street_interface"] = BuildingStreetInterface(test).run(generated, train, seed=seed)
-        result["footprint_and_street_form"] = FootprintAndStreetForm(test).run(generated, train, seed=seed)
+        draws_streets = any(c in model.spec.output_channels for c in STREET_CHANNELS)
+        result["footprint_and_street_form"] = FootprintAndStreetForm(test, draws_streets).run(generated, train,
+                                                                                               seed=seed)
     seams = _seams(model, data, test_rows, test, seed, seams_m) if seams_m else None
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -390,10 +392,11 @@ def report_markdown(result: dict[str, Any]) -> str:
         lines += ["", "## Form of footprints and streets", "",
                   "Whether footprints are compact and buildings and streets keep to a grid "
                   "(`urbangen.evaluators.form`). Footprint rectangularity: a footprint's area over its smallest "
-                  f"enclosing rectangle's, weighted by area (footprints of {fs['min_footprint_px']} px or more). "
-                  "Alignment: the four-fold orientation order of the building channel's edges, and of the street "
-                  "channels', 1 for edges on one grid, 0 for edges in every direction. Each W1 is against the real "
-                  "test tiles, over the floor; the ladder's shuffled and noise rungs are ceilings.", ""]
+                  f"enclosing rectangle's, weighted by area (footprints of {fs['min_footprint_m2']:g} m² or more). "
+                  "Building alignment: the four-fold order of those rectangles' directions, weighted by area; "
+                  "street alignment: of the street centre lines' bearings, weighted by length (1: one grid; near 0: "
+                  "every direction). Each W1 is against the real test tiles, over the floor; the ladder's shuffled "
+                  "and noise rungs are ceilings.", ""]
         lines += _per_tile_table(fs)
     if "seams" in result:
         sm = result["seams"]

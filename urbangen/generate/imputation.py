@@ -12,7 +12,12 @@ requested parameters are nearest the request have, on average: the
 :data:`NEIGHBOURS` nearest (standardized as the generator sees them, among
 the tiles a shipped generator's selection calibration holds,
 :class:`urbangen.generate.selection.Calibration`, that know every requested
-parameter), each free parameter averaged over those of them that know it.
+parameter and the free one: 78 % of them know no building parameter, and a
+street-only request's 16 nearest tiles often held none that did). Requests
+are looked up to a thousandth of a training spread, so a field over a large
+layout costs one search per distinct value. With a street network given
+(``streets:``), the buildings stage draws alone, without a calibration, and
+its free parameters stay at the training mean.
 Nearest neighbours rather than a line: the parameters are tied by identities
 no line keeps (a major-road share is a major-road density over every
 street's), and a line fitted to the Copenhagen-like request above asked for
@@ -26,6 +31,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from data_pipeline.errors import RunSpecError
 from urbangen.conditioning import ParameterScaler
 from urbangen.generate.selection import Calibration
 
@@ -38,9 +44,18 @@ def known_requests(calibration: Calibration) -> np.ndarray:
 
     A tile's requests are stored standardized with the unknown ones at 0; a
     parameter with a line is known where the tile's residual is (request and
-    measurement both known), any other where the stored value is not 0.
+    measurement both known: a tile whose measurement failed counts as not
+    knowing it, a few sparse tiles' orientation entropy), any other where the
+    stored value is not 0.
+
+    Raises
+    ------
+    RunSpecError
+        If the calibration holds no fitting tiles' requests and residuals.
     """
-    assert calibration.requests is not None and calibration.residuals is not None
+    if calibration.requests is None or calibration.residuals is None:
+        raise RunSpecError(f"the calibration fitted on {calibration.fitted_on} holds no fitting tiles' requests: "
+                           "refit it with scripts/fit_selection_calibration.py")
     known = calibration.requests != 0
     lines = list(calibration.lines)
     for q, name in enumerate(calibration.request_names):
@@ -51,7 +66,8 @@ def known_requests(calibration: Calibration) -> np.ndarray:
 
 def impute_free(fields: np.ndarray, names: list[str], scaler: ParameterScaler,
                 calibration: Calibration | None) -> np.ndarray:
-    """``fields`` (..., P) in units, NaN where free, with each free parameter its line on the requested ones.
+    """``fields`` (..., P) in units, NaN where free, with each free parameter the mean of the real training
+    tiles nearest the request (see the module).
 
     Parameters
     ----------
@@ -59,42 +75,46 @@ def impute_free(fields: np.ndarray, names: list[str], scaler: ParameterScaler,
         Parameter values per pixel, in the order of ``names``; a free
         parameter is NaN everywhere.
     names
-        The generator's parameters, as ``scaler`` and the calibration's
-        requests order them.
+        The generator's parameters, in ``scaler``'s order.
     scaler
-        The generator's standardization.
+        The generator's standardization (the calibration's requests are
+        standardized by it).
     calibration
-        Real training tiles' standardized requests (None, or one without
-        them, or of other parameters: ``fields`` come back unchanged).
+        Real training tiles' standardized requests. Without one, or one
+        without the fitting tiles' requests, ``fields`` come back unchanged;
+        a free parameter it does not hold stays free, and so does every one
+        when a requested parameter is not among its requests.
+
+    Returns
+    -------
+    numpy.ndarray
+        A copy of ``fields`` with the free parameters filled.
     """
-    if (calibration is None or calibration.requests is None or calibration.residuals is None
-            or tuple(calibration.request_names) != tuple(names)):
+    if calibration is None or calibration.requests is None or calibration.residuals is None:
         return fields
-    free = [j for j in range(len(names)) if np.isnan(fields[..., j]).all()]
-    asked = [j for j in range(len(names)) if j not in free]
-    if not free or not asked:
+    column = {name: q for q, name in enumerate(calibration.request_names)}
+    free = [j for j in range(len(names)) if np.isnan(fields[..., j]).all() and names[j] in column]
+    asked = [j for j in range(len(names)) if not np.isnan(fields[..., j]).all()]
+    if not free or not asked or any(names[j] not in column for j in asked):
         return fields
     from scipy.spatial import cKDTree
 
     known = known_requests(calibration)
-    pool = np.flatnonzero(known[:, asked].all(axis=1))
-    if len(pool) < NEIGHBOURS:
-        return fields
+    asked_q = [column[names[j]] for j in asked]
     mean, std = np.asarray(scaler.mean, np.float64), np.asarray(scaler.std, np.float64)
-    z = ((fields[..., asked] - mean[asked]) / std[asked]).reshape(-1, len(asked))
-    # Fields vary smoothly over a layout: look each distinct request up once.
+    # Fields vary smoothly over a layout: look each distinct request up once, to a thousandth of a spread.
+    z = np.round((fields[..., asked] - mean[asked]) / std[asked], 3).reshape(-1, len(asked))
     distinct, where = np.unique(z, axis=0, return_inverse=True)
-    _, nearest = cKDTree(calibration.requests[pool][:, asked]).query(distinct, k=NEIGHBOURS)
-    rows = pool[nearest]  # (distinct requests, NEIGHBOURS)
     out = fields.copy()
     for j in free:
-        counted = known[rows, j]
-        if not counted.any():
-            continue  # no neighbour knows it: the training mean, as before
-        # Mean over the neighbours that know it; a request none of whose neighbours do gets the training mean (0).
-        filled = (np.where(counted, calibration.requests[rows, j], 0.0).sum(axis=1)
-                  / np.maximum(counted.sum(axis=1), 1))
-        value = filled[where.reshape(-1)] * std[j] + mean[j]
-        # Every parameter is at least 0; a share whose neighbours all have none comes back as rounding noise.
-        out[..., j] = np.where(value < 1e-9 * std[j], 0.0, value).reshape(fields.shape[:-1])
+        q = column[names[j]]
+        # Among the tiles that knew every requested parameter and this one.
+        pool = np.flatnonzero(known[:, asked_q].all(axis=1) & known[:, q])
+        if len(pool) < NEIGHBOURS:
+            continue  # too few: the training mean, as before
+        _, nearest = cKDTree(calibration.requests[pool][:, asked_q]).query(distinct, k=NEIGHBOURS)
+        value = calibration.requests[pool[nearest], q].mean(axis=1)[where.reshape(-1)] * std[j] + mean[j]
+        # Every parameter is at least 0; a share whose neighbours all have none comes back as float32 rounding.
+        value = np.where(value < 1e-6 * std[j], 0.0, value)
+        out[..., j] = value.reshape(fields.shape[:-1])
     return out
