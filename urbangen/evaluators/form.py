@@ -97,16 +97,22 @@ def _four_fold_order(angles: np.ndarray, weights: np.ndarray) -> float:
 def footprint_rectangularity(buildings: np.ndarray, meters_per_pixel: float) -> float:
     """Area-weighted mean, over the footprints of an (H, W) 0/1 mask of at least ``MIN_FOOTPRINT_M2``, of a
     footprint's area over its smallest enclosing rectangle's (NaN without such a footprint)."""
-    areas, envelopes = _footprint_envelopes(buildings, _min_px(meters_per_pixel))
-    if not len(areas):
-        return float("nan")
-    return float(np.sum(areas * areas / shapely.area(envelopes)) / np.sum(areas))
+    return _rectangularity(*_footprint_envelopes(buildings, _min_px(meters_per_pixel)))
 
 
 def building_alignment(buildings: np.ndarray, meters_per_pixel: float) -> float:
     """Four-fold order of the directions of the footprints' smallest enclosing rectangles, weighted by area:
     whether a tile's footprints keep to one grid, whatever their size (NaN under ``MIN_FOOTPRINTS``)."""
-    areas, envelopes = _footprint_envelopes(buildings, _min_px(meters_per_pixel))
+    return _alignment(*_footprint_envelopes(buildings, _min_px(meters_per_pixel)))
+
+
+def _rectangularity(areas: np.ndarray, envelopes: np.ndarray) -> float:
+    if not len(areas):
+        return float("nan")
+    return float(np.sum(areas * areas / shapely.area(envelopes)) / np.sum(areas))
+
+
+def _alignment(areas: np.ndarray, envelopes: np.ndarray) -> float:
     if len(areas) < MIN_FOOTPRINTS:
         return float("nan")
     corners = shapely.get_coordinates(envelopes).reshape(len(areas), 5, 2)
@@ -168,9 +174,10 @@ def form_statistics(tiles: np.ndarray, channels: list[str], meters_per_pixel: fl
                                 f"got {channels}")
     b = channels.index("buildings")
     out = np.full((len(tiles), len(STATISTICS)), np.nan)
+    min_px = _min_px(meters_per_pixel)
     for i, tile in enumerate(tiles):
-        out[i] = (footprint_rectangularity(tile[..., b], meters_per_pixel),
-                  building_alignment(tile[..., b], meters_per_pixel),
+        footprints = _footprint_envelopes(tile[..., b], min_px)  # once for both building statistics
+        out[i] = (_rectangularity(*footprints), _alignment(*footprints),
                   street_alignment(tile[..., streets].any(axis=-1), meters_per_pixel))
     return out
 

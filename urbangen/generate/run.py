@@ -105,8 +105,8 @@ def generate(params_file: str | Path | GenerationRequest, out_dir: str | Path, *
     mpp, tile, names = spec.meters_per_pixel, spec.tile_px, list(spec.parameter_names)
     width, height = (max(1, int(round(s / mpp))) for s in request.size_m)
     # Parameters the file leaves free: what real tiles with the requested ones have (urbangen.generate.imputation).
-    fields = impute_free(parameter_fields(request, names, height, width, mpp), names, spec.scaler,
-                         shipped_calibration(gen))
+    calibration = shipped_calibration(gen)
+    fields = impute_free(parameter_fields(request, names, height, width, mpp), names, spec.scaler, calibration)
     free = {n: float(np.mean(fields[..., i])) for i, n in enumerate(names)
             if n not in request.parameters and np.isfinite(fields[..., i]).all()}
     given = None
@@ -146,7 +146,7 @@ def generate(params_file: str | Path | GenerationRequest, out_dir: str | Path, *
             samples.append({"sample": s, "buildings": int(len(vectors["buildings"])),
                             "street_segments": int(len(vectors["streets"])),
                             "parameters": compare(fields, names, achieved, windows, list(request.parameters))})
-        report = _report(request, gen, samples, height, width, free)
+        report = _report(request, gen, samples, height, width, free, calibration)
         if "report" in request.outputs:
             write_report(report, tmp / "report.json", tmp / "report.md")
         (tmp / MARKER).write_text("urbangen generate output: generate --overwrite may replace this folder\n")
@@ -207,8 +207,9 @@ def _among_training_tiles(calibration: Calibration | None, gen: Generator, name:
 
 
 def _report(request: GenerationRequest, gen: Generator, samples: list[dict], height: int,
-            width: int, free: dict[str, float]) -> dict[str, Any]:
-    """``free``: the mean value each parameter the file left free was asked as (urbangen.generate.imputation)."""
+            width: int, free: dict[str, float], calibration: Calibration | None) -> dict[str, Any]:
+    """``free``: the mean value each parameter the file left free was asked as (urbangen.generate.imputation);
+    ``calibration``: the generator's shipped one, if any."""
     average = {}
     for name in request.parameters:
         rows = [s["parameters"][name] for s in samples]
@@ -219,7 +220,6 @@ def _report(request: GenerationRequest, gen: Generator, samples: list[dict], hei
                          "mean_absolute_error": float(np.mean(errors)) if errors else None,
                          "failed_windows": int(sum(r["failed_windows"] for r in rows)),
                          "windows": int(sum(len(r["per_window"]) for r in rows))}
-    calibration = shipped_calibration(gen)
     names = list(gen.spec.parameter_names)
     z = gen.spec.scaler.transform(np.array([[average[p]["requested_mean"] if p in average else free.get(p, np.nan)
                                              for p in names]]))
