@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 import pydantic
 
 from data_pipeline.errors import RunSpecError
@@ -345,14 +346,34 @@ def _vae(config: ml_collections.ConfigDict, fields: dict[str, Any]) -> tuple:
                              method=ConditionalVAE.decode)
         return jax.nn.sigmoid(logits.astype(jnp.float32))
 
-    def generate(variables, z_maps, key, given=None, latent=None):
-        # One latent per tile, conditioned on the tile's mean parameters: from N(0, I), or from the mixture
-        # fitted to the training tiles' posterior means where the model carries one (urbangen.latent_prior).
-        params = z_maps.mean(axis=(1, 2))
+    def latents(variables, key, n):
+        # From N(0, I), or from the mixture fitted to the training tiles' posterior means where the model
+        # carries one (urbangen.latent_prior).
         prior = variables.get(LATENT_PRIOR)
-        z = (jax.random.normal(key, (params.shape[0], cfg.latent_dim)) if prior is None
-             else sample_mixture(prior, key, params.shape[0]))
-        return decode(variables, z, params)
+        return (jax.random.normal(key, (n, cfg.latent_dim)) if prior is None
+                else sample_mixture(prior, key, n))
+
+    def generate(variables, z_maps, key, given=None, latent=None):
+        # One latent per tile, conditioned on the tile's mean parameters.
+        params = z_maps.mean(axis=(1, 2))
+        return decode(variables, latents(variables, key, params.shape[0]), params)
+
+    def continue_drawn(variables, z, z_params, drawn, known, steps, learning_rate, anchor):
+        # Latents z (B, d) moved by Adam, for ``steps`` steps, so that their decoded fields match ``drawn``
+        # where ``known`` (B, t, t, 1) weighs it, staying near where they started (anchor * mean (z - z0)^2).
+        tx = optax.adam(learning_rate)
+
+        def loss(zz):
+            misfit = known * (decode(variables, zz, z_params) - drawn) ** 2
+            return misfit.sum() / (known.sum() * drawn.shape[-1] + 1e-6) + anchor * jnp.mean((zz - z) ** 2)
+
+        def step(carry, _):
+            zz, opt = carry
+            updates, opt = tx.update(jax.grad(loss)(zz), opt)
+            return (optax.apply_updates(zz, updates), opt), None
+
+        (moved, _), _ = jax.lax.scan(step, (z, tx.init(z)), None, length=steps)
+        return moved
 
     def encode(variables, tiles, z_params):
         return model.apply({"params": variables["params"]}, layout_to_signed(tiles[..., out_idx]), z_params,
@@ -361,7 +382,9 @@ def _vae(config: ml_collections.ConfigDict, fields: dict[str, Any]) -> tuple:
     # A proximity VAE's randomness is its latent: its fields decode without more (urbangen.proximity).
     sampling = "proximity" if cfg.get("target", "mask") == "proximity" else "bernoulli"
     extra = dict(output_channels=tuple(outputs), sampling=sampling, conditional=bool(cfg.conditional))
-    return ({"generate": jax.jit(generate), "encode": jax.jit(encode), "decode": jax.jit(decode)}, extra,
+    return ({"generate": jax.jit(generate), "encode": jax.jit(encode), "decode": jax.jit(decode),
+             "latents": jax.jit(latents, static_argnums=2),
+             "continue_drawn": jax.jit(continue_drawn, static_argnums=(5, 6, 7))}, extra,
             lambda state: {"params": state["params"]})
 
 
