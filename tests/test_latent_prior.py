@@ -83,3 +83,43 @@ def test_export_fits_the_prior_to_the_training_tiles_and_the_file_carries_it(vae
     # --latent-prior 0: sampled from N(0, I), as a run folder is.
     bad = CliRunner().invoke(app, ["export", str(vae_run), str(tmp_path / "x.msgpack"), "--latent-prior", "0"])
     assert bad.exit_code == 0 and LATENT_PRIOR not in read_model(tmp_path / "x.msgpack").variables
+
+
+def test_a_model_files_prior_is_refitted_with_more_components_than_their_tiles_fill(vae_run, small_tiles,
+                                                                                    tmp_path):
+    """``urbangen export`` on a model file refits its prior, with so many components that each holds fewer
+    training latents than the latent has dimensions (the shipped street stage's 64 over 2534 tiles, 128-d),
+    so their covariances are singular. The mixture's mean is, as after any EM step, the training latents'
+    mean (float64 NumPy), and the file's run spec records the components."""
+    from typer.testing import CliRunner
+
+    from data_pipeline.dataset import open_dataset
+    from urbangen.cli import app
+    from urbangen.inference import LATENT_PRIOR
+    from urbangen.pretrained import read_model
+    from urbangen.splits import check_split
+
+    plain = tmp_path / "plain.msgpack"
+    assert CliRunner().invoke(app, ["export", str(vae_run), str(plain), "--latent-prior", "0"]).exit_code == 0
+    model = read_model(plain)
+    data = open_dataset(small_tiles)
+    rows = check_split(model.spec.split, data.tiles).train
+    columns = [data.parameter_names.index(p) for p in model.spec.parameter_names]
+    latents = np.asarray(model.encode_tiles(data.read_tiles(rows),
+                                            model.spec.scaler.transform(data.parameters(rows)[:, columns])),
+                         np.float64)
+    d = latents.shape[1]
+    k = len(rows) // (d // 2)  # about d / 2 latents a component
+    assert 2 <= k and len(rows) / k < d
+
+    out = tmp_path / "refitted.msgpack"
+    result = CliRunner().invoke(app, ["export", str(plain), str(out), "--latent-prior", str(k),
+                                      "--dataset", str(small_tiles)])
+    assert result.exit_code == 0, result.output
+    refitted = read_model(out)
+    prior = refitted.variables[LATENT_PRIOR]
+    assert prior["means"].shape == (k, d)
+    assert refitted.spec.config["vae"]["latent_prior_components"] == k
+    weights = np.exp(np.asarray(prior["log_weights"], np.float64))
+    np.testing.assert_allclose(weights @ np.asarray(prior["means"], np.float64), latents.mean(axis=0), atol=1e-3)
+    assert np.all(np.isfinite(np.asarray(prior["scale_tril"])))

@@ -222,9 +222,10 @@ def examples_command(
 
 @app.command("export")
 def export_command(
-    checkpoint: Annotated[Path, typer.Argument(help="Training run directory.")],
+    checkpoint: Annotated[Path, typer.Argument(
+        help="Training run directory, or a model file (to refit its latent prior).")],
     out: Annotated[Path, typer.Argument(help="Model file to write (.msgpack).")],
-    step: Annotated[str, typer.Option(help="best, latest or a step number.")] = "latest",
+    step: Annotated[str, typer.Option(help="best, latest or a step number (of a run directory).")] = "latest",
     dtype: Annotated[str, typer.Option(help="float32, or float16 for half the size.")] = "float32",
     latent_prior: Annotated[int | None, typer.Option(
         help="A VAE's learned prior: components of the Gaussian mixture fitted to its training tiles' latents "
@@ -233,11 +234,11 @@ def export_command(
         help="Dataset the run was trained on, for --latent-prior (default: the one its run spec names).")] = None,
 ) -> None:
     """Write a run's weights and run spec to one model file: the format the shipped models come in."""
-    from urbangen.inference import load_run
     from urbangen.latent_prior import fit_latent_prior, with_latent_prior
-    from urbangen.pretrained import export_model
+    from urbangen.pretrained import export_model, load_one_model
 
-    model = load_run(checkpoint, int(step) if step.isdigit() else cast(Any, step))  # load_run checks it
+    # A run directory (load_run checks the step) or a model file.
+    model = load_one_model(checkpoint, "export", int(step) if step.isdigit() else cast(Any, step))
     if latent_prior is None:
         latent_prior = int(model.spec.config.get("vae", {}).get("latent_prior_components", 0))
     if latent_prior:

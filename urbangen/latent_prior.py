@@ -23,6 +23,14 @@ from data_pipeline.errors import InvalidValueError, RunSpecError
 from urbangen.inference import LATENT_PRIOR, TrainedModel
 from urbangen.splits import check_split
 
+#: Added to the diagonal of each component's covariance. A component of a mixture with many components holds
+#: fewer training latents than the latent has dimensions (64 components over the street stage's 2534 tiles,
+#: 128-d), so its covariance is singular: at sklearn's default (1e-6) its draws keep to the span of those few
+#: latents, and a fit in float32 fails to factor it. 1e-3 is small beside the posteriors' own variance (the
+#: street stage's: 0.03 at the median); the street stage's samples measured alike at both (street alignment's
+#: W1, six draws of 96 validation requests: 3.0 x the floor at 1e-3, 3.1 x at 1e-6).
+REG_COVAR = 1e-3
+
 
 def fit_latent_prior(model: TrainedModel, dataset: str | Path | None = None, components: int = 4, *,
                      seed: int = 0, batch: int = 256) -> dict[str, np.ndarray]:
@@ -68,12 +76,17 @@ def fit_latent_prior(model: TrainedModel, dataset: str | Path | None = None, com
         model.encode_tiles(data.read_tiles(rows[i:i + batch]),
                            spec.scaler.transform(data.parameters(rows[i:i + batch])[:, columns]))
         for i in range(0, len(rows), batch)])
-    mixture = GaussianMixture(components, covariance_type="full", random_state=seed).fit(means.astype(np.float64))
+    mixture = GaussianMixture(components, covariance_type="full", random_state=seed, reg_covar=REG_COVAR)
+    mixture.fit(means.astype(np.float64))
     return {"log_weights": np.log(mixture.weights_).astype(np.float32),
             "means": mixture.means_.astype(np.float32),
             "scale_tril": np.linalg.cholesky(mixture.covariances_).astype(np.float32)}
 
 
 def with_latent_prior(model: TrainedModel, prior: dict[str, np.ndarray]) -> TrainedModel:
-    """``model`` sampling its latents from ``prior`` (see :func:`fit_latent_prior`)."""
-    return replace(model, variables={**model.variables, LATENT_PRIOR: prior})
+    """``model`` sampling its latents from ``prior`` (see :func:`fit_latent_prior`); its run spec's config
+    records the prior's number of components (``vae.latent_prior_components``)."""
+    config = dict(model.spec.config)
+    config["vae"] = {**config.get("vae", {}), "latent_prior_components": int(len(prior["means"]))}
+    return replace(model, spec=model.spec.model_copy(update={"config": config}),
+                   variables={**model.variables, LATENT_PRIOR: prior})
