@@ -7,12 +7,25 @@ import time
 from pathlib import Path
 from typing import Any
 
-from data_pipeline.city import peak_rss_mb, reset_peak_rss
 from urbangen.machine import describe_machine
 
-__all__ = ["machine", "matmul_peak_flops", "peak_rss_mb", "reset_peak_rss", "write_results"]
+__all__ = ["lowered_flops", "machine", "matmul_peak_flops", "peak_rss_mb", "reset_peak_rss", "write_results"]
 
 RESULTS_DIR = Path(__file__).parent / "results"
+
+
+def peak_rss_mb() -> float:
+    """:func:`data_pipeline.city.peak_rss_mb`, imported when asked: the timing benchmarks need no geo stack."""
+    from data_pipeline.city import peak_rss_mb as peak
+
+    return peak()
+
+
+def reset_peak_rss() -> None:
+    """:func:`data_pipeline.city.reset_peak_rss`, imported when asked."""
+    from data_pipeline.city import reset_peak_rss as reset
+
+    reset()
 
 
 def machine() -> dict[str, Any]:
@@ -49,3 +62,15 @@ def matmul_peak_flops(n: int = 2048, repeats: int = 5, dtype: str = "float32") -
         best = min(best, time.perf_counter() - tic)
     return {"n": n, "dtype": dtype, "seconds": best, "flops_per_s": 2.0 * n ** 3 / best,
             "device": str(jax.devices()[0].device_kind)}
+
+
+def lowered_flops(lowered: Any) -> float:
+    """FLOP of a lowered (not yet compiled) jit function, by XLA's cost analysis of its HLO.
+
+    Before compilation, not after: on a GPU the compiled module's convolutions are calls into cuDNN,
+    which its cost analysis leaves out (a pix2pix step counted 3 % of its FLOP on an H200). The
+    lowered count is the same on every backend and within 0.2 % of the CPU-compiled one.
+    """
+    cost = lowered.cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    return float(cost.get("flops", 0.0)) if cost else 0.0

@@ -27,11 +27,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._common import matmul_peak_flops, write_results  # noqa: E402
+from benchmarks._common import lowered_flops, matmul_peak_flops, write_results  # noqa: E402
 from benchmarks.bench_train import CHANNELS, N_PARAMS  # noqa: E402
 
 
-def make_generator():
+def make_generator(precision: str = "float32"):
     import jax
 
     from urbangen.conditioning import ParameterScaler
@@ -39,7 +39,7 @@ def make_generator():
     from urbangen.inference import model_from_state
     from urbangen.training.pix2pix import Pix2PixTask
 
-    config = experiment_config("pix2pix")
+    config = experiment_config("pix2pix", precision=precision)
     names = ["building_coverage", "buildings_per_ha", "mean_footprint_m2", "intersection_density_per_km2",
              "walk_network_density_km_per_km2", "major_road_density_km_per_km2", "minor_road_density_km_per_km2",
              "cycle_foot_density_km_per_km2", "cycle_foot_share", "major_road_share", "orientation_entropy",
@@ -59,9 +59,7 @@ def jax_tiles_per_s(gen, batch: int, repeats: int) -> tuple[float, float]:
 
     fn = gen.fn("generate")
     cond = jnp.asarray(np.random.default_rng(0).normal(size=(batch, 256, 256, N_PARAMS)).astype(np.float32))
-    cost = jax.jit(fn).lower(cond, jax.random.key(0)).compile().cost_analysis()
-    cost = cost[0] if isinstance(cost, list) else cost
-    flops_per_tile = float(cost.get("flops", 0.0)) / batch if cost else 0.0
+    flops_per_tile = lowered_flops(jax.jit(fn).lower(cond, jax.random.key(0))) / batch
     jax.block_until_ready(fn(cond, jax.random.key(0)))
     tic = time.perf_counter()
     for r in range(repeats):
@@ -70,23 +68,61 @@ def jax_tiles_per_s(gen, batch: int, repeats: int) -> tuple[float, float]:
     return batch * repeats / (time.perf_counter() - tic), flops_per_tile
 
 
-def torch_tiles_per_s(batch: int, repeats: int) -> float:
+def torch_tiles_per_s(batch: int, repeats: int, precision: str = "float32") -> float:
+    """The same generator's forward pass in PyTorch, on CUDA where there is one (``bfloat16``: autocast)."""
+    import contextlib
+
     import torch
 
     from benchmarks.torch_pix2pix import Pix2PixStep
 
-    step = Pix2PixStep(N_PARAMS, len(CHANNELS), 256)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch.backends.cudnn.benchmark = True
+    step = Pix2PixStep(N_PARAMS, len(CHANNELS), 256, device=device)
     generator = step.G.eval()
     for m in generator.modules():  # pix2pix keeps dropout on when generating
         if isinstance(m, torch.nn.Dropout):
             m.train()
-    cond = torch.randn(batch, N_PARAMS, 256, 256).to(memory_format=step.memory_format)
-    with torch.no_grad():
-        generator(cond)
-        tic = time.perf_counter()
-        for _ in range(repeats):
+    cond = torch.randn(batch, N_PARAMS, 256, 256, device=device).to(memory_format=step.memory_format)
+    autocast = (torch.autocast(device, dtype=torch.bfloat16) if precision == "bfloat16"
+                else contextlib.nullcontext())
+
+    def run(n: int) -> None:
+        for _ in range(n):
             generator(cond)
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    with torch.no_grad(), autocast:
+        run(1 if device == "cpu" else 3)
+        tic = time.perf_counter()
+        run(repeats)
     return batch * repeats / (time.perf_counter() - tic)
+
+
+def main_tiles(args) -> None:
+    """Tiles per second alone (no stitched layout, no outputs): the accelerator's figures."""
+    import jax
+
+    peak = matmul_peak_flops()
+    peak_bf16 = matmul_peak_flops(n=8192, dtype="bfloat16") if jax.default_backend() != "cpu" else None
+    rows = []
+    for precision in args.precision:
+        ours, flops_per_tile = jax_tiles_per_s(make_generator(precision), args.batch, args.repeats)
+        ref = torch_tiles_per_s(args.batch, args.repeats, precision)
+        row = {"precision": precision, "batch": args.batch, "jax_tiles_per_s": ours, "torch_tiles_per_s": ref,
+               "ratio": ours / ref, "flops_per_tile": flops_per_tile,
+               "share_of_matmul_peak": ours * flops_per_tile / peak["flops_per_s"]}
+        if peak_bf16:
+            row["share_of_bf16_matmul_peak"] = ours * flops_per_tile / peak_bf16["flops_per_s"]
+        rows.append(row)
+        print(f"generation, 256 px, batch {args.batch}, {precision}: JAX {ours:.1f} tiles/s, PyTorch same "
+              f"architecture {ref:.1f} tiles/s (ratio {ours / ref:.2f}x); {flops_per_tile / 1e9:.1f} GFLOP a tile, "
+              f"{row['share_of_matmul_peak']:.0%} of the float32 matmul peak"
+              + (f", {row['share_of_bf16_matmul_peak']:.0%} of the bf16 one" if peak_bf16 else ""), flush=True)
+    name = "generate_tiles" if jax.default_backend() == "cpu" else f"generate_tiles_{jax.default_backend()}"
+    path = write_results(name, {"matmul_peak": peak, "matmul_peak_bf16": peak_bf16, "rows": rows})
+    print(f"results: {path}")
 
 
 def stitched_seconds(gen) -> dict:
@@ -176,7 +212,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--shipped-only", action="store_true",
                         help="only the shipped generator's 2 x 2 km layout (no PyTorch needed)")
+    parser.add_argument("--tiles-only", action="store_true",
+                        help="only tiles per second, JAX and PyTorch (on a GPU: CUDA), at each --precision")
+    parser.add_argument("--precision", nargs="+", default=["float32"], choices=["float32", "bfloat16"])
     args = parser.parse_args()
+    if args.tiles_only:
+        main_tiles(args)
+        return
     shipped = [shipped_stitched_seconds(k) for k in (1, 16)]
     for r in shipped:
         print(f"city-64, 2 x 2 km at 4 m/px, {r['candidates']} candidate(s): {r['layout_s']:.1f} s for the layout, "

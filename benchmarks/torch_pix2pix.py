@@ -82,12 +82,14 @@ class Pix2PixStep:
     """One D step then one G step, as the reference ``optimize_parameters``."""
 
     def __init__(self, cond_channels: int, out_channels: int, tile_px: int = 256, upsample: str = "subpixel",
-                 lambda_l1: float = 100.0, channels_last: bool = True) -> None:
+                 lambda_l1: float = 100.0, channels_last: bool = True, device: str = "cpu") -> None:
         depth = tile_px.bit_length() - 1
         self.G = UNetGenerator(cond_channels, out_channels, depth, upsample=upsample)
         self.D = PatchDiscriminator(cond_channels + out_channels)
         self.G.apply(_init)
         self.D.apply(_init)
+        self.G.to(device)
+        self.D.to(device)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.G.to(memory_format=self.memory_format)
         self.D.to(memory_format=self.memory_format)
@@ -116,4 +118,6 @@ class Pix2PixStep:
         loss_g = self.bce(pred_fake, torch.ones_like(pred_fake)) + self.lambda_l1 * (fake - real).abs().mean()
         loss_g.backward()
         self.opt_g.step()
-        return loss_d.item(), loss_g.item()
+        # The losses stay on the device: reading them each step would wait for the GPU, which the
+        # reference's training loop does only when it prints.
+        return loss_d.detach(), loss_g.detach()

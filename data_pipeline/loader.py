@@ -17,26 +17,38 @@ import numpy as np
 from data_pipeline.dataset import TileDataset
 from data_pipeline.errors import InvalidValueError
 
+#: A subset of tiles up to this size is read into memory once, when its source is made: reading a tile
+#: from zarr costs about 1 ms of Python (a 2-core AMD EPYC CPU), ten times what the rest of the pipeline
+#: costs, so a GPU step at 64 px would wait on it (``benchmarks/bench_train.py --loader``). Larger subsets
+#: (whole-region datasets) are read tile by tile as they are needed.
+IN_MEMORY_MAX_BYTES = 1 << 30
+
 
 class TileSource:
     """Random-access data source (grain's protocol): example ``i`` of a subset of tiles.
 
     Each example is a dict with ``tile`` (uint8 H x W x C), ``params``
     (float32, the dataset's parameter order, NaN where unknown) and
-    ``index`` (the row in ``tiles.parquet``).
+    ``index`` (the row in ``tiles.parquet``). Subsets of at most
+    ``in_memory_max_bytes`` of tiles are held in memory (:data:`IN_MEMORY_MAX_BYTES`).
     """
 
-    def __init__(self, dataset: TileDataset, indices: Sequence[int] | np.ndarray | None = None) -> None:
+    def __init__(self, dataset: TileDataset, indices: Sequence[int] | np.ndarray | None = None, *,
+                 in_memory_max_bytes: int = IN_MEMORY_MAX_BYTES) -> None:
         self.dataset = dataset
         self.indices = np.arange(len(dataset)) if indices is None else np.asarray(indices, dtype=np.int64)
         self._params = dataset.parameters(self.indices).astype(np.float32)
+        tile_bytes = dataset.tile_px ** 2 * len(dataset.channels)
+        in_memory = 0 < len(self.indices) and len(self.indices) * tile_bytes <= in_memory_max_bytes
+        self._tiles = dataset.read_tiles(self.indices) if in_memory else None
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         row = int(self.indices[i])
-        return {"tile": self.dataset.read_tile(row), "params": self._params[i], "index": row}
+        tile = self.dataset.read_tile(row) if self._tiles is None else self._tiles[i]
+        return {"tile": tile, "params": self._params[i], "index": row}
 
     def __repr__(self) -> str:  # grain logs sources by repr
         return f"TileSource({self.dataset.path}, n={len(self)})"

@@ -19,7 +19,7 @@ from data_pipeline.build import CitySpec, build_dataset, default_city
 from data_pipeline.config import TilingConfig
 from data_pipeline.dataset import ATTRIBUTION, open_dataset
 from data_pipeline.errors import DatasetError
-from data_pipeline.loader import tile_batches
+from data_pipeline.loader import TileSource, tile_batches
 from data_pipeline.parameters import PARAMETERS
 from tests.conftest import LYNGBY, OSTERBRO
 from urbangen.cli import app
@@ -125,6 +125,19 @@ def test_loader_is_deterministic_sharded_and_augments_without_changing_content(h
     ]
     assert not shards[0] & shards[1]
     assert len(shards[0] | shards[1]) >= len(helsinki) - 4
+
+
+def test_a_source_held_in_memory_gives_what_zarr_holds_and_a_large_one_streams(helsinki):
+    rows = np.arange(len(helsinki))[::-3]
+    held = TileSource(helsinki, rows)
+    all_bytes = len(rows) * helsinki.tile_px ** 2 * len(helsinki.channels)
+    streamed = TileSource(helsinki, rows, in_memory_max_bytes=all_bytes - 1)
+    for i in (0, len(rows) // 2, len(rows) - 1):
+        from_zarr = np.asarray(helsinki._arrays["helsinki"][int(helsinki.tiles.iloc[rows[i]]["raster_index"])])
+        assert np.array_equal(held[i]["tile"], from_zarr) and np.array_equal(streamed[i]["tile"], from_zarr)
+        assert held[i]["index"] == streamed[i]["index"] == rows[i]
+    # Just over the limit, the source reads each tile from zarr when asked.
+    assert held._tiles is not None and streamed._tiles is None
 
 
 def test_cli_builds_from_a_config_and_shows(osm_path, tmp_path, monkeypatch):

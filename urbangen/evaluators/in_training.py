@@ -8,9 +8,6 @@ import jax
 import ml_collections
 import numpy as np
 
-from urbangen.evaluators.common import read_real, sample_rows
-from urbangen.evaluators.conditioning import Conditioning
-from urbangen.inference import model_from_state
 from urbangen.training.data import TrainingData
 from urbangen.training.loop import ValScorer
 
@@ -25,6 +22,12 @@ def conditioning(config: ml_collections.ConfigDict, data: TrainingData) -> ValSc
     n = int(config.get("eval_conditioning_tiles", 0))
     if not n or len(data.val_indices) == 0:
         return None
+    # Imported here: measuring layouts needs the geo stack (rasterio, geopandas), which training with this
+    # evaluator off (on a GPU host, say) does not.
+    from urbangen.evaluators.common import read_real, sample_rows
+    from urbangen.evaluators.conditioning import Conditioning
+    from urbangen.inference import model_from_state
+
     rows = data.val_indices[sample_rows(len(data.val_indices), n, np.random.default_rng(config.seed))]
     real = read_real(data.dataset, rows, tuple(data.parameter_names))
     evaluator = Conditioning(real, seed=config.seed)
