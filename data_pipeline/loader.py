@@ -18,9 +18,10 @@ from data_pipeline.dataset import TileDataset
 from data_pipeline.errors import InvalidValueError
 
 #: A subset of tiles up to this size is read into memory once, when its source is made: reading a tile
-#: from zarr costs about 1 ms of Python (a 2-core AMD EPYC CPU), ten times what the rest of the pipeline
-#: costs, so a GPU step at 64 px would wait on it (``benchmarks/bench_train.py --loader``). Larger subsets
-#: (whole-region datasets) are read tile by tile as they are needed.
+#: from zarr costs about 1 ms of Python, ten times what the rest of the pipeline costs, so a GPU step at
+#: 64 px would wait on it. Batches of 64 of the offline city set's 2534 training tiles (64 px): 1,000 tiles
+#: a second read tile by tile, 9,700 held (2-core AMD EPYC CPU, 2026-12-04; 2.5 s to read them first).
+#: Larger subsets (whole-region datasets) are read tile by tile as they are needed.
 IN_MEMORY_MAX_BYTES = 1 << 30
 
 
