@@ -9,7 +9,8 @@ from typing import Any
 
 from urbangen.machine import describe_machine
 
-__all__ = ["lowered_flops", "machine", "matmul_peak_flops", "peak_rss_mb", "reset_peak_rss", "write_results"]
+__all__ = ["accelerator_bf16_peak", "backend_results_name", "lowered_flops", "machine", "matmul_peak_flops",
+           "peak_rss_mb", "reset_peak_rss", "write_results"]
 
 RESULTS_DIR = Path(__file__).parent / "results"
 
@@ -74,3 +75,18 @@ def lowered_flops(lowered: Any) -> float:
     cost = lowered.cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
     return float(cost.get("flops", 0.0)) if cost else 0.0
+
+
+def backend_results_name(name: str) -> str:
+    """``name`` on a CPU, ``name_gpu`` (JAX's backend) on an accelerator: a GPU run keeps the CPU figures."""
+    import jax
+
+    backend = jax.default_backend()
+    return name if backend == "cpu" else f"{name}_{backend}"
+
+
+def accelerator_bf16_peak() -> dict[str, Any] | None:
+    """On an accelerator, the measured peak of bf16 work (a jit 8192 x 8192 product) that MFU is against."""
+    import jax
+
+    return None if jax.default_backend() == "cpu" else matmul_peak_flops(n=8192, dtype="bfloat16")

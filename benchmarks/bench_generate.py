@@ -27,7 +27,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._common import lowered_flops, matmul_peak_flops, write_results  # noqa: E402
+from benchmarks._common import (  # noqa: E402
+    accelerator_bf16_peak,
+    backend_results_name,
+    lowered_flops,
+    matmul_peak_flops,
+    write_results,
+)
 from benchmarks.bench_train import CHANNELS, N_PARAMS  # noqa: E402
 
 
@@ -70,42 +76,29 @@ def jax_tiles_per_s(gen, batch: int, repeats: int) -> tuple[float, float]:
 
 def torch_tiles_per_s(batch: int, repeats: int, precision: str = "float32") -> float:
     """The same generator's forward pass in PyTorch, on CUDA where there is one (``bfloat16``: autocast)."""
-    import contextlib
-
     import torch
 
-    from benchmarks.torch_pix2pix import Pix2PixStep
+    from benchmarks.torch_pix2pix import Pix2PixStep, device_and_precision, run_and_wait
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    torch.backends.cudnn.benchmark = True
+    device, autocast = device_and_precision(precision)
     step = Pix2PixStep(N_PARAMS, len(CHANNELS), 256, device=device)
     generator = step.G.eval()
     for m in generator.modules():  # pix2pix keeps dropout on when generating
         if isinstance(m, torch.nn.Dropout):
             m.train()
     cond = torch.randn(batch, N_PARAMS, 256, 256, device=device).to(memory_format=step.memory_format)
-    autocast = (torch.autocast(device, dtype=torch.bfloat16) if precision == "bfloat16"
-                else contextlib.nullcontext())
-
-    def run(n: int) -> None:
-        for _ in range(n):
-            generator(cond)
-        if device == "cuda":
-            torch.cuda.synchronize()
-
     with torch.no_grad(), autocast:
-        run(1 if device == "cpu" else 3)
+        run_and_wait(lambda: generator(cond), 1 if device == "cpu" else 3, device)
         tic = time.perf_counter()
-        run(repeats)
+        run_and_wait(lambda: generator(cond), repeats, device)
     return batch * repeats / (time.perf_counter() - tic)
 
 
 def main_tiles(args) -> None:
     """Tiles per second alone (no stitched layout, no outputs): the accelerator's figures."""
-    import jax
 
     peak = matmul_peak_flops()
-    peak_bf16 = matmul_peak_flops(n=8192, dtype="bfloat16") if jax.default_backend() != "cpu" else None
+    peak_bf16 = accelerator_bf16_peak()
     rows = []
     for precision in args.precision:
         ours, flops_per_tile = jax_tiles_per_s(make_generator(precision), args.batch, args.repeats)
@@ -120,8 +113,8 @@ def main_tiles(args) -> None:
               f"architecture {ref:.1f} tiles/s (ratio {ours / ref:.2f}x); {flops_per_tile / 1e9:.1f} GFLOP a tile, "
               f"{row['share_of_matmul_peak']:.0%} of the float32 matmul peak"
               + (f", {row['share_of_bf16_matmul_peak']:.0%} of the bf16 one" if peak_bf16 else ""), flush=True)
-    name = "generate_tiles" if jax.default_backend() == "cpu" else f"generate_tiles_{jax.default_backend()}"
-    path = write_results(name, {"matmul_peak": peak, "matmul_peak_bf16": peak_bf16, "rows": rows})
+    path = write_results(backend_results_name("generate_tiles"),
+                         {"matmul_peak": peak, "matmul_peak_bf16": peak_bf16, "rows": rows})
     print(f"results: {path}")
 
 

@@ -42,7 +42,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._common import lowered_flops, matmul_peak_flops, write_results  # noqa: E402
+from benchmarks._common import (  # noqa: E402
+    accelerator_bf16_peak,
+    backend_results_name,
+    lowered_flops,
+    matmul_peak_flops,
+    write_results,
+)
 
 #: The train step's target: images per second against the reference PyTorch pix2pix (ConvTranspose decoder).
 TARGET_VS_REFERENCE = 1.2
@@ -86,32 +92,24 @@ def jax_step(batch: int, steps: int, precision: str, upsample: str = "subpixel")
 def torch_step(batch: int, steps: int, upsample: str, precision: str = "float32") -> dict:
     """PyTorch's images per second, on CUDA where there is one; ``bfloat16`` is its own mixed precision
     (``torch.autocast``, float32 weights), as the GPU rows compare."""
-    import contextlib
-
     import torch
 
-    from benchmarks.torch_pix2pix import Pix2PixStep
+    from benchmarks.torch_pix2pix import Pix2PixStep, device_and_precision, run_and_wait
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device, autocast = device_and_precision(precision)
     torch.manual_seed(0)
     torch.set_num_threads(os.cpu_count() or 1)
-    torch.backends.cudnn.benchmark = True
     step = Pix2PixStep(N_PARAMS, len(CHANNELS), 256, upsample=upsample, device=device)
     cond = torch.randn(batch, N_PARAMS, 256, 256, device=device)
     real = torch.randint(0, 2, (batch, len(CHANNELS), 256, 256), device=device).float() * 2 - 1
-    autocast = (torch.autocast(device, dtype=torch.bfloat16) if precision == "bfloat16"
-                else contextlib.nullcontext())
 
-    def run(n: int) -> None:
-        for _ in range(n):
-            with autocast:
-                step(cond, real)
-        if device == "cuda":
-            torch.cuda.synchronize()
+    def one_step() -> None:
+        with autocast:
+            step(cond, real)
 
-    run(1 if device == "cpu" else 3)  # warm-up (oneDNN primitive creation; cuDNN's algorithm search)
+    run_and_wait(one_step, 1 if device == "cpu" else 3, device)  # warm-up (oneDNN primitives; cuDNN's search)
     tic = time.perf_counter()
-    run(steps)
+    run_and_wait(one_step, steps, device)
     seconds = (time.perf_counter() - tic) / steps
     return {"img_per_s": batch / seconds, "step_s": seconds, "threads": torch.get_num_threads(),
             "version": torch.__version__, "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
@@ -170,8 +168,6 @@ def _loader_dataset(tmp: str) -> str:
 def main_loader(args) -> None:
     import tempfile
 
-    import jax
-
     from urbangen.configs._base import base_config
 
     defaults = base_config()
@@ -186,9 +182,8 @@ def main_loader(args) -> None:
                   f"with the loader "
                   f"{row['img_per_s_with_loader']:.2f} img/s  ({row['loader_slowdown']:+.1%}; target within 10 %)",
                   flush=True)
-    name = "train_loader" if jax.default_backend() == "cpu" else f"train_loader_{jax.default_backend()}"
-    path = write_results(name, {"target": "step with the loader within 10 % of the step alone",
-                                          "rows": rows})
+    path = write_results(backend_results_name("train_loader"),
+                         {"target": "step with the loader within 10 % of the step alone", "rows": rows})
     print(f"results: {path}")
 
 
@@ -207,14 +202,11 @@ def main() -> None:
         main_loader(args)
         return
 
-    import jax
-
     peak = matmul_peak_flops()
     print(f"measured peak: {peak['flops_per_s'] / 1e9:.0f} GFLOP/s (jit 2048 x 2048 float32 matmul)", flush=True)
     # On an accelerator, MFU is against the bf16 matrix product measured here too (and --peak-tflops, the
     # datasheet's figure, where given).
-    peak_bf16 = (matmul_peak_flops(n=8192, dtype="bfloat16")
-                 if "bfloat16" in args.precision and jax.default_backend() != "cpu" else None)
+    peak_bf16 = accelerator_bf16_peak() if "bfloat16" in args.precision else None
     if peak_bf16:
         print(f"measured bf16 peak: {peak_bf16['flops_per_s'] / 1e12:.0f} TFLOP/s (jit 8192 x 8192 bf16 matmul)",
               flush=True)
@@ -245,9 +237,9 @@ def main() -> None:
                      if "mfu_of_measured_bf16_peak" in row else "")
                   + (f"  MFU {row['mfu']:.1%} of {args.peak_tflops:.0f} TFLOP/s" if "mfu" in row else ""),
                   flush=True)
-    name = "train" if jax.default_backend() == "cpu" else f"train_{jax.default_backend()}"
-    path = write_results(name, {"target": f"JAX >= {TARGET_VS_REFERENCE}x the reference PyTorch pix2pix's img/s",
-                                "matmul_peak": peak, "matmul_peak_bf16": peak_bf16, "rows": rows})
+    path = write_results(backend_results_name("train"),
+                         {"target": f"JAX >= {TARGET_VS_REFERENCE}x the reference PyTorch pix2pix's img/s",
+                          "matmul_peak": peak, "matmul_peak_bf16": peak_bf16, "rows": rows})
     print(f"results: {path}")
 
 

@@ -11,8 +11,29 @@ our decoder (3x3 conv + pixel shuffle); ``"transpose"`` is the reference's
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
+
 import torch
 from torch import nn
+
+
+def device_and_precision(precision: str) -> tuple[str, contextlib.AbstractContextManager]:
+    """CUDA where there is one, else the CPU; and the context that computes in ``precision`` there
+    (``bfloat16``: PyTorch's own mixed precision, ``torch.autocast``, float32 weights)."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch.backends.cudnn.benchmark = True
+    autocast = (torch.autocast(device, dtype=torch.bfloat16) if precision == "bfloat16"
+                else contextlib.nullcontext())
+    return device, autocast
+
+
+def run_and_wait(fn: Callable[[], object], n: int, device: str) -> None:
+    """``fn`` ``n`` times, then wait for the device: CUDA's calls return before their work is done."""
+    for _ in range(n):
+        fn()
+    if device == "cuda":
+        torch.cuda.synchronize()
 
 
 def _up(cin: int, cout: int, mode: str, bias: bool) -> nn.Module:
