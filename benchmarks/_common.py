@@ -30,7 +30,10 @@ def reset_peak_rss() -> None:
 
 
 def machine() -> dict[str, Any]:
-    return describe_machine()
+    """The machine, with JAX's devices where the benchmark imported JAX (a GPU run says which GPU)."""
+    import sys
+
+    return describe_machine(with_jax="jax" in sys.modules)
 
 
 def write_results(name: str, results: dict[str, Any]) -> Path:
@@ -66,15 +69,18 @@ def matmul_peak_flops(n: int = 2048, repeats: int = 5, dtype: str = "float32") -
 
 
 def lowered_flops(lowered: Any) -> float:
-    """FLOP of a lowered (not yet compiled) jit function, by XLA's cost analysis of its HLO.
+    """FLOP of a lowered (not yet compiled) jit function, by XLA's cost analysis of its HLO; NaN where the
+    backend gives none.
 
     Before compilation, not after: on a GPU the compiled module's convolutions are calls into cuDNN,
-    which its cost analysis leaves out (a pix2pix step counted 3 % of its FLOP on an H200). The
-    lowered count is the same on every backend and within 0.2 % of the CPU-compiled one.
+    which its cost analysis leaves out (a pix2pix step counted 3 % of its FLOP on an H200). On the CPU the
+    lowered count is within 0.2 % of the compiled one; JAX 0.11.2's CUDA backend gave no lowered count
+    (2026-12-04), so a GPU run's shares of the peak are NaN and its FLOP come from a CPU run of the same step.
     """
     cost = lowered.cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
-    return float(cost.get("flops", 0.0)) if cost else 0.0
+    flops = float(cost.get("flops", 0.0)) if cost else 0.0
+    return flops if flops > 0 else float("nan")
 
 
 def backend_results_name(name: str) -> str:

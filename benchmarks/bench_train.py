@@ -223,7 +223,7 @@ def main() -> None:
             row["share_of_matmul_peak"] = flop_rate / peak["flops_per_s"]
             if peak_bf16 and precision == "bfloat16":
                 row["mfu_of_measured_bf16_peak"] = flop_rate / peak_bf16["flops_per_s"]
-            if args.peak_tflops and ours["flops_per_step"]:
+            if args.peak_tflops:
                 row["mfu"] = flop_rate / (args.peak_tflops * 1e12)
             rows.append(row)
             print(f"batch {batch:3d} {precision:8s}  JAX {ours['img_per_s']:.2f} img/s  "

@@ -16,6 +16,7 @@
 # First call on 2026-12-04 (an H200, one call of the session's 15 minutes): the train step's figures were
 # measured; the trainings stopped at once on a missing rasterio (the conditioning evaluator's imports, now
 # deferred), and the loader and generation runs at their time limits, without output (now printed per row).
+# A second call measured those (README, Performance); the trainings remain for a later lease.
 set -u
 OUT=${OUT:-gpu_session}
 PY=${PY:-python3}
