@@ -484,3 +484,47 @@ def test_shuffled_tiles_fail_the_form_of_footprints_and_streets(held_out):
         "footprint_rectangularity", "building_alignment"}
     with pytest.raises(InvalidValueError, match="buildings channel"):
         form_statistics(train.tiles[..., :1], list(train.channels)[:1], train.meters_per_pixel)
+
+
+def test_stitched_conditioning_scores_a_layout_that_is_the_real_mosaic_at_the_floor_and_a_shifted_one_above(
+        small_tiles, monkeypatch):
+    """Real 2 x 2 tile mosaics of Østerbro and Kennesaw as the 'generated' layouts: each tile's window measures
+    exactly its floor, so the placement of requests and windows is right; the same mosaics shifted by one
+    tile measure their neighbours' parameters and score far above the floor."""
+    from types import SimpleNamespace
+
+    from data_pipeline.dataset import open_dataset
+    from urbangen.evaluators import stitched_conditioning
+    from urbangen.evaluators.seams import mosaic_rows, real_mosaics
+
+    data = open_dataset(small_tiles)
+    channels = tuple(data.channels)
+    names = ("building_coverage", "intersection_density_per_km2", "cycle_foot_share", "major_road_share")
+    blocks = mosaic_rows(data, np.arange(len(data)), 2, limit=6)
+    assert len(blocks) == 6 and blocks[0].shape == (2, 2)
+    evaluator = stitched_conditioning.StitchedConditioning(data, blocks, names)
+    t = data.tile_px
+    # The request over each tile's ground is that tile's parameters, as the dataset records them.
+    recorded = data.parameters(blocks[0].ravel())[:, [data.parameter_names.index(p) for p in names]]
+    field = evaluator.fields(0)
+    for k, (r, c) in enumerate(np.ndindex(2, 2)):
+        np.testing.assert_array_equal(field[r * t + t // 2, c * t + t // 2], recorded[k])
+
+    mosaics = real_mosaics(data, np.arange(len(data)), 2, limit=6)
+    model = SimpleNamespace(spec=SimpleNamespace(output_channels=channels, input_channels=(), parameter_names=names,
+                                                 sampling="threshold"))
+
+    def run(shift: int) -> dict:
+        served = iter(np.roll(m, shift, axis=1).astype(np.float32) for m in mosaics)
+        monkeypatch.setattr(stitched_conditioning, "generate_layout", lambda model, fields, key: next(served))
+        result = evaluator.run(model)
+        assert result["tiles"] == 24 and result["mosaics"] == 6
+        return result["parameters"]
+
+    same = run(0)
+    for p in names:
+        assert same[p]["generated"]["mae"] == pytest.approx(same[p]["floor"]["mae"], abs=1e-12)
+    shifted = run(t)
+    assert shifted["building_coverage"]["generated"]["mae"] > 3 * shifted["building_coverage"]["floor"]["mae"] + 0.01
+    assert (shifted["intersection_density_per_km2"]["generated"]["mae"]
+            > shifted["intersection_density_per_km2"]["floor"]["mae"] + 5)

@@ -184,14 +184,18 @@ def test_a_two_stage_chain_draws_streets_then_buildings_around_them(latent_run, 
     np.testing.assert_array_equal(probs[..., 3:], buildings)
 
     # Two candidates: the sampling by selection runs (tests/test_selection.py checks what it chooses) at little cost.
-    result = evaluate(chain, small_tiles, tmp_path / "eval", max_tiles=16, n_boot=20, seams_m=512, candidates=2)
+    result = evaluate(chain, small_tiles, tmp_path / "eval", max_tiles=16, n_boot=20, seams_m=512, stitched_mosaics=1,
+                      candidates=2)
     assert result["candidates"] == 2
-    assert {"realism", "conditioning", "diversity", "streets", "seams", "acceptance"} <= set(result)
+    assert {"realism", "conditioning", "diversity", "streets", "seams", "stitched_conditioning",
+            "acceptance"} <= set(result)
+    assert result["stitched_conditioning"]["tiles"] in (4, 16)  # one test mosaic of 2 x 2 or 4 x 4 tiles
     criteria = {row["metric"] for row in result["acceptance"]}
     assert "MAE building_coverage" in criteria and "conditioning failure rate" in criteria
+    assert "MAE building_coverage, stitched layouts of real mosaics' fields" in criteria
     assert any(c.startswith("seams:") for c in criteria)
     assert all("floor" in row and "target" in row for row in result["acceptance"])
-    for name in ("report.md", "examples.png", "stitched.png", "evaluation.json"):
+    for name in ("report.md", "examples.png", "stitched.png", "stitched_conditioning.png", "evaluation.json"):
         assert (tmp_path / "eval" / name).is_file()
     assert "Against the bar" in (tmp_path / "eval" / "report.md").read_text()
 

@@ -187,6 +187,9 @@ def evaluate_command(
         min=0.0, max=1.0, help="The share of a real tile's scatter about the selection's target that each tile's "
         "target takes: 0, the fit alone, follows requests most closely; 1 spreads like real tiles "
         "[default: per parameter, 1 where the request explains less than R² 0.6 of it, else 0].")] = None,
+    stitched_mosaics: Annotated[int, typer.Option(
+        min=0, help="Real test mosaics whose tiles' parameters are requested as one field, the stitched layout "
+        "measured tile by tile (0: skip).")] = 8,
     wandb_mode: Annotated[str, typer.Option(help="online, offline or disabled.")] = "disabled",
 ) -> None:
     """Realism, conditioning and diversity of a generator on its test regions, each beside its floor and ceiling."""
@@ -196,7 +199,7 @@ def evaluate_command(
     chosen: dict[str, Any] = {k: v for k, v in (("candidates", candidates), ("target_scatter", target_scatter))
                               if v is not None}
     result = evaluate(checkpoint, dataset, out, encoder=encoder, max_tiles=tiles, seed=seed, split_seed=split_seed,
-                      wandb_mode=wandb_mode, **chosen)
+                      stitched_mosaics=stitched_mosaics, wandb_mode=wandb_mode, **chosen)
     console.print(f"wrote [bold]{out / 'report.md'}[/], {out / 'evaluation.json'} and plots")
     for name, m in result["realism"]["metrics"].items():
         shown = f"{m['generated']:.3g}" if m["reported"] else "withheld (fails the sanity ladder)"

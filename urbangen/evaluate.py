@@ -23,7 +23,8 @@ from urbangen.evaluators.diversity import Diversity
 from urbangen.evaluators.form import FootprintAndStreetForm
 from urbangen.evaluators.frontage import BuildingStreetInterface
 from urbangen.evaluators.realism import Realism
-from urbangen.evaluators.seams import Seams, real_mosaics
+from urbangen.evaluators.seams import Seams, mosaic_rows, real_mosaics
+from urbangen.evaluators.stitched_conditioning import StitchedConditioning
 from urbangen.evaluators.streets import StreetConnectivity, stitched_connectivity, stitched_major_road_reach
 from urbangen.generate.selection import (
     CANDIDATES,
@@ -67,7 +68,7 @@ def _scatter_words(scatter: float | None) -> str:
 
 def evaluate(checkpoint: str | Path | TrainedModel | GeneratorChain, dataset: str | Path, out_dir: str | Path, *,
              encoder: str | Path | None = None, max_tiles: int = 128, seed: int = 0, split_seed: int | None = None,
-             n_boot: int = 200, seams_m: float = 2048.0, candidates: int = CANDIDATES,
+             n_boot: int = 200, seams_m: float = 2048.0, stitched_mosaics: int = 8, candidates: int = CANDIDATES,
              target_scatter: float | None = TARGET_SCATTER,
              wandb_mode: str = "disabled") -> dict[str, Any]:
     """Evaluate a generator run on its test regions; write ``evaluation.json``, ``report.md`` and plots.
@@ -88,6 +89,11 @@ def evaluate(checkpoint: str | Path | TrainedModel | GeneratorChain, dataset: st
     seams_m
         Side of the stitched layout whose tile borders the seam evaluator
         inspects (0: skip it).
+    stitched_mosaics
+        Real test mosaics (4 x 4 tiles where the test regions have them, else
+        2 x 2) whose tiles' parameters are requested as one spatial field, the
+        stitched layout measured tile by tile
+        (:mod:`urbangen.evaluators.stitched_conditioning`; 0: skip it).
     candidates
         Samples a chain draws per tile and stage, keeping the one nearest the
         request, as ``urbangen generate`` does (:mod:`urbangen.generate.selection`;
@@ -167,6 +173,14 @@ def evaluate(checkpoint: str | Path | TrainedModel | GeneratorChain, dataset: st
             if "major_roads" in model.spec.output_channels:
                 result["major_roads_stitched"] = stitched_major_road_reach(
                     layouts, mosaics, floor_mosaics, list(data.channels), data.meters_per_pixel)
+    if stitched_mosaics and not model.spec.input_channels:
+        side = 4 if mosaic_rows(data, test_rows, 4, limit=1) else 2
+        blocks = mosaic_rows(data, test_rows, side, limit=stitched_mosaics)
+        if blocks:
+            sc = StitchedConditioning(data, blocks, names).run(model, seed=seed)
+            _write_pairs_png(sc.pop("real_mosaics"), sc.pop("layouts"), list(data.channels),
+                             out / "stitched_conditioning.png", data.meters_per_pixel)
+            result["stitched_conditioning"] = sc
     result["acceptance"] = acceptance(result)
     write_text_atomic(out / "evaluation.json", json.dumps(result, indent=2))
     write_text_atomic(out / "report.md", report_markdown(result))
@@ -212,18 +226,9 @@ def acceptance(result: dict[str, Any]) -> list[dict[str, Any]]:
             continue  # its channels are given (copied from the real tile): nothing of the model's to judge
         ratio = morph.get("per_parameter_w1_ratio", {}).get(p) if morph["reported"] else None
         add(f"W1 {p} (× floor)", ratio, 1.0, "≤ 2 × floor", None if ratio is None else bool(ratio <= 2.0))
-    params = result["conditioning"]["parameters"]
-    for p, bound in MAE_TARGETS.items():
-        if p in params and params[p]["drawn"] and not params[p]["given"]:
-            mae = params[p]["generated"]["mae"]
-            add(f"MAE {p}", mae, params[p]["floor"]["mae"], f"≤ {bound}", None if mae is None else bool(mae <= bound))
-    p = "intersection_density_per_km2"
-    if p in params and params[p]["drawn"] and not params[p]["given"]:
-        mae, bound = params[p]["generated"]["mae"], INTERSECTION_MAE_SHARE * params[p]["requested_mean"]
-        add(f"MAE {p}", mae, params[p]["floor"]["mae"], f"≤ {bound:.3g} (25 % of its mean)",
-            None if mae is None else bool(mae <= bound))
-    rate = result["conditioning"]["failure_rate"]
-    add("conditioning failure rate", rate, None, "< 0.05", None if rate is None else bool(rate < 0.05))
+    _conditioning_criteria(add, result["conditioning"])
+    if "stitched_conditioning" in result:
+        _conditioning_criteria(add, result["stitched_conditioning"], ", stitched layouts of real mosaics' fields")
     if "streets" in result:
         st = result["streets"]
         add("street pixels in the largest component (relative gap to real)", st["relative_gap"],
@@ -251,6 +256,23 @@ def acceptance(result: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def _conditioning_criteria(add: Any, section: dict[str, Any], where: str = "") -> None:
+    """The conditioning criteria of the bar, on a conditioning evaluator's result (single tiles or stitched)."""
+    params = section["parameters"]
+    for p, bound in MAE_TARGETS.items():
+        if p in params and params[p]["drawn"] and not params[p].get("given"):
+            mae = params[p]["generated"]["mae"]
+            add(f"MAE {p}{where}", mae, params[p]["floor"]["mae"], f"≤ {bound}",
+                None if mae is None else bool(mae <= bound))
+    p = "intersection_density_per_km2"
+    if p in params and params[p]["drawn"] and not params[p].get("given"):
+        mae, bound = params[p]["generated"]["mae"], INTERSECTION_MAE_SHARE * params[p]["requested_mean"]
+        add(f"MAE {p}{where}", mae, params[p]["floor"]["mae"], f"≤ {bound:.3g} (25 % of its mean)",
+            None if mae is None else bool(mae <= bound))
+    rate = section["failure_rate"]
+    add(f"conditioning failure rate{where}", rate, None, "< 0.05", None if rate is None else bool(rate < 0.05))
+
+
 def acceptance_rows(rows: list[dict[str, Any]]) -> list[str]:
     """Markdown table of :func:`acceptance`."""
     def met(r: dict[str, Any]) -> str:
@@ -275,6 +297,30 @@ def _seams(model: TrainedModel | GeneratorChain, data: TileDataset, test_rows: n
     fields = np.broadcast_to(mean, (px, px, len(mean))).copy()
     return Seams(mosaics, list(data.channels), data.tile_px // 2).run(model, fields, samples=2, seed=seed) | {
         "mosaics": mosaics}
+
+
+def _write_pairs_png(real: list[np.ndarray], generated: list[np.ndarray], channels: list[str], path: Path,
+                     mpp: float, n: int = 4) -> None:
+    """Rows of: a real test mosaic | the layout generated for its tiles' parameters as one field."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from data_pipeline.render import tile_to_rgb
+
+    n = min(n, len(real))
+    fig, axes = plt.subplots(n, 2, figsize=(8, 4 * n + 0.4), squeeze=False)
+    for k in range(n):
+        for ax, image, what in ((axes[k, 0], real[k], "real test mosaic"),
+                                (axes[k, 1], generated[k], "generated for its tiles' parameters")):
+            ax.imshow(tile_to_rgb(image, channels), interpolation="nearest")
+            ax.set_axis_off()
+            ax.set_title(f"{what} ({image.shape[0] * mpp:g} m)", fontsize=9)
+    fig.text(0.99, 0.003, f"map data {ATTRIBUTION}", ha="right", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, metadata={"Software": None})
+    plt.close(fig)
 
 
 def _write_layout_png(layout: np.ndarray, channels: list[str], path: Path, mpp: float) -> None:
@@ -407,6 +453,22 @@ def report_markdown(result: dict[str, Any]) -> str:
                        [[name, _fmt(m["generated"]), _fmt(m["real_mean"]), _fmt(m["floor_distance_from_1"]),
                          "yes" if m["within_floor"] else "**no**"] for name, m in sm["metrics"].items()])
         lines += ["", "![a stitched layout](stitched.png)"]
+    if "stitched_conditioning" in result:
+        sc = result["stitched_conditioning"]
+        lines += ["", "## Conditioning over stitched layouts", "",
+                  f"Each of {sc['mosaics']} real test mosaics of {sc['mosaic_tiles'][0][0]} x "
+                  f"{sc['mosaic_tiles'][0][1]} tiles: its tiles' parameters requested as one spatial field, the "
+                  "layout generated for it cut back into the tiles' windows, each measured through the same path as "
+                  f"the real tile ({sc['tiles']} windows; `urbangen.evaluators.stitched_conditioning`). Floor: the "
+                  "real tiles. Failures are counted, not dropped: "
+                  f"{_fmt(sc['failure_rate'], 2)} of conditioned values failed.", ""]
+        lines += table(["parameter", "requested mean", "MAE generated", "floor", "R² generated", "floor", "failures"],
+                       [[f"{name} [{p['unit']}]" + ("" if p["drawn"] else " (not drawn)"),
+                         _fmt(p["requested_mean"]), _fmt(p["generated"]["mae"]), _fmt(p["floor"]["mae"]),
+                         _fmt(p["generated"]["r2"], 2), _fmt(p["floor"]["r2"], 2),
+                         f"{p['generated']['failures']}/{p['generated']['n']}"]
+                        for name, p in sc["parameters"].items()])
+        lines += ["", "![real test mosaics and layouts generated for their fields](stitched_conditioning.png)"]
     lines += ["", "## Against the bar", ""] + acceptance_rows(result["acceptance"])
     lines += ["", "![real test tiles and generated tiles for their parameters](examples.png)", "",
               result["attribution"], ""]

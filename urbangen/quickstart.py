@@ -270,7 +270,7 @@ def _evaluate(out: Path, seed: int) -> dict[str, Any]:
     from urbangen.evaluate import evaluate
 
     result = evaluate(out / "runs" / "vae", out / "data", out / "evaluation", encoder=out / "runs" / "encoder",
-                      max_tiles=EVALUATION_TILES, seed=seed, n_boot=100, seams_m=1024)
+                      max_tiles=EVALUATION_TILES, seed=seed, n_boot=100, seams_m=1024, stitched_mosaics=0)
     for name in ("conditioning.png", "examples.png"):
         shutil.copyfile(out / "evaluation" / name, out / "figures" / f"evaluation_{name}")
     return {"path": "evaluation", **{k: result[k] for k in ("n", "split", "realism", "conditioning", "diversity")}}

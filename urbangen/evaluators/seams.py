@@ -29,14 +29,14 @@ from urbangen.generate.sampler import generate_layout, to_layout
 from urbangen.measure import STREET_CHANNELS
 
 
-def real_mosaics(dataset: TileDataset, indices: np.ndarray, side_tiles: int, limit: int = 16) -> list[np.ndarray]:
-    """Up to ``limit`` real mosaics of ``side_tiles`` x ``side_tiles`` whole tiles side by side (north up).
+def mosaic_rows(dataset: TileDataset, indices: np.ndarray, side_tiles: int, limit: int = 16) -> list[np.ndarray]:
+    """Up to ``limit`` blocks of ``side_tiles`` x ``side_tiles`` whole tiles side by side: each an int array
+    (side, side) of the tiles' row positions in the dataset, as they lie in an image (row 0 the north).
 
-    Only blocks whose every tile is among ``indices`` (one split's tiles) count.
+    Only blocks whose every tile is among ``indices`` (one split's tiles) count; blocks do not overlap.
     """
     tiles = dataset.tiles.iloc[np.asarray(indices)]
     tile_m = dataset.tile_px * dataset.meters_per_pixel
-    t = dataset.tile_px
     out: list[np.ndarray] = []
     for _, city in tiles.groupby("city"):
         grid = {(int(round(x / tile_m)), int(round(y / tile_m))): int(i)
@@ -45,17 +45,28 @@ def real_mosaics(dataset: TileDataset, indices: np.ndarray, side_tiles: int, lim
             block = [[grid.get((gx + dx, gy + dy)) for dx in range(side_tiles)] for dy in range(side_tiles)]
             if any(i is None for row in block for i in row):
                 continue
-            rows = [dataset.tiles.index.get_loc(i) for row in block for i in row]
-            arr = dataset.read_tiles(np.array(rows))
-            mosaic = np.zeros((side_tiles * t, side_tiles * t, arr.shape[-1]), np.uint8)
-            for k, (dy, dx) in enumerate((dy, dx) for dy in range(side_tiles) for dx in range(side_tiles)):
-                r = (side_tiles - 1 - dy) * t  # north up: higher y is higher in the image
-                mosaic[r:r + t, dx * t:(dx + 1) * t] = arr[k]
-            out.append(mosaic)
+            # North up: higher y is higher in the image.
+            out.append(np.array([[dataset.tiles.index.get_loc(i) for i in row] for row in block[::-1]]))
             for (ux, uy) in [(gx + dx, gy + dy) for dx in range(side_tiles) for dy in range(side_tiles)]:
-                grid.pop((ux, uy), None)  # blocks do not overlap
+                grid.pop((ux, uy), None)
             if len(out) >= limit:
                 return out
+    return out
+
+
+def mosaic_of(tiles: np.ndarray) -> np.ndarray:
+    """Tiles (side, side, t, t, ...) laid out as one image (side * t, side * t, ...)."""
+    side, _, t = tiles.shape[:3]
+    return tiles.swapaxes(1, 2).reshape(side * t, side * t, *tiles.shape[4:])
+
+
+def real_mosaics(dataset: TileDataset, indices: np.ndarray, side_tiles: int, limit: int = 16) -> list[np.ndarray]:
+    """Up to ``limit`` real mosaics of ``side_tiles`` x ``side_tiles`` whole tiles side by side (north up):
+    the pixels of :func:`mosaic_rows`' blocks."""
+    out = []
+    for rows in mosaic_rows(dataset, indices, side_tiles, limit):
+        arr = dataset.read_tiles(rows.ravel())
+        out.append(mosaic_of(arr.reshape(side_tiles, side_tiles, *arr.shape[1:])).astype(np.uint8))
     return out
 
 
