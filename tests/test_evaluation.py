@@ -488,43 +488,57 @@ def test_shuffled_tiles_fail_the_form_of_footprints_and_streets(held_out):
 
 def test_stitched_conditioning_scores_a_layout_that_is_the_real_mosaic_at_the_floor_and_a_shifted_one_above(
         small_tiles, monkeypatch):
-    """Real 2 x 2 tile mosaics of Østerbro and Kennesaw as the 'generated' layouts: each tile's window measures
-    exactly its floor, so the placement of requests and windows is right; the same mosaics shifted by one
-    tile measure their neighbours' parameters and score far above the floor."""
+    """Real 2 x 2 tile mosaics of Østerbro and Kennesaw, north up, as the 'generated' layouts: each tile's window
+    measures exactly what the real tile does, so the placement of requests and windows is right; the same mosaics
+    shifted by one tile measure their neighbours' parameters and score far above the floor."""
     from types import SimpleNamespace
 
     from data_pipeline.dataset import open_dataset
-    from urbangen.evaluators import stitched_conditioning
+    from urbangen.evaluators import common
     from urbangen.evaluators.seams import mosaic_rows, real_mosaics
+    from urbangen.evaluators.stitched_conditioning import StitchedConditioning
 
     data = open_dataset(small_tiles)
     channels = tuple(data.channels)
     names = ("building_coverage", "intersection_density_per_km2", "cycle_foot_share", "major_road_share")
     blocks = mosaic_rows(data, np.arange(len(data)), 2, limit=6)
     assert len(blocks) == 6 and blocks[0].shape == (2, 2)
-    evaluator = stitched_conditioning.StitchedConditioning(data, blocks, names)
+    for b in blocks:  # north up, west left
+        corner = data.tiles.iloc[b.ravel()][["x0", "y0"]].to_numpy().reshape(2, 2, 2)
+        assert (corner[0, :, 1] > corner[1, :, 1]).all() and (corner[:, 1, 0] > corner[:, 0, 0]).all()
+    evaluator = StitchedConditioning(data, blocks, names)
+    with pytest.raises(InvalidValueError, match="more than one mosaic"):
+        StitchedConditioning(data, [blocks[0], blocks[0]], names)
     t = data.tile_px
-    # The request over each tile's ground is that tile's parameters, as the dataset records them.
-    recorded = data.parameters(blocks[0].ravel())[:, [data.parameter_names.index(p) for p in names]]
-    field = evaluator.fields(0)
-    for k, (r, c) in enumerate(np.ndindex(2, 2)):
-        np.testing.assert_array_equal(field[r * t + t // 2, c * t + t // 2], recorded[k])
-
     mosaics = real_mosaics(data, np.arange(len(data)), 2, limit=6)
-    model = SimpleNamespace(spec=SimpleNamespace(output_channels=channels, input_channels=(), parameter_names=names,
-                                                 sampling="threshold"))
 
     def run(shift: int) -> dict:
-        served = iter(np.roll(m, shift, axis=1).astype(np.float32) for m in mosaics)
-        monkeypatch.setattr(stitched_conditioning, "generate_layout", lambda model, fields, key: next(served))
+        """The evaluator with the mosaics, rolled ``shift`` px east, for layouts and the real tiles for single
+        tiles; each request checked against the recorded parameters of the block it is for."""
+        served = iter(range(len(mosaics)))
+
+        def layout(model, fields, key):
+            b = next(served)
+            recorded = data.parameters(blocks[b].ravel())[:, [data.parameter_names.index(p) for p in names]]
+            for k, (r, c) in enumerate(np.ndindex(2, 2)):
+                np.testing.assert_array_equal(fields[r * t:(r + 1) * t, c * t:(c + 1) * t], np.broadcast_to(
+                    recorded[k], (t, t, len(names))))
+            return np.roll(mosaics[b], shift, axis=1).astype(np.float32)
+
+        batches = (evaluator.real.tiles[i:i + 32].astype(np.float32) for i in range(0, len(evaluator.real), 32))
+        model = SimpleNamespace(spec=SimpleNamespace(output_channels=channels, input_channels=(),
+                                                     parameter_names=names, sampling="threshold", tile_px=t,
+                                                     scaler=SimpleNamespace(transform=lambda x: x)),
+                                generate_tiles=lambda maps, key, given=None: next(batches))
+        monkeypatch.setattr(common, "generate_layout", layout)
         result = evaluator.run(model)
         assert result["tiles"] == 24 and result["mosaics"] == 6
-        return result["parameters"]
+        np.testing.assert_array_equal(result["achieved_single_tiles"], result["achieved_floor"])
+        return result
 
     same = run(0)
-    for p in names:
-        assert same[p]["generated"]["mae"] == pytest.approx(same[p]["floor"]["mae"], abs=1e-12)
-    shifted = run(t)
+    np.testing.assert_array_equal(same["achieved"], same["achieved_floor"])
+    shifted = run(t)["parameters"]
     assert shifted["building_coverage"]["generated"]["mae"] > 3 * shifted["building_coverage"]["floor"]["mae"] + 0.01
     assert (shifted["intersection_density_per_km2"]["generated"]["mae"]
             > shifted["intersection_density_per_km2"]["floor"]["mae"] + 5)

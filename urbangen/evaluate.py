@@ -23,7 +23,7 @@ from urbangen.evaluators.diversity import Diversity
 from urbangen.evaluators.form import FootprintAndStreetForm
 from urbangen.evaluators.frontage import BuildingStreetInterface
 from urbangen.evaluators.realism import Realism
-from urbangen.evaluators.seams import Seams, mosaic_rows, real_mosaics
+from urbangen.evaluators.seams import Seams, mosaic_rows, mosaic_side, real_mosaics
 from urbangen.evaluators.stitched_conditioning import StitchedConditioning
 from urbangen.evaluators.streets import StreetConnectivity, stitched_connectivity, stitched_major_road_reach
 from urbangen.generate.selection import (
@@ -174,8 +174,7 @@ def evaluate(checkpoint: str | Path | TrainedModel | GeneratorChain, dataset: st
                 result["major_roads_stitched"] = stitched_major_road_reach(
                     layouts, mosaics, floor_mosaics, list(data.channels), data.meters_per_pixel)
     if stitched_mosaics and not model.spec.input_channels:
-        side = 4 if mosaic_rows(data, test_rows, 4, limit=1) else 2
-        blocks = mosaic_rows(data, test_rows, side, limit=stitched_mosaics)
+        blocks = mosaic_rows(data, test_rows, mosaic_side(data, test_rows), limit=stitched_mosaics)
         if blocks:
             sc = StitchedConditioning(data, blocks, names).run(model, seed=seed)
             _write_pairs_png(sc.pop("real_mosaics"), sc.pop("layouts"), list(data.channels),
@@ -288,8 +287,7 @@ def _seams(model: TrainedModel | GeneratorChain, data: TileDataset, test_rows: n
     holds the ``layouts`` and the real ``mosaics`` it compared, for the caller to take out."""
     if model.spec.input_channels:
         return None  # it draws around given streets: there is no stitched layout of its own to judge
-    side_tiles = 4 if len(real_mosaics(data, test_rows, 4, limit=1)) else 2
-    mosaics = real_mosaics(data, test_rows, side_tiles)
+    mosaics = real_mosaics(data, test_rows, mosaic_side(data, test_rows))
     if not mosaics:
         return None
     px = int(round(side_m / data.meters_per_pixel))
@@ -301,7 +299,8 @@ def _seams(model: TrainedModel | GeneratorChain, data: TileDataset, test_rows: n
 
 def _write_pairs_png(real: list[np.ndarray], generated: list[np.ndarray], channels: list[str], path: Path,
                      mpp: float, n: int = 4) -> None:
-    """Rows of: a real test mosaic | the layout generated for its tiles' parameters as one field."""
+    """Rows of: the layout generated for a real test mosaic's tile parameters as one field | that mosaic (the
+    first ``n``)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -312,8 +311,8 @@ def _write_pairs_png(real: list[np.ndarray], generated: list[np.ndarray], channe
     n = min(n, len(real))
     fig, axes = plt.subplots(n, 2, figsize=(8, 4 * n + 0.4), squeeze=False)
     for k in range(n):
-        for ax, image, what in ((axes[k, 0], real[k], "real test mosaic"),
-                                (axes[k, 1], generated[k], "generated for its tiles' parameters")):
+        for ax, image, what in ((axes[k, 0], generated[k], "generated for the tiles' parameters"),
+                                (axes[k, 1], real[k], "real test mosaic")):
             ax.imshow(tile_to_rgb(image, channels), interpolation="nearest")
             ax.set_axis_off()
             ax.set_title(f"{what} ({image.shape[0] * mpp:g} m)", fontsize=9)
@@ -460,15 +459,17 @@ def report_markdown(result: dict[str, Any]) -> str:
                   f"{sc['mosaic_tiles'][0][1]} tiles: its tiles' parameters requested as one spatial field, the "
                   "layout generated for it cut back into the tiles' windows, each measured through the same path as "
                   f"the real tile ({sc['tiles']} windows; `urbangen.evaluators.stitched_conditioning`). Floor: the "
-                  "real tiles. Failures are counted, not dropped: "
-                  f"{_fmt(sc['failure_rate'], 2)} of conditioned values failed.", ""]
-        lines += table(["parameter", "requested mean", "MAE generated", "floor", "R² generated", "floor", "failures"],
+                  "real tiles; single tiles: the same tiles generated one by one, as above. Failures are counted, "
+                  f"not dropped: {_fmt(sc['failure_rate'], 2)} of conditioned values failed.", ""]
+        lines += table(["parameter", "requested mean", "MAE stitched", "single tiles", "floor", "R² stitched",
+                        "single tiles", "floor", "failures"],
                        [[f"{name} [{p['unit']}]" + ("" if p["drawn"] else " (not drawn)"),
-                         _fmt(p["requested_mean"]), _fmt(p["generated"]["mae"]), _fmt(p["floor"]["mae"]),
-                         _fmt(p["generated"]["r2"], 2), _fmt(p["floor"]["r2"], 2),
-                         f"{p['generated']['failures']}/{p['generated']['n']}"]
+                         _fmt(p["requested_mean"]), _fmt(p["generated"]["mae"]), _fmt(p["single_tiles"]["mae"]),
+                         _fmt(p["floor"]["mae"]), _fmt(p["generated"]["r2"], 2), _fmt(p["single_tiles"]["r2"], 2),
+                         _fmt(p["floor"]["r2"], 2), f"{p['generated']['failures']}/{p['generated']['n']}"]
                         for name, p in sc["parameters"].items()])
-        lines += ["", "![real test mosaics and layouts generated for their fields](stitched_conditioning.png)"]
+        lines += ["", "![layouts generated for real test mosaics' fields, and the mosaics (the first four)]"
+                      "(stitched_conditioning.png)"]
     lines += ["", "## Against the bar", ""] + acceptance_rows(result["acceptance"])
     lines += ["", "![real test tiles and generated tiles for their parameters](examples.png)", "",
               result["attribution"], ""]

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from data_pipeline.dataset import TileDataset
-from urbangen.generate.sampler import to_layout
+from urbangen.generate.sampler import generate_layout, to_layout
 from urbangen.inference import Generator
 from urbangen.measure import measure_tiles
 from urbangen.splits import region_blocks
@@ -93,3 +93,14 @@ def generate_for(model: Generator, real: RealTiles, *, requested: np.ndarray | N
         if given_idx:
             result[start:stop][..., given_idx] = given
     return result
+
+
+def stitched_layout(model: Generator, fields: np.ndarray, key: jax.Array, rng: np.random.Generator,
+                    channels: list[str]) -> np.ndarray:
+    """A stitched layout of ``fields`` ((H, W, P) requests in the model's parameter order and their units),
+    in ``channels``' order (uint8 (H, W, C)): the run's given and drawn channels, 0 in the others."""
+    layout = to_layout(generate_layout(model, fields, key), model.spec, rng)
+    full = np.zeros(layout.shape[:2] + (len(channels),), np.uint8)
+    for j, c in enumerate(model.spec.input_channels + model.spec.output_channels):
+        full[..., channels.index(c)] = layout[..., j]
+    return full

@@ -49,6 +49,32 @@ def errors(requested: np.ndarray, achieved: np.ndarray) -> dict[str, Any]:
     return out
 
 
+def drawn_parameters(spec: Any) -> tuple[list[str], list[str]]:
+    """A run's parameters that come only from channels it is given, and those of channels it draws."""
+    names = spec.parameter_names
+    given = [p for p in names if set(PARAMETER_CHANNELS[p]) <= set(spec.input_channels)]
+    drawn = [p for p in names if p not in given and set(PARAMETER_CHANNELS[p]) & set(spec.output_channels)]
+    return given, drawn
+
+
+def parameter_errors(names: tuple[str, ...] | list[str], requested: np.ndarray,
+                     achieved: dict[str, np.ndarray]) -> dict[str, dict[str, Any]]:
+    """Per parameter: its unit, requested mean, and :func:`errors` of each ``achieved`` side ((n, P) arrays)."""
+    out: dict[str, dict[str, Any]] = {}
+    for j, name in enumerate(names):
+        known = np.isfinite(requested[:, j])
+        out[name] = {"unit": PARAMETERS[name][0],
+                     "requested_mean": float(requested[known, j].mean()) if known.any() else None,
+                     **{side: errors(requested[:, j], values[:, j]) for side, values in achieved.items()}}
+    return out
+
+
+def failure_rate(per_parameter: dict[str, dict[str, Any]], drawn: list[str]) -> float | None:
+    """Failed over known values of the ``drawn`` parameters, generated side."""
+    known = sum(per_parameter[p]["generated"]["n"] for p in drawn)
+    return float(sum(per_parameter[p]["generated"]["failures"] for p in drawn) / known) if known else None
+
+
 class Conditioning:
     """Requested against achieved parameters on real test tiles, beside the floor and the unconditional baseline."""
 
@@ -73,20 +99,12 @@ class Conditioning:
         achieved = {side: frame[columns].to_numpy(dtype=np.float64) for side, frame in
                     (("generated", generated_measured), ("floor", self.real.measured),
                      ("unconditional", self.real.measure(unconditional)))}
-        given = [p for p in names if set(PARAMETER_CHANNELS[p]) <= set(spec.input_channels)]
-        drawn = [p for p in names if p not in given and set(PARAMETER_CHANNELS[p]) & set(spec.output_channels)]
-        per_parameter: dict[str, Any] = {}
-        for j, name in enumerate(names):
-            entry = {"unit": PARAMETERS[name][0], "given": name in given, "drawn": name in drawn,
-                     "requested_mean": (float(np.nanmean(requested[:, j])) if np.isfinite(requested[:, j]).any()
-                                        else None)}
-            for side, values in achieved.items():
-                entry[side] = errors(requested[:, j], values[:, j])
-            per_parameter[name] = entry
-        total_known = sum(per_parameter[p]["generated"]["n"] for p in drawn)
-        total_failed = sum(per_parameter[p]["generated"]["failures"] for p in drawn)
+        given, drawn = drawn_parameters(spec)
+        per_parameter = parameter_errors(names, requested, achieved)
+        for name, entry in per_parameter.items():
+            entry.update(given=name in given, drawn=name in drawn)
         return {"n": int(len(self.real)), "parameters": per_parameter, "conditioned": drawn, "given": given,
                 "not_drawn": [p for p in names if p not in given and p not in drawn],
-                "failure_rate": float(total_failed / total_known) if total_known else None,
+                "failure_rate": failure_rate(per_parameter, drawn),
                 "requested": requested.tolist(), "achieved": achieved["generated"].tolist(),
                 "achieved_floor": achieved["floor"].tolist()}

@@ -25,7 +25,7 @@ import numpy as np
 
 from data_pipeline.dataset import TileDataset
 from data_pipeline.errors import InvalidValueError
-from urbangen.generate.sampler import generate_layout, to_layout
+from urbangen.evaluators.common import stitched_layout
 from urbangen.measure import STREET_CHANNELS
 
 
@@ -58,6 +58,20 @@ def mosaic_of(tiles: np.ndarray) -> np.ndarray:
     """Tiles (side, side, t, t, ...) laid out as one image (side * t, side * t, ...)."""
     side, _, t = tiles.shape[:3]
     return tiles.swapaxes(1, 2).reshape(side * t, side * t, *tiles.shape[4:])
+
+
+def tiles_of(mosaic: np.ndarray, side: int) -> np.ndarray:
+    """A mosaic (side * t, side * t, ...) cut into its tiles (side * side, t, t, ...), row by row: the inverse
+    of :func:`mosaic_of`."""
+    t = mosaic.shape[0] // side
+    return mosaic.reshape(side, t, side, t, *mosaic.shape[2:]).swapaxes(1, 2).reshape(side * side, t, t,
+                                                                                     *mosaic.shape[2:])
+
+
+def mosaic_side(dataset: TileDataset, indices: np.ndarray) -> int:
+    """Tiles a side of the mosaics the stitched evaluators compare: 4 (1 km at 64 px and 4 m/px, what a chain's
+    arterial stage needs) where ``indices`` hold such a block, else 2."""
+    return 4 if mosaic_rows(dataset, indices, 4, limit=1) else 2
 
 
 def real_mosaics(dataset: TileDataset, indices: np.ndarray, side_tiles: int, limit: int = 16) -> list[np.ndarray]:
@@ -126,12 +140,8 @@ class Seams:
         gen_sums = []
         layouts = []
         for s in range(samples):
-            probs = generate_layout(model, fields, jax.random.fold_in(jax.random.key(seed), s))
-            layout = to_layout(probs, model.spec, np.random.default_rng([seed, s]))
-            channels = list(model.spec.input_channels + model.spec.output_channels)
-            full = np.zeros(layout.shape[:2] + (len(self.channels),), np.uint8)
-            for j, c in enumerate(channels):
-                full[..., self.channels.index(c)] = layout[..., j]
+            full = stitched_layout(model, fields, jax.random.fold_in(jax.random.key(seed), s),
+                                   np.random.default_rng([seed, s]), self.channels)
             layouts.append(full)
             gen_sums.append(seam_sums(full, self.channels, self.period))
         out: dict[str, Any] = {"layout_px": list(fields.shape[:2]), "line_spacing_px": self.period,

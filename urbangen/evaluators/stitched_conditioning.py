@@ -26,13 +26,10 @@ import numpy as np
 
 from data_pipeline.dataset import TileDataset
 from data_pipeline.errors import InvalidValueError
-from data_pipeline.parameters import PARAMETERS
-from urbangen.evaluators.common import read_real
-from urbangen.evaluators.conditioning import errors
-from urbangen.evaluators.seams import mosaic_of
-from urbangen.generate.sampler import generate_layout, to_layout
+from urbangen.evaluators.common import generate_for, read_real, stitched_layout
+from urbangen.evaluators.conditioning import drawn_parameters, failure_rate, parameter_errors
+from urbangen.evaluators.seams import mosaic_of, tiles_of
 from urbangen.inference import Generator
-from urbangen.measure import PARAMETER_CHANNELS
 
 
 class StitchedConditioning:
@@ -44,19 +41,25 @@ class StitchedConditioning:
         The dataset the mosaics' tiles come from.
     blocks
         Row positions of each mosaic's tiles, (side, side) as they lie in an
-        image (:func:`urbangen.evaluators.seams.mosaic_rows`).
+        image (:func:`urbangen.evaluators.seams.mosaic_rows`); no tile in two.
     parameter_names
         The generator's parameters, in its order.
+
+    Raises
+    ------
+    InvalidValueError
+        If there is no block, or a tile is in more than one.
     """
 
     def __init__(self, dataset: TileDataset, blocks: list[np.ndarray], parameter_names: tuple[str, ...]) -> None:
         if not blocks:
             raise InvalidValueError("no real mosaic of whole tiles side by side: stitched conditioning needs one")
-        self.blocks = [np.asarray(b, np.int64) for b in blocks]
-        self.real = read_real(dataset, np.concatenate([b.ravel() for b in self.blocks]), parameter_names)
-        position = {int(r): k for k, r in enumerate(self.real.indices)}
-        #: Each block's tiles as positions in ``self.real`` (its rows are sorted).
-        self.positions = [np.vectorize(position.__getitem__, otypes=[np.int64])(b) for b in self.blocks]
+        rows = np.concatenate([np.ravel(b) for b in blocks])
+        if len(np.unique(rows)) != len(rows):
+            raise InvalidValueError("a tile is in more than one mosaic: each window would be scored twice")
+        self.real = read_real(dataset, rows, parameter_names)
+        #: Each block's tiles as positions in ``self.real``, whose rows are sorted.
+        self.positions = [np.searchsorted(self.real.indices, np.asarray(b, np.int64)) for b in blocks]
 
     def fields(self, b: int) -> np.ndarray:
         """Block ``b``'s request: (side * t, side * t, P), each tile's parameters over its own pixels."""
@@ -65,46 +68,34 @@ class StitchedConditioning:
         return np.repeat(np.repeat(params, t, axis=0), t, axis=1)
 
     def run(self, model: Generator, seed: int = 0) -> dict[str, Any]:
-        """One stitched layout per mosaic; per parameter, each tile window's measure against its request."""
+        """One stitched layout per mosaic; per parameter, each tile window's measure against its request, beside
+        the floor (the real tiles) and ``single_tiles`` (the same tiles generated one by one, as the
+        single-tile evaluator does). The result's ``layouts`` and ``real_mosaics`` are arrays: the caller takes
+        them out before writing it as JSON."""
         spec = model.spec
         if spec.input_channels:
             raise InvalidValueError("the generator draws around given channels: it has no stitched layout of its own")
-        t = self.real.tiles.shape[1]
         channels = list(self.real.channels)
         generated = np.zeros_like(self.real.tiles)
         layouts = []
         for b, pos in enumerate(self.positions):
-            side = pos.shape[0]
-            probs = generate_layout(model, self.fields(b), jax.random.fold_in(jax.random.key(seed), b))
-            layout = to_layout(probs, spec, np.random.default_rng([seed, b]))
-            full = np.zeros((side * t, side * t, len(channels)), np.uint8)
-            for j, c in enumerate(spec.output_channels):
-                full[..., channels.index(c)] = layout[..., j]
-            layouts.append(full)
-            windows = full.reshape(side, t, side, t, -1).swapaxes(1, 2)  # (side, side, t, t, C)
-            generated[pos.ravel()] = windows.reshape(side * side, t, t, -1)
-        measured = self.real.measure(generated)
+            layout = stitched_layout(model, self.fields(b), jax.random.fold_in(jax.random.key(seed), b),
+                                     np.random.default_rng([seed, b]), channels)
+            layouts.append(layout)
+            generated[pos.ravel()] = tiles_of(layout, pos.shape[0])
         names = list(spec.parameter_names)
-        requested = self.real.parameters
-        achieved = {"generated": measured[names].to_numpy(np.float64),
-                    "floor": self.real.measured[names].to_numpy(np.float64)}
-        drawn = [p for p in names if _drawn(p, spec.output_channels)]
-        per_parameter: dict[str, Any] = {}
-        for j, name in enumerate(names):
-            known = np.isfinite(requested[:, j])
-            per_parameter[name] = {"unit": PARAMETERS[name][0], "drawn": name in drawn,
-                                   "requested_mean": float(requested[known, j].mean()) if known.any() else None,
-                                   **{side: errors(requested[:, j], v[:, j]) for side, v in achieved.items()}}
-        total_known = sum(per_parameter[p]["generated"]["n"] for p in drawn)
-        total_failed = sum(per_parameter[p]["generated"]["failures"] for p in drawn)
-        return {"mosaics": len(self.blocks), "mosaic_tiles": [list(p.shape) for p in self.positions],
-                "tiles": int(len(self.real)), "layout_px": [int(p.shape[0] * t) for p in self.positions],
-                "parameters": per_parameter, "conditioned": drawn,
-                "failure_rate": float(total_failed / total_known) if total_known else None,
-                "requested": requested.tolist(), "achieved": achieved["generated"].tolist(),
+        achieved = {side: frame[names].to_numpy(np.float64) for side, frame in
+                    (("generated", self.real.measure(generated)), ("floor", self.real.measured),
+                     ("single_tiles", self.real.measure(generate_for(model, self.real, seed=seed))))}
+        _, drawn = drawn_parameters(spec)
+        per_parameter = parameter_errors(names, self.real.parameters, achieved)
+        for name, entry in per_parameter.items():
+            entry["drawn"] = name in drawn
+        return {"mosaics": len(self.positions), "mosaic_tiles": [list(p.shape) for p in self.positions],
+                "tiles": int(len(self.real)), "layout_px": [int(p.shape[0] * self.real.tiles.shape[1])
+                                                            for p in self.positions],
+                "parameters": per_parameter, "conditioned": drawn, "failure_rate": failure_rate(per_parameter, drawn),
+                "requested": self.real.parameters.tolist(), "achieved": achieved["generated"].tolist(),
                 "achieved_floor": achieved["floor"].tolist(),
+                "achieved_single_tiles": achieved["single_tiles"].tolist(),
                 "layouts": layouts, "real_mosaics": [mosaic_of(self.real.tiles[p]) for p in self.positions]}
-
-
-def _drawn(parameter: str, output_channels: tuple[str, ...]) -> bool:
-    return bool(set(PARAMETER_CHANNELS[parameter]) & set(output_channels))
