@@ -237,3 +237,43 @@ def test_training_data_splits_with_a_one_tile_buffer_by_default(small_tiles, sma
     assert np.array_equal(data.test_indices, data.split.test)
     wider = TrainingData.open(str(small_tiles), val_fraction=0.2, test_fraction=0.2, seed=0, buffer_m=512.0)
     assert wider.split.buffer_m == 512.0 and len(wider.split.dropped) > len(data.split.dropped)
+
+
+@pytest.mark.integration
+def test_a_split_like_another_scales_keeps_each_tile_on_its_own_splits_ground(small, overlapping):
+    """Østerbro's tiles every 128 m split like the side-by-side tiles' split (1024 m regions): a kept tile
+    shares ground only with tiles of its own split there, and the buffer holds among its own tiles."""
+    import pandas as pd
+
+    from urbangen.splits import region_split
+
+    reference = region_split(small, val_fraction=0.2, test_fraction=0.2, seed=0, buffer_m=0.0)
+    split = region_split(overlapping, val_fraction=0.5, test_fraction=0.3, seed=7, buffer_m=128.0, like=reference,
+                         region_m=1024.0)
+    assert (split.regions, split.seed, split.test_fraction) == (reference.regions, 0, 0.2)
+    assert min(len(split.train), len(split.val), len(split.test)) > 0
+
+    # Shapely-free: each kept tile against the reference's kept tiles of the same city, by brute-force distance.
+    both = pd.concat([overlapping, small], ignore_index=True)
+    n = len(overlapping)
+    label = np.full(len(both), "dropped", dtype=object)
+    for name in ("train", "val", "test"):
+        label[split.indices(name)] = name
+        label[n + reference.indices(name)] = name
+    for name in ("train", "val", "test"):
+        mine = split.indices(name)
+        theirs = n + np.flatnonzero(np.isin(label[n:], [o for o in ("train", "val", "test") if o != name]))
+        assert box_distances(both, mine, theirs).min() >= 0, f"a {name} tile shares ground with another split's"
+    for low, high in (("train", "test"), ("train", "val"), ("val", "test")):
+        assert box_distances(overlapping, split.indices(low), split.indices(high)).min() >= 128.0 - TOL
+    # Dropped for straddling two splits' regions, not only for the buffer: some tile of each split's ground.
+    region_of = {r: name for name in ("train", "val", "test") for r in reference.regions[name]}
+    straddling = 0
+    for i in split.indices("dropped"):
+        t = overlapping.iloc[i]
+        cells = {f"osterbro:{c}:{r}" for c in (math.floor(t.x0 / 1024), math.floor((t.x1 - 1) / 1024))
+                 for r in (math.floor(t.y0 / 1024), math.floor((t.y1 - 1) / 1024))}
+        straddling += len({region_of.get(c, "train") for c in cells}) > 1
+    assert straddling > 0
+    with pytest.raises(ValueError, match="region_m"):
+        region_split(overlapping, val_fraction=0.2, test_fraction=0.2, seed=0, buffer_m=0.0, like=reference)

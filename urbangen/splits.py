@@ -199,7 +199,7 @@ def dataset_fingerprint(tiles: pd.DataFrame) -> str:
 
 
 def region_split(tiles: pd.DataFrame, *, val_fraction: float, test_fraction: float, seed: int,
-                 buffer_m: float) -> Split:
+                 buffer_m: float, like: Split | None = None, region_m: float | None = None) -> Split:
     """Split tiles into train, validation and test by whole regions, dropping a buffer between them.
 
     Every city's regions, sorted and then shuffled with
@@ -235,6 +235,16 @@ def region_split(tiles: pd.DataFrame, *, val_fraction: float, test_fraction: flo
         Chooses the regions.
     buffer_m
         Minimum distance in metres between tiles of different splits, >= 0.
+    like
+        Another dataset's split, on the same ground at another scale: its
+        regions are taken as assigned (the seed and fractions recorded are
+        its own), so that a model trained here never sees ground that is
+        held out there. A tile is then labelled by every region its ground
+        touches (squares of ``region_m``; regions ``like`` does not list are
+        training ground), and one that touches regions of two splits is
+        dropped before the buffer.
+    region_m
+        The regions' side in metres; needed with ``like``.
 
     Returns
     -------
@@ -256,12 +266,21 @@ def region_split(tiles: pd.DataFrame, *, val_fraction: float, test_fraction: flo
         raise InvalidValueError(f"buffer_m must be a finite distance >= 0 in metres, got {buffer_m}")
     _check_columns(tiles)
 
-    regions = _assign_regions(tiles, val_fraction, test_fraction, seed)
-    label = np.full(len(tiles), "train", dtype=object)
-    region_of = tiles["region"].astype(str).to_numpy()
-    for name in ("val", "test"):
-        label[np.isin(region_of, regions[name])] = name
-    dropped = _buffer(tiles, label, buffer_m)
+    if like is None:
+        regions = _assign_regions(tiles, val_fraction, test_fraction, seed)
+        label = np.full(len(tiles), "train", dtype=object)
+        region_of = tiles["region"].astype(str).to_numpy()
+        for name in ("val", "test"):
+            label[np.isin(region_of, regions[name])] = name
+        straddling = np.zeros(len(tiles), bool)
+    else:
+        if not region_m or region_m <= 0:
+            raise InvalidValueError(f"a split like another dataset's needs the regions' side region_m, got {region_m}")
+        regions, seed = like.regions, like.seed
+        val_fraction, test_fraction = like.val_fraction, like.test_fraction
+        label, straddling = _label_by_ground(tiles, regions, float(region_m))
+        label[straddling] = "dropped"  # nor does it hold the tiles of other splits at a distance
+    dropped = _buffer(tiles, label, buffer_m) | straddling
     rows = np.arange(len(tiles))
     return Split(
         train=rows[(label == "train") & ~dropped], val=rows[(label == "val") & ~dropped],
@@ -338,6 +357,23 @@ def _check_columns(tiles: pd.DataFrame) -> None:
     missing = [c for c in _REQUIRED_COLUMNS if c not in tiles.columns]
     if missing:
         raise InvalidValueError(f"the tiles table lacks columns {missing}")
+
+
+def _label_by_ground(tiles: pd.DataFrame, regions: Mapping[str, list[str]],
+                     region_m: float) -> tuple[np.ndarray, np.ndarray]:
+    """Each tile's split by the regions (``city:column:row`` squares of ``region_m``) its ground touches, and
+    whether it touches regions of two splits."""
+    split_of = {r: name for name in ("val", "test") for r in regions.get(name, ())}
+    label = np.full(len(tiles), "train", dtype=object)
+    straddling = np.zeros(len(tiles), bool)
+    for i, (city, x0, y0, x1, y1) in enumerate(tiles[["city", "x0", "y0", "x1", "y1"]].itertuples(index=False)):
+        # Ground is [x0, x1) x [y0, y1): a tile ending on a region's edge does not reach into the next one.
+        columns = range(math.floor(x0 / region_m), math.ceil(x1 / region_m - _TOLERANCE_M))
+        rows = range(math.floor(y0 / region_m), math.ceil(y1 / region_m - _TOLERANCE_M))
+        found = {split_of.get(f"{city}:{c}:{r}", "train") for c in columns for r in rows}
+        straddling[i] = len(found) > 1
+        label[i] = next(name for name in SPLIT_NAMES if name in found)
+    return label, straddling
 
 
 def _assign_regions(tiles: pd.DataFrame, val_fraction: float, test_fraction: float,

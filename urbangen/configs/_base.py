@@ -25,6 +25,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.val_fraction = 0.2  # of each city's regions, held out whole for validation
     c.test_fraction = 0.2  # of each city's regions, held out whole for testing
     c.split_buffer_m = 0.0  # 0 = one tile (tile_px * meters_per_pixel)
+    # A model file (or a shipped model's file name) trained on the same ground at another scale: this run's
+    # split takes that model's regions, tiles touching regions of two splits dropped (urbangen.splits.region_split).
+    c.split_like = ""
     c.eval_every = 500  # evaluate and checkpoint
     c.eval_batches = 8
     c.eval_conditioning_tiles = 0  # > 0: at each evaluation, the conditioning evaluator on this many validation tiles

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grain
@@ -34,7 +35,8 @@ class TrainingData:
     @classmethod
     def open(cls, path: str, *, parameters: Sequence[str] = (), val_fraction: float = 0.2,
              test_fraction: float = 0.2, buffer_m: float | None = None, seed: int = 0,
-             scaler: ParameterScaler | None = None, buildings_known_only: bool = False) -> TrainingData:
+             scaler: ParameterScaler | None = None, buildings_known_only: bool = False,
+             split_like: str = "") -> TrainingData:
         """Open ``path``, split it and fit (or reuse, when resuming) the parameter scaler.
 
         ``buffer_m`` of 0 or None is one tile (``tile_px * meters_per_pixel``);
@@ -43,6 +45,9 @@ class TrainingData:
         buildings (a model that draws buildings must not learn that
         streets-only sources have none). The split is made on every tile
         first, so it is the same split as the other models' on this dataset.
+        ``split_like``: a model file, or a shipped model's file name, trained
+        on the same ground at another scale, whose split's regions this one
+        follows (``like`` of :func:`urbangen.splits.region_split`).
         """
         dataset = open_dataset(path)
         names = list(parameters) or dataset.parameter_names
@@ -51,8 +56,18 @@ class TrainingData:
             raise InvalidValueError(f"parameters {unknown} are not in the dataset; it has {dataset.parameter_names}")
         if not buffer_m:
             buffer_m = dataset.tile_px * dataset.meters_per_pixel
+        like = None
+        if split_like:
+            from urbangen.pretrained import read_model, shipped_file
+
+            model_file = Path(split_like) if Path(split_like).exists() else shipped_file(split_like)
+            recorded = read_model(model_file).spec.split
+            if recorded is None:
+                raise InvalidValueError(f"split_like: {model_file} records no split to follow")
+            like = Split.from_dict(recorded)
         split = region_split(dataset.tiles, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
-                             buffer_m=float(buffer_m))
+                             buffer_m=float(buffer_m), like=like,
+                             region_m=float(dataset.manifest["tiling"]["region_m"]))
         usable = dataset.tiles["buildings_known"].to_numpy(bool) if buildings_known_only else None
         if scaler is None:
             columns = [dataset.parameter_names.index(p) for p in names]

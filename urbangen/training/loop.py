@@ -9,6 +9,8 @@ for NaN, evaluate, checkpoint and stop early.
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -154,10 +156,12 @@ def fit(task_cls: type[Task], config: ml_collections.ConfigDict, workdir: str | 
     stream = iter(train_batches[run.start:config.num_steps].to_iter_dataset(
         grain.ReadOptions(num_threads=config.loader_threads, prefetch_buffer_size=config.loader_prefetch)))
     state, done, run.state = run.state, run.start, None  # the step donates the state: keep no other reference
-    with _progress(not run.is_main) as progress:
+    with _progress(not run.is_main) as progress, _StopOnInterrupt() as interrupt:
         log = _TrainLog(run, progress, tic)
         try:
             for step in range(run.start, config.num_steps):
+                if interrupt.requested:
+                    raise KeyboardInterrupt(f"interrupted at step {done}")
                 state, metrics = step_fn(state, to_global(next(stream), mesh))
                 done = step + 1
                 log.add(done, metrics, flush=evaluation.due(done) or done == config.num_steps)
@@ -175,8 +179,10 @@ def fit(task_cls: type[Task], config: ml_collections.ConfigDict, workdir: str | 
             checkpointer.wait()
             best_step = checkpointer.best_step()
         except KeyboardInterrupt:
-            # Keep what was learned: save where we are unless the state may already be bad.
-            if log.pending_finite() and checkpointer.latest_step() != done:
+            # Keep what was learned: save where we are unless the state may already be bad, or was handed to a
+            # step a second Ctrl-C broke into (the step donates it: its buffers are gone).
+            whole = not any(leaf.is_deleted() for leaf in jax.tree.leaves(state) if isinstance(leaf, jax.Array))
+            if whole and log.pending_finite() and checkpointer.latest_step() != done:
                 checkpointer.save(done, state, {**run.meta, "step": done})
             raise
         finally:
@@ -184,6 +190,34 @@ def fit(task_cls: type[Task], config: ml_collections.ConfigDict, workdir: str | 
             run.logger.finish()
     return {"step": done, "best_step": best_step, "train": log.metrics, "val": evaluation.metrics,
             "stopped_early": evaluation.stopped_early}
+
+
+class _StopOnInterrupt:
+    """Ctrl-C (SIGINT) during training stops it after the step under way, which is then saved.
+
+    The step donates the state it is given: a KeyboardInterrupt raised inside
+    it leaves no whole state to save (a run stopped by ``timeout -s INT`` on a
+    busy GPU lost its last 1000 steps that way). So the first Ctrl-C only asks
+    the loop to stop at the next step boundary; a second one interrupts at once.
+    Outside the main thread (where no handler can be set) Ctrl-C acts as usual.
+    """
+
+    requested: bool = False
+
+    def __enter__(self) -> _StopOnInterrupt:
+        self._installed = threading.current_thread() is threading.main_thread()
+        if self._installed:
+            self._previous = signal.signal(signal.SIGINT, self._request)
+        return self
+
+    def _request(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt("interrupted twice")
+        self.requested = True
+
+    def __exit__(self, *exc: object) -> None:
+        if self._installed:
+            signal.signal(signal.SIGINT, self._previous)
 
 
 @dataclass
@@ -221,7 +255,8 @@ class _Run:
         data = TrainingData.open(config.dataset, parameters=tuple(config.parameters),
                                  val_fraction=config.val_fraction, test_fraction=config.test_fraction,
                                  buffer_m=config.split_buffer_m, seed=config.seed, scaler=scaler,
-                                 buildings_known_only=config.buildings_known_only)
+                                 buildings_known_only=config.buildings_known_only,
+                                 split_like=config.get("split_like", ""))
         if resumed_meta is not None:
             # A resumed run must train, validate and leave out exactly the tiles it did before.
             if "split" in resumed_meta:
