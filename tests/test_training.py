@@ -236,9 +236,10 @@ def test_ctrl_c_stops_after_the_step_under_way_and_saves_it(small_tiles, tmp_pat
 
     monkeypatch.setattr(loop._TrainLog, "add", ctrl_c_at_step_7)
     config = load_config("pix2pix", dataset=str(small_tiles), num_steps=20, eval_every=5, log_every=5, sample_every=0)
+    before = signal.getsignal(signal.SIGINT)
     with pytest.raises(KeyboardInterrupt, match="interrupted at step 7"):
         train(config, tmp_path)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # pytest's handler is back
+    assert signal.getsignal(signal.SIGINT) is before  # the handler training replaced is back
     _, _, meta = load_trained(tmp_path)
     assert meta["step"] == 7
     monkeypatch.setattr(loop._TrainLog, "add", add)

@@ -35,7 +35,7 @@ from urbangen.generate.selection import (
 )
 from urbangen.inference import GeneratorChain, RunSpec, TrainedModel
 from urbangen.markdown import table
-from urbangen.measure import STREET_CHANNELS
+from urbangen.measure import PARAMETER_CHANNELS, STREET_CHANNELS
 from urbangen.pretrained import load_model, load_one_model
 from urbangen.splits import Split, check_split
 
@@ -145,7 +145,7 @@ def evaluate(checkpoint: str | Path | TrainedModel | GeneratorChain, dataset: st
         "split": {"seed": split.seed, "test_tiles": int(len(split.test)), "train_tiles": int(len(split.train)),
                   "buffer_m": split.buffer_m, "test_regions": split.regions.get("test", [])},
         "n": int(n), "seed": seed, "candidates": candidates_of(model), "target_scatter": target_scatter,
-        "encoder": None if encoder is None else str(encoder),
+        "encoder": None if encoder is None else str(encoder), "given_channels": list(model.spec.input_channels),
         "realism": Realism(test, encoder=enc, n_boot=n_boot, seed=seed).run(
             generated, test.regions, train, generated_measured),
         "conditioning": Conditioning(test, seed=seed).run(model, generated, generated_measured),
@@ -218,10 +218,11 @@ def acceptance(result: dict[str, Any]) -> list[dict[str, Any]]:
         add(name, m["generated"], m["floor"], "≤ 2 × floor" if m["floor"] > 0 else "≤ its std (floor ≤ 0)",
             bool(m["generated"] <= bound))
     morph = result["realism"]["metrics"].get("morphology")
+    given = set(result.get("given_channels", ()))
     for p in MORPHOLOGY_TARGETS:
         if morph is None:
             break
-        if result["conditioning"]["parameters"].get(p, {}).get("given"):
+        if set(PARAMETER_CHANNELS[p]) <= given:
             continue  # its channels are given (copied from the real tile): nothing of the model's to judge
         ratio = morph.get("per_parameter_w1_ratio", {}).get(p) if morph["reported"] else None
         add(f"W1 {p} (× floor)", ratio, 1.0, "≤ 2 × floor", None if ratio is None else bool(ratio <= 2.0))

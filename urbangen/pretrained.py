@@ -15,6 +15,10 @@ Shipped models (their cards are in the README and in ``data/models/MODELS.md``):
   street proximity fields; in a layout its own major roads become minor roads
   where the arterial stage drew them); then buildings, open space and water
   around the streets (pix2pix with a latent field);
+- ``buildings-256``: buildings, open space and water around a given street
+  network at 2 m/px in 256 px tiles (pix2pix with a latent field, trained on
+  a GPU): what ``urbangen generate`` draws with ``model: buildings-256`` and
+  ``streets:`` a GeoJSON or GraphML file;
 - ``encoder-64``: the attention encoder whose embedding the realism metrics use.
 
 Map data © OpenStreetMap contributors, under the ODbL.
@@ -40,6 +44,7 @@ FORMAT = "urbangen-model/1"
 #: Shipped model name -> its files in ``urbangen/data/models/``, one per stage, in order.
 SHIPPED: dict[str, tuple[str, ...]] = {
     "city-64": ("city_arterials_64.msgpack", "city_streets_64.msgpack", "city_buildings_64.msgpack"),
+    "buildings-256": ("buildings_256.msgpack",),
     "encoder-64": ("encoder_64.msgpack",),
 }
 #: Shipped generator name -> what real tiles measure for a request through the raster path, fitted on its
