@@ -148,7 +148,20 @@ def test_a_chain_takes_a_coarser_stage_only_when_it_can_redraw_it():
     assert chain.spec.output_channels == ("major_roads", "minor_roads", "cycle_foot", "buildings", "open_space",
                                           "water")
     assert (chain.spec.tile_px, chain.spec.meters_per_pixel) == (64, 4.0)
-    assert chain.around_given() is buildings
+    # Around a given street network the buildings stage draws alone, as a chain given the streets; with one
+    # candidate exactly what the stage draws itself.
+    around = chain.around_given()
+    assert around.stages == (buildings,) and around.spec.input_channels == ("major_roads", "minor_roads",
+                                                                             "cycle_foot")
+    assert around.spec.output_channels == buildings.spec.output_channels == ("buildings", "open_space", "water")
+    streets_given = (np.random.default_rng(0).random((2, 64, 64, 3)) < 0.05).astype(np.uint8)
+    z = np.zeros((2, 64, 64, len(around.spec.parameter_names)), np.float32)
+    key = jax.random.key(0)
+    np.testing.assert_array_equal(around.generate_tiles(z, key, streets_given),
+                                  buildings.generate_tiles(z[..., around.columns(buildings)],
+                                                           jax.random.fold_in(key, 0), streets_given))
+    with pytest.raises(RunSpecError, match="given channels must be passed"):
+        around.generate_tiles(z, key)
 
     def changed(model, **spec):
         return dataclasses.replace(model, spec=model.spec.model_copy(update=spec))

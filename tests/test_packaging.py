@@ -60,7 +60,7 @@ def test_a_wheel_installed_elsewhere_has_configs_examples_data_and_models(tmp_pa
     assert min(out["models"].values()) > 100_000
     assert sum(out["models"].values()) + out["calibration_bytes"] <= 40 * 2**20
     # A line per parameter of city-64, and the scatter of its 2534 training tiles about them (the .npz beside).
-    assert out["calibrations"] == {"city_64_calibration.json": [13, 2534]}
+    assert out["calibrations"] == {"city_64_calibration.json": [13, 2534], "buildings_256_calibration.json": [5, 366]}
     assert out["copied"] == len(out["params"]) + len(out["cities"])
     assert (work / "examples-out" / "params" / "houston_like_suburb.yaml").is_file()
 

@@ -249,7 +249,8 @@ def test_the_shipped_generator_draws_major_roads_that_run_on():
 
 def test_the_shipped_2m_building_stage_draws_around_a_real_street_network(osm_path, tmp_path):
     """buildings-256 (trained on a GPU) around 512 m of real Østerbro streets, from a parameter file: the streets
-    stay as given, at 2 m/px; buildings keep off them as real ones do, and follow the coverage asked for."""
+    stay as given, at 2 m/px; buildings keep off them as real ones do, and follow the coverage asked for (sampling
+    by selection, as a chain given the streets)."""
     import rasterio
     import shapely
     import yaml
@@ -283,8 +284,9 @@ def test_the_shipped_2m_building_stage_draws_around_a_real_street_network(osm_pa
     assert 0.05 < streets.mean() < 0.5  # a dense street network, drawn from the file
     for coverage, layout in layouts.items():
         buildings = layout["buildings"] > 0
-        # Here 0.9 % and 4.0 %; on the 175 held-out test tiles 1.5 % carry a generated building, 1.1 % a real one.
+        # Here 0.5 % and 4.2 %; on the 175 held-out test tiles 1.5 % carry a generated building, 1.1 % a real one.
         assert buildings[streets].mean() < 0.06, (coverage, buildings[streets].mean())
     low, high = (layouts[c]["buildings"].mean() for c in (0.05, 0.35))
-    # Measured: 0.075 for 0.05, 0.415 for 0.35 (the real ground holds 0.25).
-    assert abs(low - 0.05) < 0.06 and abs(high - 0.35) < 0.12, (low, high, real_coverage)
+    # Measured: 0.051 for 0.05, 0.364 for 0.35 (the real ground holds 0.25), the best of 16 samples by the
+    # calibration shipped with it; one sample drew 0.075 and 0.415.
+    assert abs(low - 0.05) < 0.03 and abs(high - 0.35) < 0.06, (low, high, real_coverage)

@@ -427,8 +427,9 @@ class GeneratorChain:
     scorer: Scorer | None = field(default=None, repr=False)
 
     @classmethod
-    def of(cls, name: str, stages: tuple[TrainedModel, ...]) -> GeneratorChain:
-        """Chain ``stages``; each stage's given channels must be drawn by an earlier one.
+    def of(cls, name: str, stages: tuple[TrainedModel, ...], given: tuple[str, ...] = ()) -> GeneratorChain:
+        """Chain ``stages``; each stage's given channels must be drawn by an earlier one, or be among
+        ``given``: channels the chain draws around (a street network the user gives), its ``input_channels``.
 
         The last stage sets the chain's tiles. Stages before the first at its
         scale may draw at a whole multiple of its metres per pixel, over at
@@ -437,7 +438,7 @@ class GeneratorChain:
         (:func:`urbangen.upscale.upscale_lines`).
         """
         last = stages[-1].spec
-        drawn: list[str] = []
+        drawn: list[str] = list(given)
         seen_at_scale = False
         for stage in stages:
             s = stage.spec
@@ -477,7 +478,8 @@ class GeneratorChain:
                     mean.append(m)
                     std.append(sd)
         spec = RunSpec(kind="chain", workdir=name, step=max(st.spec.step for st in stages), dataset=last.dataset,
-                       channels=last.channels, output_channels=tuple(drawn), tile_px=last.tile_px,
+                       channels=last.channels, input_channels=tuple(given),
+                       output_channels=tuple(c for c in drawn if c not in given), tile_px=last.tile_px,
                        meters_per_pixel=last.meters_per_pixel, parameter_names=tuple(names),
                        scaler_mean=tuple(mean), scaler_std=tuple(std), sampling="threshold", split=last.split,
                        config={"stages": [st.spec.model_dump(exclude={"split"}) for st in stages]})
@@ -505,13 +507,24 @@ class GeneratorChain:
         """``(candidates, scorer)`` when this chain samples by selection, else None."""
         return (self.candidates, self.scorer) if self.scorer is not None and self.candidates > 1 else None
 
-    def around_given(self) -> TrainedModel | GeneratorChain:
-        """The stages that draw around given channels: what draws around a street network the user gives."""
+    def around_given(self) -> GeneratorChain:
+        """The stages that draw around given channels, as a chain given them (sampling by selection as this
+        chain does): what draws around a street network the user gives."""
+        if self.spec.input_channels:
+            return self
         rest = tuple(st for st in self.stages if st.spec.input_channels)
         if not rest:
             raise RunSpecError(f"{self.spec.workdir} has no stage that draws around a given network")
-        return rest[0] if len(rest) == 1 else GeneratorChain.of(self.spec.workdir, rest).selecting(
-            self.candidates, self.scorer)
+        drawn = {c for st in rest for c in st.spec.output_channels}
+        given = tuple(dict.fromkeys(c for st in rest for c in st.spec.input_channels if c not in drawn))
+        return GeneratorChain.of(self.spec.workdir, rest, given).selecting(self.candidates, self.scorer)
+
+    def given_channels(self, given: np.ndarray | None) -> dict[str, np.ndarray]:
+        """The chain's given channels by name, as 0/1 uint8 (..., H, W) arrays: where its stages start drawing."""
+        if given is None:
+            return {}
+        given = np.asarray(given)
+        return {c: given[..., i].astype(np.uint8) for i, c in enumerate(self.spec.input_channels)}
 
     def columns(self, stage: TrainedModel) -> list[int]:
         """Positions of a stage's parameters in ``spec.parameter_names``."""
@@ -551,9 +564,10 @@ class GeneratorChain:
         intersection density's W1 4.6 x its floor against 0.7 x. Layouts
         (:func:`urbangen.generate.sampler.generate_layout`) run every stage.
         """
-        if given is not None or latent is not None:
-            raise RunSpecError(f"{self.spec.workdir} draws everything itself: it takes no given channels or latent")
-        drawn: dict[str, np.ndarray] = {}
+        if latent is not None or bool(self.spec.input_channels) != (given is not None):
+            raise RunSpecError(f"{self.spec.workdir} draws around {list(self.spec.input_channels) or 'nothing'} and "
+                               "takes no latent; given channels must be passed exactly when it draws around some")
+        drawn = self.given_channels(given)
         out: dict[str, np.ndarray] = {}
         for i, stage in enumerate(self.tile_stages):
             s = stage.spec

@@ -49,7 +49,8 @@ SHIPPED: dict[str, tuple[str, ...]] = {
 }
 #: Shipped generator name -> what real tiles measure for a request through the raster path, fitted on its
 #: training tiles (:mod:`urbangen.generate.selection`; ``scripts/fit_selection_calibration.py``).
-CALIBRATIONS: dict[str, str] = {"city-64": "city_64_calibration.json"}
+CALIBRATIONS: dict[str, str] = {"city-64": "city_64_calibration.json",
+                                "buildings-256": "buildings_256_calibration.json"}
 DEFAULT_GENERATOR = "city-64"
 DEFAULT_ENCODER = "encoder-64"
 
@@ -109,11 +110,14 @@ def shipped_file(filename: str) -> Path:
 
 
 def load_shipped(name: str = DEFAULT_GENERATOR) -> TrainedModel | GeneratorChain:
-    """A shipped model by name (see :data:`SHIPPED`); a chain when it has several stages."""
+    """A shipped model by name (see :data:`SHIPPED`); a chain when it has several stages, or draws around given
+    channels (so that it samples by selection as every shipped generator does)."""
     if name not in SHIPPED:
         raise RunSpecError(f"no shipped model {name!r}; shipped: {', '.join(SHIPPED)}")
     stages = tuple(read_model(shipped_file(f)) for f in SHIPPED[name])
-    return stages[0] if len(stages) == 1 else GeneratorChain.of(name, stages)
+    if len(stages) == 1 and not stages[0].spec.input_channels:
+        return stages[0]
+    return GeneratorChain.of(name, stages, stages[0].spec.input_channels)
 
 
 def load_model(ref: str | Path | Sequence[str | Path], step: Any = "best") -> TrainedModel | GeneratorChain:

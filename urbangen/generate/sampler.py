@@ -94,7 +94,7 @@ def generate_layout(model: TrainedModel | GeneratorChain, fields: np.ndarray, ke
     """
     z = model.spec.scaler.transform(fields)
     if isinstance(model, GeneratorChain):
-        drawn: dict[str, np.ndarray] = {}
+        drawn = model.given_channels(given)
         out: dict[str, np.ndarray] = {}
         tile_stage = 0  # the stage's position among those at the chain's scale
         for i, stage in enumerate(model.stages):
