@@ -52,7 +52,7 @@ mark street stage rc $?
 urbangen_cli export runs/gpu_city_streets "$OUT"/city_streets_64.msgpack --step best --dtype float16 --latent-prior 0
 # The building stage at 2 m/px in 256 px tiles (buildings-256; data/offline_city_set_256, built from
 # urbangen/resources/cities/offline_city_set_256.yaml): 8000 x 32 took 4.4 minutes on an H200 (2026-12-04).
-timeout -s INT 400 $PY experiments/train.py --config experiments/configs/pix2pix.py:city_buildings_256 \
+timeout -k 60 -s INT 400 $PY experiments/train.py --config experiments/configs/pix2pix.py:city_buildings_256 \
     --workdir runs/gpu_buildings_256 > "$OUT"/train_buildings_256.log 2>&1
 mark buildings 256 rc $?
 urbangen_cli export runs/gpu_buildings_256 "$OUT"/buildings_256.msgpack --step latest --dtype float16

@@ -162,6 +162,12 @@ def test_a_chain_takes_a_coarser_stage_only_when_it_can_redraw_it():
                                                            jax.random.fold_in(key, 0), streets_given))
     with pytest.raises(RunSpecError, match="given channels must be passed"):
         around.generate_tiles(z, key)
+    from urbangen.generate.sampler import generate_layout
+
+    with pytest.raises(RunSpecError, match="given channels must be passed"):
+        generate_layout(around, np.zeros((64, 64, len(around.spec.parameter_names))), key)
+    with pytest.raises(RunSpecError, match="which the chain is given"):
+        GeneratorChain.of("streets given twice", (streets, buildings), ("minor_roads",))
 
     def changed(model, **spec):
         return dataclasses.replace(model, spec=model.spec.model_copy(update=spec))

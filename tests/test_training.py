@@ -222,28 +222,34 @@ def test_sigkill_then_resume_gives_the_uninterrupted_parameters(small_tiles, tmp
                                    err_msg=jax.tree_util.keystr(path))
 
 
-def test_ctrl_c_stops_after_the_step_under_way_and_saves_it(small_tiles, tmp_path, monkeypatch):
+def test_ctrl_c_stops_after_the_step_under_way_and_saves_it(small_tiles, tmp_path, monkeypatch, request):
     """SIGINT mid-step: the loop stops at the step's end, saves it, and a resume continues from it."""
     from urbangen.training import loop
     from urbangen.training.tasks import load_trained, train
 
     add = loop._TrainLog.add
+    at = [7]
 
-    def ctrl_c_at_step_7(self, done, metrics, flush):
-        if done == 7:
+    def ctrl_c_at(self, done, metrics, flush):
+        if done == at[0]:
             os.kill(os.getpid(), signal.SIGINT)  # Python runs the handler at once, mid-way through the loop's body
         return add(self, done, metrics, flush)
 
-    monkeypatch.setattr(loop._TrainLog, "add", ctrl_c_at_step_7)
+    monkeypatch.setattr(loop._TrainLog, "add", ctrl_c_at)
     config = load_config("pix2pix", dataset=str(small_tiles), num_steps=20, eval_every=5, log_every=5, sample_every=0)
-    before = signal.getsignal(signal.SIGINT)
+    # As in a terminal: pytest-xdist's workers ignore SIGINT, and training leaves an ignored SIGINT ignored.
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    request.addfinalizer(lambda: signal.signal(signal.SIGINT, before))
     with pytest.raises(KeyboardInterrupt, match="interrupted at step 7"):
         train(config, tmp_path)
-    assert signal.getsignal(signal.SIGINT) is before  # the handler training replaced is back
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler training replaced is back
     _, _, meta = load_trained(tmp_path)
     assert meta["step"] == 7
-    monkeypatch.setattr(loop._TrainLog, "add", add)
-    assert train(config, tmp_path)["step"] == 20
+    # Resumed, and stopped again during its last step: saved, and still reported as an interrupt.
+    at[0] = 20
+    with pytest.raises(KeyboardInterrupt, match="interrupted at step 20"):
+        train(config, tmp_path)
+    assert load_trained(tmp_path)[2]["step"] == 20
 
 
 def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(small_tiles, tmp_path):

@@ -411,7 +411,8 @@ class GeneratorChain:
 
     It answers what generation and evaluation ask of a :class:`TrainedModel`:
     a ``spec`` (the union of the stages' parameters and output channels; it
-    draws around nothing) and :meth:`generate_tiles`. Standardized
+    draws around nothing, or around its ``input_channels`` when it was made
+    ``given`` them) and :meth:`generate_tiles`. Standardized
     parameter maps arrive in the order of ``spec.parameter_names``; each
     stage reads its own columns, standardized by its own scaler.
     """
@@ -442,6 +443,9 @@ class GeneratorChain:
         seen_at_scale = False
         for stage in stages:
             s = stage.spec
+            if set(s.output_channels) & set(given):
+                raise RunSpecError(f"{name}: stage {s.workdir} draws {sorted(set(s.output_channels) & set(given))}, "
+                                   "which the chain is given")
             missing = [c for c in s.input_channels if c not in drawn]
             if missing or s.sampling not in DETERMINISTIC:
                 raise RunSpecError(f"{name}: stage {s.workdir} draws around {missing or 'nothing'} that no earlier "
@@ -515,16 +519,22 @@ class GeneratorChain:
         rest = tuple(st for st in self.stages if st.spec.input_channels)
         if not rest:
             raise RunSpecError(f"{self.spec.workdir} has no stage that draws around a given network")
-        drawn = {c for st in rest for c in st.spec.output_channels}
-        given = tuple(dict.fromkeys(c for st in rest for c in st.spec.input_channels if c not in drawn))
+        drawn: set[str] = set()
+        needed: list[str] = []
+        for st in rest:  # what no earlier stage of them draws
+            needed += [c for c in st.spec.input_channels if c not in drawn and c not in needed]
+            drawn |= set(st.spec.output_channels)
+        given = tuple(needed)
         return GeneratorChain.of(self.spec.workdir, rest, given).selecting(self.candidates, self.scorer)
 
     def given_channels(self, given: np.ndarray | None) -> dict[str, np.ndarray]:
         """The chain's given channels by name, as 0/1 uint8 (..., H, W) arrays: where its stages start drawing."""
-        if given is None:
-            return {}
-        given = np.asarray(given)
-        return {c: given[..., i].astype(np.uint8) for i, c in enumerate(self.spec.input_channels)}
+        names = self.spec.input_channels
+        if (given is None) != (not names) or (given is not None and np.shape(given)[-1] != len(names)):
+            raise RunSpecError(f"{self.spec.workdir} draws around {list(names) or 'nothing'}: given channels must "
+                               f"be passed exactly when it does, {len(names)} of them, not "
+                               f"{'none' if given is None else np.shape(given)[-1]}")
+        return {} if given is None else {c: np.asarray(given)[..., i].astype(np.uint8) for i, c in enumerate(names)}
 
     def columns(self, stage: TrainedModel) -> list[int]:
         """Positions of a stage's parameters in ``spec.parameter_names``."""
@@ -564,9 +574,8 @@ class GeneratorChain:
         intersection density's W1 4.6 x its floor against 0.7 x. Layouts
         (:func:`urbangen.generate.sampler.generate_layout`) run every stage.
         """
-        if latent is not None or bool(self.spec.input_channels) != (given is not None):
-            raise RunSpecError(f"{self.spec.workdir} draws around {list(self.spec.input_channels) or 'nothing'} and "
-                               "takes no latent; given channels must be passed exactly when it draws around some")
+        if latent is not None:
+            raise RunSpecError(f"{self.spec.workdir} is a chain of generators: it takes no latent")
         drawn = self.given_channels(given)
         out: dict[str, np.ndarray] = {}
         for i, stage in enumerate(self.tile_stages):

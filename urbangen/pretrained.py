@@ -148,7 +148,9 @@ def load_one_model(ref: str | Path, role: str, step: Any = "best") -> TrainedMod
     Raises
     ------
     InvalidValueError
-        If ``ref`` is a chain (a shipped generator of several stages).
+        If ``ref`` is a chain (a shipped generator of several stages, or one
+        drawing around given streets, such as ``buildings-256``: pass its
+        model file instead).
     """
     model = load_model(ref, step)
     if not isinstance(model, TrainedModel):

@@ -242,7 +242,10 @@ def region_split(tiles: pd.DataFrame, *, val_fraction: float, test_fraction: flo
         held out there. A tile is then labelled by every region its ground
         touches (squares of ``region_m``; regions ``like`` does not list are
         training ground), and one that touches regions of two splits is
-        dropped before the buffer.
+        dropped before the buffer. The buffer is kept among this dataset's
+        tiles only: against the other's held-out tiles, no ground is shared,
+        but a tile may touch one along an edge where that region holds none
+        of this dataset's tiles.
     region_m
         The regions' side in metres; needed with ``like``.
 

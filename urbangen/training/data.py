@@ -44,10 +44,13 @@ class TrainingData:
         ``buildings_known_only`` keeps only tiles whose source mapped its
         buildings (a model that draws buildings must not learn that
         streets-only sources have none). The split is made on every tile
-        first, so it is the same split as the other models' on this dataset.
+        first, so it is the same split as the other models' on this dataset
+        (with the same ``split_like``).
         ``split_like``: a model file, or a shipped model's file name, trained
         on the same ground at another scale, whose split's regions this one
-        follows (``like`` of :func:`urbangen.splits.region_split`).
+        follows (``like`` of :func:`urbangen.splits.region_split`); both
+        datasets must have been built with the same ``region_m``, which
+        names the regions.
         """
         dataset = open_dataset(path)
         names = list(parameters) or dataset.parameter_names
@@ -67,7 +70,7 @@ class TrainingData:
             like = Split.from_dict(recorded)
         split = region_split(dataset.tiles, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
                              buffer_m=float(buffer_m), like=like,
-                             region_m=float(dataset.manifest["tiling"]["region_m"]))
+                             region_m=float(dataset.manifest["tiling"]["region_m"]) if like else None)
         usable = dataset.tiles["buildings_known"].to_numpy(bool) if buildings_known_only else None
         if scaler is None:
             columns = [dataset.parameter_names.index(p) for p in names]

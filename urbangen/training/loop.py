@@ -178,6 +178,8 @@ def fit(task_cls: type[Task], config: ml_collections.ConfigDict, workdir: str | 
                 checkpointer.save(done, state, {**run.meta, "step": done})
             checkpointer.wait()
             best_step = checkpointer.best_step()
+            if interrupt.requested:  # during the last step or the final save: saved, and still an interrupt
+                raise KeyboardInterrupt(f"interrupted at step {done}")
         except KeyboardInterrupt:
             # Keep what was learned: save where we are unless the state may already be bad, or was handed to a
             # step a second Ctrl-C broke into (the step donates it: its buffers are gone).
@@ -199,13 +201,18 @@ class _StopOnInterrupt:
     it leaves no whole state to save (a run stopped by ``timeout -s INT`` on a
     busy GPU lost its last 1000 steps that way). So the first Ctrl-C only asks
     the loop to stop at the next step boundary; a second one interrupts at once.
-    Outside the main thread (where no handler can be set) Ctrl-C acts as usual.
+    Outside the main thread (where no handler can be set), or where SIGINT is
+    ignored, it acts as before.
     """
 
     requested: bool = False
 
     def __enter__(self) -> _StopOnInterrupt:
-        self._installed = threading.current_thread() is threading.main_thread()
+        # Not where Python cannot set a handler (another thread), nor where Ctrl-C is ignored (a background job)
+        # or handled outside Python (the previous handler is then None and could not be put back).
+        previous = signal.getsignal(signal.SIGINT)
+        self._installed = (threading.current_thread() is threading.main_thread()
+                           and previous not in (signal.SIG_IGN, None))
         if self._installed:
             self._previous = signal.signal(signal.SIGINT, self._request)
         return self
