@@ -161,7 +161,7 @@ def fit(task_cls: type[Task], config: ml_collections.ConfigDict, workdir: str | 
         try:
             for step in range(run.start, config.num_steps):
                 if interrupt.requested:
-                    raise KeyboardInterrupt(f"interrupted at step {done}")
+                    break
                 state, metrics = step_fn(state, to_global(next(stream), mesh))
                 done = step + 1
                 log.add(done, metrics, flush=evaluation.due(done) or done == config.num_steps)
@@ -178,7 +178,7 @@ def fit(task_cls: type[Task], config: ml_collections.ConfigDict, workdir: str | 
                 checkpointer.save(done, state, {**run.meta, "step": done})
             checkpointer.wait()
             best_step = checkpointer.best_step()
-            if interrupt.requested:  # during the last step or the final save: saved, and still an interrupt
+            if interrupt.requested:  # the state reached is saved above; the run still ends as interrupted
                 raise KeyboardInterrupt(f"interrupted at step {done}")
         except KeyboardInterrupt:
             # Keep what was learned: save where we are unless the state may already be bad, or was handed to a
