@@ -461,3 +461,54 @@ def test_a_street_tiles_latent_moves_to_continue_the_streets_drawn_under_it(stre
     misfit = lambda field: (known * (field - drawn) ** 2).sum(axis=(1, 2, 3))  # noqa: E731
     assert (misfit(after) < 0.7 * misfit(before)).all(), (misfit(after), misfit(before))
     assert (decode_proximity(after)[:, :, 32:].sum(axis=(1, 2, 3)) > 0).all()
+
+
+def test_a_stitched_street_layouts_grid_tiles_own_their_ground_but_a_band_along_their_borders(monkeypatch):
+    """A street layout is laid on its tile grid first: inside a grid tile, beyond the band along the borders it
+    shares, the blend is that tile's own street alone (one full-strength line), not a mix with the tiles drawn
+    across its borders; at the borders those tiles take over. The weights of a grid tile and of the tile across
+    its border sum to one wherever both lie."""
+    import jax
+
+    from urbangen.generate import sampler
+
+    t = 64
+    band = int(sampler.SEAM_BAND * t)
+    grid, across = sampler._seam_profile(t, False), sampler._seam_profile(t, True)
+    np.testing.assert_allclose(grid[t // 2:] + across[:t // 2], 1.0, atol=2e-3)
+    assert grid[band:t - band].min() == 1.0 and across[:t // 2 - band].max() <= 1e-3
+
+    monkeypatch.setattr(sampler, "CANDIDATES", 1)  # each tile as drawn: neighbours disagree
+    field = sampler._blend(_RandomLines(), np.zeros((t, 3 * t, 1), np.float32), jax.random.key(5), None, 16)[..., 0]
+    rows = []
+    for k in range(3):
+        inside = field[:, k * t + (band if k else 0):(k + 1) * t - (band if k < 2 else 0)]
+        assert inside.max(axis=0).min() > 0.99  # one street at full strength in every column
+        line = inside.argmax(axis=0)
+        assert (line == line[0]).all()
+        rows.append(int(line[0]))
+    border = field[:, t - 1:t + 1].argmax(axis=0)
+    assert len(set(rows)) > 1 and set(border.tolist()) - set(rows[:2])  # the tile across the border, its own row
+
+
+def test_an_arterial_windows_major_road_error_counts_centre_line_length_per_tile():
+    """A coarse window is scored by its major roads' centre-line length in each chain tile against the
+    density the tiles ask for: a straight road across one 256 m tile is 0.256 km in 0.0655 km² (3.9 km/km²)."""
+    from types import SimpleNamespace
+
+    from urbangen.generate.sampler import _major_road_cells_error
+
+    mean, std = 2.0, 4.0
+    stage = SimpleNamespace(spec=SimpleNamespace(
+        parameter_names=("major_road_density_km_per_km2",), scaler_mean=(mean,), scaler_std=(std,),
+        meters_per_pixel=16.0, output_channels=("major_roads",)))
+    layout = np.zeros((1, 64, 64, 1), np.uint8)
+    layout[0, 8, 16:32] = 1  # one straight road across the cell (0, 1), 16 px of 16 m
+    density = 0.256 / 0.256 ** 2
+    asked = np.zeros((64, 64))
+    asked[:16, 16:32] = density
+    z = ((asked - mean) / std)[..., None]
+    np.testing.assert_allclose(_major_road_cells_error(stage, 16, layout, z), 0.0, atol=1e-9)
+    elsewhere = np.roll(asked, 16, axis=1)  # asked one tile further east
+    np.testing.assert_allclose(_major_road_cells_error(stage, 16, layout, ((elsewhere - mean) / std)[..., None]),
+                               2 * density / 16 / std)

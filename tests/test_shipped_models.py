@@ -241,6 +241,14 @@ def test_the_shipped_generator_draws_major_roads_that_run_on():
     assert reach > 0.5 > 0.2 > reach_without, (reach, reach_without)
     # As much major road as real 1 km asked for 4 km/km² have, at 12 m wide: about 5 % of the ground.
     assert 0.02 < layout[..., channels.index("major_roads")].mean() < 0.1
+    # Tiles asking for no major road get none: the arterials are cut out of them, and the street stage's own major
+    # roads become minor roads there; the tiles asking for them keep theirs.
+    split = fields.copy()
+    split[:, :128, names.index("major_road_density_km_per_km2")] = 0.0
+    split[:, :128, names.index("major_road_share")] = 0.0
+    split[:, 128:, names.index("major_road_density_km_per_km2")] = 8.0
+    major = generate_layout(chain, split, key)[..., channels.index("major_roads")] > 0.5
+    assert not major[:, :128].any() and major[:, 128:].mean() > 0.02, major[:, 128:].mean()
     # A layout smaller than the arterial stage's 1 km is drawn without it, as single tiles are.
     small = fields[:128, :128]
     np.testing.assert_array_equal(generate_layout(chain, small, key),

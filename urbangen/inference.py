@@ -365,7 +365,8 @@ def _vae(config: ml_collections.ConfigDict, fields: dict[str, Any]) -> tuple:
 
         def loss(zz):
             misfit = known * (decode(variables, zz, z_params) - drawn) ** 2
-            return misfit.sum() / (known.sum() * drawn.shape[-1] + 1e-6) + anchor * jnp.mean((zz - z) ** 2)
+            return (misfit.sum() / (jnp.broadcast_to(known, drawn.shape).sum() + 1e-6)
+                    + anchor * jnp.mean((zz - z) ** 2))
 
         def step(carry, _):
             zz, opt = carry
