@@ -479,10 +479,12 @@ def test_a_stitched_street_layouts_grid_tiles_own_their_ground_but_a_band_along_
     assert grid[band:t - band].min() == 1.0 and across[:t // 2 - band].max() <= 1e-3
 
     monkeypatch.setattr(sampler, "CANDIDATES", 1)  # each tile as drawn: neighbours disagree
-    field = sampler._blend(_RandomLines(), np.zeros((t, 3 * t, 1), np.float32), jax.random.key(5), None, 16)[..., 0]
+    # 300 px: the layout is drawn over whole tiles (320 px) and cropped, no tile pushed flush over another.
+    field = sampler._blend(_RandomLines(), np.zeros((t, 300, 1), np.float32), jax.random.key(5), None, 16)[..., 0]
+    assert field.shape == (t, 300)
     rows = []
-    for k in range(3):
-        inside = field[:, k * t + (band if k else 0):(k + 1) * t - (band if k < 2 else 0)]
+    for k in range(4):
+        inside = field[:, k * t + (band if k else 0):(k + 1) * t - band]
         assert inside.max(axis=0).min() > 0.99  # one street at full strength in every column
         line = inside.argmax(axis=0)
         assert (line == line[0]).all()

@@ -360,7 +360,7 @@ def _vae(config: ml_collections.ConfigDict, fields: dict[str, Any]) -> tuple:
 
     def continue_drawn(variables, z, z_params, drawn, known, steps, learning_rate, anchor):
         # Latents z (B, d) moved by Adam, for ``steps`` steps, so that their decoded fields match ``drawn``
-        # where ``known`` (B, t, t, 1) weighs it, staying near where they started (anchor * mean (z - z0)^2).
+        # where ``known`` (B, t, t, 1 or C) weighs it, staying near where they started (anchor * mean (z - z0)^2).
         tx = optax.adam(learning_rate)
 
         def loss(zz):
