@@ -501,8 +501,11 @@ def test_an_arterial_windows_major_road_error_counts_centre_line_length_per_tile
     from urbangen.generate.sampler import _major_road_cells_error
 
     mean, std = 2.0, 4.0
+    from urbangen.conditioning import ParameterScaler
+
+    names = ("major_road_density_km_per_km2",)
     stage = SimpleNamespace(spec=SimpleNamespace(
-        parameter_names=("major_road_density_km_per_km2",), scaler_mean=(mean,), scaler_std=(std,),
+        parameter_names=names, scaler_mean=(mean,), scaler_std=(std,), scaler=ParameterScaler(names, (mean,), (std,)),
         meters_per_pixel=16.0, output_channels=("major_roads",)))
     layout = np.zeros((1, 64, 64, 1), np.uint8)
     layout[0, 8, 16:32] = 1  # one straight road across the cell (0, 1), 16 px of 16 m

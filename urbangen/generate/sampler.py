@@ -179,8 +179,7 @@ def _coarse_lines(stage: TrainedModel, z: np.ndarray, factor: int, key: jax.Arra
 
 def _major_road_density(spec: RunSpec, z: np.ndarray) -> np.ndarray:
     """The major-road density (km/km²) a stage's standardized request maps ``z`` (..., P) ask for."""
-    j = spec.parameter_names.index("major_road_density_km_per_km2")
-    return z[..., j] * spec.scaler_std[j] + spec.scaler_mean[j]
+    return spec.scaler.inverse(z)[..., spec.parameter_names.index("major_road_density_km_per_km2")]
 
 
 def _major_road_cells_error(stage: TrainedModel, cell_px: int, layouts: np.ndarray, z: np.ndarray) -> np.ndarray:
@@ -318,13 +317,14 @@ def _matched(model: TrainedModel, z: np.ndarray, key: jax.Array, batch_size: int
     h, w = z.shape[:2]
     total = np.zeros((h, w, len(spec.output_channels)))
     norm = np.zeros((h, w, 1))
-    # Given lines as drawn fields, and their weight per channel.
-    prior = np.zeros_like(total)
-    prior_weight = np.zeros_like(total)
+    # Given lines as drawn fields, weighed per channel; their weighted sum once, for every window to slice.
+    coarse = coarse or {}
+    prior_weight = np.array([COARSE_WEIGHT if name in coarse else 0.0 for name in spec.output_channels])
+    weighted_prior = np.zeros_like(total)
     for j, name in enumerate(spec.output_channels):
-        if coarse and name in coarse:
-            prior[..., j] = np.asarray(proximity_field(jnp.asarray(coarse[name][None, ..., None])))[0, ..., 0]
-            prior_weight[..., j] = COARSE_WEIGHT
+        if name in coarse:
+            field = np.asarray(proximity_field(jnp.asarray(coarse[name][None, ..., None])))[0, ..., 0]
+            weighted_prior[..., j] = prior_weight[j] * field
     grid_rows, grid_cols = set(tile_offsets(h, t, t)), set(tile_offsets(w, t, t))
     across = {(r, c): (r not in grid_rows, c not in grid_cols)
               for r in tile_offsets(h, t) for c in tile_offsets(w, t)}
@@ -337,8 +337,8 @@ def _matched(model: TrainedModel, z: np.ndarray, key: jax.Array, batch_size: int
         codes = np.concatenate([latents(jax.random.fold_in(key, i * 1000 + j), min(batch_size, CANDIDATES - j))
                                 for j in range(0, CANDIDATES, batch_size)])
         samples = np.asarray(decode(codes, params))
-        known = norm[r:r + t, c:c + t] + prior_weight[r:r + t, c:c + t]
-        drawn = (total[r:r + t, c:c + t] + (prior_weight * prior)[r:r + t, c:c + t]) / np.maximum(known, 1e-12)
+        known = norm[r:r + t, c:c + t] + prior_weight
+        drawn = (total[r:r + t, c:c + t] + weighted_prior[r:r + t, c:c + t]) / np.maximum(known, 1e-12)
         # Soft Dice of the fields under the blend so far: a squared error would prefer empty tiles (a
         # blurry street placed a few pixels off costs twice what no street does), Dice scores them 0.
         overlap = (2 * np.minimum(samples, drawn) * known).sum(axis=(1, 2, 3))
@@ -348,7 +348,7 @@ def _matched(model: TrainedModel, z: np.ndarray, key: jax.Array, batch_size: int
         if selection is not None or field_scorer is not None:
             shortlist = np.argsort(-agreement, kind="stable")[:selection[0] if selection else CANDIDATES // 2]
             layouts = _with_lines(deterministic_layout(samples[shortlist], spec, window=True), spec,
-                                  {ch: m[r:r + t, c:c + t] for ch, m in (coarse or {}).items()})
+                                  {ch: m[r:r + t, c:c + t] for ch, m in coarse.items()})
             if field_scorer is not None:
                 errors = field_scorer(layouts, z[r:r + t, c:c + t])
             else:
@@ -371,7 +371,7 @@ def _matched(model: TrainedModel, z: np.ndarray, key: jax.Array, batch_size: int
             tile = np.asarray(decode(moved, params[:1]))[0]
         total[r:r + t, c:c + t] += tile * weight
         norm[r:r + t, c:c + t] += weight
-    return ((total + prior_weight * prior) / (norm + prior_weight)).astype(np.float32)
+    return ((total + weighted_prior) / (norm + prior_weight)).astype(np.float32)
 
 
 def _with_lines(layouts: np.ndarray, spec: RunSpec, lines: dict[str, np.ndarray]) -> np.ndarray:
