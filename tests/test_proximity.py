@@ -493,6 +493,32 @@ def test_a_stitched_street_layouts_grid_tiles_own_their_ground_but_a_band_along_
     assert len(set(rows)) > 1 and set(border.tolist()) - set(rows[:2])  # the tile across the border, its own row
 
 
+def test_a_stitched_windows_candidates_are_scored_as_blended_with_what_is_drawn_under_them(monkeypatch):
+    """A window's candidates are measured as the layout will have them: where the tile before it owns the
+    ground, every candidate's scored window shows that tile's street, whatever row its own street takes."""
+    import jax
+
+    from urbangen.generate import sampler
+
+    monkeypatch.setattr(sampler, "CANDIDATES", 8)
+    scored = []
+
+    def recorder(layouts, z):
+        scored.append(layouts.copy())
+        return np.zeros(len(layouts))
+
+    t = 64
+    field = sampler._matched(_RandomLines(), np.zeros((t, 2 * t, 1), np.float32), jax.random.key(3), 16,
+                             field_scorer=recorder)[..., 0]
+    first_row = int(field[:, :t // 4].argmax(axis=0)[0])
+    across = scored[1][..., 0]  # the window across the grid border, at columns t/2 to 3t/2
+    assert len(across) == sampler.CANDIDATES // 2
+    # Its first quarter lies on the first tile's own ground (beyond the band), where that tile weighs ~1.
+    assert across[:, first_row, :t // 4].all()
+    own_rows = {int(np.flatnonzero(w[:, -1])[0]) for w in across}  # its own street, at the far end
+    assert own_rows - {first_row}
+
+
 def test_an_arterial_windows_major_road_error_counts_centre_line_length_per_tile():
     """A coarse window is scored by its major roads' centre-line length in each chain tile against the
     density the tiles ask for: a straight road across one 256 m tile is 0.256 km in 0.0655 km² (3.9 km/km²)."""
