@@ -494,11 +494,14 @@ def test_a_stitched_street_layouts_grid_tiles_own_their_ground_but_a_band_along_
 
 
 def test_a_stitched_windows_candidates_are_scored_as_blended_with_what_is_drawn_under_them(monkeypatch):
-    """A window's candidates are measured as the layout will have them: where the tile before it owns the
-    ground, every candidate's scored window shows that tile's street, whatever row its own street takes."""
+    """A window's candidates are measured as blended with what is drawn so far: where the tile before it owns
+    the ground, every candidate's scored window shows that tile's street, whatever row its own street takes;
+    and the last window, chosen first of its shortlist, is scored as the layout ends, a coarser stage's line
+    counted in the blend and merged as the chain merges it."""
     import jax
 
     from urbangen.generate import sampler
+    from urbangen.inference import deterministic_layout
 
     monkeypatch.setattr(sampler, "CANDIDATES", 8)
     scored = []
@@ -508,15 +511,28 @@ def test_a_stitched_windows_candidates_are_scored_as_blended_with_what_is_drawn_
         return np.zeros(len(layouts))
 
     t = 64
-    field = sampler._matched(_RandomLines(), np.zeros((t, 2 * t, 1), np.float32), jax.random.key(3), 16,
+    band = int(sampler.SEAM_BAND * t)
+    model = _RandomLines()
+    field = sampler._matched(model, np.zeros((t, 2 * t, 1), np.float32), jax.random.key(3), 16,
                              field_scorer=recorder)[..., 0]
-    first_row = int(field[:, :t // 4].argmax(axis=0)[0])
+    first_row = int(field[:, :band].argmax(axis=0)[0])
     across = scored[1][..., 0]  # the window across the grid border, at columns t/2 to 3t/2
     assert len(across) == sampler.CANDIDATES // 2
     # Its first quarter lies on the first tile's own ground (beyond the band), where that tile weighs ~1.
-    assert across[:, first_row, :t // 4].all()
-    own_rows = {int(np.flatnonzero(w[:, -1])[0]) for w in across}  # its own street, at the far end
+    assert across[:, first_row, :band].all()
+    own_rows = {int(np.argmax(w[:, -1])) for w in across if w[:, -1].any()}  # its own street, at the far end
     assert own_rows - {first_row}
+
+    scored.clear()
+    line = np.zeros((t, 2 * t), np.uint8)
+    line[:, 100] = 1  # a coarser stage's north-south line in the second tile
+    blended = sampler._matched(model, np.zeros((t, 2 * t, 1), np.float32), jax.random.key(3), 16,
+                               coarse={"minor_roads": line}, field_scorer=recorder)
+    # The last window's candidate (the first of its shortlist) as the layout ends: no tile is drawn after it.
+    expected = sampler._with_lines(deterministic_layout(blended[None, :, t:], model.spec, window=True),
+                                   model.spec, {"minor_roads": line[:, t:]})
+    np.testing.assert_array_equal(scored[-1][0], expected[0])
+    assert scored[-1][0][:, 100 - t, 0].all()
 
 
 def test_an_arterial_windows_major_road_error_counts_centre_line_length_per_tile():

@@ -83,10 +83,11 @@ def deterministic_layout(probs: np.ndarray, spec: RunSpec, *, stitched: bool = F
     joined first, across the gaps where the tiles disagreed (:func:`urbangen.proximity.join_gaps`), and
     its roads' free ends run on to the streets they point at last, where the blend broke a street within
     one piece (:func:`urbangen.proximity.meet_streets`). A single tile has no such gaps: it is not
-    joined, and its roads run on through paths only. A ``window`` of a stitched layout, scored before the
-    blend, is decoded, neither run through nor tidied: its edges are not the layout's, its streets run on into its
-    neighbours' (tidied as tiles, the windows chosen for two 2 x 2 km layouts kept 0.75 of their street
-    pixels in the largest piece of each 1 km window, against 0.80 untidied and real 0.86).
+    joined, and its roads run on through paths only. A ``window`` of a stitched layout, scored as blended so
+    far (before the tiles drawn after it), is decoded, neither run through nor tidied: its edges are not the
+    layout's, its streets run on into its neighbours' (tidied as tiles, the windows chosen for two 2 x 2 km
+    layouts kept 0.75 of their street pixels in the largest piece of each 1 km window, against 0.80
+    untidied and real 0.86).
     """
     if spec.sampling == "threshold":
         return (np.asarray(probs) > 0.5).astype(np.uint8)

@@ -315,7 +315,8 @@ def _matched(model: TrainedModel, z: np.ndarray, key: jax.Array, batch_size: int
     With ``selection`` (k, scorer), the k samples agreeing best are scored
     against the tile's request (what real tiles measure for it on average) and the best of those is kept;
     with ``field_scorer``, the half agreeing best are scored by it. Either scores each sample's window as
-    blended with what is drawn under it, as the layout will have it. ``coarse`` lines (0/1 (H, W) by output
+    blended with what is drawn under it so far (before its latent is moved, and without the tiles drawn
+    after it). ``coarse`` lines (0/1 (H, W) by output
     channel, a coarser stage's) count as drawn, at :data:`COARSE_WEIGHT`, and samples are scored with them
     as the chain merges them (:func:`urbangen.inference.merge_stage`)."""
     spec = model.spec
@@ -364,7 +365,7 @@ def _matched(model: TrainedModel, z: np.ndarray, key: jax.Array, batch_size: int
             else:
                 assert selection is not None
                 # Against the fit alone (no seeds: no real tile's scatter). A window is scored untidied, its
-                # streets broken where its neighbours will carry them on, and a target drawn from a real tile
+                # streets broken where the tiles drawn after it will carry them on, and a target drawn from a real tile
                 # (most have no dead end) then kept the windows with the fewest streets: on the bar's two
                 # stitched 2 x 2 km layouts 0.84 of the street pixels of each 1 km window lay in its largest
                 # piece with the default per-parameter scatter, 0.90 without (real mosaics 0.98). For the same
