@@ -497,7 +497,7 @@ def test_a_stitched_windows_candidates_are_scored_as_blended_with_what_is_drawn_
     """A window's candidates are measured as blended with what is drawn so far: where the tile before it owns
     the ground, every candidate's scored window shows that tile's street, whatever row its own street takes;
     and the last window, chosen first of its shortlist, is scored as the layout ends, a coarser stage's line
-    counted in the blend and merged as the chain merges it."""
+    merged as the chain merges it (the line's own weighted field in the blend is hidden by that merge)."""
     import jax
 
     from urbangen.generate import sampler
