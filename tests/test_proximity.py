@@ -535,6 +535,73 @@ def test_a_stitched_windows_candidates_are_scored_as_blended_with_what_is_drawn_
     assert scored[-1][0][:, 100 - t, 0].all()
 
 
+class _MovingLines(_RandomLines):
+    """A stand-in street VAE whose latent, moved to continue what is drawn, takes its street 10 rows down."""
+
+    def fn(self, name):
+        if name == "continue_drawn":
+            return lambda z, *rest: np.minimum(np.asarray(z) + 10, 60)
+        return super().fn(name)
+
+
+def test_a_stitched_windows_best_candidates_are_scored_again_as_moved(monkeypatch):
+    """The best of a window's scored candidates are moved to continue what is drawn and scored again as moved,
+    and the best of them as moved is what the layout keeps: chosen before moving, it could be scored on one
+    street and drawn with another."""
+    import jax
+
+    from urbangen.generate import sampler
+    from urbangen.proximity import decode_proximity
+
+    monkeypatch.setattr(sampler, "CANDIDATES", 16)
+    calls = []
+
+    def row_50(stage, layouts, requested, seeds):  # the street's row at the window's far end, best at 50
+        rows = np.array([int(np.argmax(w[:, -1, 0])) if w[:, -1, 0].any() else -100 for w in layouts])
+        calls.append(rows)
+        return np.abs(rows - 50.0)
+
+    t = 64
+    field = sampler._matched(_MovingLines(), np.zeros((t, 2 * t, 1), np.float32), jax.random.key(3), 16,
+                             selection=(8, row_50))
+    # The last window (a grid tile: scored by its own window only), where nothing is drawn at its far end.
+    first, moved = calls[-2], calls[-1]
+    assert len(first) == 8 and len(moved) == sampler.CONTINUED_CANDIDATES
+    top = np.argsort(np.abs(first - 50.0), kind="stable")[:sampler.CONTINUED_CANDIDATES]
+    np.testing.assert_array_equal(moved, np.minimum(first[top] + 10, 60))
+    kept = int(np.argmax(decode_proximity(field[None])[0, :, -1, 0]))
+    assert kept == moved[np.argmin(np.abs(moved - 50.0))]
+
+
+def test_a_tile_across_a_grid_border_is_scored_by_the_grid_windows_drawn_before_it(monkeypatch):
+    """A tile across the tile grid's border is scored by its own window's request and by the grid window
+    drawn before it, as blended with it (that window's own street on its ground), against that window's
+    request; never by the grid window not drawn yet."""
+    import jax
+
+    from urbangen.generate import sampler
+
+    monkeypatch.setattr(sampler, "CANDIDATES", 8)
+    calls = []
+
+    def recorder(stage, layouts, requested, seeds):
+        calls.append((float(requested[0, 0]), layouts.copy()))
+        return np.zeros(len(layouts))
+
+    t = 64
+    z = np.zeros((t, 2 * t, 1), np.float32)
+    z[:, t:] = 1.0  # the first grid window asks for 0, the second for 1, the window across them for 0.5
+    field = sampler._matched(_RandomLines(), z, jax.random.key(3), 16, selection=(4, recorder))
+    asked = [a for a, _ in calls]
+    assert asked[0] == 0.0  # the first grid tile, alone
+    across = asked[1:asked.index(1.0)]  # then the tile across the border, before the second grid tile
+    assert set(across) == {0.5, 0.0}
+    first_row = int(field[:, :8, 0].mean(axis=1).argmax())
+    for a, layouts in calls[1:1 + len(across)]:
+        if a == 0.0:  # the first grid window: its own tile's street where that tile owns the ground
+            assert layouts[:, first_row, :8, 0].all()
+
+
 def test_an_arterial_windows_major_road_error_counts_centre_line_length_per_tile():
     """A coarse window is scored by its major roads' centre-line length in each chain tile against the
     density the tiles ask for: a straight road across one 256 m tile is 0.256 km in 0.0655 km² (3.9 km/km²)."""
