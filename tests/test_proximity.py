@@ -592,14 +592,16 @@ def test_a_tile_across_a_grid_border_is_scored_by_the_grid_windows_drawn_before_
     z = np.zeros((t, 2 * t, 1), np.float32)
     z[:, t:] = 1.0  # the first grid window asks for 0, the second for 1, the window across them for 0.5
     field = sampler._matched(_RandomLines(), z, jax.random.key(3), 16, selection=(4, recorder))
-    asked = [a for a, _ in calls]
-    assert asked[0] == 0.0  # the first grid tile, alone
-    across = asked[1:asked.index(1.0)]  # then the tile across the border, before the second grid tile
-    assert set(across) == {0.5, 0.0}
+    # The first grid tile alone (nothing drawn: not moved); the tile across the border by its own window and
+    # the first grid window, before and after moving; the second grid tile by its own window only.
+    assert [a for a, _ in calls] == [0.0, 0.5, 0.0, 0.5, 0.0, 1.0, 1.0]
     first_row = int(field[:, :8, 0].mean(axis=1).argmax())
-    for a, layouts in calls[1:1 + len(across)]:
-        if a == 0.0:  # the first grid window: its own tile's street where that tile owns the ground
-            assert layouts[:, first_row, :8, 0].all()
+    own, grid = calls[1][1], calls[2][1]
+    assert grid[:, first_row, :8, 0].all()  # the first tile's street where that tile owns the ground
+    # At column 63, where the tile across the border weighs nearly 1, the grid window shows each candidate's
+    # own street, as the candidate's own window does at the same column.
+    np.testing.assert_array_equal(grid[:, :, t - 1], own[:, :, t // 2 - 1])
+    assert {int(np.argmax(w[:, t - 1, 0])) for w in grid} - {first_row}
 
 
 def test_an_arterial_windows_major_road_error_counts_centre_line_length_per_tile():

@@ -11,8 +11,8 @@ agreeing with what the tiles before it drew where they overlap: a sample from
 the tile's distribution given its neighbours, by selection. A tile on the
 layout's tile grid, drawn for its own tile's request, owns its ground but a
 band along the borders it shares (:data:`SEAM_BAND`), where the tiles across
-the grid's borders carry the streets over. A tile's best candidates are scored as moved to continue
-its neighbours, as the layout will draw them.
+the grid's borders carry the streets over. Chosen by their measures, a tile's best candidates are
+scored as moved to continue what is drawn under them, as the layout will draw them.
 
 A chain's stage at a coarser scale (the arterial stage: 1 km tiles at 16 m/px)
 runs over a layout at least as large as its tile, at its own scale, on the
@@ -326,13 +326,15 @@ def _matched(model: TrainedModel, z: np.ndarray, key: jax.Array, batch_size: int
     against the tile's request (what real tiles measure for it on average), a tile across a grid border also
     by the grid's windows drawn before it; the best :data:`CONTINUED_CANDIDATES` of them are moved and
     scored again as moved, and the best of those is kept. With ``field_scorer``, the half agreeing best are
-    scored by it and the best is moved. Either scores each sample's window as blended with what is drawn
-    under it so far (without the tiles drawn after it). ``coarse`` lines (0/1 (H, W) by output
+    scored by it before moving and the best is moved. Either scores each sample's window as blended with
+    what is drawn under it so far (without the tiles drawn after it). The layout is whole tiles (``_blend``
+    pads it). ``coarse`` lines (0/1 (H, W) by output
     channel, a coarser stage's) count as drawn, at :data:`COARSE_WEIGHT`, and samples are scored with them
     as the chain merges them (:func:`urbangen.inference.merge_stage`)."""
     spec = model.spec
     t = spec.tile_px
     h, w = z.shape[:2]
+    assert h % t == 0 and w % t == 0, "a street layout of whole tiles: the grid's windows lie t/2 either side"
     total = np.zeros((h, w, len(spec.output_channels)))
     norm = np.zeros((h, w, 1))
     # Given lines as drawn fields, weighed per channel; their weighted sum once, for every window to slice.
@@ -363,9 +365,9 @@ def _matched(model: TrainedModel, z: np.ndarray, key: jax.Array, batch_size: int
         mass = ((samples + drawn) * known).sum(axis=(1, 2, 3))
         agreement = (overlap + 1e-6) / (mass + 1e-6)
         best, tile = int(np.argmax(agreement)), None
-        scored = partial(_blended_errors, model, selection, field_scorer, z, (r, c), across[(r, c)], weight,
-                         total + weighted_prior, norm + prior_weight, coarse)
         if selection is not None or field_scorer is not None:
+            scored = partial(_blended_errors, model, selection, field_scorer, z, (r, c), across[(r, c)], weight,
+                             total + weighted_prior, norm + prior_weight, coarse)
             shortlist = np.argsort(-agreement, kind="stable")[:selection[0] if selection else CANDIDATES // 2]
             errors = scored(samples[shortlist], params[shortlist])
             best = int(shortlist[np.argmin(errors)])
