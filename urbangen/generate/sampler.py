@@ -312,6 +312,8 @@ def _blend_field(model: TrainedModel, z: np.ndarray, field: np.ndarray | None, k
 
 #: ``field_scorer(layouts, z)``: an error per decoded window (M, t, t, C) for its request maps (t, t, P).
 FieldScorer = Callable[[np.ndarray, np.ndarray], np.ndarray]
+#: ``drawn_under(r, c)``: the weighted sum (t, t, C) drawn so far in a stitched layout's window and its weights.
+DrawnUnder = Callable[[int, int], tuple[np.ndarray, np.ndarray]]
 
 
 def _matched(model: TrainedModel, z: np.ndarray, key: jax.Array, batch_size: int,
@@ -345,6 +347,11 @@ def _matched(model: TrainedModel, z: np.ndarray, key: jax.Array, batch_size: int
         if name in coarse:
             field = np.asarray(proximity_field(jnp.asarray(coarse[name][None, ..., None])))[0, ..., 0]
             weighted_prior[..., j] = prior_weight[j] * field
+
+    def drawn_under(r: int, c: int) -> tuple[np.ndarray, np.ndarray]:
+        """The weighted sum drawn so far in the window at (r, c), given lines included, and its weights."""
+        return total[r:r + t, c:c + t] + weighted_prior[r:r + t, c:c + t], norm[r:r + t, c:c + t] + prior_weight
+
     grid_rows, grid_cols = set(tile_offsets(h, t, t)), set(tile_offsets(w, t, t))
     across = {(r, c): (r not in grid_rows, c not in grid_cols)
               for r in tile_offsets(h, t) for c in tile_offsets(w, t)}
@@ -357,8 +364,8 @@ def _matched(model: TrainedModel, z: np.ndarray, key: jax.Array, batch_size: int
         codes = np.concatenate([latents(jax.random.fold_in(key, i * 1000 + j), min(batch_size, CANDIDATES - j))
                                 for j in range(0, CANDIDATES, batch_size)])
         samples = np.asarray(decode(codes, params))
-        known = norm[r:r + t, c:c + t] + prior_weight
-        drawn = (total[r:r + t, c:c + t] + weighted_prior[r:r + t, c:c + t]) / np.maximum(known, 1e-12)
+        drawn_sum, known = drawn_under(r, c)
+        drawn = drawn_sum / np.maximum(known, 1e-12)
         # Soft Dice of the fields under the blend so far: a squared error would prefer empty tiles (a
         # blurry street placed a few pixels off costs twice what no street does), Dice scores them 0.
         overlap = (2 * np.minimum(samples, drawn) * known).sum(axis=(1, 2, 3))
@@ -367,7 +374,7 @@ def _matched(model: TrainedModel, z: np.ndarray, key: jax.Array, batch_size: int
         best, tile = int(np.argmax(agreement)), None
         if selection is not None or field_scorer is not None:
             scored = partial(_blended_errors, model, selection, field_scorer, z, (r, c), across[(r, c)], weight,
-                             total + weighted_prior, norm + prior_weight, coarse)
+                             drawn_under, coarse)
             shortlist = np.argsort(-agreement, kind="stable")[:selection[0] if selection else CANDIDATES // 2]
             errors = scored(samples[shortlist], params[shortlist])
             best = int(shortlist[np.argmin(errors)])
@@ -390,20 +397,18 @@ def _matched(model: TrainedModel, z: np.ndarray, key: jax.Array, batch_size: int
 
 def _blended_errors(model: TrainedModel, selection: Selection | None, field_scorer: FieldScorer | None,
                     z: np.ndarray, start: tuple[int, int], across: tuple[bool, bool], weight: np.ndarray,
-                    drawn: np.ndarray, known: np.ndarray, coarse: dict[str, np.ndarray], tiles: np.ndarray,
+                    drawn_under: DrawnUnder, coarse: dict[str, np.ndarray], tiles: np.ndarray,
                     asked: np.ndarray) -> np.ndarray:
     """Errors of a window's candidate ``tiles`` (M, t, t, C), weighed by ``weight``, each scored as the blend
-    it makes with what is drawn under it so far (the weighted sum ``drawn`` (H, W, C) and its weights
-    ``known``), not alone: the streets the tiles before it carry into its band count in its window's
-    measures. By ``field_scorer``, or else ``selection`` against ``asked`` (M, P); a tile across a grid border
-    also by the grid's windows drawn before it (:func:`_grid_window_errors`)."""
-    spec = model.spec
-    t = spec.tile_px
-    r, c = start
-    blended = ((drawn[r:r + t, c:c + t] + tiles * weight) / (known[r:r + t, c:c + t] + weight)).astype(np.float32)
-    layouts = _with_lines(deterministic_layout(blended, spec, window=True), spec,
-                          {ch: m[r:r + t, c:c + t] for ch, m in coarse.items()})
+    it makes with what is drawn under it so far (``drawn_under``), not alone: the streets the tiles before it
+    carry into its band count in its window's measures. By ``field_scorer``, or else ``selection`` against
+    ``asked`` (M, P); a tile across a grid border also by the grid's windows drawn before it
+    (:func:`_grid_window_errors`)."""
+    drawn, known = drawn_under(*start)
+    layouts = _window_layouts(model.spec, (drawn + tiles * weight) / (known + weight), coarse, start)
     if field_scorer is not None:
+        t = model.spec.tile_px
+        r, c = start
         return field_scorer(layouts, z[r:r + t, c:c + t])
     assert selection is not None
     # Against the fit alone (no seeds: no real tile's scatter). A window is scored untidied, its streets broken
@@ -415,8 +420,8 @@ def _blended_errors(model: TrainedModel, selection: Selection | None, field_scor
     # street pixels in the largest piece to 0.82).
     errors = selection[1](model, layouts, asked, None)
     if any(across):
-        errors = errors + _grid_window_errors(model, selection, z, start, across, tiles * weight, weight, drawn,
-                                              known, coarse)
+        errors = errors + _grid_window_errors(model, selection, z, start, across, tiles * weight, weight,
+                                              drawn_under, coarse)
     return errors
 
 
@@ -430,13 +435,12 @@ def _continued(model: TrainedModel, codes: np.ndarray, params: np.ndarray, drawn
 
 
 def _grid_window_errors(model: TrainedModel, selection: Selection, z: np.ndarray, start: tuple[int, int],
-                        across: tuple[bool, bool], placed: np.ndarray, weight: np.ndarray, drawn: np.ndarray,
-                        known: np.ndarray, coarse: dict[str, np.ndarray]) -> np.ndarray:
+                        across: tuple[bool, bool], placed: np.ndarray, weight: np.ndarray, drawn_under: DrawnUnder,
+                        coarse: dict[str, np.ndarray]) -> np.ndarray:
     """Summed errors of the tile grid's windows drawn before a tile across a grid border starting at ``start``,
-    for each of its candidates' weighted fields ``placed`` (M, t, t, C) blended with the ``drawn`` weighted
-    sum (H, W, C) and its weights ``known`` (H, W, 1): each such window measured against its own request."""
-    spec = model.spec
-    t = spec.tile_px
+    for each of its candidates' weighted fields ``placed`` (M, t, t, C) blended with what is drawn under each
+    window (``drawn_under``): each such window measured against its own request."""
+    t = model.spec.tile_px
     r, c = start
     rows = [r - t // 2, r + t // 2] if across[0] else [r]
     cols = [c - t // 2, c + t // 2] if across[1] else [c]
@@ -445,21 +449,27 @@ def _grid_window_errors(model: TrainedModel, selection: Selection, z: np.ndarray
         for gc in cols:
             if (gr, gc) >= (r, c):  # not drawn yet: its grid tile comes after this one
                 continue
-            win_drawn = drawn[gr:gr + t, gc:gc + t].copy()
-            win_known = np.broadcast_to(known[gr:gr + t, gc:gc + t], win_drawn.shape).copy()
+            drawn, known = drawn_under(gr, gc)
+            win = np.repeat(drawn[None], len(placed), axis=0)
+            wk = np.repeat(known[None], len(placed), axis=0)
             # the candidate's part of this window
             r0, c0 = max(gr, r), max(gc, c)
             r1, c1 = min(gr, r) + t, min(gc, c) + t
-            win = np.repeat(win_drawn[None], len(placed), axis=0)
             win[:, r0 - gr:r1 - gr, c0 - gc:c1 - gc] += placed[:, r0 - r:r1 - r, c0 - c:c1 - c]
-            wk = np.repeat(win_known[None], len(placed), axis=0)
             wk[:, r0 - gr:r1 - gr, c0 - gc:c1 - gc] += weight[r0 - r:r1 - r, c0 - c:c1 - c]
-            blended = (win / np.maximum(wk, 1e-12)).astype(np.float32)
-            layouts = _with_lines(deterministic_layout(blended, spec, window=True), spec,
-                                  {ch: m[gr:gr + t, gc:gc + t] for ch, m in coarse.items()})
+            layouts = _window_layouts(model.spec, win / np.maximum(wk, 1e-12), coarse, (gr, gc))
             asked = np.repeat(z[None, gr:gr + t, gc:gc + t].mean(axis=(1, 2)), len(placed), axis=0)
             errors += selection[1](model, layouts, asked, None)
     return errors
+
+
+def _window_layouts(spec: RunSpec, blended: np.ndarray, coarse: dict[str, np.ndarray],
+                    start: tuple[int, int]) -> np.ndarray:
+    """Blended windows (M, t, t, C) at ``start`` decoded as scored (untidied), the ``coarse`` lines merged."""
+    t = spec.tile_px
+    r, c = start
+    return _with_lines(deterministic_layout(blended.astype(np.float32), spec, window=True), spec,
+                       {ch: m[r:r + t, c:c + t] for ch, m in coarse.items()})
 
 
 def _with_lines(layouts: np.ndarray, spec: RunSpec, lines: dict[str, np.ndarray]) -> np.ndarray:
