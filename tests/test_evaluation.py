@@ -233,6 +233,67 @@ def test_errors_count_failures_instead_of_dropping_them():
     assert out["r2"] == pytest.approx(1 - ((a - r) ** 2).sum() / ((r - r.mean()) ** 2).sum())
 
 
+def _cluster_bootstrap_reference(values: np.ndarray, groups: np.ndarray, resamples: int, seed: int) -> np.ndarray:
+    """A plain loop: draw whole groups with replacement, take the mean of their values; the 2.5th and 97.5th
+    percentiles."""
+    rng = np.random.default_rng(seed)
+    members = [values[groups == g] for g in np.unique(groups)]
+    means = []
+    for _ in range(resamples):
+        picked = [members[i] for i in rng.integers(0, len(members), len(members))]
+        means.append(np.concatenate(picked).mean())
+    return np.percentile(means, [2.5, 97.5])
+
+
+def test_an_mae_interval_resamples_whole_mosaics_and_agrees_with_a_plain_bootstrap():
+    from urbangen.evaluators.conditioning import errors, mae_interval
+
+    rng = np.random.default_rng(4)
+    # 8 mosaics of 16 windows, each mosaic off by its own amount (one layout, one place): windows within a
+    # mosaic are alike, so the mean's uncertainty is the 8 mosaics', not 128 windows'.
+    groups = np.repeat(np.arange(8), 16)
+    values = np.abs(rng.normal(0, 1, 8)[groups] * 10 + rng.normal(0, 1, 128))
+    by_mosaic = mae_interval(values, groups)
+    reference = _cluster_bootstrap_reference(values, groups, 20_000, seed=1)
+    width = reference[1] - reference[0]
+    assert np.allclose(by_mosaic, reference, atol=0.06 * width), (by_mosaic, reference)
+    assert by_mosaic[0] < values.mean() < by_mosaic[1]
+    by_window = mae_interval(values)
+    assert np.allclose(by_window, _cluster_bootstrap_reference(values, np.arange(128), 20_000, seed=2),
+                       atol=0.06 * (by_window[1] - by_window[0]))
+    # Windows passed off as independent draws give too narrow an interval.
+    assert by_window[1] - by_window[0] < 0.7 * width
+    assert mae_interval(values[:16], groups[:16]) is None  # one mosaic: nothing to resample
+    assert mae_interval(np.full(10, 2.0)) == [2.0, 2.0]
+    # errors() resamples the measured values only, in their groups.
+    requested = np.array([0.0, 0.0, 0.0, 0.0, np.nan, 0.0])
+    achieved = np.array([1.0, 3.0, np.nan, 5.0, 1.0, 7.0])
+    out = errors(requested, achieved, np.array([0, 0, 1, 1, 1, 2]))
+    assert out["mae"] == pytest.approx(4.0)
+    assert out["mae_ci95"] == mae_interval(np.array([1.0, 3.0, 5.0, 7.0]), np.array([0, 0, 1, 2]))
+
+
+def test_a_criterion_whose_target_lies_inside_its_interval_says_so():
+    from urbangen.evaluate import acceptance, acceptance_rows
+
+    def section(mae: float, ci95: list[float]) -> dict:
+        errors = {"mae": mae, "mae_ci95": ci95, "n": 10, "failures": 0}
+        return {"failure_rate": 0.0, "parameters": {"cycle_foot_share": {
+            "drawn": True, "requested_mean": 0.3, "generated": errors, "floor": {"mae": 0.01}}}}
+
+    result = {"realism": {"metrics": {}}, "conditioning": section(0.083, [0.072, 0.094]),
+              "stitched_conditioning": section(0.0498, [0.043, 0.056]),
+              "diversity": {"pixel_disagreement_between_samples": 0.1,
+                            "pixel_disagreement_between_real_neighbours": 0.1}}
+    rows = acceptance(result)
+    assert [(r["met"], r["decided"], r["ci95"]) for r in rows if r["metric"].startswith("MAE")] == [
+        (False, True, [0.072, 0.094]), (True, False, [0.043, 0.056])]
+    assert all(r["decided"] is None and r["ci95"] is None for r in rows if not r["metric"].startswith("MAE"))
+    table = "\n".join(acceptance_rows(rows))
+    assert "| 0.083 | [0.072, 0.094] | 0.01 | ≤ 0.05 | **no** |" in table
+    assert "| yes (target inside the 95 % interval) |" in table
+
+
 def test_the_training_loop_can_run_the_conditioning_evaluator_on_validation_tiles(small_tiles, tmp_path):
     """``eval_conditioning_tiles``: the evaluator the reports use, fed the weights in training, at each evaluation."""
     from urbangen.evaluators.in_training import conditioning
@@ -538,7 +599,19 @@ def test_stitched_conditioning_scores_a_layout_that_is_the_real_mosaic_at_the_fl
 
     same = run(0)
     np.testing.assert_array_equal(same["achieved"], same["achieved_floor"])
-    shifted = run(t)["parameters"]
+    result = run(t)
+    shifted = result["parameters"]
     assert shifted["building_coverage"]["generated"]["mae"] > 3 * shifted["building_coverage"]["floor"]["mae"] + 0.01
+    # Each MAE's interval resamples whole mosaics: the windows of one mosaic by the rows of its block.
+    from urbangen.evaluators.conditioning import mae_interval
+
+    mosaic = np.zeros(len(evaluator.real), np.int64)
+    for b, rows in enumerate(blocks):
+        mosaic[np.isin(evaluator.real.indices, rows.ravel())] = b
+    j = names.index("intersection_density_per_km2")
+    error = np.abs(np.array(result["achieved"])[:, j] - np.array(result["requested"])[:, j])
+    measured = np.isfinite(error)
+    assert shifted["intersection_density_per_km2"]["generated"]["mae_ci95"] == mae_interval(error[measured],
+                                                                                            mosaic[measured])
     assert (shifted["intersection_density_per_km2"]["generated"]["mae"]
             > shifted["intersection_density_per_km2"]["floor"]["mae"] + 5)

@@ -201,11 +201,15 @@ INTERSECTION_MAE_SHARE = 0.25
 
 
 def acceptance(result: dict[str, Any]) -> list[dict[str, Any]]:
-    """Each criterion of the bar: the value, its floor (real against real), the target and whether it is met."""
+    """Each criterion of the bar: the value, its floor (real against real), the target and whether it is met;
+    where the value has a 95 % interval (``ci95``), whether the target lies outside it (``decided``)."""
     rows: list[dict[str, Any]] = []
 
-    def add(metric: str, value: Any, floor: Any, target: str, met: bool | None) -> None:
-        rows.append({"metric": metric, "value": value, "floor": floor, "target": target, "met": met})
+    def add(metric: str, value: Any, floor: Any, target: str, met: bool | None, ci95: list[float] | None = None,
+            bound: float | None = None) -> None:
+        decided = None if ci95 is None or bound is None else bool(not ci95[0] <= bound <= ci95[1])
+        rows.append({"metric": metric, "value": value, "floor": floor, "target": target, "met": met, "ci95": ci95,
+                     "decided": decided})
 
     for name in ("frechet", "kid"):
         m = result["realism"]["metrics"].get(name)
@@ -263,23 +267,30 @@ def _conditioning_criteria(add: Any, section: dict[str, Any], where: str = "") -
         if p in params and params[p]["drawn"] and not params[p].get("given"):
             mae = params[p]["generated"]["mae"]
             add(f"MAE {p}{where}", mae, params[p]["floor"]["mae"], f"≤ {bound}",
-                None if mae is None else bool(mae <= bound))
+                None if mae is None else bool(mae <= bound), params[p]["generated"].get("mae_ci95"), bound)
     p = "intersection_density_per_km2"
     if p in params and params[p]["drawn"] and not params[p].get("given"):
         mae, bound = params[p]["generated"]["mae"], INTERSECTION_MAE_SHARE * params[p]["requested_mean"]
         add(f"MAE {p}{where}", mae, params[p]["floor"]["mae"], f"≤ {bound:.3g} (25 % of its mean)",
-            None if mae is None else bool(mae <= bound))
+            None if mae is None else bool(mae <= bound), params[p]["generated"].get("mae_ci95"), bound)
     rate = section["failure_rate"]
     add(f"conditioning failure rate{where}", rate, None, "< 0.05", None if rate is None else bool(rate < 0.05))
 
 
 def acceptance_rows(rows: list[dict[str, Any]]) -> list[str]:
-    """Markdown table of :func:`acceptance`."""
+    """Markdown table of :func:`acceptance`: a criterion whose target lies inside its value's 95 % interval is
+    met or not by the point estimate alone, and says so."""
     def met(r: dict[str, Any]) -> str:
-        return "n/a" if r["met"] is None else ("yes" if r["met"] else "**no**")
+        said = "n/a" if r["met"] is None else ("yes" if r["met"] else "**no**")
+        return said + (" (target inside the 95 % interval)" if r.get("decided") is False else "")
 
-    return table(["criterion", "value", "floor (real vs real)", "target", "met"],
-                 [[r["metric"], _fmt(r["value"]), _fmt(r["floor"]), r["target"], met(r)] for r in rows])
+    return table(["criterion", "value", "95 % interval", "floor (real vs real)", "target", "met"],
+                 [[r["metric"], _fmt(r["value"]), _interval(r.get("ci95")), _fmt(r["floor"]), r["target"], met(r)]
+                  for r in rows])
+
+
+def _interval(ci95: list[float] | None) -> str:
+    return "" if ci95 is None else f"[{_fmt(ci95[0])}, {_fmt(ci95[1])}]"
 
 
 def _seams(model: TrainedModel | GeneratorChain, data: TileDataset, test_rows: np.ndarray, test: Any,
@@ -370,10 +381,16 @@ def conditioning_rows(conditioning: dict[str, Any]) -> list[str]:
     for name, p in conditioning["parameters"].items():
         g, f, u = p["generated"], p["floor"], p["unconditional"]
         label = f"{name} [{p['unit']}]" + (" (given)" if p["given"] else "" if p["drawn"] else " (not drawn)")
-        rows.append([label, _fmt(p["requested_mean"]), _fmt(g["mae"]), _fmt(f["mae"]), _fmt(u["mae"]),
+        rows.append([label, _fmt(p["requested_mean"]), _with_interval(g), _fmt(f["mae"]), _fmt(u["mae"]),
                      _fmt(g["r2"], 2), _fmt(f["r2"], 2), _fmt(u["r2"], 2), f"{g['failures']}/{g['n']}"])
-    return table(["parameter", "requested mean", "MAE generated", "floor", "unconditional", "R² generated", "floor",
-                  "unconditional", "failures"], rows)
+    return table(["parameter", "requested mean", "MAE generated [95 % interval]", "floor", "unconditional",
+                  "R² generated", "floor", "unconditional", "failures"], rows)
+
+
+def _with_interval(errors: dict[str, Any]) -> str:
+    """An MAE and its 95 % interval (:func:`urbangen.evaluators.conditioning.mae_interval`)."""
+    ci = errors.get("mae_ci95")
+    return _fmt(errors["mae"]) + (f" {_interval(ci)}" if ci is not None else "")
 
 
 def report_markdown(result: dict[str, Any]) -> str:
@@ -462,10 +479,11 @@ def report_markdown(result: dict[str, Any]) -> str:
                   f"the real tile ({sc['tiles']} windows; `urbangen.evaluators.stitched_conditioning`). Floor: the "
                   "real tiles; single tiles: the same tiles generated one by one, as above. Failures are counted, "
                   f"not dropped: {_fmt(sc['failure_rate'], 2)} of conditioned values failed.", ""]
-        lines += table(["parameter", "requested mean", "MAE stitched", "single tiles", "floor", "R² stitched",
+        lines += table(["parameter", "requested mean", "MAE stitched [95 % interval, mosaics resampled]",
+                        "single tiles", "floor", "R² stitched",
                         "single tiles", "floor", "failures"],
                        [[f"{name} [{p['unit']}]" + ("" if p["drawn"] else " (not drawn)"),
-                         _fmt(p["requested_mean"]), _fmt(p["generated"]["mae"]), _fmt(p["single_tiles"]["mae"]),
+                         _fmt(p["requested_mean"]), _with_interval(p["generated"]), _fmt(p["single_tiles"]["mae"]),
                          _fmt(p["floor"]["mae"]), _fmt(p["generated"]["r2"], 2), _fmt(p["single_tiles"]["r2"], 2),
                          _fmt(p["floor"]["r2"], 2), f"{p['generated']['failures']}/{p['generated']['n']}"]
                         for name, p in sc["parameters"].items()])
