@@ -246,31 +246,97 @@ def _cluster_bootstrap_reference(values: np.ndarray, groups: np.ndarray, resampl
 
 
 def test_an_mae_interval_resamples_whole_mosaics_and_agrees_with_a_plain_bootstrap():
-    from urbangen.evaluators.conditioning import errors, mae_interval
+    from urbangen.evaluators.conditioning import errors
+    from urbangen.evaluators.stats import mean_interval
 
     rng = np.random.default_rng(4)
     # 8 mosaics of 16 windows, each mosaic off by its own amount (one layout, one place): windows within a
     # mosaic are alike, so the mean's uncertainty is the 8 mosaics', not 128 windows'.
     groups = np.repeat(np.arange(8), 16)
     values = np.abs(rng.normal(0, 1, 8)[groups] * 10 + rng.normal(0, 1, 128))
-    by_mosaic = mae_interval(values, groups)
+    by_mosaic = mean_interval(values, groups)
     reference = _cluster_bootstrap_reference(values, groups, 20_000, seed=1)
     width = reference[1] - reference[0]
     assert np.allclose(by_mosaic, reference, atol=0.06 * width), (by_mosaic, reference)
     assert by_mosaic[0] < values.mean() < by_mosaic[1]
-    by_window = mae_interval(values)
+    by_window = mean_interval(values)
     assert np.allclose(by_window, _cluster_bootstrap_reference(values, np.arange(128), 20_000, seed=2),
                        atol=0.06 * (by_window[1] - by_window[0]))
     # Windows passed off as independent draws give too narrow an interval.
     assert by_window[1] - by_window[0] < 0.7 * width
-    assert mae_interval(values[:16], groups[:16]) is None  # one mosaic: nothing to resample
-    assert mae_interval(np.full(10, 2.0)) == [2.0, 2.0]
+    assert mean_interval(values[:16], groups[:16]) is None  # one mosaic: nothing to resample
+    assert mean_interval(np.full(10, 2.0)) == [2.0, 2.0]
     # errors() resamples the measured values only, in their groups.
     requested = np.array([0.0, 0.0, 0.0, 0.0, np.nan, 0.0])
     achieved = np.array([1.0, 3.0, np.nan, 5.0, 1.0, 7.0])
     out = errors(requested, achieved, np.array([0, 0, 1, 1, 1, 2]))
     assert out["mae"] == pytest.approx(4.0)
-    assert out["mae_ci95"] == mae_interval(np.array([1.0, 3.0, 5.0, 7.0]), np.array([0, 0, 1, 2]))
+    assert out["mae_ci95"] == mean_interval(np.array([1.0, 3.0, 5.0, 7.0]), np.array([0, 0, 1, 2]))
+
+
+def test_two_evaluations_of_the_same_tiles_compare_paired_by_mosaic(tmp_path):
+    """``urbangen compare``: B's stitched windows each 3 nearer their request than A's in four mosaics and as near
+    in four: a difference whose interval (whole mosaics resampled, as a plain loop does) excludes 0; the single
+    tiles unchanged: [0, 0]; evaluations of other tiles refused."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from urbangen.cli import app
+    from urbangen.compare import compare_evaluations
+
+    rng = np.random.default_rng(5)
+    groups = np.repeat(np.arange(8), 16)
+    requested = np.column_stack([rng.uniform(20, 120, 128), rng.uniform(0, 0.6, 128)])
+    error_a = rng.normal(0, 20, 128)
+    error_b = error_a - np.sign(error_a) * np.where(groups < 4, 3.0, 0.0)  # 3 nearer in mosaics 0-3
+    achieved_a = requested + np.column_stack([error_a, np.zeros(128)])
+    achieved_b = requested + np.column_stack([error_b, np.zeros(128)])
+    achieved_b[5, 0] = np.nan  # a window B could not measure: left out of both sides
+
+    def evaluation(achieved: np.ndarray) -> dict:
+        parameters = {"intersection_density_per_km2": {}, "cycle_foot_share": {}}
+        return {"conditioning": {"parameters": parameters, "requested": requested[:20].tolist(),
+                                 "achieved": achieved_a[:20].tolist()},
+                "stitched_conditioning": {"parameters": parameters, "requested": requested.tolist(),
+                                          "achieved": achieved.tolist(), "mosaic_of_window": groups.tolist()},
+                "acceptance": [{"metric": "MAE x", "value": float(np.nanmean(np.abs(achieved - requested)[:, 0])),
+                                "met": False, "target": "≤ 17"}]}
+
+    a, b = evaluation(achieved_a), evaluation(achieved_b)
+    result = compare_evaluations(a, b)
+    stitched = result["stitched_conditioning"]["parameters"]["intersection_density_per_km2"]
+    kept = np.arange(128) != 5
+    difference = (np.abs(error_b) - np.abs(error_a))[kept]
+    assert stitched["n"] == 127 and stitched["difference"] == pytest.approx(difference.mean())
+    assert stitched["a"] == pytest.approx(np.abs(error_a[kept]).mean())
+    reference = _cluster_bootstrap_reference(difference, groups[kept], 20_000, seed=3)
+    assert np.allclose(stitched["ci95"], reference, atol=0.06 * (reference[1] - reference[0]))
+    assert stitched["ci95"][1] < 0
+    assert result["stitched_conditioning"]["parameters"]["cycle_foot_share"]["ci95"] == [0.0, 0.0]
+    assert result["conditioning"]["parameters"]["intersection_density_per_km2"]["ci95"] == [0.0, 0.0]
+    assert result["acceptance"][0]["a"] > result["acceptance"][0]["b"]
+
+    older = json.loads(json.dumps(a))
+    del older["stitched_conditioning"]["mosaic_of_window"]
+    assert "evaluate it again" in compare_evaluations(older, b)["stitched_conditioning"]["skipped"]
+    other = json.loads(json.dumps(b))
+    other["stitched_conditioning"]["requested"][0][0] += 1
+    with pytest.raises(InvalidValueError, match="different tiles"):
+        compare_evaluations(a, other)
+
+    for name, e in (("a", a), ("b", b)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "evaluation.json").write_text(json.dumps(e))
+    run = CliRunner().invoke(app, ["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--out",
+                                   str(tmp_path / "compare.md")])
+    assert run.exit_code == 0, run.output
+    assert "stitched_conditioning intersection_density_per_km2" in run.output  # a difference beyond the noise
+    assert "lower" in (tmp_path / "compare.md").read_text()
+    assert json.loads((tmp_path / "compare.json").read_text())["stitched_conditioning"] == result[
+        "stitched_conditioning"]
+    missing = CliRunner().invoke(app, ["compare", str(tmp_path / "a"), str(tmp_path / "nowhere")])
+    assert missing.exit_code != 0 and "no evaluation.json there" in missing.output
 
 
 def test_a_criterion_whose_target_lies_inside_its_interval_says_so():
@@ -603,7 +669,7 @@ def test_stitched_conditioning_scores_a_layout_that_is_the_real_mosaic_at_the_fl
     shifted = result["parameters"]
     assert shifted["building_coverage"]["generated"]["mae"] > 3 * shifted["building_coverage"]["floor"]["mae"] + 0.01
     # Each MAE's interval resamples whole mosaics: the windows of one mosaic by the rows of its block.
-    from urbangen.evaluators.conditioning import mae_interval
+    from urbangen.evaluators.stats import mean_interval
 
     mosaic = np.zeros(len(evaluator.real), np.int64)
     for b, rows in enumerate(blocks):
@@ -611,7 +677,7 @@ def test_stitched_conditioning_scores_a_layout_that_is_the_real_mosaic_at_the_fl
     j = names.index("intersection_density_per_km2")
     error = np.abs(np.array(result["achieved"])[:, j] - np.array(result["requested"])[:, j])
     measured = np.isfinite(error)
-    assert shifted["intersection_density_per_km2"]["generated"]["mae_ci95"] == mae_interval(error[measured],
+    assert shifted["intersection_density_per_km2"]["generated"]["mae_ci95"] == mean_interval(error[measured],
                                                                                             mosaic[measured])
     assert (shifted["intersection_density_per_km2"]["generated"]["mae"]
             > shifted["intersection_density_per_km2"]["floor"]["mae"] + 5)

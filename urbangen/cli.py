@@ -211,6 +211,35 @@ def evaluate_command(
         console.print(f"  {name}: R² {r2} (floor {r2f}), failures {g['failures']}/{g['n']}")
 
 
+@app.command("compare")
+def compare_command(
+    a: Annotated[Path, typer.Argument(help="An evaluation (its --out folder or evaluation.json): the baseline.")],
+    b: Annotated[Path, typer.Argument(help="Another evaluation of the same test tiles: the change.")],
+    out: Annotated[Path | None, typer.Option(help="Write the comparison here as markdown (and .json beside it).")]
+    = None,
+) -> None:
+    """Two evaluations of the same test tiles: each conditioning MAE's paired difference with its 95 % interval,
+    and the bar's criteria side by side."""
+    import json
+
+    from data_pipeline.atomic import write_text_atomic
+    from urbangen.compare import PAIRED_SECTIONS, compare_evaluations, comparison_markdown, read_evaluation
+
+    result = compare_evaluations(read_evaluation(a), read_evaluation(b))
+    text = comparison_markdown(result, str(a), str(b))
+    if out is not None:
+        write_text_atomic(out, text)
+        write_text_atomic(out.with_suffix(".json"), json.dumps(result, indent=1))
+        console.print(f"wrote [bold]{out}[/] and {out.with_suffix('.json')}")
+    for section in PAIRED_SECTIONS:
+        for name, p in result.get(section, {}).get("parameters", {}).items():
+            if p["ci95"] is not None and not p["ci95"][0] <= 0 <= p["ci95"][1]:
+                console.print(f"  {section} {name}: MAE {p['a']:.3g} -> {p['b']:.3g}, difference "
+                              f"{p['difference']:+.3g} [{p['ci95'][0]:.3g}, {p['ci95'][1]:.3g}]")
+    if out is None:
+        console.print(text, markup=False)
+
+
 @app.command("examples")
 def examples_command(
     out: Annotated[Path, typer.Option("--out", help="Folder to copy them into.")] = Path("urbangen-examples"),

@@ -34,7 +34,7 @@ from urbangen.generate.selection import (
     candidates_of,
 )
 from urbangen.inference import GeneratorChain, RunSpec, TrainedModel
-from urbangen.markdown import table
+from urbangen.markdown import interval, number, table
 from urbangen.measure import PARAMETER_CHANNELS, STREET_CHANNELS
 from urbangen.pretrained import load_model, load_one_model
 from urbangen.splits import Split, check_split
@@ -285,12 +285,9 @@ def acceptance_rows(rows: list[dict[str, Any]]) -> list[str]:
         return said + (" (target inside the 95 % interval)" if r.get("decided") is False else "")
 
     return table(["criterion", "value", "95 % interval", "floor (real vs real)", "target", "met"],
-                 [[r["metric"], _fmt(r["value"]), _interval(r.get("ci95")), _fmt(r["floor"]), r["target"], met(r)]
-                  for r in rows])
+                 [[r["metric"], number(r["value"]), interval(r.get("ci95"), missing=""), number(r["floor"]),
+                   r["target"], met(r)] for r in rows])
 
-
-def _interval(ci95: list[float] | None) -> str:
-    return "" if ci95 is None else f"[{_fmt(ci95[0])}, {_fmt(ci95[1])}]"
 
 
 def _seams(model: TrainedModel | GeneratorChain, data: TileDataset, test_rows: np.ndarray, test: Any,
@@ -344,19 +341,11 @@ def _per_tile_table(section: dict[str, Any]) -> list[str]:
     """The report's table of an evaluator of per-tile statistics (:mod:`urbangen.evaluators.per_tile`)."""
     return table(["statistic", "generated mean", "real test mean", "real training mean", "W1 (× floor)",
                   "shuffled, noise (× floor)"],
-                 [[name, _fmt(m["generated_mean"]), _fmt(m["real_test_mean"]), _fmt(m["real_train_mean"]),
-                   _fmt(m["w1_ratio"]),
-                   f"{_fmt(m['ladder_w1']['shuffled'] / m['floor_w1'])}, "
-                   f"{_fmt(m['ladder_w1']['noise'] / m['floor_w1'])}" if m["floor_w1"] > 0 else "n/a"]
+                 [[name, number(m["generated_mean"]), number(m["real_test_mean"]), number(m["real_train_mean"]),
+                   number(m["w1_ratio"]),
+                   f"{number(m['ladder_w1']['shuffled'] / m['floor_w1'])}, "
+                   f"{number(m['ladder_w1']['noise'] / m['floor_w1'])}" if m["floor_w1"] > 0 else "n/a"]
                   for name, m in section["statistics"].items()])
-
-
-def _fmt(value: Any, digits: int = 3) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, float):
-        return "nan" if not np.isfinite(value) else f"{value:.{digits}g}"
-    return str(value)
 
 
 def realism_rows(realism: dict[str, Any]) -> list[str]:
@@ -364,13 +353,14 @@ def realism_rows(realism: dict[str, Any]) -> list[str]:
     rows = []
     for name, m in realism["metrics"].items():
         lad = m["ladder"]
-        gen = _fmt(m["generated"]) if m["reported"] else "withheld"
+        gen = number(m["generated"]) if m["reported"] else "withheld"
         if m["reported"] and m.get("ci95"):
-            gen += f" [{_fmt(m['ci95'][0])}, {_fmt(m['ci95'][1])}]"
+            gen += f" [{number(m['ci95'][0])}, {number(m['ci95'][1])}]"
         if m["reported"] and m.get("std") is not None:
-            gen += f" ± {_fmt(m['std'])}"
-        rows.append([name, gen, _fmt(lad["real"]), _fmt(lad["blurred"]), _fmt(lad["shuffled"]), _fmt(lad["noise"]),
-                     "holds" if m["ladder_holds"] else "FAILS", _fmt(m.get("position_real_to_noise"), 2),
+            gen += f" ± {number(m['std'])}"
+        rows.append([name, gen, number(lad["real"]), number(lad["blurred"]), number(lad["shuffled"]),
+                     number(lad["noise"]),
+                     "holds" if m["ladder_holds"] else "FAILS", number(m.get("position_real_to_noise"), 2),
                      m.get("verdict", "not scored")])
     return table(["metric", "generated", "floor (real)", "blurred", "shuffled", "ceiling (noise)", "ladder",
                   "position real→noise", "generated tiles are"], rows)
@@ -381,16 +371,16 @@ def conditioning_rows(conditioning: dict[str, Any]) -> list[str]:
     for name, p in conditioning["parameters"].items():
         g, f, u = p["generated"], p["floor"], p["unconditional"]
         label = f"{name} [{p['unit']}]" + (" (given)" if p["given"] else "" if p["drawn"] else " (not drawn)")
-        rows.append([label, _fmt(p["requested_mean"]), _with_interval(g), _fmt(f["mae"]), _fmt(u["mae"]),
-                     _fmt(g["r2"], 2), _fmt(f["r2"], 2), _fmt(u["r2"], 2), f"{g['failures']}/{g['n']}"])
+        rows.append([label, number(p["requested_mean"]), _with_interval(g), number(f["mae"]), number(u["mae"]),
+                     number(g["r2"], 2), number(f["r2"], 2), number(u["r2"], 2), f"{g['failures']}/{g['n']}"])
     return table(["parameter", "requested mean", "MAE generated [95 % interval]", "floor", "unconditional",
                   "R² generated", "floor", "unconditional", "failures"], rows)
 
 
 def _with_interval(errors: dict[str, Any]) -> str:
-    """An MAE and its 95 % interval (:func:`urbangen.evaluators.conditioning.mae_interval`)."""
+    """An MAE and its 95 % interval (:func:`urbangen.evaluators.stats.mean_interval`)."""
     ci = errors.get("mae_ci95")
-    return _fmt(errors["mae"]) + (f" {_interval(ci)}" if ci is not None else "")
+    return number(errors["mae"]) + (f" {interval(ci)}" if ci is not None else "")
 
 
 def report_markdown(result: dict[str, Any]) -> str:
@@ -411,35 +401,36 @@ def report_markdown(result: dict[str, Any]) -> str:
     lines += ["", "## Conditioning", "",
               "Each test tile's parameters requested; generated and real tiles measured through the same "
               "raster → vector → parameters path. Floor: the real tiles themselves; unconditional: the training "
-              f"mean requested. Failures (not measurable) are counted, not dropped: {_fmt(c['failure_rate'], 2)} "
+              f"mean requested. Failures (not measurable) are counted, not dropped: {number(c['failure_rate'], 2)} "
               "of conditioned values failed.", ""]
     lines += conditioning_rows(c)
     lines += ["", "![requested against achieved](conditioning.png)", "", "## Diversity", "",
-              f"Pixels differing between two samples of one request: {_fmt(d['pixel_disagreement_between_samples'])}; "
+              "Pixels differing between two samples of one request: "
+              f"{number(d['pixel_disagreement_between_samples'])}; "
               f"between real test tiles and their nearest neighbour in parameters (another region): "
-              f"{_fmt(d['pixel_disagreement_between_real_neighbours'])}."]
+              f"{number(d['pixel_disagreement_between_real_neighbours'])}."]
     if "embedding_distance_between_samples" in d:
-        lines += ["", f"Encoder embedding distance between samples: {_fmt(d['embedding_distance_between_samples'])}; "
-                      f"between real neighbours: {_fmt(d['embedding_distance_between_real_neighbours'])}."]
+        lines += ["", f"Encoder embedding distance between samples: {number(d['embedding_distance_between_samples'])}; "
+                      f"between real neighbours: {number(d['embedding_distance_between_real_neighbours'])}."]
     if "streets" in result:
         st = result["streets"]
         lines += ["", "## Streets", "", f"Share of street pixels in each tile's largest connected piece: generated "
-                  f"{_fmt(st['generated'])}, real test {_fmt(st['real_test'])}, "
-                  f"real training {_fmt(st['real_train'])}; "
+                  f"{number(st['generated'])}, real test {number(st['real_test'])}, "
+                  f"real training {number(st['real_train'])}; "
                   f"{st['generated_tiles_without_streets']} generated tiles have no street."]
     if "streets_stitched" in result:
         st = result["streets_stitched"]
         lines += ["", f"The same over the stitched layouts below, cut into {st['windows']} windows of "
-                  f"{st['window_px']} px: generated {_fmt(st['generated'])}, real test mosaics of that size "
-                  f"{_fmt(st['real_test'])} ({st['real_test_mosaics']}), real training mosaics "
-                  f"{_fmt(st['real_train'])} ({st['real_train_mosaics']})."]
+                  f"{st['window_px']} px: generated {number(st['generated'])}, real test mosaics of that size "
+                  f"{number(st['real_test'])} ({st['real_test_mosaics']}), real training mosaics "
+                  f"{number(st['real_train'])} ({st['real_train_mosaics']})."]
     if "major_roads_stitched" in result:
         st = result["major_roads_stitched"]
         lines += ["", f"Major roads that run through a district (`urbangen.evaluators.streets.major_road_reach`): the "
                   f"share of major-road pixels in pieces whose extent reaches {st['reach_m']:g} m, in the same "
-                  f"windows: generated {_fmt(st['generated'])} ({st['windows_without_major_roads']} of "
-                  f"{st['windows']} windows without major roads), real test mosaics {_fmt(st['real_test'])}, real "
-                  f"training mosaics {_fmt(st['real_train'])}."]
+                  f"windows: generated {number(st['generated'])} ({st['windows_without_major_roads']} of "
+                  f"{st['windows']} windows without major roads), real test mosaics {number(st['real_test'])}, real "
+                  f"training mosaics {number(st['real_train'])}."]
     if "building_street_interface" in result:
         bs = result["building_street_interface"]
         lines += ["", "## Building–street interface", "",
@@ -467,7 +458,7 @@ def report_markdown(result: dict[str, Any]) -> str:
                   f"{sm['line_spacing_px']} px, against {sm['real_mosaics']} real mosaics of "
                   f"{sm['real_mosaic_px'][0]} px: strip over elsewhere (1 = no seam).", ""]
         lines += table(["statistic", "generated", "real mean", "floor (largest real distance from 1)", "within floor"],
-                       [[name, _fmt(m["generated"]), _fmt(m["real_mean"]), _fmt(m["floor_distance_from_1"]),
+                       [[name, number(m["generated"]), number(m["real_mean"]), number(m["floor_distance_from_1"]),
                          "yes" if m["within_floor"] else "**no**"] for name, m in sm["metrics"].items()])
         lines += ["", "![a stitched layout](stitched.png)"]
     if "stitched_conditioning" in result:
@@ -478,14 +469,14 @@ def report_markdown(result: dict[str, Any]) -> str:
                   "layout generated for it cut back into the tiles' windows, each measured through the same path as "
                   f"the real tile ({sc['tiles']} windows; `urbangen.evaluators.stitched_conditioning`). Floor: the "
                   "real tiles; single tiles: the same tiles generated one by one, as above. Failures are counted, "
-                  f"not dropped: {_fmt(sc['failure_rate'], 2)} of conditioned values failed.", ""]
+                  f"not dropped: {number(sc['failure_rate'], 2)} of conditioned values failed.", ""]
         lines += table(["parameter", "requested mean", "MAE stitched [95 % interval, mosaics resampled]",
                         "single tiles", "floor", "R² stitched",
                         "single tiles", "floor", "failures"],
                        [[f"{name} [{p['unit']}]" + ("" if p["drawn"] else " (not drawn)"),
-                         _fmt(p["requested_mean"]), _with_interval(p["generated"]), _fmt(p["single_tiles"]["mae"]),
-                         _fmt(p["floor"]["mae"]), _fmt(p["generated"]["r2"], 2), _fmt(p["single_tiles"]["r2"], 2),
-                         _fmt(p["floor"]["r2"], 2), f"{p['generated']['failures']}/{p['generated']['n']}"]
+                         number(p["requested_mean"]), _with_interval(p["generated"]), number(p["single_tiles"]["mae"]),
+                         number(p["floor"]["mae"]), number(p["generated"]["r2"], 2), number(p["single_tiles"]["r2"], 2),
+                         number(p["floor"]["r2"], 2), f"{p['generated']['failures']}/{p['generated']['n']}"]
                         for name, p in sc["parameters"].items()])
         lines += ["", "![layouts generated for real test mosaics' fields, and the mosaics (the first four)]"
                       "(stitched_conditioning.png)"]
@@ -516,7 +507,7 @@ def plot_conditioning(conditioning: dict[str, Any], path: Path) -> None:
         if len(finite):
             ax.plot([finite.min(), finite.max()], [finite.min(), finite.max()], color="k", lw=0.8)
         p = conditioning["parameters"][name]
-        ax.set_title(f"{name}\nR² {_fmt(p['generated']['r2'], 2)} (floor {_fmt(p['floor']['r2'], 2)})", fontsize=7)
+        ax.set_title(f"{name}\nR² {number(p['generated']['r2'], 2)} (floor {number(p['floor']['r2'], 2)})", fontsize=7)
         ax.tick_params(labelsize=6)
     for ax in axes.ravel()[len(names):]:
         ax.set_axis_off()

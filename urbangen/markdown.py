@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
 
 
 def table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> list[str]:
@@ -12,3 +15,17 @@ def table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> list[str]:
 
 def _line(cells: Sequence[object]) -> str:
     return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def number(value: Any, digits: int = 3) -> str:
+    """A table cell's number: ``digits`` significant digits, ``n/a`` for None, ``nan`` where not finite."""
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return "nan" if not np.isfinite(value) else f"{value:.{digits}g}"
+    return str(value)
+
+
+def interval(ci95: Sequence[float] | None, missing: str = "n/a") -> str:
+    """A 95 % interval as ``[low, high]`` (:func:`number`), or ``missing``."""
+    return missing if ci95 is None else f"[{number(ci95[0])}, {number(ci95[1])}]"

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from data_pipeline.dataset import ATTRIBUTION
 from urbangen.embedded import EMBEDDED_FILES
-from urbangen.markdown import table
+from urbangen.markdown import number, table
 
 
 def training_curves(out: Path, runs: dict[str, dict]) -> None:
@@ -71,14 +71,6 @@ def pipeline_figure(out: Path) -> None:
     plt.close(fig)
 
 
-def _fmt(value: Any, digits: int = 3) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, float):
-        return f"{value:.{digits}g}"
-    return str(value)
-
-
 def report_markdown(summary: dict[str, Any]) -> str:
     """The quickstart's one-page report, linking every output."""
     results, machine = summary["results"], summary["machine"]
@@ -106,9 +98,9 @@ def report_markdown(summary: dict[str, Any]) -> str:
               "model can do (train for real with `experiments/train.py`, see the README).", ""]
     model_rows = []
     for model, r in runs.items():
-        train = ", ".join(f"{k.split('/', 1)[1]} {_fmt(v)}" for k, v in r["train"].items()
+        train = ", ".join(f"{k.split('/', 1)[1]} {number(v)}" for k, v in r["train"].items()
                           if k not in ("train/beta", "train/learning_rate"))
-        val = ", ".join(f"{k.split('/', 1)[1]} {_fmt(v)}" for k, v in r["val"].items())
+        val = ", ".join(f"{k.split('/', 1)[1]} {number(v)}" for k, v in r["val"].items())
         model_rows.append([model, f"`{r['config']}`", r["steps"], r["batch_size"], train, val or "n/a",
                            r["best_step"]])
     lines += table(["model", "config", "steps", "batch", "last training metrics", "validation", "best step"],
@@ -125,8 +117,8 @@ def report_markdown(summary: dict[str, Any]) -> str:
               "(GeoTIFF, GeoJSON, GraphML and `report.md` in `layouts/`). Achieved values are measured on the "
               "vectorized layout with the pipeline's own parameter code.", ""]
     lines += table(["parameter", "requested (mean)", "achieved (mean)", "mean abs. error per tile window"],
-                   [[f"{name} [{row['unit']}]", _fmt(row["requested_mean"]), _fmt(row["achieved_mean"]),
-                     _fmt(row["mean_absolute_error"])] for name, row in g["average"].items()])
+                   [[f"{name} [{row['unit']}]", number(row["requested_mean"]), number(row["achieved_mean"]),
+                     number(row["mean_absolute_error"])] for name, row in g["average"].items()])
     lines += ["", "![generated layout](figures/generated_layout.png)", ""]
     e = results["evaluate"]
     from urbangen.evaluate import conditioning_rows, realism_rows
@@ -141,11 +133,11 @@ def report_markdown(summary: dict[str, Any]) -> str:
     lines += realism_rows(e["realism"])
     lines += ["", "### Conditioning", "", "Requested against measured, per parameter: MAE and R² of the generated "
               "tiles, of the real tiles themselves (floor), and of a generator asked for the training mean "
-              f"(unconditional). Failed measurements: {_fmt(e['conditioning']['failure_rate'], 2)} of values.", ""]
+              f"(unconditional). Failed measurements: {number(e['conditioning']['failure_rate'], 2)} of values.", ""]
     lines += conditioning_rows(e["conditioning"])
     d = e["diversity"]
-    lines += ["", f"Diversity: {_fmt(d['pixel_disagreement_between_samples'])} of pixels differ between two samples "
-              f"of one request; {_fmt(d['pixel_disagreement_between_real_neighbours'])} between real tiles with the "
+    lines += ["", f"Diversity: {number(d['pixel_disagreement_between_samples'])} of pixels differ between two samples "
+              f"of one request; {number(d['pixel_disagreement_between_real_neighbours'])} between real tiles with the "
               "nearest parameters.", "",
               "![real test tiles and generated tiles for their parameters](figures/evaluation_examples.png)", "",
               "![conditioning](figures/evaluation_conditioning.png)", ""]
@@ -155,9 +147,9 @@ def report_markdown(summary: dict[str, Any]) -> str:
     if a["city_pairs"]:
         lines += table(["cities", "space", "probe AUC", "shuffled-label AUC", "Frechet [95 % CI, block bootstrap]",
                         "MMD p"],
-                       [[pair, space, _fmt(v["probe_auc"]), _fmt(v["shuffled_auc"]),
-                         f"{_fmt(v['frechet'])} [{_fmt(v['frechet_ci95'][0])}, {_fmt(v['frechet_ci95'][1])}]",
-                         _fmt(v["mmd_permutation_p"], 2)]
+                       [[pair, space, number(v["probe_auc"]), number(v["shuffled_auc"]),
+                         f"{number(v['frechet'])} [{number(v['frechet_ci95'][0])}, {number(v['frechet_ci95'][1])}]",
+                         number(v["mmd_permutation_p"], 2)]
                         for pair, spaces in a["city_pairs"].items() for space, v in spaces.items()])
     else:
         lines += ["Only one city, so there is nothing to compare yet: add cities with "

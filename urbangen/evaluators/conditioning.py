@@ -9,8 +9,9 @@ the real tile both go through the same raster → vector → parameters path
   alone cost, the best any generator can score;
 - ``unconditional``: a generator asked for the training mean every time,
   compared with the same requests: what ignoring the request scores;
-- ``mae_ci95``: beside each MAE, its 95 % bootstrap interval (:func:`mae_interval`), so that a
-  difference between two runs, or a target, can be told from the test set's noise;
+- ``mae_ci95``: beside each MAE, its 95 % bootstrap interval
+  (:func:`urbangen.evaluators.stats.mean_interval`), so that a difference
+  between two runs, or a target, can be told from the test set's noise;
 - ``failures``: samples whose parameter could not be measured (NaN where
   the request is known, such as the orientation entropy of a tile with no
   streets). They are counted, never dropped silently: MAE and R² are over
@@ -31,42 +32,14 @@ import pandas as pd
 
 from data_pipeline.parameters import PARAMETERS
 from urbangen.evaluators.common import RealTiles, generate_for
+from urbangen.evaluators.stats import mean_interval
 from urbangen.inference import Generator
 from urbangen.measure import PARAMETER_CHANNELS
 
-#: Resamples of an MAE's bootstrap interval; seeded, so that an evaluation's intervals are reproducible.
-BOOTSTRAP_RESAMPLES = 4000
-BOOTSTRAP_SEED = 0
-
-
-def mae_interval(abs_errors: np.ndarray, groups: np.ndarray | None = None) -> list[float] | None:
-    """The 95 % percentile bootstrap interval of the mean of ``abs_errors`` (1-D), resampling ``groups`` whole.
-
-    A stitched layout's windows share one layout and one place: resampled one
-    by one, they would pass for independent draws and the interval would be
-    too narrow, so each mosaic is resampled as a whole (its windows' summed
-    errors and their count, paired). By default each value is its own group.
-    None with fewer than two groups.
-    """
-    from scipy.stats import bootstrap
-
-    abs_errors = np.asarray(abs_errors, np.float64)
-    _, group = np.unique(np.arange(len(abs_errors)) if groups is None else np.asarray(groups), return_inverse=True)
-    sums, counts = np.bincount(group, weights=abs_errors), np.bincount(group).astype(np.float64)
-    if len(sums) < 2:
-        return None
-    if np.all(sums == sums[0] * counts / counts[0]):  # every group's mean the same: no spread to resample
-        mean = float(sums.sum() / counts.sum())
-        return [mean, mean]
-    result = bootstrap((sums, counts), lambda s, c, axis=-1: s.sum(axis=axis) / c.sum(axis=axis), paired=True,
-                       vectorized=True, n_resamples=BOOTSTRAP_RESAMPLES, method="percentile",
-                       rng=np.random.default_rng(BOOTSTRAP_SEED))
-    return [float(result.confidence_interval.low), float(result.confidence_interval.high)]
-
 
 def errors(requested: np.ndarray, achieved: np.ndarray, groups: np.ndarray | None = None) -> dict[str, Any]:
-    """MAE (with its 95 % interval, ``groups`` resampled whole: :func:`mae_interval`), R² and failures of one
-    parameter (1-D arrays)."""
+    """MAE (with its 95 % interval, ``groups`` resampled whole: :func:`urbangen.evaluators.stats.mean_interval`),
+    R² and failures of one parameter (1-D arrays)."""
     known = np.isfinite(requested)
     measured = known & np.isfinite(achieved)
     failures = int((known & ~np.isfinite(achieved)).sum())
@@ -76,7 +49,7 @@ def errors(requested: np.ndarray, achieved: np.ndarray, groups: np.ndarray | Non
     if measured.any():
         r, a = requested[measured], achieved[measured]
         out["mae"] = float(np.mean(np.abs(a - r)))
-        out["mae_ci95"] = mae_interval(np.abs(a - r), None if groups is None else np.asarray(groups)[measured])
+        out["mae_ci95"] = mean_interval(np.abs(a - r), None if groups is None else np.asarray(groups)[measured])
         total = float(np.sum((r - r.mean()) ** 2))
         out["r2"] = float(1.0 - np.sum((a - r) ** 2) / total) if total > 0 else None
     return out

@@ -19,7 +19,7 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 from scipy import linalg
 from scipy.spatial.distance import pdist, squareform
-from scipy.stats import norm, wasserstein_distance
+from scipy.stats import bootstrap, norm, wasserstein_distance
 from sklearn.metrics.pairwise import polynomial_kernel
 
 from data_pipeline.errors import InvalidValueError
@@ -29,6 +29,36 @@ Statistic = Callable[[np.ndarray, np.ndarray], float]
 
 #: Random subsamples of the larger side averaged for an equal-size point estimate (see ``block_bootstrap``).
 _POINT_SUBSAMPLES = 10
+
+
+#: Resamples of :func:`mean_interval`; seeded, so that an evaluation's intervals are reproducible.
+BOOTSTRAP_RESAMPLES = 4000
+BOOTSTRAP_SEED = 0
+
+
+def mean_interval(values: np.ndarray, groups: np.ndarray | None = None) -> list[float] | None:
+    """The 95 % percentile bootstrap interval of the mean of ``values`` (1-D), resampling ``groups`` whole.
+
+    A conditioning MAE is the mean of absolute errors; the difference of two
+    runs' MAEs on the same windows the mean of their differences. A stitched
+    layout's windows share one layout and one place: resampled one by one,
+    they would pass for independent draws and the interval would be too
+    narrow, so each mosaic is resampled as a whole (its values' sum and their
+    count, paired). By default each value is its own group. None with fewer
+    than two groups.
+    """
+    values = np.asarray(values, np.float64)
+    _, group = np.unique(np.arange(len(values)) if groups is None else np.asarray(groups), return_inverse=True)
+    sums, counts = np.bincount(group, weights=values), np.bincount(group).astype(np.float64)
+    if len(sums) < 2:
+        return None
+    if np.all(sums == sums[0] * counts / counts[0]):  # every group's mean the same: no spread to resample
+        mean = float(sums.sum() / counts.sum())
+        return [mean, mean]
+    result = bootstrap((sums, counts), lambda s, c, axis=-1: s.sum(axis=axis) / c.sum(axis=axis), paired=True,
+                       vectorized=True, n_resamples=BOOTSTRAP_RESAMPLES, method="percentile",
+                       rng=np.random.default_rng(BOOTSTRAP_SEED))
+    return [float(result.confidence_interval.low), float(result.confidence_interval.high)]
 
 
 def wasserstein_columns(a: np.ndarray, b: np.ndarray) -> np.ndarray:

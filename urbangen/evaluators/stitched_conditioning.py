@@ -99,7 +99,8 @@ class StitchedConditioning:
                 "tiles": int(len(self.real)), "layout_px": [int(p.shape[0] * self.real.tiles.shape[1])
                                                             for p in self.positions],
                 "parameters": per_parameter, "conditioned": drawn, "failure_rate": failure_rate(per_parameter, drawn),
-                "requested": self.real.parameters.tolist(), "achieved": achieved["generated"].tolist(),
+                "requested": self.real.parameters.tolist(), "mosaic_of_window": mosaic.tolist(),
+                "achieved": achieved["generated"].tolist(),
                 "achieved_floor": achieved["floor"].tolist(),
                 "achieved_single_tiles": achieved["single_tiles"].tolist(),
                 "layouts": layouts, "real_mosaics": [mosaic_of(self.real.tiles[p]) for p in self.positions]}
