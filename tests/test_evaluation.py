@@ -233,19 +233,9 @@ def test_errors_count_failures_instead_of_dropping_them():
     assert out["r2"] == pytest.approx(1 - ((a - r) ** 2).sum() / ((r - r.mean()) ** 2).sum())
 
 
-def _cluster_bootstrap_reference(values: np.ndarray, groups: np.ndarray, resamples: int, seed: int) -> np.ndarray:
-    """A plain loop: draw whole groups with replacement, take the mean of their values; the 2.5th and 97.5th
-    percentiles."""
-    rng = np.random.default_rng(seed)
-    members = [values[groups == g] for g in np.unique(groups)]
-    means = []
-    for _ in range(resamples):
-        picked = [members[i] for i in rng.integers(0, len(members), len(members))]
-        means.append(np.concatenate(picked).mean())
-    return np.percentile(means, [2.5, 97.5])
+def test_a_mean_interval_takes_whole_mosaics_as_its_units_and_covers_the_truth():
+    from scipy.stats import ttest_1samp
 
-
-def test_an_mae_interval_resamples_whole_mosaics_and_agrees_with_a_plain_bootstrap():
     from urbangen.evaluators.conditioning import errors
     from urbangen.evaluators.stats import mean_interval
 
@@ -255,35 +245,51 @@ def test_an_mae_interval_resamples_whole_mosaics_and_agrees_with_a_plain_bootstr
     groups = np.repeat(np.arange(8), 16)
     values = np.abs(rng.normal(0, 1, 8)[groups] * 10 + rng.normal(0, 1, 128))
     by_mosaic = mean_interval(values, groups)
-    reference = _cluster_bootstrap_reference(values, groups, 20_000, seed=1)
-    width = reference[1] - reference[0]
-    assert np.allclose(by_mosaic, reference, atol=0.06 * width), (by_mosaic, reference)
-    assert by_mosaic[0] < values.mean() < by_mosaic[1]
+    # Equal mosaics: the one-sample t interval of the mosaics' means (scipy's); one value a unit: of the values.
+    reference = ttest_1samp(values.reshape(8, 16).mean(axis=1), 0.0).confidence_interval()
+    assert by_mosaic["groups"] == 8
+    assert [by_mosaic["low"], by_mosaic["high"]] == pytest.approx([reference.low, reference.high], rel=1e-12)
     by_window = mean_interval(values)
-    assert np.allclose(by_window, _cluster_bootstrap_reference(values, np.arange(128), 20_000, seed=2),
-                       atol=0.06 * (by_window[1] - by_window[0]))
+    reference = ttest_1samp(values, 0.0).confidence_interval()
+    assert [by_window["low"], by_window["high"]] == pytest.approx([reference.low, reference.high], rel=1e-12)
     # Windows passed off as independent draws give too narrow an interval.
-    assert by_window[1] - by_window[0] < 0.7 * width
-    assert mean_interval(values[:16], groups[:16]) is None  # one mosaic: nothing to resample
-    assert mean_interval(np.full(10, 2.0)) == [2.0, 2.0]
-    # errors() resamples the measured values only, in their groups.
+    assert by_window["high"] - by_window["low"] < 0.5 * (by_mosaic["high"] - by_mosaic["low"])
+    assert mean_interval(values[:16], groups[:16]) is None  # one mosaic: no spread between units
+    assert mean_interval(np.r_[values[:3], np.nan], np.array([0, 1, 2, 3]))["groups"] == 3  # NaN left out
+
+    # Unequal mosaics sharing an effect: the true mean lies in about 95 % of the intervals (the t interval
+    # of 30 mosaics of 2 to 30 windows; each window its own unit, far fewer).
+    covered, naive = 0, 0
+    for _ in range(300):
+        sizes = rng.integers(2, 31, 30)
+        g = np.repeat(np.arange(30), sizes)
+        x = rng.normal(0, 1, 30)[g] + rng.normal(0, 1, len(g))  # true mean 0
+        ci = mean_interval(x, g)
+        covered += ci["low"] <= 0 <= ci["high"]
+        ci = mean_interval(x)
+        naive += ci["low"] <= 0 <= ci["high"]
+    assert 0.9 <= covered / 300 <= 0.99 and naive / 300 < 0.6, (covered, naive)
+
+    # errors() takes the measured values only, in their units.
     requested = np.array([0.0, 0.0, 0.0, 0.0, np.nan, 0.0])
     achieved = np.array([1.0, 3.0, np.nan, 5.0, 1.0, 7.0])
     out = errors(requested, achieved, np.array([0, 0, 1, 1, 1, 2]))
     assert out["mae"] == pytest.approx(4.0)
-    assert out["mae_ci95"] == mean_interval(np.array([1.0, 3.0, 5.0, 7.0]), np.array([0, 0, 1, 2]))
+    expected = mean_interval(np.array([1.0, 3.0, 5.0, 7.0]), np.array([0, 0, 1, 2]))
+    assert out["mae_ci95"] == [expected["low"], expected["high"]] and out["mae_ci_groups"] == 3
 
 
 def test_two_evaluations_of_the_same_tiles_compare_paired_by_mosaic(tmp_path):
     """``urbangen compare``: B's stitched windows each 3 nearer their request than A's in four mosaics and as near
-    in four: a difference whose interval (whole mosaics resampled, as a plain loop does) excludes 0; the single
-    tiles unchanged: [0, 0]; evaluations of other tiles refused."""
+    in four: a difference whose interval (the mosaics its units) excludes 0; the single tiles unchanged: [0, 0];
+    B's failure counted; evaluations of other tiles or mosaics refused."""
     import json
 
     from typer.testing import CliRunner
 
     from urbangen.cli import app
     from urbangen.compare import compare_evaluations
+    from urbangen.evaluators.stats import mean_interval
 
     rng = np.random.default_rng(5)
     groups = np.repeat(np.arange(8), 16)
@@ -297,7 +303,7 @@ def test_two_evaluations_of_the_same_tiles_compare_paired_by_mosaic(tmp_path):
     def evaluation(achieved: np.ndarray) -> dict:
         parameters = {"intersection_density_per_km2": {}, "cycle_foot_share": {}}
         return {"conditioning": {"parameters": parameters, "requested": requested[:20].tolist(),
-                                 "achieved": achieved_a[:20].tolist()},
+                                 "achieved": achieved_a[:20].tolist(), "regions": [f"r{i % 5}" for i in range(20)]},
                 "stitched_conditioning": {"parameters": parameters, "requested": requested.tolist(),
                                           "achieved": achieved.tolist(), "mosaic_of_window": groups.tolist()},
                 "acceptance": [{"metric": "MAE x", "value": float(np.nanmean(np.abs(achieved - requested)[:, 0])),
@@ -310,19 +316,28 @@ def test_two_evaluations_of_the_same_tiles_compare_paired_by_mosaic(tmp_path):
     difference = (np.abs(error_b) - np.abs(error_a))[kept]
     assert stitched["n"] == 127 and stitched["difference"] == pytest.approx(difference.mean())
     assert stitched["a"] == pytest.approx(np.abs(error_a[kept]).mean())
-    reference = _cluster_bootstrap_reference(difference, groups[kept], 20_000, seed=3)
-    assert np.allclose(stitched["ci95"], reference, atol=0.06 * (reference[1] - reference[0]))
+    reference = mean_interval(difference, groups[kept])  # tested above
+    assert stitched["ci95"] == pytest.approx([reference["low"], reference["high"]], rel=1e-9)
+    assert stitched["groups"] == 8
     assert stitched["ci95"][1] < 0
     assert result["stitched_conditioning"]["parameters"]["cycle_foot_share"]["ci95"] == [0.0, 0.0]
     assert result["conditioning"]["parameters"]["intersection_density_per_km2"]["ci95"] == [0.0, 0.0]
     assert result["acceptance"][0]["a"] > result["acceptance"][0]["b"]
 
+    assert stitched["a_failures"] == 0 and stitched["b_failures"] == 1  # B's unmeasured window, counted
+
     older = json.loads(json.dumps(a))
     del older["stitched_conditioning"]["mosaic_of_window"]
     assert "evaluate it again" in compare_evaluations(older, b)["stitched_conditioning"]["skipped"]
+    del older["stitched_conditioning"]
+    assert "only B has" in compare_evaluations(older, b)["stitched_conditioning"]["skipped"]
     other = json.loads(json.dumps(b))
     other["stitched_conditioning"]["requested"][0][0] += 1
     with pytest.raises(InvalidValueError, match="different tiles"):
+        compare_evaluations(a, other)
+    other = json.loads(json.dumps(b))
+    other["stitched_conditioning"]["mosaic_of_window"][0] = 7
+    with pytest.raises(InvalidValueError, match="mosaic_of_window differ"):
         compare_evaluations(a, other)
 
     for name, e in (("a", a), ("b", b)):
@@ -332,9 +347,13 @@ def test_two_evaluations_of_the_same_tiles_compare_paired_by_mosaic(tmp_path):
                                    str(tmp_path / "compare.md")])
     assert run.exit_code == 0, run.output
     assert "stitched_conditioning intersection_density_per_km2" in run.output  # a difference beyond the noise
+    assert "failures 0 (A) against 1 (B)" in run.output
     assert "lower" in (tmp_path / "compare.md").read_text()
     assert json.loads((tmp_path / "compare.json").read_text())["stitched_conditioning"] == result[
         "stitched_conditioning"]
+    as_json = CliRunner().invoke(app, ["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--out",
+                                       str(tmp_path / "compare.json")])
+    assert as_json.exit_code != 0 and "name the markdown file" in as_json.output
     missing = CliRunner().invoke(app, ["compare", str(tmp_path / "a"), str(tmp_path / "nowhere")])
     assert missing.exit_code != 0 and "no evaluation.json there" in missing.output
 
@@ -677,7 +696,9 @@ def test_stitched_conditioning_scores_a_layout_that_is_the_real_mosaic_at_the_fl
     j = names.index("intersection_density_per_km2")
     error = np.abs(np.array(result["achieved"])[:, j] - np.array(result["requested"])[:, j])
     measured = np.isfinite(error)
-    assert shifted["intersection_density_per_km2"]["generated"]["mae_ci95"] == mean_interval(error[measured],
-                                                                                            mosaic[measured])
+    expected = mean_interval(error[measured], mosaic[measured])
+    generated = shifted["intersection_density_per_km2"]["generated"]
+    assert generated["mae_ci95"] == pytest.approx([expected["low"], expected["high"]], rel=1e-9)
+    assert generated["mae_ci_groups"] == 6
     assert (shifted["intersection_density_per_km2"]["generated"]["mae"]
             > shifted["intersection_density_per_km2"]["floor"]["mae"] + 5)

@@ -324,6 +324,11 @@ def test_buildings_around_a_given_real_street_network(small_tiles, osm_path, tmp
     assert result["not_drawn"] == ["open_space_share"]  # this run draws buildings only
     for p in street_params:  # given, so measured exactly as the real tiles' own (the floor)
         assert result["parameters"][p]["generated"] == result["parameters"][p]["floor"]
+    # Each MAE's interval takes the test tiles' regions as its units, recorded per tile to pair runs by.
+    assert result["regions"] == real.regions.tolist()
+    coverage = result["parameters"]["building_coverage"]["generated"]
+    assert coverage["mae_ci_groups"] == len(set(real.regions)) >= 2
+    assert coverage["mae_ci95"][0] <= coverage["mae"] <= coverage["mae_ci95"][1]
 
 
 def test_a_given_network_draws_its_roads_as_the_data_does_no_service_or_private_way(tmp_path):

@@ -228,6 +228,8 @@ def compare_command(
     result = compare_evaluations(read_evaluation(a), read_evaluation(b))
     text = comparison_markdown(result, str(a), str(b))
     if out is not None:
+        if out.suffix == ".json":
+            raise InvalidValueError(f"--out {out}: name the markdown file (the JSON goes beside it, as .json)")
         write_text_atomic(out, text)
         write_text_atomic(out.with_suffix(".json"), json.dumps(result, indent=1))
         console.print(f"wrote [bold]{out}[/] and {out.with_suffix('.json')}")
@@ -235,7 +237,10 @@ def compare_command(
         for name, p in result.get(section, {}).get("parameters", {}).items():
             if p["ci95"] is not None and not p["ci95"][0] <= 0 <= p["ci95"][1]:
                 console.print(f"  {section} {name}: MAE {p['a']:.3g} -> {p['b']:.3g}, difference "
-                              f"{p['difference']:+.3g} [{p['ci95'][0]:.3g}, {p['ci95'][1]:.3g}]")
+                              f"{p['difference']:+.3g} [{p['ci95'][0]:.3g}, {p['ci95'][1]:.3g}]", markup=False)
+            if p["a_failures"] != p["b_failures"]:
+                console.print(f"  [yellow]warning[/]: {section} {name}: failures {p['a_failures']} (A) against "
+                              f"{p['b_failures']} (B); the MAEs are over the tiles both measured")
     if out is None:
         console.print(text, markup=False)
 

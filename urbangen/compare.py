@@ -26,8 +26,10 @@ from data_pipeline.errors import InvalidValueError
 from urbangen.evaluators.stats import mean_interval
 from urbangen.markdown import interval, number, table
 
-#: Sections of an evaluation whose per-tile requests and measures pair up between runs, and their labels.
-PAIRED_SECTIONS = {"conditioning": "single tiles", "stitched_conditioning": "stitched layouts of real mosaics' fields"}
+#: Sections of an evaluation whose per-tile requests and measures pair up between runs: their label, and the key
+#: of their independent units (test regions, stitched mosaics) per tile.
+PAIRED_SECTIONS = {"conditioning": ("single tiles", "regions"),
+                   "stitched_conditioning": ("stitched layouts of real mosaics' fields", "mosaic_of_window")}
 
 
 def read_evaluation(path: str | Path) -> dict[str, Any]:
@@ -40,17 +42,20 @@ def read_evaluation(path: str | Path) -> dict[str, Any]:
 
 
 def compare_evaluations(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-    """Per paired section and parameter: each run's MAE, their difference (``b`` minus ``a``) and its 95 %
-    interval over the tiles both measured; and the bar's criteria side by side.
+    """Per paired section and parameter: each run's MAE over the tiles both measured, each run's failures, their
+    difference (``b`` minus ``a``) and its 95 % interval; and the bar's criteria side by side.
 
     Raises
     ------
     InvalidValueError
-        If the two evaluations asked for different parameters or on different tiles.
+        If the two evaluations asked for different parameters, on different tiles, regions or mosaics.
     """
     out: dict[str, Any] = {}
-    for section in PAIRED_SECTIONS:
+    for section, (_, units) in PAIRED_SECTIONS.items():
+        if section not in a and section not in b:
+            continue
         if section not in a or section not in b:
+            out[section] = {"skipped": f"only {'A' if section in a else 'B'} has this section: nothing to pair"}
             continue
         sa, sb = a[section], b[section]
         names = list(sa["parameters"])
@@ -62,48 +67,60 @@ def compare_evaluations(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
                 requested, np.array(sb["requested"], np.float64), equal_nan=True):
             raise InvalidValueError(f"{section}: the evaluations asked for different tiles (test tiles, seed or "
                                     "mosaics differ): their errors do not pair up")
-        groups = sa.get("mosaic_of_window") if section == "stitched_conditioning" else None
-        if section == "stitched_conditioning" and (groups is None or groups != sb.get("mosaic_of_window")):
-            out[section] = {"skipped": "an evaluation records no mosaic per window (evaluated before 2026-12-05): "
-                                       "evaluate it again to pair its stitched windows"}
+        if units not in sa or units not in sb:
+            out[section] = {"skipped": f"an evaluation records no {units} per tile (evaluated before 2026-12-05, "
+                                       "evening): evaluate it again to pair it"}
             continue
-        out[section] = {"parameters": {name: _paired(requested[:, j], np.array(sa["achieved"], np.float64)[:, j],
-                                                     np.array(sb["achieved"], np.float64)[:, j], groups)
-                                       for j, name in enumerate(names)}}
-    b_rows = {row["metric"]: row for row in b.get("acceptance", [])}
-    out["acceptance"] = [{"metric": row["metric"], "target": row["target"], "a": row["value"], "a_met": row["met"],
-                          "b": b_rows[row["metric"]]["value"], "b_met": b_rows[row["metric"]]["met"]}
-                         for row in a.get("acceptance", []) if row["metric"] in b_rows]
+        if sa[units] != sb[units]:
+            raise InvalidValueError(f"{section}: the evaluations' {units} differ: not the same test tiles")
+        groups = np.asarray(sa[units])
+        achieved_a, achieved_b = (np.array(x["achieved"], np.float64) for x in (sa, sb))
+        out[section] = {"units": units, "parameters": {
+            name: _paired(requested[:, j], achieved_a[:, j], achieved_b[:, j], groups) for j, name in enumerate(names)}}
+    rows_a = {row["metric"]: row for row in a.get("acceptance", [])}
+    rows_b = {row["metric"]: row for row in b.get("acceptance", [])}
+    out["acceptance"] = [{"metric": metric, "target": (rows_a.get(metric) or rows_b[metric])["target"],
+                          "a": rows_a.get(metric, {}).get("value"), "a_met": rows_a.get(metric, {}).get("met"),
+                          "b": rows_b.get(metric, {}).get("value"), "b_met": rows_b.get(metric, {}).get("met")}
+                         for metric in [*rows_a, *(m for m in rows_b if m not in rows_a)]]
     return out
 
 
-def _paired(requested: np.ndarray, a: np.ndarray, b: np.ndarray, groups: list[int] | None) -> dict[str, Any]:
-    """Both runs' MAE over the tiles both measured, and the difference ``b - a`` with its interval."""
-    both = np.isfinite(requested) & np.isfinite(a) & np.isfinite(b)
+def _paired(requested: np.ndarray, a: np.ndarray, b: np.ndarray, groups: np.ndarray) -> dict[str, Any]:
+    """Both runs' MAE over the tiles both measured, their failures, and the difference ``b - a`` with its
+    interval."""
+    known = np.isfinite(requested)
+    both = known & np.isfinite(a) & np.isfinite(b)
+    failures = {"a_failures": int((known & ~np.isfinite(a)).sum()), "b_failures": int((known & ~np.isfinite(b)).sum())}
     if not both.any():
-        return {"n": 0, "a": None, "b": None, "difference": None, "ci95": None}
-    difference = np.abs(b[both] - requested[both]) - np.abs(a[both] - requested[both])
-    return {"n": int(both.sum()), "a": float(np.abs(a[both] - requested[both]).mean()),
-            "b": float(np.abs(b[both] - requested[both]).mean()), "difference": float(difference.mean()),
-            "ci95": mean_interval(difference, None if groups is None else np.asarray(groups)[both])}
+        return {"n": 0, "a": None, "b": None, "difference": None, "ci95": None, "groups": None, **failures}
+    error_a, error_b = np.abs(a[both] - requested[both]), np.abs(b[both] - requested[both])
+    interval = mean_interval(error_b - error_a, groups[both])
+    return {"n": int(both.sum()), "a": float(error_a.mean()), "b": float(error_b.mean()),
+            "difference": float((error_b - error_a).mean()),
+            "ci95": None if interval is None else [interval["low"], interval["high"]],
+            "groups": None if interval is None else interval["groups"], **failures}
 
 
 def comparison_markdown(result: dict[str, Any], a_name: str, b_name: str) -> str:
     """The comparison as markdown: the paired MAE differences, then the bar's criteria side by side."""
-    lines = [f"# {b_name} against {a_name}", "",
-             "Paired on the same test tiles: the difference is B's MAE minus A's over the tiles both measured, with "
-             "its 95 % bootstrap interval (stitched windows resampled by whole mosaics). An interval that holds 0 "
-             "is no measured difference.", ""]
-    for section, label in PAIRED_SECTIONS.items():
+    lines = [f"# {b_name} (B) against {a_name} (A)", "",
+             "Paired on the same test tiles: each MAE over the tiles both runs measured, the difference B's minus "
+             "A's, with its 95 % interval (the test regions, or the stitched mosaics, as independent units; from "
+             "under about 10 of them, read it as a lower bound on the noise). An interval that holds 0 is no "
+             "measured difference. Failures: requests a run's tile could not be measured for.", ""]
+    for section, (label, _) in PAIRED_SECTIONS.items():
         if section not in result:
             continue
         lines += [f"## Conditioning, {label}", ""]
         if "skipped" in result[section]:
             lines += [result[section]["skipped"], ""]
             continue
-        lines += table(["parameter", "tiles", "MAE A", "MAE B", "B − A", "95 % interval", "moved"],
+        lines += table(["parameter", "tiles", "MAE A", "MAE B", "B − A", "95 % interval", "units", "moved",
+                        "failures A", "failures B"],
                        [[name, p["n"], number(p["a"]), number(p["b"]), number(p["difference"]), interval(p["ci95"]),
-                         _moved(p["ci95"])] for name, p in result[section]["parameters"].items()]) + [""]
+                         number(p["groups"]), _moved(p["ci95"]), p["a_failures"], p["b_failures"]]
+                        for name, p in result[section]["parameters"].items()]) + [""]
     lines += ["## Against the bar", ""]
     lines += table(["criterion", "A", "met", "B", "met", "target"],
                    [[r["metric"], number(r["a"]), _met(r["a_met"]), number(r["b"]), _met(r["b_met"]), r["target"]]

@@ -220,7 +220,7 @@ def acceptance(result: dict[str, Any]) -> list[dict[str, Any]]:
             continue
         bound = 2 * m["floor"] if m["floor"] > 0 else m.get("std", 0.0)
         add(name, m["generated"], m["floor"], "≤ 2 × floor" if m["floor"] > 0 else "≤ its std (floor ≤ 0)",
-            bool(m["generated"] <= bound))
+            bool(m["generated"] <= bound), m.get("ci95"), bound)
     morph = result["realism"]["metrics"].get("morphology")
     given = set(result.get("given_channels", ()))
     for p in MORPHOLOGY_TARGETS:

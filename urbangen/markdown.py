@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-import numpy as np
-
 
 def table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> list[str]:
     """The lines of a markdown table: the header, its rule, then one line per row (cells through ``str``)."""
@@ -18,12 +16,10 @@ def _line(cells: Sequence[object]) -> str:
 
 
 def number(value: Any, digits: int = 3) -> str:
-    """A table cell's number: ``digits`` significant digits, ``n/a`` for None, ``nan`` where not finite."""
+    """A table cell's number: ``digits`` significant digits (a float's), ``n/a`` for None."""
     if value is None:
         return "n/a"
-    if isinstance(value, float):
-        return "nan" if not np.isfinite(value) else f"{value:.{digits}g}"
-    return str(value)
+    return f"{value:.{digits}g}" if isinstance(value, float) else str(value)
 
 
 def interval(ci95: Sequence[float] | None, missing: str = "n/a") -> str:

@@ -9,9 +9,10 @@ the real tile both go through the same raster → vector → parameters path
   alone cost, the best any generator can score;
 - ``unconditional``: a generator asked for the training mean every time,
   compared with the same requests: what ignoring the request scores;
-- ``mae_ci95``: beside each MAE, its 95 % bootstrap interval
-  (:func:`urbangen.evaluators.stats.mean_interval`), so that a difference
-  between two runs, or a target, can be told from the test set's noise;
+- ``mae_ci95``: beside each MAE, its 95 % interval with the test regions as
+  independent units (:func:`urbangen.evaluators.stats.mean_interval`;
+  ``mae_ci_groups`` of them), so that a target can be told from the test
+  set's noise (a difference between two runs: ``urbangen compare``, paired);
 - ``failures``: samples whose parameter could not be measured (NaN where
   the request is known, such as the orientation entropy of a tile with no
   streets). They are counted, never dropped silently: MAE and R² are over
@@ -38,18 +39,20 @@ from urbangen.measure import PARAMETER_CHANNELS
 
 
 def errors(requested: np.ndarray, achieved: np.ndarray, groups: np.ndarray | None = None) -> dict[str, Any]:
-    """MAE (with its 95 % interval, ``groups`` resampled whole: :func:`urbangen.evaluators.stats.mean_interval`),
-    R² and failures of one parameter (1-D arrays)."""
+    """MAE (with its 95 % interval, ``groups`` (regions, mosaics) the independent units:
+    :func:`urbangen.evaluators.stats.mean_interval`), R² and failures of one parameter (1-D arrays)."""
     known = np.isfinite(requested)
     measured = known & np.isfinite(achieved)
     failures = int((known & ~np.isfinite(achieved)).sum())
     out: dict[str, Any] = {"n": int(known.sum()), "failures": failures,
                            "failure_rate": float(failures / known.sum()) if known.any() else None,
-                           "mae": None, "mae_ci95": None, "r2": None}
+                           "mae": None, "mae_ci95": None, "mae_ci_groups": None, "r2": None}
     if measured.any():
         r, a = requested[measured], achieved[measured]
         out["mae"] = float(np.mean(np.abs(a - r)))
-        out["mae_ci95"] = mean_interval(np.abs(a - r), None if groups is None else np.asarray(groups)[measured])
+        interval = mean_interval(np.abs(a - r), None if groups is None else np.asarray(groups)[measured])
+        if interval is not None:
+            out["mae_ci95"], out["mae_ci_groups"] = [interval["low"], interval["high"]], interval["groups"]
         total = float(np.sum((r - r.mean()) ** 2))
         out["r2"] = float(1.0 - np.sum((a - r) ** 2) / total) if total > 0 else None
     return out
@@ -66,7 +69,7 @@ def drawn_parameters(spec: Any) -> tuple[list[str], list[str]]:
 def parameter_errors(names: tuple[str, ...] | list[str], requested: np.ndarray,
                      achieved: dict[str, np.ndarray], groups: np.ndarray | None = None) -> dict[str, dict[str, Any]]:
     """Per parameter: its unit, requested mean, and :func:`errors` of each ``achieved`` side ((n, P) arrays),
-    ``groups`` (n,) resampled whole for the MAE's interval."""
+    ``groups`` (n,) the independent units of the MAE's interval."""
     out: dict[str, dict[str, Any]] = {}
     for j, name in enumerate(names):
         known = np.isfinite(requested[:, j])
@@ -107,11 +110,12 @@ class Conditioning:
                     (("generated", generated_measured), ("floor", self.real.measured),
                      ("unconditional", self.real.measure(unconditional)))}
         given, drawn = drawn_parameters(spec)
-        per_parameter = parameter_errors(names, requested, achieved)
+        per_parameter = parameter_errors(names, requested, achieved, self.real.regions)
         for name, entry in per_parameter.items():
             entry.update(given=name in given, drawn=name in drawn)
         return {"n": int(len(self.real)), "parameters": per_parameter, "conditioned": drawn, "given": given,
                 "not_drawn": [p for p in names if p not in given and p not in drawn],
                 "failure_rate": failure_rate(per_parameter, drawn),
-                "requested": requested.tolist(), "achieved": achieved["generated"].tolist(),
+                "requested": requested.tolist(), "regions": self.real.regions.tolist(),
+                "achieved": achieved["generated"].tolist(),
                 "achieved_floor": achieved["floor"].tolist()}

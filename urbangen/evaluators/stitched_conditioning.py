@@ -13,8 +13,8 @@ does. The layout generated for that field is cut back into the tiles'
 windows, each measured through the same raster → vector → parameters path as
 the real tile (:func:`urbangen.measure.measure_tiles`) and compared with that
 tile's request, per parameter as in the single-tile evaluator: MAE, R² and
-failures (:func:`urbangen.evaluators.conditioning.errors`), each MAE with a 95 % interval that
-resamples whole mosaics (a mosaic's windows are not independent draws). The floor: the
+failures (:func:`urbangen.evaluators.conditioning.errors`), each MAE with a 95 % interval whose
+independent units are the mosaics (a mosaic's windows are not independent draws). The floor: the
 real tiles of the same mosaics through the same path.
 """
 
@@ -89,7 +89,7 @@ class StitchedConditioning:
                     (("generated", self.real.measure(generated)), ("floor", self.real.measured),
                      ("single_tiles", self.real.measure(generate_for(model, self.real, seed=seed))))}
         _, drawn = drawn_parameters(spec)
-        mosaic = np.empty(len(self.real), np.int64)  # each window's mosaic: its MAE interval resamples mosaics
+        mosaic = np.empty(len(self.real), np.int64)  # each window's mosaic: the units of its MAE intervals
         for b, pos in enumerate(self.positions):
             mosaic[pos.ravel()] = b
         per_parameter = parameter_errors(names, self.real.parameters, achieved, mosaic)
