@@ -67,7 +67,10 @@ CONTINUE_ANCHOR = 0.01
 #: test mosaics (128 windows) intersection density's MAE was 14.7 a km² on the chosen windows at their choice
 #: and 23.8 on the finished layout; the best of the shortlist measured 5.6, so the choice fitted the
 #: measurement's noise. Scored moved (4) and by the grid's windows: 18.7 (R² 0.74 against 0.58), dead-end
-#: share's 0.151 (0.210), generating 2.4 times as long; the grid windows' scoring alone, 24.4.
+#: share's 0.151 (0.210), generating 2.4 times as long; the grid windows' scoring alone (1), 24.4. Another
+#: seed of the same mosaics: 4, 22.7; 1, 25.2 (so the same sampler moves by 4 a km² from seed to seed, and 4
+#: gains 2.5 to 5.7 over 1); at seed 0, 2: 23.8 and 8: 22.2 (choosing among more moved candidates fits the
+#: noise again).
 CONTINUED_CANDIDATES = 4
 #: A street VAE's tile on the layout's tile grid weighs 1 but within this share of a tile of a border it shares
 #: with another, where it hands over (smoothstep) to the tile drawn across that border, which weighs the rest.
