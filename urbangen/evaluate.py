@@ -355,7 +355,7 @@ def realism_rows(realism: dict[str, Any]) -> list[str]:
         lad = m["ladder"]
         gen = number(m["generated"]) if m["reported"] else "withheld"
         if m["reported"] and m.get("ci95"):
-            gen += f" [{number(m['ci95'][0])}, {number(m['ci95'][1])}]"
+            gen += f" {interval(m['ci95'])}"
         if m["reported"] and m.get("std") is not None:
             gen += f" ± {number(m['std'])}"
         rows.append([name, gen, number(lad["real"]), number(lad["blurred"]), number(lad["shuffled"]),
