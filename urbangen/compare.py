@@ -32,7 +32,7 @@ import numpy as np
 
 from data_pipeline.errors import InvalidValueError
 from urbangen.evaluators.stats import mean_interval
-from urbangen.markdown import interval, number, table
+from urbangen.markdown import interval, met, number, table
 
 #: Sections of an evaluation whose per-tile requests and measures pair up between runs: their label, and the key
 #: of their independent units (test regions, stitched mosaics) per tile.
@@ -134,7 +134,7 @@ def comparison_markdown(result: dict[str, Any], a_name: str, b_name: str) -> str
                         for name, p in result[section]["parameters"].items()]) + [""]
     lines += ["## Against the bar", ""]
     lines += table(["criterion", "A", "met", "B", "met", "target"],
-                   [[r["metric"], number(r["a"]), _met(r["a_met"]), number(r["b"]), _met(r["b_met"]), r["target"]]
+                   [[r["metric"], number(r["a"]), met(r["a_met"]), number(r["b"]), met(r["b_met"]), r["target"]]
                     for r in result["acceptance"]])
     return "\n".join(lines) + "\n"
 
@@ -143,7 +143,3 @@ def _moved(ci95: list[float] | None) -> str:
     if ci95 is None:
         return "n/a"
     return "lower" if ci95[1] < 0 else "higher" if ci95[0] > 0 else "no measured difference"
-
-
-def _met(met: bool | None) -> str:
-    return "n/a" if met is None else "yes" if met else "**no**"

@@ -34,7 +34,7 @@ from urbangen.generate.selection import (
     candidates_of,
 )
 from urbangen.inference import GeneratorChain, RunSpec, TrainedModel
-from urbangen.markdown import interval, number, table
+from urbangen.markdown import interval, met, number, table
 from urbangen.measure import PARAMETER_CHANNELS, STREET_CHANNELS
 from urbangen.pretrained import load_model, load_one_model
 from urbangen.splits import Split, check_split
@@ -280,13 +280,12 @@ def _conditioning_criteria(add: Any, section: dict[str, Any], where: str = "") -
 def acceptance_rows(rows: list[dict[str, Any]]) -> list[str]:
     """Markdown table of :func:`acceptance`: a criterion whose target lies inside its value's 95 % interval is
     met or not by the point estimate alone, and says so."""
-    def met(r: dict[str, Any]) -> str:
-        said = "n/a" if r["met"] is None else ("yes" if r["met"] else "**no**")
-        return said + (" (target inside the 95 % interval)" if r.get("decided") is False else "")
+    def said(r: dict[str, Any]) -> str:
+        return met(r["met"]) + (" (target inside the 95 % interval)" if r.get("decided") is False else "")
 
     return table(["criterion", "value", "95 % interval", "floor (real vs real)", "target", "met"],
                  [[r["metric"], number(r["value"]), interval(r.get("ci95"), missing=""), number(r["floor"]),
-                   r["target"], met(r)] for r in rows])
+                   r["target"], said(r)] for r in rows])
 
 
 

@@ -25,3 +25,8 @@ def number(value: Any, digits: int = 3) -> str:
 def interval(ci95: Sequence[float] | None, missing: str = "n/a") -> str:
     """A 95 % interval as ``[low, high]`` (:func:`number`), or ``missing``."""
     return missing if ci95 is None else f"[{number(ci95[0])}, {number(ci95[1])}]"
+
+
+def met(value: bool | None) -> str:
+    """A criterion's "met" cell: yes, **no** (bold, to stand out), or n/a where it could not be judged."""
+    return "n/a" if value is None else "yes" if value else "**no**"
