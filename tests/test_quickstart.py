@@ -93,8 +93,10 @@ def test_quickstart_runs_every_stage_on_the_embedded_cities_and_a_place_then_res
     from urbangen.cli import app
 
     out = tmp_path / "qs"
+    # Two candidates per tile, not 16: generating took half of this test's seven minutes. CI's main job runs
+    # the quickstart as the README gives it, with the shipped generator's own setting.
     args = ["quickstart", "--out", str(out), "--place", "Østerbro, Copenhagen", "--group", "østerbro=micromobility",
-            "--steps", "6"]
+            "--steps", "6", "--candidates", "2"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert f"Start here: {out / 'report.md'}" in result.output  # says where to look
@@ -125,6 +127,8 @@ def test_quickstart_runs_every_stage_on_the_embedded_cities_and_a_place_then_res
     assert set(average) == {"building_coverage", "intersection_density_per_km2", "cycle_foot_share"}
     assert average["building_coverage"]["requested_mean"] == pytest.approx(0.225, abs=1e-6)
     assert average["building_coverage"]["achieved_mean"] is not None
+    assert json.loads((out / "layouts" / "report.json").read_text())["candidates"] == 2
+    assert "candidates: 2" in (out / "params" / "dense_core_to_low_density_edge.yaml").read_text()
 
     # The comparison has the pair, in every space, with probes and intervals.
     analysis = json.loads((out / "analysis" / "results.json").read_text())

@@ -337,6 +337,9 @@ def quickstart_command(
     wandb_mode: Annotated[str, typer.Option(help="online, offline or disabled.")] = "disabled",
     steps: Annotated[int | None, typer.Option(
         min=1, help="Training steps of every model, instead of the :quickstart configs' (a smoke run).")] = None,
+    candidates: Annotated[int | None, typer.Option(
+        min=1, help="Samples per tile the shipped generator chooses among (default: its own setting); fewer "
+        "are faster and follow the request less closely.")] = None,
 ) -> None:
     """The whole pipeline in minutes on a CPU: build, train each model, generate, evaluate, compare.
 
@@ -348,7 +351,7 @@ def quickstart_command(
 
     cities = quickstart_cities(osm_file or [], place or [], parse_groups(group or []))
     run_quickstart(out, cities, seed=seed, overwrite=overwrite, wandb_mode=wandb_mode, console=console,
-                   steps=None if steps is None else {m: steps for m in MODELS})
+                   steps=None if steps is None else {m: steps for m in MODELS}, candidates=candidates)
 
 
 def main() -> None:
