@@ -32,13 +32,13 @@ HELSINKI = "helsinki/Helsinki.osm.pbf"
 INTEGRATION_FILES = ("test_packaging.py", "test_quickstart.py", "test_shipped_models.py", "test_training.py")
 
 
-#: The longest test files, longest first (minutes of one core, 2026-12-05: training 7, shipped models 6,
-#: quickstart 4, analysis 4, generate 3, parameters 3, evaluation 1.6, scale 1.3; every other file under 40 s).
-#: Under ``-n 2 --dist loadfile --no-loadscope-reorder`` files go to the workers in collection order, so these
-#: start first and the short ones fill in behind them: a long file started last kept one core busy alone
-#: at the end (22.4 min with xdist's order, by number of tests).
-LONGEST_FILES = ("test_training.py", "test_shipped_models.py", "test_quickstart.py", "test_analysis.py",
-                 "test_generate.py", "test_parameters.py", "test_evaluation.py", "test_scale.py")
+#: The longest test files, longest first (seconds in a run of the suite on two workers, 2-core CPU, 2026-12-05:
+#: training 483, quickstart 467, shipped models 379, analysis 220, parameters 204, generate 156, scale 75,
+#: evaluation 55; every other file under 40). Under ``-n 2 --dist loadfile --no-loadscope-reorder`` files go to
+#: the workers in collection order, so these start first and the short ones fill in behind them: with xdist's
+#: own order (by number of tests) a long file could start last and keep one core busy alone at the end.
+LONGEST_FILES = ("test_training.py", "test_quickstart.py", "test_shipped_models.py", "test_analysis.py",
+                 "test_parameters.py", "test_generate.py", "test_scale.py", "test_evaluation.py")
 
 
 def pytest_collection_modifyitems(config, items):
