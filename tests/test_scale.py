@@ -398,3 +398,52 @@ def test_a_task_leaves_older_objects_out_of_cycle_collections_and_gives_them_bac
         assert 0.9 * frozen < gc.get_freeze_count() <= frozen  # not unfrozen on exit
     finally:
         gc.unfreeze()
+
+
+def test_a_plans_blocks_are_squares_of_whole_tiles_from_the_candidates_corner(osm_path, tmp_path):
+    """Blocks are at most ``block_km`` a side and hold whole tiles, on a grid that starts at the candidate tiles'
+    corner rather than the CRS's origin: Lyngby's 6.7 x 5.9 km of tiles at 2 km fall into fewer blocks so."""
+    from data_pipeline.blocks import plan_city
+
+    plan = plan_city(CitySpec("lyngby", osm_file=str(osm_path(LYNGBY))), SMALL, tmp_path / "plan", block_km=2.0)
+    bounds = plan.candidates.bounds
+    assert plan.block_m <= 2000.0 and plan.block_m % SMALL.stride_m == 0
+    assert plan.block_origin == tuple(bounds[:, :2].min(axis=0))
+    assert sorted(np.concatenate(plan.blocks).tolist()) == list(range(len(bounds)))  # each tile in one block
+    for idx, key, area in zip(plan.blocks, plan.block_keys, plan.tile_areas):
+        corner = np.asarray(plan.block_origin) + np.asarray(key) * plan.block_m
+        assert (bounds[idx, :2] >= corner).all() and (bounds[idx, :2] < corner + plan.block_m).all()
+        assert area[2] - area[0] <= plan.block_m + SMALL.tile_m and area[3] - area[1] <= plan.block_m + SMALL.tile_m
+    from_crs_origin = len(np.unique(np.floor(bounds[:, :2] / plan.block_m), axis=0))
+    assert len(plan.blocks) < from_crs_origin
+
+
+def test_a_blocks_streets_read_ahead_equal_a_scan_of_the_store_for_each_box(osm_path, tmp_path, monkeypatch):
+    """A block reads its streets once for a box READ_AHEAD_M larger than asked and serves the box's growths
+    from the rows held: the same rows, in the same order, as a scan of the plan's stored file for each box."""
+    import geopandas as gpd
+
+    from data_pipeline import blocks
+
+    plan = blocks.plan_city(CitySpec("kennesaw", osm_file=str(osm_path(KENNESAW))), SMALL, tmp_path / "plan",
+                            block_km=1.0)
+    folder = Path(plan.chunks_dir)
+
+    def lonlat_box(box):
+        return tuple(gpd.GeoSeries([shapely.box(*box)], crs=plan.crs).to_crs(4326).total_bounds)
+
+    scans = []
+    monkeypatch.setattr(blocks, "_scan", lambda *a, scan=blocks._scan: scans.append(a) or scan(*a))
+    around = blocks._StreetsAround(folder, lonlat_box)
+    x0, y0, x1, y1 = plan.tile_areas[len(plan.tile_areas) // 2]
+    grown = [200.0, 500.0, 900.0, 1100.0, 1500.0]  # the last two beyond the read-ahead: read again
+    for g in grown:
+        box = (x0 - g, y0 - g, x1 + g, y1 + g)
+        held = around.read(box)
+        n_scans = len(scans)
+        scanned = blocks._read_stored(folder, "streets", lonlat_box(box))
+        scans[n_scans:] = []
+        assert held is not None and len(held) > 0
+        pd.testing.assert_frame_equal(held.reset_index(drop=True), scanned.reset_index(drop=True), check_exact=True)
+    assert len(scans) == 2 < len(grown)
+
