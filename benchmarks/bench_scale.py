@@ -10,8 +10,8 @@ and checks that the two datasets are equal (rasters byte for byte,
 
 Then builds the largest extract (Lyngby) whole and in blocks of at most
 2 x 2 km (``--block-km``), each in a fresh process after a small warm-up build,
-in ``--rounds`` rounds (3; a single pair's overhead ranged from +23 % to +38 % on
-one commit), and prints the peak memory of the blocked build's largest task against the
+in ``--rounds`` rounds (3; a single pair's overhead ranged from +23 % to +48 % within
+an hour on one commit), and prints the peak memory of the blocked build's largest task against the
 whole build's, and the time overhead of blocking (one process both), each the median over the rounds. It also
 times the blocked build on the worker cluster, where its blocks run side by side. Targets: peak memory below
 half, at most 20 % overhead. Needs ``URBANGEN_OSM_DIR``.

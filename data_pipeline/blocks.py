@@ -460,8 +460,7 @@ def _frame(table: Any) -> gpd.GeoDataFrame | None:
 
 class _StreetsAround:
     """A block's stored streets around boxes that only grow, read from the plan's file for a box
-    :data:`READ_AHEAD_M` larger than asked, so that most growths are served from the rows held (a scan
-    decodes the whole file; Lyngby's 15 blocks scanned it 32 times, each growing its box once on average)."""
+    :data:`READ_AHEAD_M` larger than asked, so that most growths are served from the rows held."""
 
     def __init__(self, folder: Path, lonlat_box: Any) -> None:
         self.folder, self.lonlat_box = folder, lonlat_box

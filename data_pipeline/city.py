@@ -16,6 +16,7 @@ is built.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import gc
 import json
 import os
@@ -262,12 +263,20 @@ def release_freed_memory() -> None:
     one chunk needs: a blocked city's plan of Lyngby peaked 40 to 52 MiB above
     the process, trimmed after each chunk 37 to 39, in the same time (2.1 to 2.3 s).
     """
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim``, or None where the C library has none (macOS, musl, Windows)."""
     try:
         import ctypes
 
-        ctypes.CDLL(None).malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc (macOS, musl, Windows): nothing to do
-        pass
+        return ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError, TypeError):
+        return None
 
 
 def _proc_status_mb(key: str) -> float | None:
