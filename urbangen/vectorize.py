@@ -27,12 +27,24 @@ def polygons(mask: np.ndarray, transform: Affine, crs, min_area_m2: float = 0.0,
     return out[out.area >= min_area_m2].reset_index(drop=True) if len(out) else out
 
 
-def _pixel_line(path: list[tuple[int, int]], transform: Affine) -> shapely.LineString:
-    rows, cols = np.array(path, dtype=np.float64).T
+def _pixel_lines(paths: list[list[tuple[int, int]]], transform: Affine) -> tuple[np.ndarray, np.ndarray,
+                                                                                    np.ndarray]:
+    """LineStrings through the centres of each path's pixels, all at once; with every pixel's row and column
+    and the path it belongs to (for per-path counts with :func:`numpy.bincount`)."""
+    lengths = np.array([len(path) for path in paths], dtype=np.int64)
+    owner = np.repeat(np.arange(len(paths)), lengths)
+    rows, cols = np.array([pixel for path in paths for pixel in path], dtype=np.int64).reshape(-1, 2).T
     t = transform
     xs = t.a * (cols + 0.5) + t.b * (rows + 0.5) + t.c
     ys = t.d * (cols + 0.5) + t.e * (rows + 0.5) + t.f
-    return shapely.LineString(np.column_stack([xs, ys]))
+    lines = shapely.linestrings(np.column_stack([xs, ys]), indices=owner) if len(paths) else np.array([], object)
+    return lines, np.column_stack([rows, cols]), owner
+
+
+def _share(mask: np.ndarray, pixels: np.ndarray, owner: np.ndarray, n: int) -> np.ndarray:
+    """Per path, the share of its pixels on ``mask``."""
+    on = mask[pixels[:, 0], pixels[:, 1]].astype(np.float64)
+    return np.bincount(owner, weights=on, minlength=n) / np.bincount(owner, minlength=n)
 
 
 def street_frame(layout: np.ndarray, channels: list[str], transform: Affine, crs,
@@ -50,7 +62,7 @@ def street_frame(layout: np.ndarray, channels: list[str], transform: Affine, crs
     """
     from data_pipeline.features import street_frame as tagged_street_frame
 
-    rows = []
+    parts = []  # (lines, highway, cycleway) per channel group, in this order: roads, then cycle and foot ways
     cycle = layout[..., channels.index("cycle_foot")].astype(bool) if "cycle_foot" in channels else None
     road = np.zeros(layout.shape[:2], bool)
     # Major and minor roads meet at junctions: skeletonized together, a T-junction of a residential
@@ -59,24 +71,26 @@ def street_frame(layout: np.ndarray, channels: list[str], transform: Affine, crs
     if drive:
         masks = {c: layout[..., channels.index(c)].astype(bool) for c in drive}
         road = np.logical_or.reduce(list(masks.values()))
-        for path in skeleton_paths(road):
-            r, c = np.array(path).T
-            counts = {name: int(m[r, c].sum()) for name, m in masks.items()}
-            name = "major_roads" if counts.get("major_roads", 0) * 2 > len(path) else "minor_roads"
-            if name not in masks:
-                name = drive[0]
-            lane = cycle is not None and cycle[r, c].mean() > 0.5
-            rows.append({"geometry": _pixel_line(path, transform).simplify(simplify_m),
-                         "highway": CHANNEL_HIGHWAY[name], "cycleway": "lane" if lane else None})
+        paths = skeleton_paths(road)
+        lines, pixels, owner = _pixel_lines(paths, transform)
+        n = len(paths)
+        major = _share(masks["major_roads"], pixels, owner, n) > 0.5 if "major_roads" in masks else np.zeros(n, bool)
+        minor = "minor_roads" if "minor_roads" in masks else drive[0]
+        highway = np.where(major, CHANNEL_HIGHWAY["major_roads"], CHANNEL_HIGHWAY[minor])
+        lane = _share(cycle, pixels, owner, n) > 0.5 if cycle is not None else np.zeros(n, bool)
+        parts.append((lines, highway, np.where(lane, "lane", None)))
     if cycle is not None:
-        for path in skeleton_paths(cycle):
-            r, c = np.array(path).T
-            if road[r, c].mean() > 0.5:
-                continue
-            rows.append({"geometry": _pixel_line(path, transform).simplify(simplify_m),
-                         "highway": CHANNEL_HIGHWAY["cycle_foot"]})
-    frame = gpd.GeoDataFrame(rows, geometry="geometry", crs=crs) if rows else gpd.GeoDataFrame(
-        {"highway": []}, geometry=[], crs=crs)
+        paths = skeleton_paths(cycle)
+        lines, pixels, owner = _pixel_lines(paths, transform)
+        own = _share(road, pixels, owner, len(paths)) <= 0.5  # else the lane of a road, drawn with the road
+        parts.append((lines[own], np.full(int(own.sum()), CHANNEL_HIGHWAY["cycle_foot"]),
+                      np.full(int(own.sum()), None)))
+    lines = np.concatenate([p[0] for p in parts]) if parts else np.array([], object)
+    if not len(lines):
+        return tagged_street_frame(gpd.GeoDataFrame({"highway": []}, geometry=[], crs=crs))
+    frame = gpd.GeoDataFrame({"highway": np.concatenate([p[1] for p in parts]),
+                              "cycleway": np.concatenate([p[2] for p in parts])},
+                             geometry=shapely.simplify(lines, simplify_m), crs=crs)
     return tagged_street_frame(frame)
 
 
