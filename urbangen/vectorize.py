@@ -78,7 +78,7 @@ def street_frame(layout: np.ndarray, channels: list[str], transform: Affine, crs
         minor = "minor_roads" if "minor_roads" in masks else drive[0]
         highway = np.where(major, CHANNEL_HIGHWAY["major_roads"], CHANNEL_HIGHWAY[minor])
         lane = _share(cycle, pixels, owner, n) > 0.5 if cycle is not None else np.zeros(n, bool)
-        parts.append((lines, highway, np.where(lane, "lane", None)))
+        parts.append((lines, highway, np.array(["lane" if on else None for on in lane], dtype=object)))
     if cycle is not None:
         paths = skeleton_paths(cycle)
         lines, pixels, owner = _pixel_lines(paths, transform)
