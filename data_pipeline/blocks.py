@@ -428,25 +428,20 @@ def _scan(folder: Path, kind: str, box: tuple[float, float, float, float] | None
             raise DatasetError(f"{file}: the plan's stored streets are missing (the block tasks must see the "
                                "plan's folder: a shared filesystem on a cluster)")
         return None
-    if box is not None:
-        west, south, east, north = box
-        rows = ((pc.field("bbox", "xmin") <= east) & (pc.field("bbox", "xmax") >= west)
-                & (pc.field("bbox", "ymin") <= north) & (pc.field("bbox", "ymax") >= south))
-    else:
-        rows = pc.field("chunk") == chunk
+    rows = _bbox_meets(box) if box is not None else pc.field("chunk") == chunk
     # A dataset scan filters row group by row group: what is held is one chunk's rows and those kept.
     table = ds.dataset(file, format="parquet").to_table(filter=rows)
     return table if table.num_rows else None
 
 
-def _meeting(table: Any, box: tuple[float, float, float, float]) -> Any:
-    """The rows of a scanned ``table`` whose bounding box meets ``box``, in order (:func:`_scan`'s test)."""
-    import pyarrow as pa
+def _bbox_meets(box: tuple[float, float, float, float]) -> Any:
+    """The test of a stored row's bounding box meeting ``box`` (lon/lat), as a pyarrow expression: what a scan
+    of the store filters by, and what rows held from a larger box are filtered by again."""
+    import pyarrow.compute as pc
 
-    bbox = table.column("bbox").combine_chunks()
-    xmin, ymin, xmax, ymax = (bbox.field(name).to_numpy() for name in ("xmin", "ymin", "xmax", "ymax"))
     west, south, east, north = box
-    return table.filter(pa.array((xmin <= east) & (xmax >= west) & (ymin <= north) & (ymax >= south)))
+    return ((pc.field("bbox", "xmin") <= east) & (pc.field("bbox", "xmax") >= west)
+            & (pc.field("bbox", "ymin") <= north) & (pc.field("bbox", "ymax") >= south))
 
 
 def _frame(table: Any) -> gpd.GeoDataFrame | None:
@@ -476,7 +471,7 @@ class _StreetsAround:
             a = READ_AHEAD_M
             self.held_box = self.lonlat_box((box[0] - a, box[1] - a, box[2] + a, box[3] + a))
             self.held = _scan(self.folder, "streets", self.held_box)
-        return None if self.held is None else _frame(_meeting(self.held, read))
+        return None if self.held is None else _frame(self.held.filter(_bbox_meets(read)))
 
 
 @dataclass(frozen=True)
