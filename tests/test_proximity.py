@@ -554,6 +554,7 @@ def test_a_stitched_windows_best_candidates_are_scored_again_as_moved(monkeypatc
     from urbangen.proximity import decode_proximity
 
     monkeypatch.setattr(sampler, "CANDIDATES", 16)
+    monkeypatch.setattr(sampler, "REDRAWN_GRID_TILES", False)  # the grid tiles drawn again: the next test
     calls = []
 
     def row_50(stage, layouts, requested, seeds):  # the street's row at the window's far end, best at 50
@@ -593,8 +594,9 @@ def test_a_tile_across_a_grid_border_is_scored_by_the_grid_windows_drawn_before_
     z[:, t:] = 1.0  # the first grid window asks for 0, the second for 1, the window across them for 0.5
     field = sampler._matched(_RandomLines(), z, jax.random.key(3), 16, selection=(4, recorder))
     # The first grid tile alone (nothing drawn: not moved); the tile across the border by its own window and
-    # the first grid window, before and after moving; the second grid tile by its own window only.
-    assert [a for a, _ in calls] == [0.0, 0.5, 0.0, 0.5, 0.0, 1.0, 1.0]
+    # the first grid window, before and after moving; the second grid tile by its own window only; then each
+    # grid tile drawn again (its candidates, the best moved, and the tile it was: see the next test).
+    assert [a for a, _ in calls] == [0.0, 0.5, 0.0, 0.5, 0.0, 1.0, 1.0] + [0.0] * 3 + [1.0] * 3
     first_row = int(field[:, :8, 0].mean(axis=1).argmax())
     own, grid = calls[1][1], calls[2][1]
     assert grid[:, first_row, :8, 0].all()  # the first tile's street where that tile owns the ground
@@ -602,6 +604,58 @@ def test_a_tile_across_a_grid_border_is_scored_by_the_grid_windows_drawn_before_
     # own street, as the candidate's own window does at the same column.
     np.testing.assert_array_equal(grid[:, :, t - 1], own[:, :, t // 2 - 1])
     assert {int(np.argmax(w[:, t - 1, 0])) for w in grid} - {first_row}
+
+
+def test_a_stitched_layouts_grid_tiles_are_drawn_again_in_their_windows_as_the_layout_ends(monkeypatch):
+    """Once every tile across the grid's borders is drawn, each grid tile is drawn again: its candidates are
+    scored in its window as the layout will end (the tile across its border on the band they share, which
+    the first draw could not see), and the new best is kept only where it scores better than the tile
+    drawn first, so that the window the layout ends with is the one scored best."""
+    import jax
+
+    from urbangen.generate import sampler
+    from urbangen.inference import deterministic_layout
+
+    monkeypatch.setattr(sampler, "CANDIDATES", 8)
+    calls = []
+
+    def row_20(stage, layouts, requested, seeds):  # the street's row at the window's first column, best at 20
+        rows = np.array([int(np.argmax(w[:, 0, 0])) if w[:, 0, 0].any() else -100 for w in layouts])
+        calls.append((layouts.copy(), np.abs(rows - 20.0)))
+        return np.abs(rows - 20.0)
+
+    t = 64
+    model = _RandomLines()
+    field = sampler._matched(model, np.zeros((t, 2 * t, 1), np.float32), jax.random.key(3), 16,
+                             selection=(4, row_20))
+    assert len(calls) == 7 + 6  # the first draws (see the test above), then two grid tiles' three scorings each
+    first, (shortlist, _), (moved, moved_errors), (incumbent, incumbent_error) = calls[0], *calls[7:10]
+    final = deterministic_layout(field[None, :, :t], model.spec, window=True)[0]
+    # Drawn again, every candidate's window shows the tile across the border where it weighs nearly 1 (the
+    # window's last column); drawn first, it showed the candidate's own street there.
+    assert all(np.array_equal(w[:, t - 1], final[:, t - 1]) for w in (*shortlist, *moved, *incumbent))
+    assert any(not np.array_equal(w[:, t - 1], final[:, t - 1]) for w in first[0])
+    # The best moved candidate is kept where it scores better than the tile it was; the layout ends as scored.
+    assert moved_errors.min() < incumbent_error[0]
+    np.testing.assert_array_equal(final, moved[np.argmin(moved_errors)])
+
+    # Where it scores best, the tile it was is kept (a window's first draw is scored alone; the tile it was,
+    # scored again, is the one window of its call): the layout ends as first drawn.
+    sizes = []
+
+    def first_draw_best(stage, layouts, requested, seeds):
+        sizes.append(len(layouts))
+        return row_20(stage, layouts, requested, seeds) if len(sizes) <= 7 else np.full(len(layouts),
+                                                                                        float(len(layouts) > 1))
+
+    again = sampler._matched(model, np.zeros((t, 2 * t, 1), np.float32), jax.random.key(3), 16,
+                             selection=(4, first_draw_best))
+    assert sizes[7:] == [4, 4, 1] * 2
+    monkeypatch.setattr(sampler, "REDRAWN_GRID_TILES", False)
+    first_only = sampler._matched(model, np.zeros((t, 2 * t, 1), np.float32), jax.random.key(3), 16,
+                                  selection=(4, row_20))
+    np.testing.assert_allclose(again, first_only, atol=1e-6)
+    assert not np.allclose(field, first_only, atol=1e-3)
 
 
 def test_an_arterial_windows_major_road_error_counts_centre_line_length_per_tile():

@@ -72,6 +72,16 @@ CONTINUE_ANCHOR = 0.01
 #: gains 2.5 to 5.7 over 1); at seed 0, 2: 23.8 and 8: 22.2 (choosing among more moved candidates fits the
 #: noise again).
 CONTINUED_CANDIDATES = 4
+#: Whether a stitched street layout's grid tiles are drawn a second time once every tile across their borders is
+#: drawn (see _matched). Drawn first, a grid tile is scored before the tiles across its right and lower borders,
+#: whose bands then cover part of its window; drawn again, it is scored in the window the layout ends with, and
+#: kept only where its new best scores better. On the bar's 8 stitched test mosaics, paired against drawing
+#: once: seed 0, intersection density's MAE 18.7 -> 18.8 a km², cycle/foot share's 0.083 -> 0.074 (difference
+#: -0.010 [-0.016, -0.004], 95 %, mosaics as units), dead-end share's 0.151 -> 0.129; seed 1, 22.6 -> 19.7
+#: (-3.0 [-5.9, -0.0]), 0.072 -> 0.061, 0.166 -> 0.156; about a fifth longer to draw (a grid tile is one
+#: window in three). (Re-chosen by its first scoring alone, without moving or keeping the tile it was, an
+#: earlier sampler measured worse: 26.8 against 23.8.)
+REDRAWN_GRID_TILES = True
 #: A street VAE's tile on the layout's tile grid weighs 1 but within this share of a tile of a border it shares
 #: with another, where it hands over (smoothstep) to the tile drawn across that border, which weighs the rest.
 #: Blended by a squared-sine window, every window's ground was a blend of four tiles, and a tile drawn for one
@@ -330,7 +340,9 @@ def _matched(model: TrainedModel, z: np.ndarray, key: jax.Array, batch_size: int
     With ``selection`` (k, scorer), the k samples agreeing best are scored
     against the tile's request (what real tiles measure for it on average), a tile across a grid border also
     by the grid's windows drawn before it; the best :data:`CONTINUED_CANDIDATES` of them are moved and
-    scored again as moved, and the best of those is kept. With ``field_scorer``, the half agreeing best are
+    scored again as moved, and the best of those is kept. Then (:data:`REDRAWN_GRID_TILES`) each grid tile is
+    drawn so again, with every tile across its borders drawn (its window is then the layout's), and the best
+    of those moved replaces it where it scores better than it does. With ``field_scorer``, the half agreeing best are
     scored by it before moving and the best is moved. Either scores each sample's window as blended with
     what is drawn under it so far (without the tiles drawn after it). The layout is whole tiles (``_blend``
     pads it). ``coarse`` lines (0/1 (H, W) by output
@@ -360,8 +372,9 @@ def _matched(model: TrainedModel, z: np.ndarray, key: jax.Array, batch_size: int
               for r in tile_offsets(h, t) for c in tile_offsets(w, t)}
     windows = list(across)  # in raster order: each tile continues those before it
     latents, decode = model.fn("latents"), model.fn("decode")
-    for i, (r, c) in enumerate(windows):
-        weight = np.outer(*(_seam_profile(t, a) for a in across[(r, c)]))[..., None]
+    def draw(i: int, r: int, c: int, weight: np.ndarray, incumbent: np.ndarray | None = None) -> np.ndarray:
+        """The tile kept for the window at (r, c) (the ``i``-th draw): the best of its candidates, moved; with an
+        ``incumbent`` tile, that one where it scores no worse than each of them."""
         params = np.repeat(z[None, r:r + t, c:c + t].mean(axis=(1, 2)), CANDIDATES, axis=0)
         # The same latents and fields as model.generate_tiles(key) draws, kept to move the chosen one.
         codes = np.concatenate([latents(jax.random.fold_in(key, i * 1000 + j), min(batch_size, CANDIDATES - j))
@@ -386,15 +399,36 @@ def _matched(model: TrainedModel, z: np.ndarray, key: jax.Array, batch_size: int
                 # measured near its request and, moved, was not (see CONTINUED_CANDIDATES).
                 top = shortlist[np.argsort(errors, kind="stable")[:CONTINUED_CANDIDATES]]
                 moved_tiles = np.asarray(decode(_continued(model, codes[top], params[top], drawn, known), params[top]))
-                j = int(np.argmin(scored(moved_tiles, params[top])))
+                moved_errors = scored(moved_tiles, params[top])
+                j = int(np.argmin(moved_errors))
                 best, tile = int(top[j]), moved_tiles[j]
+                if incumbent is not None and scored(incumbent[None], params[:1])[0] <= moved_errors[j]:
+                    return incumbent
         if tile is None:
             tile = samples[best]
             if known.max() > 0 and CONTINUE_STEPS:
                 tile = np.asarray(decode(_continued(model, codes[best:best + 1], params[:1], drawn, known),
                                          params[:1]))[0]
-        total[r:r + t, c:c + t] += tile * weight
+        return tile
+
+    kept = {}
+    for i, (r, c) in enumerate(windows):
+        weight = np.outer(*(_seam_profile(t, a) for a in across[(r, c)]))[..., None]
+        kept[(r, c)] = draw(i, r, c, weight)
+        total[r:r + t, c:c + t] += kept[(r, c)] * weight
         norm[r:r + t, c:c + t] += weight
+    if selection is not None and REDRAWN_GRID_TILES and len(windows) > 1:
+        # Every tile across a grid border is drawn now, so a grid tile's window is what the layout will measure:
+        # each grid tile is drawn again, scored in its window as it ends, and kept where it measures closer.
+        for i, (r, c) in enumerate(windows):
+            if any(across[(r, c)]):
+                continue
+            weight = np.outer(*(_seam_profile(t, a) for a in across[(r, c)]))[..., None]
+            total[r:r + t, c:c + t] -= kept[(r, c)] * weight
+            norm[r:r + t, c:c + t] -= weight
+            kept[(r, c)] = draw(len(windows) + i, r, c, weight, incumbent=kept[(r, c)])
+            total[r:r + t, c:c + t] += kept[(r, c)] * weight
+            norm[r:r + t, c:c + t] += weight
     return ((total + weighted_prior) / (norm + prior_weight)).astype(np.float32)
 
 
