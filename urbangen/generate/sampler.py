@@ -341,13 +341,13 @@ def _matched(model: TrainedModel, z: np.ndarray, key: jax.Array, batch_size: int
     against the tile's request (what real tiles measure for it on average), a tile across a grid border also
     by the grid's windows drawn before it; the best :data:`CONTINUED_CANDIDATES` of them are moved and
     scored again as moved, and the best of those is kept. Then (:data:`REDRAWN_GRID_TILES`) each grid tile is
-    drawn so again, with every tile across its borders drawn (its window is then the layout's), and the best
-    of those moved replaces it where it scores better than it does. With ``field_scorer``, the half agreeing best are
-    scored by it before moving and the best is moved. Either scores each sample's window as blended with
-    what is drawn under it so far (without the tiles drawn after it). The layout is whole tiles (``_blend``
-    pads it). ``coarse`` lines (0/1 (H, W) by output
-    channel, a coarser stage's) count as drawn, at :data:`COARSE_WEIGHT`, and samples are scored with them
-    as the chain merges them (:func:`urbangen.inference.merge_stage`)."""
+    drawn again in the same way, once every tile across its borders is drawn (its window is then the
+    layout's), and the new best replaces it only where it scores better. With ``field_scorer``, the half
+    agreeing best are scored by it before moving and the best is moved. Either scores each sample's window as
+    blended with what is drawn under it so far (without the tiles drawn after it). The layout is whole tiles
+    (``_blend`` pads it). ``coarse`` lines (0/1 (H, W) by output channel, a coarser stage's) count as drawn,
+    at :data:`COARSE_WEIGHT`, and samples are scored with them as the chain merges them
+    (:func:`urbangen.inference.merge_stage`)."""
     spec = model.spec
     t = spec.tile_px
     h, w = z.shape[:2]
