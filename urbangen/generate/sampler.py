@@ -417,9 +417,10 @@ def _matched(model: TrainedModel, z: np.ndarray, key: jax.Array, batch_size: int
         kept[(r, c)] = draw(i, r, c, weight)
         total[r:r + t, c:c + t] += kept[(r, c)] * weight
         norm[r:r + t, c:c + t] += weight
-    if selection is not None and REDRAWN_GRID_TILES and len(windows) > 1:
+    if selection is not None and REDRAWN_GRID_TILES and CONTINUE_STEPS and len(windows) > 1:
         # Every tile across a grid border is drawn now, so a grid tile's window is what the layout will measure:
-        # each grid tile is drawn again, scored in its window as it ends, and kept where it measures closer.
+        # each grid tile is drawn again, scored in its window as it ends, and kept where it measures closer
+        # (draw compares the tile it was with its moved candidates: with no continuation there are none).
         for i, (r, c) in enumerate(windows):
             if any(across[(r, c)]):
                 continue
