@@ -183,22 +183,27 @@ def test_a_street_vaes_stitched_tiles_continue_their_neighbours_streets(monkeypa
 def test_a_stitched_layouts_street_windows_are_scored_against_the_fit_alone():
     """A window of a stitched street layout is scored untidied (its streets broken where its neighbours
     carry them on): its scorer gets no tile seeds, so no target draws a real tile's scatter (most real
-    tiles have no dead end, and such targets kept the windows with the fewest streets). The scores still
-    choose: a scorer preferring streets low in a window moves every window's street down."""
+    tiles have no dead end, and such targets kept the windows with the fewest streets), and its parameters
+    weigh the same, but in a grid tile's window as the layout ends (drawn again, every street of its window
+    drawn). The scores still choose: a scorer preferring streets low in a window moves every window's street
+    down."""
     import jax
 
     from urbangen.generate import sampler
 
     seen = []
 
-    def lowest_street(stage, layouts, requested, seeds):
-        seen.append(seeds)
+    def lowest_street(stage, layouts, requested, seeds, *, weighted=None):
+        seen.append((seeds, weighted))
         return -np.array([np.nonzero(layout.any(axis=(1, 2)))[0].max() for layout in layouts], float)
 
     z = np.zeros((64, 128, 1), np.float32)
     chosen = sampler._blend(_RandomLines(), z, jax.random.key(3), None, 16, (8, lowest_street))
     plain = sampler._blend(_RandomLines(), z, jax.random.key(3), None, 16)
-    assert seen and all(seeds is None for seeds in seen)
+    assert seen and all(seeds is None for seeds, _ in seen)
+    # The three windows' first draws (the calls of the test of tiles across a grid border, below); then the two
+    # grid tiles' candidates, moved candidates and the tiles they were, in their complete windows.
+    assert [weighted for _, weighted in seen] == [False] * 7 + [True] * 6
     row = lambda field: np.argmax(field[..., 0].mean(axis=1))  # noqa: E731
     assert row(chosen) > row(plain)
 
@@ -557,7 +562,7 @@ def test_a_stitched_windows_best_candidates_are_scored_again_as_moved(monkeypatc
     monkeypatch.setattr(sampler, "REDRAWN_GRID_TILES", False)  # the grid tiles drawn again: the next test
     calls = []
 
-    def row_50(stage, layouts, requested, seeds):  # the street's row at the window's far end, best at 50
+    def row_50(stage, layouts, requested, seeds, *, weighted=None):  # the street's row at the far end, best at 50
         rows = np.array([int(np.argmax(w[:, -1, 0])) if w[:, -1, 0].any() else -100 for w in layouts])
         calls.append(rows)
         return np.abs(rows - 50.0)
@@ -585,8 +590,8 @@ def test_a_tile_across_a_grid_border_is_scored_by_the_grid_windows_drawn_before_
     monkeypatch.setattr(sampler, "CANDIDATES", 8)
     calls = []
 
-    def recorder(stage, layouts, requested, seeds):
-        calls.append((float(requested[0, 0]), layouts.copy()))
+    def recorder(stage, layouts, requested, seeds, *, weighted=None):
+        calls.append((float(requested[0, 0]), layouts.copy(), weighted))
         return np.zeros(len(layouts))
 
     t = 64
@@ -596,7 +601,9 @@ def test_a_tile_across_a_grid_border_is_scored_by_the_grid_windows_drawn_before_
     # The first grid tile alone (nothing drawn: not moved); the tile across the border by its own window and
     # the first grid window, before and after moving; the second grid tile by its own window only; then each
     # grid tile drawn again (its candidates, the best moved, and the tile it was: see the next test).
-    assert [a for a, _ in calls] == [0.0, 0.5, 0.0, 0.5, 0.0, 1.0, 1.0] + [0.0] * 3 + [1.0] * 3
+    assert [a for a, _, _ in calls] == [0.0, 0.5, 0.0, 0.5, 0.0, 1.0, 1.0] + [0.0] * 3 + [1.0] * 3
+    # The street network's form weighs more only in a complete window: a grid tile drawn again.
+    assert [w for _, _, w in calls] == [False] * 7 + [True] * 6
     first_row = int(field[:, :8, 0].mean(axis=1).argmax())
     own, grid = calls[1][1], calls[2][1]
     assert grid[:, first_row, :8, 0].all()  # the first tile's street where that tile owns the ground
@@ -619,7 +626,7 @@ def test_a_stitched_layouts_grid_tiles_are_drawn_again_in_their_windows_as_the_l
     monkeypatch.setattr(sampler, "CANDIDATES", 8)
     calls = []
 
-    def row_20(stage, layouts, requested, seeds):  # the street's row at the window's first column, best at 20
+    def row_20(stage, layouts, requested, seeds, *, weighted=None):  # the street's row at column 0, best at 20
         rows = np.array([int(np.argmax(w[:, 0, 0])) if w[:, 0, 0].any() else -100 for w in layouts])
         calls.append((layouts.copy(), np.abs(rows - 20.0)))
         return np.abs(rows - 20.0)
@@ -643,7 +650,7 @@ def test_a_stitched_layouts_grid_tiles_are_drawn_again_in_their_windows_as_the_l
     # scored again, is the one window of its call): the layout ends as first drawn.
     sizes = []
 
-    def first_draw_best(stage, layouts, requested, seeds):
+    def first_draw_best(stage, layouts, requested, seeds, *, weighted=None):
         sizes.append(len(layouts))
         return row_20(stage, layouts, requested, seeds) if len(sizes) <= 7 else np.full(len(layouts),
                                                                                         float(len(layouts) > 1))

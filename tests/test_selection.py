@@ -35,7 +35,8 @@ def test_errors_are_the_standardized_distance_of_the_measured_coverage():
 def test_errors_weigh_each_parameter_by_its_weight(monkeypatch):
     """Coverage weighing 3 and buildings per hectare 1: a tile's error is (3 e_coverage + e_count) / 4, each e
     counted by hand (one 32 x 32 px building on a 256 m square tile: a share 0.25, 1 / 6.5536 ha). Scored with
-    no seeds (a stitched layout's window), (e_coverage + e_count) / 2."""
+    no seeds (a stitched layout's window), (e_coverage + e_count) / 2, unless asked to weigh them (a complete
+    window), and seeds asked not to weigh them weigh the same."""
     import urbangen.generate.selection as selection
     from urbangen.measure import PARAMETER_CHANNELS
 
@@ -49,6 +50,10 @@ def test_errors_weigh_each_parameter_by_its_weight(monkeypatch):
     np.testing.assert_allclose(parameter_errors(stage, layouts, requested, np.zeros(1, np.int64)),
                                [(3 * e_coverage + e_count) / 4], rtol=1e-6)
     np.testing.assert_allclose(parameter_errors(stage, layouts, requested), [(e_coverage + e_count) / 2], rtol=1e-6)
+    np.testing.assert_allclose(parameter_errors(stage, layouts, requested, weighted=True),
+                               [(3 * e_coverage + e_count) / 4], rtol=1e-6)
+    np.testing.assert_allclose(parameter_errors(stage, layouts, requested, np.zeros(1, np.int64), weighted=False),
+                               [(e_coverage + e_count) / 2], rtol=1e-6)
 
 
 def test_a_parameter_that_cannot_be_measured_counts_as_far_off():

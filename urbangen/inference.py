@@ -25,7 +25,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -52,10 +52,18 @@ from urbangen.proximity import (
 Sampling = Literal["bernoulli", "threshold", "proximity"]
 #: The samplings that need no randomness: those a chain's stages may have.
 DETERMINISTIC = ("threshold", "proximity")
+
+
+class Scorer(Protocol):
+    """Rates layouts (M, t, t, C) for their standardized requests (M, P) and tiles' seeds (M,; None: no real
+    tile's scatter in the targets), lower better; the street network's form weighs more where ``weighted``
+    (None: where seeds are given). See :func:`urbangen.generate.selection.parameter_errors`."""
+
+    def __call__(self, stage: TrainedModel, layouts: np.ndarray, requested: np.ndarray,
+                 seeds: np.ndarray | None = None, /, *, weighted: bool | None = None) -> np.ndarray: ...
+
+
 #: A chain's sampling by selection: (samples per tile, scorer); see :mod:`urbangen.generate.selection`.
-#: The scorer rates layouts (M, t, t, C) for their standardized requests (M, P) and tiles' seeds (M,; None: no
-#: real tile's scatter in the targets).
-Scorer = Callable[["TrainedModel", np.ndarray, np.ndarray, "np.ndarray | None"], np.ndarray]
 Selection = tuple[int, Scorer]
 #: Where a chain's later stage draws a channel an earlier stage drew, the earlier stage's stands and the later
 #: one's pixels go to this channel (dropped when it has none): the arterial stage decides where the major roads

@@ -264,11 +264,12 @@ def fit_calibration(requested: np.ndarray, measured: np.ndarray, names: list[str
 
 
 def parameter_errors(stage: TrainedModel, layouts: np.ndarray, requested: np.ndarray, seeds: np.ndarray | None = None,
-                     *, calibration: Calibration | None = None, scatter: float | None = TARGET_SCATTER
-                     ) -> np.ndarray:
+                     *, weighted: bool | None = None, calibration: Calibration | None = None,
+                     scatter: float | None = TARGET_SCATTER) -> np.ndarray:
     """Mean distance, in training spreads, of each 0/1 layout's measured parameters from what real tiles measure,
-    weighted by :data:`WEIGHTS` when ``seeds`` are given; without them every parameter weighs the same (the
-    street stage's windows of a stitched layout are scored so, untidied: :mod:`urbangen.generate.sampler`).
+    weighted by :data:`WEIGHTS` where ``weighted`` (by default when ``seeds`` are given); without them every
+    parameter weighs the same (the street stage's windows of a stitched layout are scored so while the tiles
+    after them are still to be drawn: :mod:`urbangen.generate.sampler`).
 
     Parameters
     ----------
@@ -282,6 +283,9 @@ def parameter_errors(stage: TrainedModel, layouts: np.ndarray, requested: np.nda
     seeds
         (M,) each layout's tile: the seed its target's real residuals are
         drawn with (:meth:`Calibration.target`).
+    weighted
+        Whether the parameters weigh :data:`WEIGHTS` (None: where ``seeds``
+        are given).
     calibration
         What real tiles measure for a request; without one, the request
         itself is the target.
@@ -302,8 +306,9 @@ def parameter_errors(stage: TrainedModel, layouts: np.ndarray, requested: np.nda
     measured = measure_tiles(layouts, list(spec.output_channels), spec.meters_per_pixel)[names]
     errors = np.abs(measured.to_numpy(np.float64) - target) / std
     # Without seeds (the street stage's windows of a stitched layout, scored untidied: urbangen.generate.sampler)
-    # every parameter weighs the same.
-    weights = np.array([WEIGHTS.get(p, 1.0) if seeds is not None else 1.0 for p in names])
+    # every parameter weighs the same unless asked.
+    weighted = seeds is not None if weighted is None else weighted
+    weights = np.array([WEIGHTS.get(p, 1.0) if weighted else 1.0 for p in names])
     return np.where(np.isnan(errors), UNMEASURED, errors) @ weights / weights.sum()
 
 
