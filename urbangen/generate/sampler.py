@@ -423,9 +423,10 @@ def _matched(model: TrainedModel, z: np.ndarray, key: jax.Array, batch_size: int
                                          params[:1]))[0]
         return tile
 
+    weights = {start: np.outer(*(_seam_profile(t, a) for a in across[start]))[..., None] for start in windows}
     kept = {}
     for i, (r, c) in enumerate(windows):
-        weight = np.outer(*(_seam_profile(t, a) for a in across[(r, c)]))[..., None]
+        weight = weights[(r, c)]
         kept[(r, c)] = draw(i, r, c, weight)
         total[r:r + t, c:c + t] += kept[(r, c)] * weight
         norm[r:r + t, c:c + t] += weight
@@ -436,7 +437,7 @@ def _matched(model: TrainedModel, z: np.ndarray, key: jax.Array, batch_size: int
         for i, (r, c) in enumerate(windows):
             if any(across[(r, c)]):
                 continue
-            weight = np.outer(*(_seam_profile(t, a) for a in across[(r, c)]))[..., None]
+            weight = weights[(r, c)]
             total[r:r + t, c:c + t] -= kept[(r, c)] * weight
             norm[r:r + t, c:c + t] -= weight
             kept[(r, c)] = draw(len(windows) + i, r, c, weight, incumbent=kept[(r, c)])
