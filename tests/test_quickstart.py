@@ -83,7 +83,7 @@ def test_osm_file_values_name_their_city(tmp_path):
 
 @pytest.mark.slow
 def test_quickstart_runs_every_stage_on_the_embedded_cities_and_a_place_then_resumes(recorded_osterbro_place,
-                                                                                    tmp_path):
+                                                                                    tmp_path, monkeypatch):
     """The embedded cities plus Østerbro through ``--place`` (osmnx with recorded responses)."""
     import rasterio
     from typer.testing import CliRunner
@@ -95,6 +95,9 @@ def test_quickstart_runs_every_stage_on_the_embedded_cities_and_a_place_then_res
     out = tmp_path / "qs"
     # Two candidates per tile, not 16: generating took half of this test's seven minutes. CI's main job runs
     # the quickstart as the README gives it, with the shipped generator's own setting.
+    # And each stitched street window drawn from 8 samples, not 32: decoding them was most of the generate
+    # stage (100 of its 150 s). What the sampler chooses is tested in tests/test_proximity.py.
+    monkeypatch.setattr("urbangen.generate.sampler.CANDIDATES", 8)
     args = ["quickstart", "--out", str(out), "--place", "Østerbro, Copenhagen", "--group", "østerbro=micromobility",
             "--steps", "6", "--candidates", "2"]
     result = CliRunner().invoke(app, args)
