@@ -55,12 +55,23 @@ def test_each_example_file_runs_end_to_end(checkpoints, tmp_path, name):
 
 
 def test_same_seed_same_bytes(checkpoints, tmp_path):
+    from urbangen import progress
     from urbangen.generate.run import generate
 
     params = example("dense_core_to_low_density_edge.yaml", checkpoints["pix2pix"], tmp_path, size_m=[384, 256],
                      samples=2)
     generate(params, tmp_path / "a")
-    generate(params, tmp_path / "b")
+    reports = []
+    with progress.listening(lambda *r: reports.append(r)):  # shown as the command line shows it: same bytes
+        generate(params, tmp_path / "b")
+    # Progress per sample, and per stage: every pass over the layout's windows reported to its end.
+    assert [(done, total) for stage, done, total in reports if stage == "samples"] == [(0, 2), (1, 2), (1, 2), (2, 2)]
+    last: dict = {}
+    for stage, done, total in reports:
+        assert 0 <= done <= total
+        last[stage] = (done, total)
+    assert "buildings, major roads, minor roads, cycle foot, open space, water: tiles drawn" in last  # its channels
+    assert all(done == total for done, total in last.values()), last
     files = sorted(p.name for p in (tmp_path / "a").iterdir())
     assert files == sorted(p.name for p in (tmp_path / "b").iterdir()) and len(files) >= 10
     for name in files:

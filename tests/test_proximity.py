@@ -585,10 +585,11 @@ def test_a_tile_across_a_grid_border_is_scored_by_the_grid_windows_drawn_before_
     request; never by the grid window not drawn yet."""
     import jax
 
+    from urbangen import progress
     from urbangen.generate import sampler
 
     monkeypatch.setattr(sampler, "CANDIDATES", 8)
-    calls = []
+    calls, reports = [], []
 
     def recorder(stage, layouts, requested, seeds, *, weighted=None):
         calls.append((float(requested[0, 0]), layouts.copy(), weighted))
@@ -597,7 +598,11 @@ def test_a_tile_across_a_grid_border_is_scored_by_the_grid_windows_drawn_before_
     t = 64
     z = np.zeros((t, 2 * t, 1), np.float32)
     z[:, t:] = 1.0  # the first grid window asks for 0, the second for 1, the window across them for 0.5
-    field = sampler._matched(_RandomLines(), z, jax.random.key(3), 16, selection=(4, recorder))
+    with progress.listening(lambda *r: reports.append(r)):
+        field = sampler._matched(_RandomLines(), z, jax.random.key(3), 16, selection=(4, recorder))
+    # Progress: each of the three windows, then each of the two grid tiles drawn again, of five draws.
+    assert {stage for stage, _, _ in reports} == {"minor roads: tiles drawn"}
+    assert [(done, total) for _, done, total in reports] == [(k, 5) for k in range(1, 6)]
     # The first grid tile alone (nothing drawn: not moved); the tile across the border by its own window and
     # the first grid window, before and after moving; the second grid tile by its own window only; then each
     # grid tile drawn again (its candidates, the best moved, and the tile it was: see the next test).

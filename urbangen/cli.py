@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 
 from data_pipeline.errors import InvalidValueError, UrbangenError
+from urbangen import progress
 from urbangen.settings import progress_disabled
 
 
@@ -156,7 +157,8 @@ def generate_command(
     found = resolve(params_file, "params")
     if found != params_file:
         console.print(f"{params_file}: the packaged example ({found})")
-    report = generate(found, out, overwrite=overwrite)
+    with progress.shown(console, disable=progress_disabled()):
+        report = generate(found, out, overwrite=overwrite)
     console.print(f"wrote {len(report['samples'])} sample(s) to [bold]{out}[/] (report: {out / 'report.md'})")
     for name, row in report["average"].items():
         got = "n/a" if row["achieved_mean"] is None else f"{row['achieved_mean']:.3g}"
@@ -198,8 +200,9 @@ def evaluate_command(
     # Options left unset keep evaluate()'s defaults (urbangen.generate.selection's).
     chosen: dict[str, Any] = {k: v for k, v in (("candidates", candidates), ("target_scatter", target_scatter))
                               if v is not None}
-    result = evaluate(checkpoint, dataset, out, encoder=encoder, max_tiles=tiles, seed=seed, split_seed=split_seed,
-                      stitched_mosaics=stitched_mosaics, wandb_mode=wandb_mode, **chosen)
+    with progress.shown(console, disable=progress_disabled()):
+        result = evaluate(checkpoint, dataset, out, encoder=encoder, max_tiles=tiles, seed=seed,
+                          split_seed=split_seed, stitched_mosaics=stitched_mosaics, wandb_mode=wandb_mode, **chosen)
     console.print(f"wrote [bold]{out / 'report.md'}[/], {out / 'evaluation.json'} and plots")
     for name, m in result["realism"]["metrics"].items():
         shown = f"{m['generated']:.3g}" if m["reported"] else "withheld (fails the sanity ladder)"

@@ -31,6 +31,7 @@ from data_pipeline.build import CitySpec, city_name_from, default_city, source_c
 from data_pipeline.config import TilingConfig
 from data_pipeline.dataset import ATTRIBUTION
 from data_pipeline.errors import InvalidValueError, OSMFileNotFoundError, OutputExistsError
+from urbangen import progress
 from urbangen.embedded import embedded_osm_files
 from urbangen.osm_file_option import parse_osm_file
 from urbangen.pretrained import DEFAULT_GENERATOR
@@ -164,7 +165,8 @@ def run_quickstart(out_dir: str | Path = "quickstart", cities: Sequence[CitySpec
             console.print("finished by an earlier run: kept")
             continue
         tic = time.perf_counter()
-        summary["results"][key] = run()
+        with progress.shown(console, disable=progress_disabled()):
+            summary["results"][key] = run()
         summary["stages"][key] = round(time.perf_counter() - tic, 1)
         write_text_atomic(summary_path, json.dumps(summary, indent=2, default=str))  # what a rerun can keep
         console.print(f"[green]done[/] in {summary['stages'][key]:.0f} s")

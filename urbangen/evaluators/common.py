@@ -18,6 +18,7 @@ from data_pipeline.dataset import TileDataset
 from urbangen.generate.sampler import generate_layout, to_layout
 from urbangen.inference import Generator
 from urbangen.measure import measure_tiles
+from urbangen.progress import report
 from urbangen.splits import region_blocks
 
 
@@ -92,6 +93,7 @@ def generate_for(model: Generator, real: RealTiles, *, requested: np.ndarray | N
         result[start:stop][..., out_idx] = to_layout(probs, spec, rng)
         if given_idx:
             result[start:stop][..., given_idx] = given
+        report("single tiles generated", stop, len(real))
     return result
 
 

@@ -13,6 +13,7 @@ from data_pipeline.atomic import PartialDir, check_replaceable, is_empty_dir
 from data_pipeline.dataset import ATTRIBUTION
 from data_pipeline.errors import OutputExistsError, ParameterFileError
 from data_pipeline.parameters import PARAMETERS
+from urbangen import progress
 from urbangen.generate.fields import parameter_fields
 from urbangen.generate.imputation import impute_free
 from urbangen.generate.request import GenerationRequest, read_request
@@ -122,6 +123,7 @@ def generate(params_file: str | Path | GenerationRequest, out_dir: str | Path, *
         samples = []
         windows = measurement_windows(height, width, tile)
         for s in range(request.samples):
+            progress.report("samples", s, request.samples)
             key = jax.random.fold_in(jax.random.key(request.seed), s)
             probs = generate_layout(gen, fields, key, given)
             layout = to_layout(probs, spec, np.random.default_rng([request.seed, s]))
@@ -146,6 +148,7 @@ def generate(params_file: str | Path | GenerationRequest, out_dir: str | Path, *
             samples.append({"sample": s, "buildings": int(len(vectors["buildings"])),
                             "street_segments": int(len(vectors["streets"])),
                             "parameters": compare(fields, names, achieved, windows, list(request.parameters))})
+            progress.report("samples", s + 1, request.samples)
         report = _report(request, gen, samples, height, width, free, calibration)
         if "report" in request.outputs:
             write_report(report, tmp / "report.json", tmp / "report.md")

@@ -44,6 +44,7 @@ from urbangen.inference import (
     stage_outputs,
     tile_seeds,
 )
+from urbangen.progress import report, stage_label
 from urbangen.proximity import proximity_field
 from urbangen.upscale import MAJOR_ROAD_WIDTH_M, upscale_lines
 
@@ -298,9 +299,10 @@ def _selected_field(model: TrainedModel, z: np.ndarray, first: np.ndarray, key: 
     requested = np.stack([z[r:r + t, c:c + t].mean(axis=(0, 1)) for r, c in blocks])
     seeds = tile_seeds(key, len(blocks))  # a block's target, the same for every field
     errors = []
-    for f in fields:
+    for j, f in enumerate(fields):
         layout = deterministic_layout(_blend_field(model, z, f, key, given, batch_size), spec, window=True)
         errors.append(scorer(model, np.stack([layout[r:r + t, c:c + t] for r, c in blocks]), requested, seeds))
+        report(f"{stage_label(spec.output_channels)}: candidate latent fields", j + 1, k)
     best = np.argmin(np.stack(errors), axis=0)
     field = first.copy()
     for (r, c), j in zip(blocks, best):  # a block flush with the layout's end may overlap the one before it
@@ -331,6 +333,7 @@ def _blend_field(model: TrainedModel, z: np.ndarray, field: np.ndarray | None, k
         for (r, c), tile in zip(chunk, out):
             total[r:r + t, c:c + t] += tile * weight[..., None]
             norm[r:r + t, c:c + t] += weight[..., None]
+        report(f"{stage_label(spec.output_channels)}: tiles drawn", start + len(chunk), len(windows))
     return (total / norm).astype(np.float32)
 
 
@@ -424,13 +427,17 @@ def _matched(model: TrainedModel, z: np.ndarray, key: jax.Array, batch_size: int
         return tile
 
     weights = {start: np.outer(*(_seam_profile(t, a) for a in across[start]))[..., None] for start in windows}
+    redrawn = selection is not None and REDRAWN_GRID_TILES and CONTINUE_STEPS and len(windows) > 1
+    draws = len(windows) + (sum(not any(a) for a in across.values()) if redrawn else 0)
+    stage = f"{stage_label(spec.output_channels)}: tiles drawn"
     kept = {}
     for i, (r, c) in enumerate(windows):
         weight = weights[(r, c)]
         kept[(r, c)] = draw(i, r, c, weight)
         total[r:r + t, c:c + t] += kept[(r, c)] * weight
         norm[r:r + t, c:c + t] += weight
-    if selection is not None and REDRAWN_GRID_TILES and CONTINUE_STEPS and len(windows) > 1:
+        report(stage, i + 1, draws)
+    if redrawn:
         # Every tile across a grid border is drawn now, so a grid tile's window is what the layout will measure:
         # each grid tile is drawn again, scored in its window as it ends, and kept where it measures closer
         # (draw compares the tile it was with its moved candidates: with no continuation there are none).
@@ -443,6 +450,7 @@ def _matched(model: TrainedModel, z: np.ndarray, key: jax.Array, batch_size: int
             kept[(r, c)] = draw(len(windows) + i, r, c, weight, incumbent=kept[(r, c)])
             total[r:r + t, c:c + t] += kept[(r, c)] * weight
             norm[r:r + t, c:c + t] += weight
+            report(stage, len(windows) + sum(not any(across[w]) for w in windows[:i + 1]), draws)
     return ((total + weighted_prior) / (norm + prior_weight)).astype(np.float32)
 
 
