@@ -437,6 +437,7 @@ def _matched(model: TrainedModel, z: np.ndarray, key: jax.Array, batch_size: int
         total[r:r + t, c:c + t] += kept[(r, c)] * weight
         norm[r:r + t, c:c + t] += weight
         report(stage, i + 1, draws)
+    done = len(windows)
     if redrawn:
         # Every tile across a grid border is drawn now, so a grid tile's window is what the layout will measure:
         # each grid tile is drawn again, scored in its window as it ends, and kept where it measures closer
@@ -450,7 +451,8 @@ def _matched(model: TrainedModel, z: np.ndarray, key: jax.Array, batch_size: int
             kept[(r, c)] = draw(len(windows) + i, r, c, weight, incumbent=kept[(r, c)])
             total[r:r + t, c:c + t] += kept[(r, c)] * weight
             norm[r:r + t, c:c + t] += weight
-            report(stage, len(windows) + sum(not any(across[w]) for w in windows[:i + 1]), draws)
+            done += 1
+            report(stage, done, draws)
     return ((total + weighted_prior) / (norm + prior_weight)).astype(np.float32)
 
 
