@@ -254,8 +254,9 @@ def test_evaluate_reports_every_number_beside_its_floor_and_ceiling(checkpoints,
     assert d["pixel_disagreement_between_samples"] > 0 and d["pixel_disagreement_between_real_neighbours"] > 0
     text = (tmp_path / "eval" / "report.md").read_text()
     assert "floor (real)" in text and "ceiling (noise)" in text and "© OpenStreetMap contributors" in text
-    # The same seed gives the same numbers; another split seed is refused.
-    assert CliRunner().invoke(app, args("again")).exit_code == 0
+    # The same seed gives the same numbers, progress shown or not; another split seed is refused.
+    again = CliRunner().invoke(app, args("again"), env={"URBANGEN_NO_PROGRESS": "0"})
+    assert again.exit_code == 0 and "progress: single tiles generated" in again.output  # the log's last line
     assert json.loads((tmp_path / "again" / "evaluation.json").read_text()) == report
     refused = CliRunner().invoke(app, args("other", "--split-seed", "7"))
     assert refused.exit_code == 2 and "seed" in refused.output and not (tmp_path / "other").exists()

@@ -28,11 +28,14 @@ def test_bars_show_each_stage_and_leave_room_for_another_display_until_the_first
     text = io.StringIO()
     console = Console(file=text, width=100, force_terminal=True)
     with progress.shown(console):
-        # Before any report no live display runs: a dataset build inside the block may show its own bars.
+        # Before any report no live display runs (a started one hides the cursor at once): a dataset build
+        # inside the block may show its own bars.
+        assert text.getvalue() == ""
         with Progress(console=console) as own:
             own.add_task("lyngby", total=1)
-        progress.report("streets: tiles drawn", 3, 9)
+        progress.report("streets: tiles drawn", 9, 9)
         progress.report("samples", 1, 2)
+        progress.report("streets: tiles drawn", 3, 9)  # the next sample's layout, counted from the start
     shown = text.getvalue()
     assert "streets: tiles drawn" in shown and "3/9" in shown and "1/2" in shown
 
@@ -40,3 +43,20 @@ def test_bars_show_each_stage_and_leave_room_for_another_display_until_the_first
     with progress.shown(Console(file=quiet, force_terminal=True), disable=True):
         progress.report("samples", 1, 2)
     assert quiet.getvalue() == ""
+
+
+def test_a_log_gets_a_line_of_every_stage_now_and_then_and_at_the_end(monkeypatch):
+    from urbangen import progress
+
+    log = io.StringIO()
+    with progress.shown(Console(file=log, width=200)):  # not a terminal: no live display to print at the end only
+        progress.report("samples", 0, 2)
+        progress.report("streets: tiles drawn", 4, 13)
+    assert log.getvalue().splitlines() == ["progress: samples 0/2; streets: tiles drawn 4/13"]
+
+    monkeypatch.setattr(progress, "LOG_EVERY_S", 0.0)
+    log = io.StringIO()
+    with progress.shown(Console(file=log, width=200)):
+        progress.report("samples", 1, 2)
+        progress.report("samples", 2, 2)
+    assert log.getvalue().splitlines() == ["progress: samples 1/2", "progress: samples 2/2", "progress: samples 2/2"]

@@ -11,20 +11,28 @@ need not carry it through every call.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from data_pipeline.city import Reporter
+if TYPE_CHECKING:
+    from data_pipeline.city import Reporter
+
+#: Where the output is not a terminal (a log file: ``nohup``, CI), a line of every stage's state at most this
+#: often, seconds, and one at the end (a live display would print only its last state, at the end).
+LOG_EVERY_S = 30.0
 
 _listener: ContextVar[Reporter | None] = ContextVar("urbangen_progress", default=None)
 
 
 def report(stage: str, completed: int, total: int | None = None) -> None:
-    """Tell the listener, if any, that ``completed`` of ``total`` steps of ``stage`` are done."""
+    """Tell the listener, if any, that ``completed`` of ``total`` steps of ``stage`` are done (a stage's
+    count may start again: each sample's layout is drawn anew)."""
     listener = _listener.get()
     if listener is not None:
         listener(stage, completed, total)
@@ -42,24 +50,41 @@ def listening(reporter: Reporter) -> Iterator[None]:
 
 @contextmanager
 def shown(console: Console | None = None, disable: bool = False) -> Iterator[None]:
-    """Within the block, a progress bar per stage reported, on ``console`` (standard error by default); nothing
-    with ``disable`` (``URBANGEN_NO_PROGRESS=1``: :func:`urbangen.settings.progress_disabled`).
+    """Within the block, a progress bar per stage reported.
 
-    The bars appear at the first report, so that work in the block that shows its own (a dataset build's
-    per-city bars) can: a terminal holds one live display at a time.
+    Parameters
+    ----------
+    console
+        Where to show them (standard error by default). On a terminal, live
+        bars, which appear at the first report, so that work in the block
+        that shows its own (a dataset build's per-city bars) can; elsewhere
+        (a log file) a line of every stage's state every :data:`LOG_EVERY_S`
+        and at the end.
+    disable
+        Show nothing (``URBANGEN_NO_PROGRESS=1``:
+        :func:`urbangen.settings.progress_disabled`).
     """
     if disable:
         yield
         return
+    console = console or Console(stderr=True)
+    if not console.is_terminal:
+        with _logged(console):
+            yield
+        return
     rows: dict[str, TaskID] = {}
     bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=console or Console(stderr=True))
+                    console=console)
+    done: dict[str, int] = {}
 
     def update(stage: str, completed: int, total: int | None) -> None:
         if not rows:
             bars.start()
         if stage not in rows:
             rows[stage] = bars.add_task(stage, total=total)
+        elif completed < done[stage]:  # counted again from the start: its time too
+            bars.reset(rows[stage], total=total)
+        done[stage] = completed
         bars.update(rows[stage], completed=completed, total=total)
 
     try:
@@ -70,6 +95,25 @@ def shown(console: Console | None = None, disable: bool = False) -> Iterator[Non
             bars.stop()
 
 
-def stage_label(output_channels: tuple[str, ...] | list[str]) -> str:
-    """What a generator stage draws, in words: its output channels (``major_roads`` -> ``major roads``)."""
-    return ", ".join(c.replace("_", " ") for c in output_channels)
+@contextmanager
+def _logged(console: Console) -> Iterator[None]:
+    """Within the block, every stage's state as one line on ``console`` every :data:`LOG_EVERY_S`, and at the end."""
+    states: dict[str, str] = {}
+    last = time.monotonic()
+
+    def line() -> None:
+        console.print("progress: " + "; ".join(f"{stage} {state}" for stage, state in states.items()))
+
+    def update(stage: str, completed: int, total: int | None) -> None:
+        nonlocal last
+        states[stage] = f"{completed}/{total}" if total is not None else str(completed)
+        if time.monotonic() - last >= LOG_EVERY_S:
+            line()
+            last = time.monotonic()
+
+    try:
+        with listening(update):
+            yield
+    finally:
+        if states:
+            line()

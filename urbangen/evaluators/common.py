@@ -15,10 +15,10 @@ import numpy as np
 import pandas as pd
 
 from data_pipeline.dataset import TileDataset
+from urbangen import progress
 from urbangen.generate.sampler import generate_layout, to_layout
 from urbangen.inference import Generator
 from urbangen.measure import measure_tiles
-from urbangen.progress import report
 from urbangen.splits import region_blocks
 
 
@@ -93,7 +93,7 @@ def generate_for(model: Generator, real: RealTiles, *, requested: np.ndarray | N
         result[start:stop][..., out_idx] = to_layout(probs, spec, rng)
         if given_idx:
             result[start:stop][..., given_idx] = given
-        report("single tiles generated", stop, len(real))
+        progress.report("single tiles generated", stop, len(real))
     return result
 
 

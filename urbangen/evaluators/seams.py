@@ -25,9 +25,9 @@ import numpy as np
 
 from data_pipeline.dataset import TileDataset
 from data_pipeline.errors import InvalidValueError
+from urbangen import progress
 from urbangen.evaluators.common import stitched_layout
 from urbangen.measure import STREET_CHANNELS
-from urbangen.progress import report
 
 
 def mosaic_rows(dataset: TileDataset, indices: np.ndarray, side_tiles: int, limit: int = 16) -> list[np.ndarray]:
@@ -145,7 +145,7 @@ class Seams:
                                    np.random.default_rng([seed, s]), self.channels)
             layouts.append(full)
             gen_sums.append(seam_sums(full, self.channels, self.period))
-            report("stitched layouts of one request", s + 1, samples)
+            progress.report("stitched layouts of one request", s + 1, samples)
         out: dict[str, Any] = {"layout_px": list(fields.shape[:2]), "line_spacing_px": self.period,
                                "samples": samples, "real_mosaics": len(self.real_sums),
                                "real_mosaic_px": self.mosaic_px, "metrics": {}}

@@ -27,11 +27,11 @@ import numpy as np
 
 from data_pipeline.dataset import TileDataset
 from data_pipeline.errors import InvalidValueError
+from urbangen import progress
 from urbangen.evaluators.common import generate_for, read_real, stitched_layout
 from urbangen.evaluators.conditioning import drawn_parameters, failure_rate, parameter_errors
 from urbangen.evaluators.seams import mosaic_of, tiles_of
 from urbangen.inference import Generator
-from urbangen.progress import report
 
 
 class StitchedConditioning:
@@ -85,7 +85,7 @@ class StitchedConditioning:
                                      np.random.default_rng([seed, b]), channels)
             layouts.append(layout)
             generated[pos.ravel()] = tiles_of(layout, pos.shape[0])
-            report("stitched layouts of real mosaics' fields", b + 1, len(self.positions))
+            progress.report("stitched layouts of real mosaics' fields", b + 1, len(self.positions))
         names = list(spec.parameter_names)
         achieved = {side: frame[names].to_numpy(np.float64) for side, frame in
                     (("generated", self.real.measure(generated)), ("floor", self.real.measured),

@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from urbangen import progress
 from urbangen.inference import (
     GeneratorChain,
     RunSpec,
@@ -44,7 +45,6 @@ from urbangen.inference import (
     stage_outputs,
     tile_seeds,
 )
-from urbangen.progress import report, stage_label
 from urbangen.proximity import proximity_field
 from urbangen.upscale import MAJOR_ROAD_WIDTH_M, upscale_lines
 
@@ -133,6 +133,11 @@ def tile_offsets(n: int, tile: int, stride: int | None = None) -> list[int]:
     if starts[-1] != n - tile:
         starts.append(n - tile)
     return starts
+
+
+def _drawing(spec: RunSpec) -> str:
+    """What a generator stage draws, in words, for its progress: its output channels."""
+    return ", ".join(c.replace("_", " ") for c in spec.output_channels)
 
 
 def blend_window(tile: int) -> np.ndarray:
@@ -302,7 +307,7 @@ def _selected_field(model: TrainedModel, z: np.ndarray, first: np.ndarray, key: 
     for j, f in enumerate(fields):
         layout = deterministic_layout(_blend_field(model, z, f, key, given, batch_size), spec, window=True)
         errors.append(scorer(model, np.stack([layout[r:r + t, c:c + t] for r, c in blocks]), requested, seeds))
-        report(f"{stage_label(spec.output_channels)}: candidate latent fields", j + 1, k)
+        progress.report(f"{_drawing(spec)}: candidate latent fields", j + 1, k)
     best = np.argmin(np.stack(errors), axis=0)
     field = first.copy()
     for (r, c), j in zip(blocks, best):  # a block flush with the layout's end may overlap the one before it
@@ -333,7 +338,7 @@ def _blend_field(model: TrainedModel, z: np.ndarray, field: np.ndarray | None, k
         for (r, c), tile in zip(chunk, out):
             total[r:r + t, c:c + t] += tile * weight[..., None]
             norm[r:r + t, c:c + t] += weight[..., None]
-        report(f"{stage_label(spec.output_channels)}: tiles drawn", start + len(chunk), len(windows))
+        progress.report(f"{_drawing(spec)}: tiles drawn", start + len(chunk), len(windows))
     return (total / norm).astype(np.float32)
 
 
@@ -429,14 +434,14 @@ def _matched(model: TrainedModel, z: np.ndarray, key: jax.Array, batch_size: int
     weights = {start: np.outer(*(_seam_profile(t, a) for a in across[start]))[..., None] for start in windows}
     redrawn = selection is not None and REDRAWN_GRID_TILES and CONTINUE_STEPS and len(windows) > 1
     draws = len(windows) + (sum(not any(a) for a in across.values()) if redrawn else 0)
-    stage = f"{stage_label(spec.output_channels)}: tiles drawn"
+    stage = f"{_drawing(spec)}: tiles drawn"
     kept = {}
     for i, (r, c) in enumerate(windows):
         weight = weights[(r, c)]
         kept[(r, c)] = draw(i, r, c, weight)
         total[r:r + t, c:c + t] += kept[(r, c)] * weight
         norm[r:r + t, c:c + t] += weight
-        report(stage, i + 1, draws)
+        progress.report(stage, i + 1, draws)
     done = len(windows)
     if redrawn:
         # Every tile across a grid border is drawn now, so a grid tile's window is what the layout will measure:
@@ -452,7 +457,7 @@ def _matched(model: TrainedModel, z: np.ndarray, key: jax.Array, batch_size: int
             total[r:r + t, c:c + t] += kept[(r, c)] * weight
             norm[r:r + t, c:c + t] += weight
             done += 1
-            report(stage, done, draws)
+            progress.report(stage, done, draws)
     return ((total + weighted_prior) / (norm + prior_weight)).astype(np.float32)
 
 
