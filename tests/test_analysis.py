@@ -116,8 +116,11 @@ def test_analyze_cli_writes_results_report_and_figures(small_tiles, runs, tmp_pa
 
     result = CliRunner().invoke(app, ["analyze", "--dataset", str(small_tiles), "--checkpoint", str(runs["vae"]),
                                       "--checkpoint", str(runs["vae_unconditional"]), "--encoder", str(runs["encoder"]),
-                                      "--out", str(tmp_path), "--bootstrap", "30", "--wandb-mode", "offline"])
+                                      "--out", str(tmp_path), "--bootstrap", "30", "--wandb-mode", "offline"],
+                             env={"URBANGEN_NO_PROGRESS": "0"})
     assert result.exit_code == 0, result.output
+    # Progress, in a log's form: one city pair and one group pair in each of the five spaces.
+    assert "progress: comparisons of two cities or groups 10/10" in result.output
     results = json.loads((tmp_path / "results.json").read_text())
     assert set(results["spaces"]) == {"pixels_pca", "parameters", "vae_conditional", "vae_unconditional", "encoder"}
     pair = results["spaces"]["parameters"]["groups"]["car-centric vs micromobility"]

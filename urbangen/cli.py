@@ -312,8 +312,9 @@ def analyze_command(
     mapping = yaml.safe_load(groups.read_text()) if groups else None
     if mapping is not None and not isinstance(mapping, dict):
         raise InvalidValueError(f"{groups}: expected a mapping of city to group")
-    results = analyze(dataset, out, vae=checkpoint, encoder=encoder, groups=mapping,
-                      max_tiles_per_city=max_tiles, n_boot=bootstrap, seed=seed, wandb_mode=wandb_mode)
+    with progress.shown(console, disable=progress_disabled()):
+        results = analyze(dataset, out, vae=checkpoint, encoder=encoder, groups=mapping,
+                          max_tiles_per_city=max_tiles, n_boot=bootstrap, seed=seed, wandb_mode=wandb_mode)
     console.print(f"wrote [bold]{out / 'report.md'}[/], results.json and figures")
     for space, entry in results["spaces"].items():
         for pair, r in entry["groups"].items():

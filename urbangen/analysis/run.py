@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -12,6 +13,7 @@ import numpy as np
 from data_pipeline.atomic import write_text_atomic
 from data_pipeline.dataset import ATTRIBUTION, open_dataset
 from data_pipeline.errors import InvalidValueError
+from urbangen import progress
 from urbangen.analysis import embeddings as emb
 from urbangen.analysis import figures
 from urbangen.analysis.stats import axis_correlations, nearest_across
@@ -140,6 +142,9 @@ def analyze(dataset: str | Path, out_dir: str | Path, *, vae: str | Path | list 
                                int((cities == c).sum()), "regions": len(np.unique(blocks[cities == c]))}
                                for c in sorted(set(cities))}, "intervals": INTERVALS, "n_boot": n_boot,
                                "spaces": {}, "attribution": ATTRIBUTION}
+    # Each pair of cities and of groups, in every space: with many cities, most of the analysis's time.
+    comparisons = len(spaces) * sum(math.comb(len(set(labels)), 2) for labels in (cities, group_of))
+    compared = 0
     for name, z in spaces.items():
         probe_x, reduce = probe_inputs.get(name, (z, None))
         entry: dict[str, Any] = {"dims": int(z.shape[1]), "probe_pca_in_folds": reduce, "cities": {}, "groups": {}}
@@ -150,6 +155,8 @@ def analyze(dataset: str | Path, out_dir: str | Path, *, vae: str | Path | list 
                 if key not in done:
                     done[key] = _compare(z, probe_x, reduce, labels, blocks, a, b, n_boot, seed)
                 entry[kind][f"{a} vs {b}"] = done[key]
+                compared += 1
+                progress.report("comparisons of two cities or groups", compared, comparisons)
         corr = axis_correlations(z[:, :16], params)
         entry["spearman_axis_vs_parameter"] = {
             "axes": list(range(corr.shape[0])), "parameters": data.parameter_names,
