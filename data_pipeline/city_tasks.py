@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from data_pipeline.blocks import DEFAULT_MARGIN_M, CityPlan, build_block, can_block, join_blocks, plan_city
@@ -84,14 +85,16 @@ class CityParts:
             self.remove()
 
 
-def progress_bar(disable: bool = False) -> Progress:
-    """The build's progress display: one row per city."""
+def progress_bar(disable: bool = False, console: Console | None = None) -> Progress:
+    """The build's progress display: one row per city (per stage for :func:`urbangen.progress.shown`), on
+    ``console`` (rich's own by default)."""
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         disable=disable,
+        console=console,
     )
 
 

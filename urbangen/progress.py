@@ -18,7 +18,7 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.progress import TaskID
 
 if TYPE_CHECKING:
     from data_pipeline.city import Reporter
@@ -72,9 +72,10 @@ def shown(console: Console | None = None, disable: bool = False) -> Iterator[Non
         with _logged(console):
             yield
         return
+    from data_pipeline.city_tasks import progress_bar  # the builds' display: its imports only for a terminal
+
     rows: dict[str, TaskID] = {}
-    bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=console)
+    bars = progress_bar(console=console)
     done: dict[str, int] = {}
 
     def update(stage: str, completed: int, total: int | None) -> None:
