@@ -188,7 +188,7 @@ def test_a_two_stage_chain_draws_streets_then_buildings_around_them(latent_run, 
     # (tests/test_selection.py checks what it chooses).
     result = evaluate(chain, small_tiles, tmp_path / "eval", max_tiles=16, n_boot=20, seams_m=512, stitched_mosaics=1,
                       candidates=1)
-    assert result["candidates"] == 1
+    assert result["candidates"] == 1 and result["footprints"] == "rectangles"
     assert {"realism", "conditioning", "diversity", "streets", "seams", "stitched_conditioning",
             "acceptance"} <= set(result)
     assert result["stitched_conditioning"]["tiles"] in (4, 16)  # one test mosaic of 2 x 2 or 4 x 4 tiles
@@ -212,9 +212,10 @@ def test_a_two_stage_chain_draws_streets_then_buildings_around_them(latent_run, 
     params = tmp_path / "chain.yaml"
     params.write_text(yaml.safe_dump({"model": {"checkpoint": [str(f) for f in files]}, "size_m": 320,
                                       "parameters": {"building_coverage": 0.2}, "samples": 1, "candidates": 2,
-                                      "outputs": ["png", "report"]}))
+                                      "footprints": "as_drawn", "outputs": ["png", "report"]}))
     report = generate(params, tmp_path / "out")
     assert report["model"] == "chain" and report["size_px"] == [80, 80] and report["candidates"] == 2
+    assert report["footprints"] == "as_drawn"
 
 
 def test_the_shipped_generator_draws_major_roads_that_run_on():

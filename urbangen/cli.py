@@ -192,6 +192,10 @@ def evaluate_command(
     stitched_mosaics: Annotated[int, typer.Option(
         min=0, help="Real test mosaics whose tiles' parameters are requested as one field, the stitched layout "
         "measured tile by tile (0: skip).")] = 8,
+    footprints_as_drawn: Annotated[bool, typer.Option(
+        "--footprints-as-drawn", help="Judge a chain's buildings as its model drew them, not with compact, "
+        "house-sized footprints redrawn as rectangles (urbangen.footprints), as urbangen generate hands them on.")
+    ] = False,
     wandb_mode: Annotated[str, typer.Option(help="online, offline or disabled.")] = "disabled",
 ) -> None:
     """Realism, conditioning and diversity of a generator on its test regions, each beside its floor and ceiling."""
@@ -202,7 +206,8 @@ def evaluate_command(
                               if v is not None}
     with progress.shown(console, disable=progress_disabled()):
         result = evaluate(checkpoint, dataset, out, encoder=encoder, max_tiles=tiles, seed=seed,
-                          split_seed=split_seed, stitched_mosaics=stitched_mosaics, wandb_mode=wandb_mode, **chosen)
+                          split_seed=split_seed, stitched_mosaics=stitched_mosaics,
+                          rectangular_footprints=not footprints_as_drawn, wandb_mode=wandb_mode, **chosen)
     console.print(f"wrote [bold]{out / 'report.md'}[/], {out / 'evaluation.json'} and plots")
     for name, m in result["realism"]["metrics"].items():
         shown = f"{m['generated']:.3g}" if m["reported"] else "withheld (fails the sanity ladder)"

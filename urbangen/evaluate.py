@@ -9,6 +9,7 @@ The evaluators (:mod:`urbangen.evaluators`) are fed the run's predict functions.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from urbangen.evaluators.realism import Realism
 from urbangen.evaluators.seams import Seams, mosaic_rows, mosaic_side, real_mosaics
 from urbangen.evaluators.stitched_conditioning import StitchedConditioning
 from urbangen.evaluators.streets import StreetConnectivity, stitched_connectivity, stitched_major_road_reach
+from urbangen.footprints import footprints_of
 from urbangen.generate.selection import (
     CANDIDATES,
     SCATTERED_BELOW_R2,
@@ -69,7 +71,7 @@ def _scatter_words(scatter: float | None) -> str:
 def evaluate(checkpoint: str | Path | TrainedModel | GeneratorChain, dataset: str | Path, out_dir: str | Path, *,
              encoder: str | Path | None = None, max_tiles: int = 128, seed: int = 0, split_seed: int | None = None,
              n_boot: int = 200, seams_m: float = 2048.0, stitched_mosaics: int = 8, candidates: int = CANDIDATES,
-             target_scatter: float | None = TARGET_SCATTER,
+             target_scatter: float | None = TARGET_SCATTER, rectangular_footprints: bool = True,
              wandb_mode: str = "disabled") -> dict[str, Any]:
     """Evaluate a generator run on its test regions; write ``evaluation.json``, ``report.md`` and plots.
 
@@ -102,6 +104,10 @@ def evaluate(checkpoint: str | Path | TrainedModel | GeneratorChain, dataset: st
         The share of a real tile's scatter about the selection's target that
         each tile's target takes (0: the fit alone; None: per parameter,
         :meth:`urbangen.generate.selection.Calibration.scatter_shares`).
+    rectangular_footprints
+        Whether a chain redraws its compact, house-sized footprints as
+        rectangles, as ``urbangen generate`` does (:mod:`urbangen.footprints`);
+        False: the buildings as the model drew them.
 
     Raises
     ------
@@ -115,6 +121,8 @@ def evaluate(checkpoint: str | Path | TrainedModel | GeneratorChain, dataset: st
     model = checkpoint if isinstance(checkpoint, (TrainedModel, GeneratorChain)) else load_model(checkpoint)
     checkpoint = model.spec.workdir if checkpoint is model else checkpoint
     model = by_parameters(model, candidates, scatter=target_scatter)
+    if isinstance(model, GeneratorChain):
+        model = replace(model, rectangular_footprints=rectangular_footprints)
     if "generate" not in model.predict:
         raise RunSpecError(f"{checkpoint} holds a {model.spec.kind} run, which does not generate layouts")
     data = open_dataset(dataset)
@@ -145,6 +153,7 @@ def evaluate(checkpoint: str | Path | TrainedModel | GeneratorChain, dataset: st
         "split": {"seed": split.seed, "test_tiles": int(len(split.test)), "train_tiles": int(len(split.train)),
                   "buffer_m": split.buffer_m, "test_regions": split.regions.get("test", [])},
         "n": int(n), "seed": seed, "candidates": candidates_of(model), "target_scatter": target_scatter,
+        "footprints": footprints_of(model),
         "encoder": None if encoder is None else str(encoder), "given_channels": list(model.spec.input_channels),
         "realism": Realism(test, encoder=enc, n_boot=n_boot, seed=seed).run(
             generated, test.regions, train, generated_measured),
@@ -390,8 +399,11 @@ def report_markdown(result: dict[str, Any]) -> str:
              "Each comparison is at this one sample size. "
              f"Each generated tile is the best of {result.get('candidates', 1)} sample(s) of each stage at "
              "matching its request (sampling by selection, `--candidates`), each target taking "
-             f"{_scatter_words(result.get('target_scatter', 0.0))} (`--target-scatter`).", "",
-             "## Realism", "",
+             f"{_scatter_words(result.get('target_scatter', 0.0))} (`--target-scatter`). "
+             + ("Compact, house-sized footprints are redrawn as rectangles (`urbangen.footprints`; "
+                "`--footprints-as-drawn` to judge the model's own)."
+                if result.get("footprints") == "rectangles" else "Footprints are judged as the model drew them."),
+             "", "## Realism", "",
              "Lower is more real. Each metric scores real tiles (the floor), the same tiles blurred, shuffled "
              "within each tile, and per-pixel noise with the real channel shares (the ceiling), against the same "
              "real test tiles; a metric whose scores do not rise in that order is withheld. "

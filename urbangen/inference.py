@@ -36,6 +36,7 @@ import pydantic
 
 from data_pipeline.errors import RunSpecError
 from urbangen.conditioning import ParameterScaler, channel_indices, layout_to_signed
+from urbangen.footprints import rectangular_stage
 from urbangen.proximity import (
     ROAD_CHANNELS,
     STREET_CHANNELS,
@@ -436,6 +437,9 @@ class GeneratorChain:
     #: standardized request (M, P_stage), for its tile's seed (M,), lower is better
     #: (:mod:`urbangen.generate.selection`).
     scorer: Scorer | None = field(default=None, repr=False)
+    #: Whether a thresholded stage that draws buildings hands on its kept sample with its compact, house-sized
+    #: footprints redrawn as rectangles (:mod:`urbangen.footprints`); False: as the model drew them.
+    rectangular_footprints: bool = True
 
     @classmethod
     def of(cls, name: str, stages: tuple[TrainedModel, ...], given: tuple[str, ...] = ()) -> GeneratorChain:
@@ -535,7 +539,8 @@ class GeneratorChain:
             needed += [c for c in st.spec.input_channels if c not in drawn and c not in needed]
             drawn |= set(st.spec.output_channels)
         given = tuple(needed)
-        return GeneratorChain.of(self.spec.workdir, rest, given).selecting(self.candidates, self.scorer)
+        return replace(GeneratorChain.of(self.spec.workdir, rest, given).selecting(self.candidates, self.scorer),
+                       rectangular_footprints=self.rectangular_footprints)
 
     def given_channels(self, given: np.ndarray | None) -> dict[str, np.ndarray]:
         """The chain's given channels by name, as 0/1 uint8 (..., H, W) arrays: where its stages start drawing."""
@@ -606,6 +611,8 @@ class GeneratorChain:
                 best = np.argmin(np.asarray(errors).reshape(-1, k), axis=1)
                 probs = probs.reshape(-1, k, *probs.shape[1:])[np.arange(len(best)), best]
                 layout = layouts.reshape(-1, k, *layouts.shape[1:])[np.arange(len(best)), best]
+            if self.rectangular_footprints:  # the kept sample's, after its choice: the areas it was scored on stay
+                probs, layout = rectangular_stage(probs, layout, s, stage_given)
             merge_stage(drawn, out, *stage_outputs(probs, s, layout=layout))
         blank = np.zeros(z_maps.shape[:3], np.float32)  # a channel only a coarser stage draws
         return np.stack([out.get(c, blank) for c in self.spec.output_channels], axis=-1)

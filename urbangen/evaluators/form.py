@@ -42,11 +42,11 @@ from typing import Any
 
 import numpy as np
 import shapely
-from scipy import ndimage
 
 from data_pipeline.errors import InvalidValueError
 from urbangen.evaluators.common import RealTiles
 from urbangen.evaluators.per_tile import compare
+from urbangen.footprints import footprint_envelopes
 from urbangen.proximity import STREET_CHANNELS
 
 STATISTICS = ("footprint_rectangularity", "building_alignment", "street_alignment")
@@ -65,27 +65,13 @@ SIMPLIFY_PX = 1.0
 #: Skeleton paths of fewer pixels are left out of the street bearings: the steps inside a junction, where a
 #: street two pixels wide meets another in a cluster of skeleton pixels joined by one-pixel diagonals.
 JUNCTION_PX = 4
-_FOUR = ndimage.generate_binary_structure(2, 1)
-#: A pixel's four corners, (x, y) offsets from its top-left corner.
-_CORNERS = np.array([(0, 0), (1, 0), (0, 1), (1, 1)], np.float64)
 
 
 def _footprint_envelopes(buildings: np.ndarray, min_px: int) -> tuple[np.ndarray, np.ndarray]:
     """Areas (pixels) and smallest enclosing rectangles at any angle (shapely polygons, pixel units) of the
     4-connected footprints of an (H, W) 0/1 mask with at least ``min_px`` pixels."""
-    labels, n = ndimage.label(np.asarray(buildings, bool), structure=_FOUR)
-    areas = np.bincount(labels.ravel(), minlength=n + 1)[1:]
-    rows, cols = np.nonzero(labels)
-    piece = labels[rows, cols] - 1
-    keep = areas[piece] >= min_px
-    if not keep.any():
-        return np.zeros(0), np.zeros(0, dtype=object)
-    order = np.argsort(piece[keep], kind="stable")  # shapely.multipoints wants its indices in order
-    rows, cols, piece = rows[keep][order], cols[keep][order], piece[keep][order]
-    corners = (np.stack([cols, rows], axis=1)[:, None, :] + _CORNERS[None]).reshape(-1, 2)
-    kept, dense = np.unique(piece, return_inverse=True)  # shapely.multipoints numbers its geometries 0, 1, ...
-    return areas[kept].astype(np.float64), shapely.oriented_envelope(
-        shapely.multipoints(corners, indices=np.repeat(dense, 4)))
+    _, _, areas, envelopes = footprint_envelopes(buildings, min_px)
+    return areas, envelopes
 
 
 def _four_fold_order(angles: np.ndarray, weights: np.ndarray) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from data_pipeline.dataset import ATTRIBUTION
 from data_pipeline.errors import OutputExistsError, ParameterFileError
 from data_pipeline.parameters import PARAMETERS
 from urbangen import progress
+from urbangen.footprints import footprints_of
 from urbangen.generate.fields import parameter_fields
 from urbangen.generate.imputation import impute_free
 from urbangen.generate.request import GenerationRequest, read_request
@@ -91,6 +93,8 @@ def generate(params_file: str | Path | GenerationRequest, out_dir: str | Path, *
         # A street network given: the stages that draw streets step aside for it.
         gen = gen.around_given()
     gen = by_parameters(gen, request.candidates, scatter=request.target_scatter)
+    if isinstance(gen, GeneratorChain):
+        gen = replace(gen, rectangular_footprints=request.rectangular_footprints)
     spec = gen.spec
     if "generate" not in gen.predict:
         raise ParameterFileError(request.source, "model.checkpoint",
@@ -238,6 +242,7 @@ def _report(request: GenerationRequest, gen: Generator, samples: list[dict], hei
             "checkpoint_step": gen.spec.step, "meters_per_pixel": mpp,
             "size_px": [width, height], "size_m": [width * mpp, height * mpp],
             "crs": request.crs, "origin": list(request.origin), "seed": request.seed,
-            "candidates": candidates_of(gen), "target_scatter": request.target_scatter, "samples": samples,
+            "candidates": candidates_of(gen), "target_scatter": request.target_scatter,
+            "footprints": footprints_of(gen), "samples": samples,
             "average": average, "free_parameters_asked": free,
             "attribution": f"Model trained on map data {ATTRIBUTION}"}

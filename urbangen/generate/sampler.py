@@ -35,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from urbangen import progress
+from urbangen.footprints import rectangular_stage
 from urbangen.inference import (
     GeneratorChain,
     RunSpec,
@@ -188,8 +189,11 @@ def generate_layout(model: TrainedModel | GeneratorChain, fields: np.ndarray, ke
             probs = _blend(stage, model.stage_maps(stage, z), jax.random.fold_in(key, tile_stage), stage_given,
                            batch_size, model.selection, coarse)
             tile_stage += 1
+            layout = None
+            if model.rectangular_footprints:  # the blended layout's footprints, as a single tile's are
+                probs, layout = rectangular_stage(probs, None, stage.spec, stage_given)
             # A proximity stage's fields are decoded here, after blending: the chain's output is 0/1 for them.
-            merge_stage(drawn, out, *stage_outputs(probs, stage.spec, stitched=True))
+            merge_stage(drawn, out, *stage_outputs(probs, stage.spec, stitched=True, layout=layout))
         return np.stack([out[c] for c in model.spec.output_channels], axis=-1)
     probs = _blend(model, z, key, given, batch_size)
     if model.spec.sampling == "proximity":  # decoded, joined and tidied here as a chain's street stage is
