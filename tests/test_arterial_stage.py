@@ -138,6 +138,7 @@ def test_a_later_stage_keeps_off_the_channels_an_earlier_stage_drew():
 
 def test_a_chain_takes_a_coarser_stage_only_when_it_can_redraw_it():
     from data_pipeline.errors import RunSpecError
+    from urbangen.footprints import rectangular_stage
     from urbangen.inference import GeneratorChain
     from urbangen.pretrained import read_model, shipped_file
 
@@ -149,7 +150,7 @@ def test_a_chain_takes_a_coarser_stage_only_when_it_can_redraw_it():
                                           "water")
     assert (chain.spec.tile_px, chain.spec.meters_per_pixel) == (64, 4.0)
     # Around a given street network the buildings stage draws alone, as a chain given the streets; with one
-    # candidate exactly what the stage draws itself.
+    # candidate exactly what the stage draws itself, its footprints redrawn as rectangles.
     around = chain.around_given()
     assert around.stages == (buildings,) and around.spec.input_channels == ("major_roads", "minor_roads",
                                                                              "cycle_foot")
@@ -157,9 +158,9 @@ def test_a_chain_takes_a_coarser_stage_only_when_it_can_redraw_it():
     streets_given = (np.random.default_rng(0).random((2, 64, 64, 3)) < 0.05).astype(np.uint8)
     z = np.zeros((2, 64, 64, len(around.spec.parameter_names)), np.float32)
     key = jax.random.key(0)
+    drawn = buildings.generate_tiles(z[..., around.columns(buildings)], jax.random.fold_in(key, 0), streets_given)
     np.testing.assert_array_equal(around.generate_tiles(z, key, streets_given),
-                                  buildings.generate_tiles(z[..., around.columns(buildings)],
-                                                           jax.random.fold_in(key, 0), streets_given))
+                                  rectangular_stage(drawn, None, buildings.spec, streets_given)[0])
     with pytest.raises(RunSpecError, match="given channels must be passed"):
         around.generate_tiles(z, key)
     from urbangen.generate.sampler import generate_layout
