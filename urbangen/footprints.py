@@ -66,8 +66,8 @@ MIN_M2 = 64.0
 #: courtyard, two buildings touching) and keeps its shape.
 MIN_RECTANGULARITY = 0.5
 #: Scales of the area-matched rectangle tried, of which the one whose pixels come nearest the footprint's
-#: count is kept: a rectangle at an angle covers a whole number of pixel centres, and one scale alone
-#: missed footprints' areas by +22 pixels a tile on average (coverage's error 0.0213 -> 0.0266 on seed 1).
+#: count is kept: a rectangle at an angle covers a whole number of pixel centres, and rescaling towards the
+#: count in three rounds overshot by 22 pixels a tile on average (coverage's error 0.0213 -> 0.0251 on seed 1).
 SCALES = np.linspace(0.6, 1.3, 15)
 #: A footprint whose nearest rectangle misses its number of pixels by more than this share keeps its shape (a
 #: thin diagonal piece of a few pixels covers no pixel centre at one scale and twice its pixels at the next).
@@ -134,26 +134,25 @@ def rectangular_footprints(buildings: np.ndarray, blocked: np.ndarray, meters_pe
         envelope_area = shapely.area(envelope)
         if area > max_px or area < MIN_RECTANGULARITY * envelope_area:
             continue
-        own = labels == label
-        free = ~blocked & (own | ~out)
-        best: tuple[int, tuple[slice, slice], np.ndarray] | None = None
-        for scale in np.sqrt(area / envelope_area) * SCALES:
+        # Within the window of the footprint and its largest rectangle: a layout holds thousands of footprints.
+        scales = np.sqrt(area / envelope_area) * SCALES
+        x0, y0, x1, y1 = np.array([envelope.bounds, affinity.scale(envelope, scales[-1], scales[-1],
+                                                                    origin="centroid").bounds]).T
+        window = (slice(max(0, int(np.floor(y0.min()))), min(h, int(np.ceil(y1.max())) + 1)),
+                  slice(max(0, int(np.floor(x0.min()))), min(w, int(np.ceil(x1.max())) + 1)))
+        own = labels[window] == label
+        free = ~blocked[window] & (own | ~out[window])
+        rr, cc = np.mgrid[window]
+        best: tuple[int, np.ndarray] | None = None
+        for scale in scales:
             box = affinity.scale(envelope, scale, scale, origin="centroid")
-            x0, y0, x1, y1 = box.bounds
-            r0, r1 = max(0, int(np.floor(y0))), min(h, int(np.ceil(y1)) + 1)
-            c0, c1 = max(0, int(np.floor(x0))), min(w, int(np.ceil(x1)) + 1)
-            if r0 >= r1 or c0 >= c1:
-                continue
-            rr, cc = np.mgrid[r0:r1, c0:c1]
-            window = (slice(r0, r1), slice(c0, c1))
-            inside = shapely.contains_xy(box, cc + 0.5, rr + 0.5) & free[window]
+            inside = shapely.contains_xy(box, cc + 0.5, rr + 0.5) & free
             got = int(inside.sum())
             if got and (best is None or abs(got - area) < abs(best[0] - area)):
-                best = (got, window, inside)
+                best = (got, inside)
         if best is None or abs(best[0] - area) > AREA_TOLERANCE * area:
             continue  # hemmed in, or too thin for any rectangle of its size on the pixel grid: kept as drawn
-        out[own] = False
-        out[best[1]] |= best[2]
+        out[window] = (out[window] & ~own) | best[1]
     return out.astype(np.uint8)
 
 
