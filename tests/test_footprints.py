@@ -118,7 +118,9 @@ def test_a_chain_hands_on_its_buildings_stage_with_rectangular_footprints(real_t
     tiles, channels, mpp = real_tiles
     chain = load_shipped("city-64").around_given()
     assert chain.rectangular_footprints
-    raw_chain = replace(chain, rectangular_footprints=False)
+    # The setting survives the chain given the streets and sampling by selection.
+    raw_chain = replace(load_shipped("city-64"), rectangular_footprints=False).around_given()
+    assert not raw_chain.rectangular_footprints and not raw_chain.selecting(4, None).rectangular_footprints
     given = tiles[:8][..., [channels.index(c) for c in chain.spec.input_channels]]
     maps = np.zeros((len(given), 64, 64, len(chain.spec.parameter_names)), np.float32)
     key = jax.random.key(0)
@@ -132,3 +134,24 @@ def test_a_chain_hands_on_its_buildings_stage_with_rectangular_footprints(real_t
     expected = np.stack([rectangular_footprints(r[..., b], k, mpp) for r, k in zip(raw, blocked)])
     np.testing.assert_array_equal(out[..., b], expected)
     assert (out[..., b] != raw[..., b]).any()
+
+
+def test_a_parameter_file_says_how_footprints_are_handed_on(tmp_path):
+    """``footprints`` in a parameter file: rectangles or as drawn; left out, the chain's own setting (a shipped
+    chain redraws); anything else refused by name."""
+    import yaml
+
+    from data_pipeline.errors import ParameterFileError
+    from urbangen.generate.request import read_request
+
+    def request(**extra):
+        path = tmp_path / "params.yaml"
+        path.write_text(yaml.safe_dump({"model": "city-64", "size_m": 256,
+                                        "parameters": {"building_coverage": 0.2}, **extra}))
+        return read_request(path)
+
+    assert request().rectangular_footprints is None
+    assert request(footprints="rectangles").rectangular_footprints is True
+    assert request(footprints="as_drawn").rectangular_footprints is False
+    with pytest.raises(ParameterFileError, match="footprints: must be one of 'rectangles' or 'as_drawn'"):
+        request(footprints="squares")

@@ -207,7 +207,8 @@ def evaluate_command(
     with progress.shown(console, disable=progress_disabled()):
         result = evaluate(checkpoint, dataset, out, encoder=encoder, max_tiles=tiles, seed=seed,
                           split_seed=split_seed, stitched_mosaics=stitched_mosaics,
-                          rectangular_footprints=not footprints_as_drawn, wandb_mode=wandb_mode, **chosen)
+                          rectangular_footprints=False if footprints_as_drawn else None, wandb_mode=wandb_mode,
+                          **chosen)
     console.print(f"wrote [bold]{out / 'report.md'}[/], {out / 'evaluation.json'} and plots")
     for name, m in result["realism"]["metrics"].items():
         shown = f"{m['generated']:.3g}" if m["reported"] else "withheld (fails the sanity ladder)"

@@ -71,7 +71,7 @@ def _scatter_words(scatter: float | None) -> str:
 def evaluate(checkpoint: str | Path | TrainedModel | GeneratorChain, dataset: str | Path, out_dir: str | Path, *,
              encoder: str | Path | None = None, max_tiles: int = 128, seed: int = 0, split_seed: int | None = None,
              n_boot: int = 200, seams_m: float = 2048.0, stitched_mosaics: int = 8, candidates: int = CANDIDATES,
-             target_scatter: float | None = TARGET_SCATTER, rectangular_footprints: bool = True,
+             target_scatter: float | None = TARGET_SCATTER, rectangular_footprints: bool | None = None,
              wandb_mode: str = "disabled") -> dict[str, Any]:
     """Evaluate a generator run on its test regions; write ``evaluation.json``, ``report.md`` and plots.
 
@@ -107,7 +107,8 @@ def evaluate(checkpoint: str | Path | TrainedModel | GeneratorChain, dataset: st
     rectangular_footprints
         Whether a chain redraws its compact, house-sized footprints as
         rectangles, as ``urbangen generate`` does (:mod:`urbangen.footprints`);
-        False: the buildings as the model drew them.
+        False: the buildings as the model drew them; None: as the chain is
+        set (a shipped one redraws). A single model never redraws.
 
     Raises
     ------
@@ -121,7 +122,7 @@ def evaluate(checkpoint: str | Path | TrainedModel | GeneratorChain, dataset: st
     model = checkpoint if isinstance(checkpoint, (TrainedModel, GeneratorChain)) else load_model(checkpoint)
     checkpoint = model.spec.workdir if checkpoint is model else checkpoint
     model = by_parameters(model, candidates, scatter=target_scatter)
-    if isinstance(model, GeneratorChain):
+    if isinstance(model, GeneratorChain) and rectangular_footprints is not None:
         model = replace(model, rectangular_footprints=rectangular_footprints)
     if "generate" not in model.predict:
         raise RunSpecError(f"{checkpoint} holds a {model.spec.kind} run, which does not generate layouts")

@@ -46,6 +46,7 @@ rectangularity 10.2 x -> 6.5 x, building alignment 1.03 x -> 1.10 x.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -60,7 +61,7 @@ if TYPE_CHECKING:
 
 #: Footprints up to this area, m², are redrawn as rectangles (48 px at 4 m/px: a large house or a small block).
 MAX_M2 = 768.0
-#: Footprints under this area, m², are left as drawn: at 3 pixels or fewer every shape is a rectangle or a step.
+#: Footprints under this area, m², are left as drawn: at 4 m/px, 3 pixels or fewer, every shape a rectangle or a step.
 MIN_M2 = 64.0
 #: A footprint filling less of its smallest enclosing rectangle than this is ragged on purpose (an L, a
 #: courtyard, two buildings touching) and keeps its shape.
@@ -125,7 +126,7 @@ def rectangular_footprints(buildings: np.ndarray, blocked: np.ndarray, meters_pe
     numpy.ndarray
         (H, W) uint8. Footprints outside the module's bounds are as given.
     """
-    labels, ids, areas, envelopes = footprint_envelopes(buildings, max(1, int(round(MIN_M2 / meters_per_pixel ** 2))))
+    labels, ids, areas, envelopes = footprint_envelopes(buildings, max(1, math.ceil(MIN_M2 / meters_per_pixel ** 2)))
     out = np.asarray(buildings, bool).copy()
     blocked = np.asarray(blocked, bool)
     h, w = out.shape

@@ -85,8 +85,9 @@ class GenerationRequest:
     candidates: int = CANDIDATES
     #: The share of a real tile's scatter about the selection's target that each tile's target takes.
     target_scatter: float | None = TARGET_SCATTER
-    #: Whether a chain's compact, house-sized footprints are redrawn as rectangles (:mod:`urbangen.footprints`).
-    rectangular_footprints: bool = True
+    #: Whether a chain's compact, house-sized footprints are redrawn as rectangles (:mod:`urbangen.footprints`);
+    #: None (no ``footprints`` in the file): as the chain is set (a shipped one redraws).
+    rectangular_footprints: bool | None = None
     seed: int = 0
     outputs: tuple[str, ...] = OUTPUT_FORMATS
     origin: tuple[float, float] = (0.0, 0.0)
@@ -209,7 +210,7 @@ class _File(_Strict):
     candidates: PositiveInt = CANDIDATES
     target_scatter: Annotated[float, pydantic.Field(ge=_RANGES["target_scatter"][0], le=_RANGES["target_scatter"][1],
                                                     allow_inf_nan=False)] | None = TARGET_SCATTER
-    footprints: Literal["rectangles", "as_drawn"] = "rectangles"
+    footprints: Literal["rectangles", "as_drawn"] | None = None
     seed: Annotated[int, pydantic.Field(strict=True, ge=0)] = 0
     outputs: list[OutputFormat] = pydantic.Field(default=list(OUTPUT_FORMATS), min_length=1)
     georeference: _Georeference = _Georeference()
@@ -305,7 +306,7 @@ def parse_request(raw: Any, *, source: str = "<request>", base: Path | None = No
     return GenerationRequest(
         pretrained=pretrained, checkpoint=checkpoint, model_type=model_type, size_m=f.size_m, parameters=fields,
         streets=streets, samples=f.samples, candidates=f.candidates, target_scatter=f.target_scatter,
-        rectangular_footprints=f.footprints == "rectangles", seed=f.seed,
+        rectangular_footprints=None if f.footprints is None else f.footprints == "rectangles", seed=f.seed,
         outputs=tuple(dict.fromkeys(f.outputs)), origin=f.georeference.origin, crs=f.georeference.crs,
         checkpoint_step=step, min_building_area_m2=f.min_building_area_m2, source=source)
 

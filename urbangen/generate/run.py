@@ -93,7 +93,7 @@ def generate(params_file: str | Path | GenerationRequest, out_dir: str | Path, *
         # A street network given: the stages that draw streets step aside for it.
         gen = gen.around_given()
     gen = by_parameters(gen, request.candidates, scatter=request.target_scatter)
-    if isinstance(gen, GeneratorChain):
+    if isinstance(gen, GeneratorChain) and request.rectangular_footprints is not None:
         gen = replace(gen, rectangular_footprints=request.rectangular_footprints)
     spec = gen.spec
     if "generate" not in gen.predict:
