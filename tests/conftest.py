@@ -9,6 +9,7 @@ import socket
 import struct
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 os.environ.setdefault("URBANGEN_NO_PROGRESS", "1")
@@ -243,3 +244,14 @@ def wandb_history(run_file: str) -> list[dict[str, str]]:
     """History rows of an offline W&B run file."""
     return [{item.key or "/".join(item.nested_key): item.value_json for item in r.history.item}
             for r in wandb_records(run_file) if r.WhichOneof("record_type") == "history"]
+
+
+def min_area_rectangle(points: np.ndarray, step_deg: float = 0.01) -> tuple[float, float]:
+    """Area and direction (radians, modulo a right angle) of the smallest rectangle holding ``points`` (n, 2),
+    by brute force over rotations in ``step_deg`` steps (float64 NumPy): an independent reference for shapely's
+    oriented envelopes."""
+    angles = np.deg2rad(np.arange(0.0, 90.0, step_deg))
+    c, s = np.cos(angles)[:, None], np.sin(angles)[:, None]
+    u, v = c * points[:, 0] + s * points[:, 1], -s * points[:, 0] + c * points[:, 1]
+    areas = (u.max(axis=1) - u.min(axis=1)) * (v.max(axis=1) - v.min(axis=1))
+    return float(areas.min()), float(angles[areas.argmin()])

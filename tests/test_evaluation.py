@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import load_config
+from conftest import load_config, min_area_rectangle
 
 from data_pipeline.errors import InvalidValueError
 
@@ -541,14 +541,6 @@ def test_stitched_major_road_reach_on_real_mosaics(small_tiles):
     assert same["real_test"] > 0.3 and broken["generated"] < 0.05 and not broken["meets_target"]
 
 
-def _min_area_rectangle(points: np.ndarray) -> float:
-    """The smallest bounding-box area of ``points`` (n, 2) over rotations in 0.01-degree steps (float64 NumPy)."""
-    angles = np.deg2rad(np.arange(0.0, 90.0, 0.01))
-    c, s = np.cos(angles)[:, None], np.sin(angles)[:, None]
-    u, v = c * points[:, 0] + s * points[:, 1], -s * points[:, 0] + c * points[:, 1]
-    return float(((u.max(axis=1) - u.min(axis=1)) * (v.max(axis=1) - v.min(axis=1))).min())
-
-
 def test_footprint_rectangularity_matches_a_brute_force_rectangle_on_the_vectorized_footprints(held_out):
     """On real test tiles: each footprint polygonized by rasterio (``urbangen.vectorize.polygons``), its area over
     the smallest bounding box of its vertices over rotations in 0.01-degree steps (NumPy, float64), weighted by
@@ -568,7 +560,7 @@ def test_footprint_rectangularity_matches_a_brute_force_rectangle_on_the_vectori
             assert np.isnan(footprint_rectangularity(tile[..., b], mpp))
             continue
         area = np.array([g.area for g in shapes])
-        ratio = area / np.array([_min_area_rectangle(np.asarray(g.exterior.coords)) for g in shapes])
+        ratio = area / np.array([min_area_rectangle(np.asarray(g.exterior.coords))[0] for g in shapes])
         np.testing.assert_allclose(footprint_rectangularity(tile[..., b], mpp), np.sum(area * ratio) / area.sum(),
                                    rtol=1e-4)
         checked += 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import min_area_rectangle
 from scipy import ndimage
 
 
@@ -19,16 +20,6 @@ def real_tiles(small_tiles):
     tiles = tiles[tiles[..., b].sum(axis=(1, 2)) >= 40]
     assert len(tiles) >= 30
     return tiles, channels, data.meters_per_pixel
-
-
-def _min_area_rectangle(xy: np.ndarray) -> tuple[float, float]:
-    """Area and direction (radians, modulo a right angle) of the smallest rectangle holding the points ``xy``,
-    by brute force over rotations in 0.1-degree steps (NumPy, float64)."""
-    angles = np.deg2rad(np.arange(0.0, 90.0, 0.1))
-    c, s = np.cos(angles)[:, None], np.sin(angles)[:, None]
-    u, v = xy[:, 0] * c + xy[:, 1] * s, -xy[:, 0] * s + xy[:, 1] * c
-    areas = (u.max(axis=1) - u.min(axis=1)) * (v.max(axis=1) - v.min(axis=1))
-    return float(areas.min()), float(angles[areas.argmin()])
 
 
 def _shapes(mask: np.ndarray) -> list:
@@ -66,7 +57,7 @@ def test_blobs_become_rectangles_of_their_own_size_and_direction_off_the_streets
             own = labels == piece
             area = own.sum()
             shape = max(_shapes(own.astype(np.uint8)), key=lambda g: g.area)
-            box, direction = _min_area_rectangle(np.asarray(shape.exterior.coords))
+            box, direction = min_area_rectangle(np.asarray(shape.exterior.coords), step_deg=0.1)
             if area * mpp ** 2 > MAX_M2 or area * mpp ** 2 < MIN_M2 or area < MIN_RECTANGULARITY * box:
                 np.testing.assert_array_equal(out[own], 1)  # kept as drawn
                 kept += 1
@@ -80,7 +71,7 @@ def test_blobs_become_rectangles_of_their_own_size_and_direction_off_the_streets
             g = max(_shapes(grown.astype(np.uint8)), key=lambda p: p.area)
             if g.area > 2 * area:
                 continue  # merged with a neighbour's rectangle
-            new_box, new_direction = _min_area_rectangle(np.asarray(g.exterior.coords))
+            new_box, new_direction = min_area_rectangle(np.asarray(g.exterior.coords), step_deg=0.1)
             before.append(area / box)
             after.append(g.area / new_box)
             turn = abs(new_direction - direction) % (np.pi / 2)
