@@ -123,6 +123,7 @@ BAD_FILES = [
     ({"target_scatter": 1.5}, "target_scatter", "between 0 and 1, got 1.5"),
     ({"target_scatter": -0.1}, "target_scatter", "between 0 and 1, got -0.1"),
     ({"footprints": "squares"}, "footprints", "must be one of 'rectangles' or 'as_drawn', got 'squares'"),
+    ({"footprints": "rectangles"}, "footprints", "only a chain of generators (a shipped model) redraws footprints"),
     ({"parameters": {"building_coverage": 1.5}}, "parameters.building_coverage", "between 0 and 1"),
     ({"parameters": {"buildings_per_hectare": 3}}, "parameters.buildings_per_hectare", "unknown parameter"),
     ({"parameters": {"water_share": 0.1}}, "parameters.water_share", "not trained on it"),

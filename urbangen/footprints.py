@@ -13,8 +13,9 @@ compact, house-sized footprint (at least :data:`MIN_M2`, at most
 :data:`MAX_M2`, filling at least :data:`MIN_RECTANGULARITY` of its smallest
 enclosing rectangle) redrawn as a rectangle along that enclosing rectangle:
 the same centre, direction and aspect, scaled to the footprint's own number
-of pixels (the nearest of :data:`SCALES`, within :data:`AREA_TOLERANCE`), on
-ground that no street, water or other building holds. What the model drew
+of pixels (the nearest of :data:`SCALES`, within :data:`AREA_TOLERANCE`), drawn
+whole on ground that no street, water or other building holds or touches: each
+rectangle stays a footprint of its own, never cut in two by a street. What the model drew
 decides where a building stands, how large it is and which way it faces;
 the redrawing decides only that its outline is straight. Larger footprints,
 and ragged ones (courtyard blocks, L-shapes, terraces that touch), keep the
@@ -142,12 +143,17 @@ def rectangular_footprints(buildings: np.ndarray, blocked: np.ndarray, meters_pe
         window = (slice(max(0, int(np.floor(y0.min()))), min(h, int(np.ceil(y1.max())) + 1)),
                   slice(max(0, int(np.floor(x0.min()))), min(w, int(np.ceil(x1.max())) + 1)))
         own = labels[window] == label
-        free = ~blocked[window] & (own | ~out[window])
+        # Free ground: no street or water, and no other footprint nor a pixel beside one, so that a rectangle
+        # stays a footprint of its own (a footprint's 4-neighbours are off the buildings as drawn; grown, it
+        # could meet its neighbour's and the two would become one).
+        free = ~blocked[window] & ~_beside_others(out, labels, label, window)
         rr, cc = np.mgrid[window]
         best: tuple[int, np.ndarray] | None = None
         for scale in scales:
             box = affinity.scale(envelope, scale, scale, origin="centroid")
-            inside = shapely.contains_xy(box, cc + 0.5, rr + 0.5) & free
+            inside = shapely.contains_xy(box, cc + 0.5, rr + 0.5)
+            if (inside & ~free).any():
+                continue  # a rectangle is drawn whole or not at all: never cut by a street or a neighbour
             got = int(inside.sum())
             if got and (best is None or abs(got - area) < abs(best[0] - area)):
                 best = (got, inside)
@@ -155,6 +161,18 @@ def rectangular_footprints(buildings: np.ndarray, blocked: np.ndarray, meters_pe
             continue  # hemmed in, or too thin for any rectangle of its size on the pixel grid: kept as drawn
         out[window] = (out[window] & ~own) | best[1]
     return out.astype(np.uint8)
+
+
+def _beside_others(out: np.ndarray, labels: np.ndarray, label: int, window: tuple[slice, slice]) -> np.ndarray:
+    """Within ``window``: the pixels of footprints other than ``label`` in ``out``, and their 4-neighbours
+    (those just outside the window included)."""
+    h, w = out.shape
+    rows, cols = window
+    grown = (slice(max(0, rows.start - 1), min(h, rows.stop + 1)), slice(max(0, cols.start - 1), min(w, cols.stop + 1)))
+    others = out[grown] & (labels[grown] != label)
+    near = ndimage.binary_dilation(others, _FOUR)
+    return near[rows.start - grown[0].start:rows.stop - grown[0].start,
+                cols.start - grown[1].start:cols.stop - grown[1].start]
 
 
 #: Ground a redrawn footprint may not take: the streets and water beside it.

@@ -95,6 +95,10 @@ def generate(params_file: str | Path | GenerationRequest, out_dir: str | Path, *
     gen = by_parameters(gen, request.candidates, scatter=request.target_scatter)
     if isinstance(gen, GeneratorChain) and request.rectangular_footprints is not None:
         gen = replace(gen, rectangular_footprints=request.rectangular_footprints)
+    elif request.rectangular_footprints:  # said, not left out: a single model would silently hand on its own
+        raise ParameterFileError(request.source, "footprints", f"rectangles: only a chain of generators (a shipped "
+                                 f"model) redraws footprints; {request.model_ref} is a single model, whose "
+                                 "footprints are as drawn (say as_drawn, or leave footprints out)")
     spec = gen.spec
     if "generate" not in gen.predict:
         raise ParameterFileError(request.source, "model.checkpoint",
