@@ -343,7 +343,7 @@ def test_a_blocked_plan_starts_over_when_disorder_is_found_midway(osm_path, tmp_
     assert plans[0].crs == plans[1].crs
     assert np.array_equal(plans[0].candidates.bounds, plans[1].candidates.bounds)
     assert [b.tolist() for b in plans[0].blocks] == [b.tolist() for b in plans[1].blocks]
-    stored = [{kind: pd.read_parquet(Path(p.chunks_dir) / f"{kind}.parquet") for kind in ("streets", "areas")}
+    stored = [{kind: pd.read_feather(Path(p.chunks_dir) / f"{kind}.arrow") for kind in ("streets", "areas")}
               for p in plans]
     whole = sources.read_osm_file(osm_path(KENNESAW))
     assert len(stored[1]["streets"]) == len(whole.streets)
