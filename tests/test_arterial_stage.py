@@ -159,8 +159,9 @@ def test_a_chain_takes_a_coarser_stage_only_when_it_can_redraw_it():
     z = np.zeros((2, 64, 64, len(around.spec.parameter_names)), np.float32)
     key = jax.random.key(0)
     drawn = buildings.generate_tiles(z[..., around.columns(buildings)], jax.random.fold_in(key, 0), streets_given)
+    given = {c: streets_given[..., i] for i, c in enumerate(("major_roads", "minor_roads", "cycle_foot"))}
     np.testing.assert_array_equal(around.generate_tiles(z, key, streets_given),
-                                  rectangular_stage(drawn, None, buildings.spec, streets_given)[0])
+                                  rectangular_stage(drawn, None, buildings.spec, given)[0])
     with pytest.raises(RunSpecError, match="given channels must be passed"):
         around.generate_tiles(z, key)
     from urbangen.generate.sampler import generate_layout

@@ -182,7 +182,8 @@ def test_a_two_stage_chain_draws_streets_then_buildings_around_them(latent_run, 
     streets = (probs[..., :3] > 0.5).astype(np.uint8)
     buildings = chain.stages[1].generate_tiles(maps[..., chain.columns(chain.stages[1])],
                                                jax.random.fold_in(jax.random.key(0), 1), streets)
-    np.testing.assert_array_equal(probs[..., 3:], rectangular_stage(buildings, None, chain.stages[1].spec, streets)[0])
+    drawn = {c: streets[..., i] for i, c in enumerate(("major_roads", "minor_roads", "cycle_foot"))}
+    np.testing.assert_array_equal(probs[..., 3:], rectangular_stage(buildings, None, chain.stages[1].spec, drawn)[0])
 
     # One candidate: measuring each candidate of this barely trained chain's speckled tiles took half the test's
     # four minutes. Sampling by selection runs through the chain below, where the parameter file asks for 2

@@ -48,6 +48,7 @@ rectangularity 10.2 x -> 6.5 x, building alignment 1.03 x -> 1.10 x.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -179,8 +180,8 @@ def _beside_others(out: np.ndarray, labels: np.ndarray, label: int, window: tupl
 BLOCKING = (*STREET_CHANNELS, "water")
 
 
-def rectangular_stage(probs: np.ndarray, layout: np.ndarray | None, spec: RunSpec, given: np.ndarray | None
-                      ) -> tuple[np.ndarray, np.ndarray | None]:
+def rectangular_stage(probs: np.ndarray, layout: np.ndarray | None, spec: RunSpec,
+                      drawn: Mapping[str, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """A chain stage's kept output with its footprints redrawn (:func:`rectangular_footprints`), when it is a
     thresholded stage that draws buildings; any other stage's as it is.
 
@@ -192,8 +193,9 @@ def rectangular_stage(probs: np.ndarray, layout: np.ndarray | None, spec: RunSpe
         Their 0/1 layout, when already made (None: thresholded here).
     spec
         The stage's run spec.
-    given
-        (..., H, W, len(spec.input_channels)) the 0/1 channels it drew around, if any.
+    drawn
+        The chain's 0/1 channels so far by name, (..., H, W) each: those it was given and those its earlier
+        stages drew. Their streets and water are kept clear, whether or not this stage reads them.
 
     Returns
     -------
@@ -206,9 +208,9 @@ def rectangular_stage(probs: np.ndarray, layout: np.ndarray | None, spec: RunSpe
         return probs, layout
     layout = (np.asarray(probs) > 0.5).astype(np.uint8) if layout is None else np.array(layout, np.uint8)
     blocked = np.any(layout[..., [out.index(c) for c in BLOCKING if c in out]], axis=-1, keepdims=False)
-    if given is not None:
-        blocked |= np.asarray(given)[..., [spec.input_channels.index(c) for c in BLOCKING
-                                           if c in spec.input_channels]].any(axis=-1)
+    for c in BLOCKING:
+        if drawn is not None and c in drawn:
+            blocked |= np.asarray(drawn[c]).astype(bool)
     b = out.index("buildings")
     for tile in np.ndindex(layout.shape[:-3]):
         layout[tile + (Ellipsis, b)] = rectangular_footprints(layout[tile][..., b], blocked[tile],

@@ -612,7 +612,7 @@ class GeneratorChain:
                 probs = probs.reshape(-1, k, *probs.shape[1:])[np.arange(len(best)), best]
                 layout = layouts.reshape(-1, k, *layouts.shape[1:])[np.arange(len(best)), best]
             if self.rectangular_footprints:  # the kept sample's, after its choice: the areas it was scored on stay
-                probs, layout = rectangular_stage(probs, layout, s, stage_given)
+                probs, layout = rectangular_stage(probs, layout, s, drawn)
             merge_stage(drawn, out, *stage_outputs(probs, s, layout=layout))
         blank = np.zeros(z_maps.shape[:3], np.float32)  # a channel only a coarser stage draws
         return np.stack([out.get(c, blank) for c in self.spec.output_channels], axis=-1)

@@ -191,7 +191,7 @@ def generate_layout(model: TrainedModel | GeneratorChain, fields: np.ndarray, ke
             tile_stage += 1
             layout = None
             if model.rectangular_footprints:  # the blended layout's footprints, as a single tile's are
-                probs, layout = rectangular_stage(probs, None, stage.spec, stage_given)
+                probs, layout = rectangular_stage(probs, None, stage.spec, drawn)
             # A proximity stage's fields are decoded here, after blending: the chain's output is 0/1 for them.
             merge_stage(drawn, out, *stage_outputs(probs, stage.spec, stitched=True, layout=layout))
         return np.stack([out[c] for c in model.spec.output_channels], axis=-1)
