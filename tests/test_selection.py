@@ -267,7 +267,9 @@ def test_selected_tiles_are_the_models_own_and_nearer_their_request(city64):
     chosen = by_parameters(city64, 8)
     assert chosen.scorer.keywords["calibration"].lines["building_coverage"].r2 > 0.99  # the shipped one
     selected, tiles = coverage_error(chosen)
-    assert selected < 0.75 * plain, (selected, plain)
+    # 0.036 against 0.045 with the buildings stage retrained on 2026-12-06, which follows the request more
+    # closely by itself (the stage before: under 0.75 x its one sample's error).
+    assert selected < 0.85 * plain, (selected, plain)
 
     streets = city64.stages[-2]  # the street stage, before the buildings
     cols = city64.columns(streets)
