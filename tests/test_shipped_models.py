@@ -31,7 +31,14 @@ def test_a_model_file_generates_exactly_what_its_run_does(latent_run, tmp_path):
     run = load_run(latent_run, "latest")
     path = export_model(run, tmp_path / "streets.msgpack")
     shipped = read_model(path)
-    assert shipped.spec == run.spec
+    # The same spec, but for the machine's folders: the run and its dataset are named, not located.
+    assert Path(run.spec.workdir).is_absolute() and Path(run.spec.dataset).is_absolute()
+    assert shipped.spec.workdir == latent_run.name and shipped.spec.dataset == Path(run.spec.dataset).name
+    assert shipped.spec.config["dataset"] == Path(run.spec.dataset).name
+    assert shipped.spec.model_dump(exclude={"workdir", "dataset", "config"}) == \
+        run.spec.model_dump(exclude={"workdir", "dataset", "config"})
+    assert {k: v for k, v in shipped.spec.config.items() if k != "dataset"} == \
+        {k: v for k, v in run.spec.config.items() if k != "dataset"}
     assert shipped.spec.latent_channels == 8 and shipped.spec.latent_stride == 8
     maps = np.random.default_rng(0).standard_normal((3, 64, 64, len(run.spec.parameter_names))).astype(np.float32)
     key = jax.random.key(3)
@@ -46,6 +53,34 @@ def test_a_model_file_generates_exactly_what_its_run_does(latent_run, tmp_path):
     assert path.stat().st_size / (tmp_path / "half.msgpack").stat().st_size > 1.8
     h = half.generate_tiles(maps, key)
     assert np.abs(h - a).max() < 0.02 and ((h > 0.5) != (a > 0.5)).mean() < 1e-3
+
+
+def _strings(value):
+    if isinstance(value, dict):
+        for v in value.values():
+            yield from _strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v)
+    elif isinstance(value, str):
+        yield value
+
+
+@pytest.mark.parametrize("name", ["city-64", "buildings-256", "encoder-64"])
+def test_shipped_model_files_name_no_folder_of_the_machine_they_were_made_on(name):
+    """Every string in a shipped file's run spec, read from the file itself, is free of absolute paths."""
+    import json
+
+    from flax import serialization
+
+    from urbangen.pretrained import SHIPPED, shipped_file
+
+    for filename in SHIPPED[name]:
+        payload = serialization.msgpack_restore(shipped_file(filename).read_bytes())
+        spec = json.loads(payload["spec"])
+        assert spec["workdir"] and spec["dataset"]
+        absolute = [s for s in _strings(spec) if s.startswith(("/", "~")) or s[1:3] in (":\\", ":/")]
+        assert not absolute, f"{filename} names {absolute}"
 
 
 def test_a_foreign_file_is_refused_by_name(tmp_path):

@@ -67,13 +67,32 @@ def export_model(model: TrainedModel, path: str | Path, dtype: str = "float32") 
 
     path = Path(path)
     variables = jax.tree.map(lambda a: np.asarray(a, np.float32).astype(dtype), model.variables)
-    payload = {"format": FORMAT, "spec": json.dumps(model.spec.model_dump()),
+    payload = {"format": FORMAT, "spec": json.dumps(portable_spec(model.spec).model_dump()),
                "variables": serialization.to_state_dict(variables)}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_bytes(serialization.msgpack_serialize(payload))
     os.replace(tmp, path)
     return path
+
+
+def portable_spec(spec: RunSpec) -> RunSpec:
+    """``spec`` with its run and dataset folders named as a file to share should name them.
+
+    A model file travels (the package ships them), so it carries no path of the machine it was
+    exported on: an absolute run or dataset folder is written as its last part (``/home/me/runs/a``
+    as ``a``); a relative one, which names no machine, as it is.
+    """
+    config = dict(spec.config)
+    if isinstance(config.get("dataset"), str):
+        config["dataset"] = _portable_path(config["dataset"])
+    return spec.model_copy(update={"workdir": _portable_path(spec.workdir),
+                                   "dataset": _portable_path(spec.dataset), "config": config})
+
+
+def _portable_path(value: str) -> str:
+    path = Path(value)
+    return path.name if path.is_absolute() else value
 
 
 def read_model(path: str | Path) -> TrainedModel:
