@@ -46,6 +46,7 @@ from urbangen.proximity import (
     run_through,
     tidy_roads,
 )
+from urbangen.specks import speckless_stage
 
 #: How a generator's probabilities become a 0/1 layout: ``bernoulli`` samples them with spatially
 #: correlated noise (a VAE's blurry probabilities), ``threshold`` takes p > 0.5 (pix2pix's tanh output),
@@ -611,7 +612,10 @@ class GeneratorChain:
                 best = np.argmin(np.asarray(errors).reshape(-1, k), axis=1)
                 probs = probs.reshape(-1, k, *probs.shape[1:])[np.arange(len(best)), best]
                 layout = layouts.reshape(-1, k, *layouts.shape[1:])[np.arange(len(best)), best]
-            if self.rectangular_footprints:  # the kept sample's, after its choice: the areas it was scored on stay
+            # The kept sample's, after its choice: the areas it was scored on stay. Specks first: a speck of
+            # water is no ground a footprint must keep clear of.
+            probs, layout = speckless_stage(probs, layout, s)
+            if self.rectangular_footprints:
                 probs, layout = rectangular_stage(probs, layout, s, drawn)
             merge_stage(drawn, out, *stage_outputs(probs, s, layout=layout))
         blank = np.zeros(z_maps.shape[:3], np.float32)  # a channel only a coarser stage draws

@@ -47,6 +47,7 @@ from urbangen.inference import (
     tile_seeds,
 )
 from urbangen.proximity import proximity_field
+from urbangen.specks import speckless_stage
 from urbangen.upscale import MAJOR_ROAD_WIDTH_M, upscale_lines
 
 #: Samples drawn per tile of a VAE's layout, of which the one agreeing best with its neighbours is kept.
@@ -189,9 +190,9 @@ def generate_layout(model: TrainedModel | GeneratorChain, fields: np.ndarray, ke
             probs = _blend(stage, model.stage_maps(stage, z), jax.random.fold_in(key, tile_stage), stage_given,
                            batch_size, model.selection, coarse)
             tile_stage += 1
-            layout = None
-            if model.rectangular_footprints:  # the blended layout's footprints, as a single tile's are
-                probs, layout = rectangular_stage(probs, None, stage.spec, drawn)
+            probs, layout = speckless_stage(probs, None, stage.spec)  # the blended layout's, as a single tile's
+            if model.rectangular_footprints:
+                probs, layout = rectangular_stage(probs, layout, stage.spec, drawn)
             # A proximity stage's fields are decoded here, after blending: the chain's output is 0/1 for them.
             merge_stage(drawn, out, *stage_outputs(probs, stage.spec, stitched=True, layout=layout))
         return np.stack([out[c] for c in model.spec.output_channels], axis=-1)
