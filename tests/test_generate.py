@@ -254,8 +254,14 @@ def test_evaluate_reports_every_number_beside_its_floor_and_ceiling(checkpoints,
     assert cond["given"] == [] and cond["conditioned"] == list(TRAINED_ON)  # a VAE is given nothing
     d = report["diversity"]
     assert d["pixel_disagreement_between_samples"] > 0 and d["pixel_disagreement_between_real_neighbours"] > 0
+    # Copying: the generated tiles and as many real test tiles, each against every training tile of the split.
+    cp = report["copying"]
+    assert cp["n"] == 24 and cp["training_tiles"] == len(meta_split.train)
+    assert set(cp["nearest_training_rows"]) <= set(meta_split.train.tolist())
+    assert cp["real_test_median"] > 0 and cp["ratio"] == pytest.approx(cp["generated_median"] / cp["real_test_median"])
     text = (tmp_path / "eval" / "report.md").read_text()
     assert "floor (real)" in text and "ceiling (noise)" in text and "© OpenStreetMap contributors" in text
+    assert "## Copying" in text and "nearest training tile" in text
     # The same seed gives the same numbers, progress shown or not; another split seed is refused.
     again = CliRunner().invoke(app, args("again"), env={"URBANGEN_NO_PROGRESS": "0"})
     assert again.exit_code == 0 and "progress: single tiles generated" in again.output  # the log's last line

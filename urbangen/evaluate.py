@@ -20,6 +20,7 @@ from data_pipeline.dataset import ATTRIBUTION, TileDataset, open_dataset
 from data_pipeline.errors import InvalidValueError, RunSpecError, SplitMismatchError
 from urbangen.evaluators.common import RealTiles, generate_for, read_real, sample_rows
 from urbangen.evaluators.conditioning import Conditioning
+from urbangen.evaluators.copying import Copying
 from urbangen.evaluators.diversity import Diversity
 from urbangen.evaluators.form import FootprintAndStreetForm
 from urbangen.evaluators.frontage import BuildingStreetInterface
@@ -149,6 +150,13 @@ def evaluate(checkpoint: str | Path | TrainedModel | GeneratorChain, dataset: st
 
     generated = generate_for(model, test, seed=seed)
     generated_measured = test.measure(generated)  # once, for realism and conditioning
+    # Every training tile of the split, streets-only cities' included: what a generator might recall (as many as
+    # COPYING_BYTES hold, drawn with a generator of their own, so that the tiles above stay every run's before).
+    tile_bytes = data.tile_px ** 2 * len(data.channels)
+    copy_rows = np.sort(np.random.default_rng([seed, COPYING_SEED]).choice(
+        split.train, size=min(len(split.train), max(256, COPYING_BYTES // tile_bytes)), replace=False))
+    drawn = [list(data.channels).index(c) for c in model.spec.output_channels]
+    copying = Copying(read_real(data, copy_rows, names), drawn).run(generated, test)
     result: dict[str, Any] = {
         "checkpoint": str(checkpoint), "model": model.spec.kind, "step": model.spec.step, "dataset": str(dataset),
         "split": {"seed": split.seed, "test_tiles": int(len(split.test)), "train_tiles": int(len(split.train)),
@@ -160,7 +168,7 @@ def evaluate(checkpoint: str | Path | TrainedModel | GeneratorChain, dataset: st
             generated, test.regions, train, generated_measured),
         "conditioning": Conditioning(test, seed=seed).run(model, generated, generated_measured),
         "diversity": Diversity(test, encoder=enc, seed=seed).run(model, generated),
-        "attribution": ATTRIBUTION}
+        "copying": copying, "attribution": ATTRIBUTION}
     if any(c in model.spec.output_channels for c in ("major_roads", "minor_roads", "cycle_foot")):
         result["streets"] = StreetConnectivity(test).run(generated, train)
     if "buildings" in model.spec.output_channels and any(c in data.channels for c in STREET_CHANNELS):
@@ -194,11 +202,18 @@ def evaluate(checkpoint: str | Path | TrainedModel | GeneratorChain, dataset: st
     write_text_atomic(out / "evaluation.json", json.dumps(result, indent=2))
     write_text_atomic(out / "report.md", report_markdown(result))
     plot_conditioning(result["conditioning"], out / "conditioning.png")
-    _examples(test, generated, out / "examples.png")
+    nearest_rows = np.asarray(copying["nearest_training_rows"])
+    _examples(test, generated, out / "examples.png",
+              nearest=(data.read_tiles(nearest_rows), np.asarray(copying["generated_distances"])))
     if wandb_mode != "disabled":
         _log_wandb(result, out, wandb_mode)
     return result
 
+
+#: How many bytes of training tiles each generated tile is compared with for copying (urbangen.evaluators.copying):
+#: every training tile of `city-64`'s split (2534 of 64 px), 1116 of 256 px.
+COPYING_BYTES = 512 * 2 ** 20
+COPYING_SEED = 7
 
 #: The bar a shipped generator is held to (the model issue): each value beside its floor.
 MORPHOLOGY_TARGETS = ("building_coverage", "intersection_density_per_km2", "dead_end_share", "cycle_foot_share")
@@ -424,6 +439,16 @@ def report_markdown(result: dict[str, Any]) -> str:
     if "embedding_distance_between_samples" in d:
         lines += ["", f"Encoder embedding distance between samples: {number(d['embedding_distance_between_samples'])}; "
                       f"between real neighbours: {number(d['embedding_distance_between_real_neighbours'])}."]
+    if "copying" in result:
+        cp = result["copying"]
+        lines += ["", "## Copying", "",
+                  f"Share of pixels (the channels generated) that differ from the nearest of {cp['training_tiles']} "
+                  f"training tiles, median: generated {number(cp['generated_median'])}, real test tiles (the floor: "
+                  f"held-out ground) {number(cp['real_test_median'])}, a ratio of {number(cp['ratio'])} (near 0: "
+                  f"the generator hands back training tiles). Generated tiles nearer a training tile than every "
+                  f"real test tile: {number(cp['below_every_real'])}; identical to one: {cp['identical']} of "
+                  f"{cp['n']} (real test tiles: {cp['real_identical']}). The examples show each one's nearest "
+                  "training tile."]
     if "streets" in result:
         st = result["streets"]
         lines += ["", "## Streets", "", f"Share of street pixels in each tile's largest connected piece: generated "
@@ -531,8 +556,10 @@ def plot_conditioning(conditioning: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def _examples(real: RealTiles, generated: np.ndarray, path: Path, n: int = 6) -> None:
-    """Rows of: the requested parameters | the tile generated for them | the real test tile they were measured on."""
+def _examples(real: RealTiles, generated: np.ndarray, path: Path, n: int = 6,
+              nearest: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+    """Rows of: the requested parameters | the tile generated for them | the real test tile they were measured on
+    | with ``nearest`` (tiles, share of differing pixels), each generated tile's nearest training tile."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -544,17 +571,23 @@ def _examples(real: RealTiles, generated: np.ndarray, path: Path, n: int = 6) ->
     n = min(n, len(real))
     rows = np.linspace(0, len(real) - 1, n).round().astype(int)
     channels = list(real.channels)
-    fig, axes = plt.subplots(n, 3, figsize=(6.6, 2.1 * n), squeeze=False,
-                             gridspec_kw={"width_ratios": [1.3, 1, 1]})
+    columns = 3 if nearest is None else 4
+    fig, axes = plt.subplots(n, columns, figsize=(2.1 * columns + 0.3, 2.1 * n), squeeze=False,
+                             gridspec_kw={"width_ratios": [1.3] + [1] * (columns - 1)})
     for k, i in enumerate(rows):
         text = "\n".join(f"{name.replace('_per_', ' per ').replace('_', ' ')}: {value:.3g} {PARAMETERS[name][0]}"
                          for name, value in zip(real.parameter_names, real.parameters[i]) if np.isfinite(value))
         axes[k, 0].text(0, 0.5, text, fontsize=6, va="center", family="monospace")
         axes[k, 1].imshow(tile_to_rgb(generated[i], channels), interpolation="nearest")
         axes[k, 2].imshow(tile_to_rgb(real.tiles[i], channels), interpolation="nearest")
+        if nearest is not None:
+            axes[k, 3].imshow(tile_to_rgb(nearest[0][i], channels), interpolation="nearest")
+            axes[k, 3].text(0.02, -0.04, f"{nearest[1][i]:.1%} of pixels differ", fontsize=5,
+                            transform=axes[k, 3].transAxes, va="top")
         for ax in axes[k]:
             ax.set_axis_off()
-    for ax, title in zip(axes[0], ("requested parameters", "generated", "real test tile (source)")):
+    titles = ("requested parameters", "generated", "real test tile (source)", "nearest training tile")
+    for ax, title in zip(axes[0], titles):
         ax.set_title(title, fontsize=7, loc="left")
     fig.text(0.99, 0.003, f"map data {ATTRIBUTION}", ha="right", fontsize=5)
     fig.tight_layout()

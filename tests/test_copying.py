@@ -1,0 +1,52 @@
+"""Copying (urbangen.evaluators.copying): generated tiles against their nearest training tile, on real tiles."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from urbangen.evaluators.copying import Copying, nearest_by_pixels
+
+
+@pytest.fixture(scope="module")
+def real(small_tiles):
+    from data_pipeline.dataset import open_dataset
+    from urbangen.evaluators.common import read_real
+
+    ds = open_dataset(small_tiles)
+    rows = np.arange(len(ds))
+    names = tuple(ds.parameter_names)
+    # Training and "test" tiles from different halves of the city list's rows: different ground.
+    return read_real(ds, rows[: len(rows) // 2], names), read_real(ds, rows[len(rows) // 2:], names)
+
+
+def test_nearest_by_pixels_is_the_float64_count_of_differing_pixels(real):
+    """Against a plain float64 count over every pair of real Østerbro and Kennesaw tiles, chunked finely."""
+    train, test = real
+    a, b = test.tiles[:40], train.tiles[:70]
+    expected = np.array([[(x != y).mean(dtype=np.float64) for y in b] for x in a])
+    distance, row = nearest_by_pixels(a, b, chunk_bytes=3 * 4 * a[0].size)  # chunks of 3 tiles, ragged ends
+    np.testing.assert_allclose(distance, expected.min(axis=1), rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(row, expected.argmin(axis=1))  # the first of equals, as argmin takes it
+    with pytest.raises(ValueError, match="pixel values"):
+        nearest_by_pixels(a[..., :2], b)
+
+
+def test_copies_of_training_tiles_are_told_from_held_out_ground(real):
+    """A "generator" handing back training tiles sits at distance 0 from them; held-out real tiles do not."""
+    train, test = real
+    channels = list(range(len(train.channels)))
+    n = min(len(test), len(train))
+    copies = train.tiles[np.random.default_rng(0).permutation(len(train))[:n]]
+    copied = Copying(train, channels).run(copies, test)
+    assert copied["generated_median"] == 0 and copied["ratio"] == 0 and copied["identical"] == n
+    assert copied["real_test_median"] > 0.01  # real ground differs from the nearest training tile
+    assert np.isin(copied["nearest_training_rows"], train.indices).all()
+    # Real held-out tiles as the "generated" ones: the floor against itself, a ratio of 1.
+    held_out = Copying(train, channels).run(test.tiles, test)
+    assert held_out["ratio"] == pytest.approx(1.0)
+    assert held_out["below_every_real"] == 0.0
+    # Noise with the real shares is far from every training tile: a ratio above 1.
+    shares = train.tiles.mean(axis=(0, 1, 2))
+    noise = (np.random.default_rng(1).random(test.tiles.shape) < shares).astype(np.uint8)
+    assert Copying(train, channels).run(noise, test)["ratio"] > 1.5
