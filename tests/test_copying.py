@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from urbangen.evaluators.copying import Copying, nearest_by_pixels
+from urbangen.evaluators.copying import Copying, nearest_by_jaccard
 
 
 @pytest.fixture(scope="module")
@@ -20,16 +20,26 @@ def real(small_tiles):
     return read_real(ds, rows[: len(rows) // 2], names), read_real(ds, rows[len(rows) // 2:], names)
 
 
-def test_nearest_by_pixels_is_the_float64_count_of_differing_pixels(real):
-    """Against a plain float64 count over every pair of real Østerbro and Kennesaw tiles, chunked finely."""
+def _jaccard(x: np.ndarray, y: np.ndarray) -> float:
+    union = np.logical_or(x, y).sum(dtype=np.float64)
+    return 0.0 if union == 0 else 1.0 - np.logical_and(x, y).sum(dtype=np.float64) / union
+
+
+def test_nearest_by_jaccard_is_a_float64_jaccard_distance_over_pixels(real):
+    """Against plain float64 set counts over every pair of real Østerbro and Kennesaw tiles, chunked finely;
+    an empty tile is nearest another empty one, and a dense one is not nearest an empty one."""
     train, test = real
     a, b = test.tiles[:40], train.tiles[:70]
-    expected = np.array([[(x != y).mean(dtype=np.float64) for y in b] for x in a])
-    distance, row = nearest_by_pixels(a, b, chunk_bytes=3 * 4 * a[0].size)  # chunks of 3 tiles, ragged ends
+    a = np.concatenate([a, np.zeros_like(a[:1])])
+    expected = np.array([[_jaccard(x, y) for y in b] for x in a])
+    distance, row = nearest_by_jaccard(a, b, chunk_bytes=3 * 4 * a[0].size)  # chunks of 3 tiles, ragged ends
     np.testing.assert_allclose(distance, expected.min(axis=1), rtol=0, atol=1e-12)
     np.testing.assert_array_equal(row, expected.argmin(axis=1))  # the first of equals, as argmin takes it
+    assert distance[-1] == 0 or not (b.reshape(len(b), -1) == 0).all(axis=1).any()
+    dense = int(np.argmax(a.reshape(len(a), -1).sum(axis=1)))
+    assert b[row[dense]].any()
     with pytest.raises(ValueError, match="pixel values"):
-        nearest_by_pixels(a[..., :2], b)
+        nearest_by_jaccard(a[..., :2], b)
 
 
 def test_copies_of_training_tiles_are_told_from_held_out_ground(real):
@@ -46,7 +56,8 @@ def test_copies_of_training_tiles_are_told_from_held_out_ground(real):
     held_out = Copying(train, channels).run(test.tiles, test)
     assert held_out["ratio"] == pytest.approx(1.0)
     assert held_out["below_every_real"] == 0.0
-    # Noise with the real shares is far from every training tile: a ratio above 1.
+    # Noise with the real shares is no copy either: no nearer the training tiles than real held-out ground.
     shares = train.tiles.mean(axis=(0, 1, 2))
     noise = (np.random.default_rng(1).random(test.tiles.shape) < shares).astype(np.uint8)
-    assert Copying(train, channels).run(noise, test)["ratio"] > 1.5
+    scored = Copying(train, channels).run(noise, test)
+    assert scored["ratio"] > 0.95 and scored["below_every_real"] == 0.0 and scored["identical"] == 0

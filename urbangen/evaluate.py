@@ -442,8 +442,9 @@ def report_markdown(result: dict[str, Any]) -> str:
     if "copying" in result:
         cp = result["copying"]
         lines += ["", "## Copying", "",
-                  f"Share of pixels (the channels generated) that differ from the nearest of {cp['training_tiles']} "
-                  f"training tiles, median: generated {number(cp['generated_median'])}, real test tiles (the floor: "
+                  f"Jaccard distance (over the pixels of the channels generated) to the nearest of "
+                  f"{cp['training_tiles']} training tiles, median: generated {number(cp['generated_median'])}, real "
+                  "test tiles (the floor: "
                   f"held-out ground) {number(cp['real_test_median'])}, a ratio of {number(cp['ratio'])} (near 0: "
                   f"the generator hands back training tiles). Generated tiles nearer a training tile than every "
                   f"real test tile: {number(cp['below_every_real'])}; identical to one: {cp['identical']} of "
@@ -559,7 +560,7 @@ def plot_conditioning(conditioning: dict[str, Any], path: Path) -> None:
 def _examples(real: RealTiles, generated: np.ndarray, path: Path, n: int = 6,
               nearest: tuple[np.ndarray, np.ndarray] | None = None) -> None:
     """Rows of: the requested parameters | the tile generated for them | the real test tile they were measured on
-    | with ``nearest`` (tiles, share of differing pixels), each generated tile's nearest training tile."""
+    | with ``nearest`` (tiles, Jaccard distances), each generated tile's nearest training tile."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -582,7 +583,7 @@ def _examples(real: RealTiles, generated: np.ndarray, path: Path, n: int = 6,
         axes[k, 2].imshow(tile_to_rgb(real.tiles[i], channels), interpolation="nearest")
         if nearest is not None:
             axes[k, 3].imshow(tile_to_rgb(nearest[0][i], channels), interpolation="nearest")
-            axes[k, 3].text(0.02, -0.04, f"{nearest[1][i]:.1%} of pixels differ", fontsize=5,
+            axes[k, 3].text(0.02, -0.04, f"Jaccard distance {nearest[1][i]:.2f}", fontsize=5,
                             transform=axes[k, 3].transAxes, va="top")
         for ax in axes[k]:
             ax.set_axis_off()

@@ -1,14 +1,17 @@
 """Copying: whether a generator hands back the tiles it was trained on.
 
-Each generated tile is paired with the training tile nearest to it in pixels
-(the share of pixels, over the channels the generator draws, that differ),
-and so is each real test tile. The real test tiles are the floor: held-out
-ground is no copy of the training ground, and it comes as near the training
-tiles as real ground does. A generator that recalls its training tiles sits
-much nearer them than the test tiles do: the ratio of the two medians falls
-towards 0, and generated tiles nearer a training tile than any real test tile
-is show up in ``below_every_real``. Compared at equal sample sizes (as many
-generated as real test tiles), against the same training tiles.
+Each generated tile is paired with the training tile nearest to it, and so is
+each real test tile. Nearness is the Jaccard distance over the pixels the
+generator draws (every channel's): the share of the pixels drawn in either
+tile that are drawn in only one. Not the plain share of differing pixels: by
+that, a dense tile's nearest training tile is an empty one (fewer pixels to
+differ in), and it says nothing of recall. The real test tiles are the floor:
+held-out ground is no copy of the training ground, and it comes as near the
+training tiles as real ground does. A generator that recalls its training
+tiles sits much nearer them than the test tiles do: the ratio of the two
+medians falls towards 0, and generated tiles nearer a training tile than any
+real test tile is show up in ``below_every_real``. Compared at equal sample
+sizes (as many generated as real test tiles), against the same training tiles.
 """
 
 from __future__ import annotations
@@ -20,20 +23,22 @@ import numpy as np
 from urbangen.evaluators.common import RealTiles
 
 
-def nearest_by_pixels(tiles: np.ndarray, reference: np.ndarray, chunk_bytes: int = 64 * 2 ** 20
-                      ) -> tuple[np.ndarray, np.ndarray]:
-    """For each of ``tiles`` (n, H, W, C) 0/1, its nearest of ``reference`` (m, H, W, C) by the share of
-    differing pixels: that share (n,) and the reference's row (n,), the first one on a tie.
+def nearest_by_jaccard(tiles: np.ndarray, reference: np.ndarray, chunk_bytes: int = 64 * 2 ** 20
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """For each of ``tiles`` (n, H, W, C) 0/1, its nearest of ``reference`` (m, H, W, C) by Jaccard distance
+    over all pixel values, ``1 - |a & b| / |a | b|`` (0 for two empty tiles): that distance (n,) and the
+    reference's row (n,), the first one on a tie.
 
-    For 0/1 pixels the count of differences is ``|a| + |b| - 2 a.b``: one matrix product per pair of chunks
-    (of about ``chunk_bytes`` in float32 each), exact in float32 for tiles of fewer than 2**24 pixel values.
+    For 0/1 pixels ``|a & b|`` is the product ``a.b`` and ``|a | b| = |a| + |b| - a.b``: one matrix product per
+    pair of chunks (of about ``chunk_bytes`` in float32 each), the counts exact in float32 for tiles of fewer
+    than 2**24 pixel values.
     """
     a = np.asarray(tiles).reshape(len(tiles), -1)
     b = np.asarray(reference).reshape(len(reference), -1)
     if a.shape[1] != b.shape[1]:
         raise ValueError(f"tiles of {a.shape[1]} pixel values against a reference of {b.shape[1]}")
     if a.shape[1] >= 2 ** 24:
-        raise ValueError("tiles too large to count their differing pixels exactly in float32")
+        raise ValueError("tiles too large to count their pixels exactly in float32")
     rows = max(1, chunk_bytes // (4 * a.shape[1]))
     best = np.full(len(a), np.inf)
     row = np.zeros(len(a), np.int64)
@@ -42,15 +47,17 @@ def nearest_by_pixels(tiles: np.ndarray, reference: np.ndarray, chunk_bytes: int
         y_ones = y.sum(axis=1)
         for t0 in range(0, len(a), rows):
             x = a[t0:t0 + rows].astype(np.float32)
-            differing = x.sum(axis=1)[:, None] + y_ones[None, :] - 2.0 * (x @ y.T)
-            nearer = differing.min(axis=1) < best[t0:t0 + rows]  # strictly: the first of equals stays
-            row[t0:t0 + rows][nearer] = r0 + differing.argmin(axis=1)[nearer]
-            best[t0:t0 + rows][nearer] = differing.min(axis=1)[nearer]
-    return best / a.shape[1], row
+            shared = (x @ y.T).astype(np.float64)
+            union = x.sum(axis=1)[:, None] + y_ones[None, :] - shared
+            distance = np.where(union > 0, 1.0 - shared / np.maximum(union, 1.0), 0.0)
+            nearer = distance.min(axis=1) < best[t0:t0 + rows]  # strictly: the first of equals stays
+            row[t0:t0 + rows][nearer] = r0 + distance.argmin(axis=1)[nearer]
+            best[t0:t0 + rows][nearer] = distance.min(axis=1)[nearer]
+    return best, row
 
 
 class Copying:
-    """Generated and real test tiles, each against its nearest training tile by pixels."""
+    """Generated and real test tiles, each against its nearest training tile (Jaccard distance)."""
 
     def __init__(self, training: RealTiles, channels: list[int]) -> None:
         self.training = training
@@ -60,8 +67,8 @@ class Copying:
         """The two distributions of nearest distances, their medians' ratio, and each generated tile's nearest
         training tile (its dataset row)."""
         reference = self.training.tiles[..., self.channels]
-        d_gen, nearest = nearest_by_pixels(generated[..., self.channels], reference)
-        d_real, _ = nearest_by_pixels(test.tiles[..., self.channels], reference)
+        d_gen, nearest = nearest_by_jaccard(generated[..., self.channels], reference)
+        d_real, _ = nearest_by_jaccard(test.tiles[..., self.channels], reference)
         median_gen, median_real = float(np.median(d_gen)), float(np.median(d_real))
         return {"n": int(len(d_gen)), "training_tiles": int(len(reference)),
                 "generated_median": median_gen, "real_test_median": median_real,
