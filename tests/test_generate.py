@@ -261,7 +261,7 @@ def test_evaluate_reports_every_number_beside_its_floor_and_ceiling(checkpoints,
     assert cp["real_test_median"] > 0 and cp["ratio"] == pytest.approx(cp["generated_median"] / cp["real_test_median"])
     text = (tmp_path / "eval" / "report.md").read_text()
     assert "floor (real)" in text and "ceiling (noise)" in text and "© OpenStreetMap contributors" in text
-    assert "## Copying" in text and "nearest training tile" in text
+    assert "## Copying" in text and "training tiles" in text
     # The same seed gives the same numbers, progress shown or not; another split seed is refused.
     again = CliRunner().invoke(app, args("again"), env={"URBANGEN_NO_PROGRESS": "0"})
     assert again.exit_code == 0 and "progress: single tiles generated" in again.output  # the log's last line

@@ -202,9 +202,7 @@ def evaluate(checkpoint: str | Path | TrainedModel | GeneratorChain, dataset: st
     write_text_atomic(out / "evaluation.json", json.dumps(result, indent=2))
     write_text_atomic(out / "report.md", report_markdown(result))
     plot_conditioning(result["conditioning"], out / "conditioning.png")
-    nearest_rows = np.asarray(copying["nearest_training_rows"])
-    _examples(test, generated, out / "examples.png",
-              nearest=(data.read_tiles(nearest_rows), np.asarray(copying["generated_distances"])))
+    _examples(test, generated, out / "examples.png")
     if wandb_mode != "disabled":
         _log_wandb(result, out, wandb_mode)
     return result
@@ -448,8 +446,7 @@ def report_markdown(result: dict[str, Any]) -> str:
                   f"held-out ground) {number(cp['real_test_median'])}, a ratio of {number(cp['ratio'])} (near 0: "
                   f"the generator hands back training tiles). Generated tiles nearer a training tile than every "
                   f"real test tile: {number(cp['below_every_real'])}; identical to one: {cp['identical']} of "
-                  f"{cp['n']} (real test tiles: {cp['real_identical']}). The examples show each one's nearest "
-                  "training tile."]
+                  f"{cp['n']} (real test tiles: {cp['real_identical']})."]
     if "streets" in result:
         st = result["streets"]
         lines += ["", "## Streets", "", f"Share of street pixels in each tile's largest connected piece: generated "
@@ -557,10 +554,8 @@ def plot_conditioning(conditioning: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def _examples(real: RealTiles, generated: np.ndarray, path: Path, n: int = 6,
-              nearest: tuple[np.ndarray, np.ndarray] | None = None) -> None:
-    """Rows of: the requested parameters | the tile generated for them | the real test tile they were measured on
-    | with ``nearest`` (tiles, Jaccard distances), each generated tile's nearest training tile."""
+def _examples(real: RealTiles, generated: np.ndarray, path: Path, n: int = 6) -> None:
+    """Rows of: the requested parameters | the tile generated for them | the real test tile they were measured on."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -572,23 +567,17 @@ def _examples(real: RealTiles, generated: np.ndarray, path: Path, n: int = 6,
     n = min(n, len(real))
     rows = np.linspace(0, len(real) - 1, n).round().astype(int)
     channels = list(real.channels)
-    columns = 3 if nearest is None else 4
-    fig, axes = plt.subplots(n, columns, figsize=(2.1 * columns + 0.3, 2.1 * n), squeeze=False,
-                             gridspec_kw={"width_ratios": [1.3] + [1] * (columns - 1)})
+    fig, axes = plt.subplots(n, 3, figsize=(6.6, 2.1 * n), squeeze=False,
+                             gridspec_kw={"width_ratios": [1.3, 1, 1]})
     for k, i in enumerate(rows):
         text = "\n".join(f"{name.replace('_per_', ' per ').replace('_', ' ')}: {value:.3g} {PARAMETERS[name][0]}"
                          for name, value in zip(real.parameter_names, real.parameters[i]) if np.isfinite(value))
         axes[k, 0].text(0, 0.5, text, fontsize=6, va="center", family="monospace")
         axes[k, 1].imshow(tile_to_rgb(generated[i], channels), interpolation="nearest")
         axes[k, 2].imshow(tile_to_rgb(real.tiles[i], channels), interpolation="nearest")
-        if nearest is not None:
-            axes[k, 3].imshow(tile_to_rgb(nearest[0][i], channels), interpolation="nearest")
-            axes[k, 3].text(0.02, -0.04, f"Jaccard distance {nearest[1][i]:.2f}", fontsize=5,
-                            transform=axes[k, 3].transAxes, va="top")
         for ax in axes[k]:
             ax.set_axis_off()
-    titles = ("requested parameters", "generated", "real test tile (source)", "nearest training tile")
-    for ax, title in zip(axes[0], titles):
+    for ax, title in zip(axes[0], ("requested parameters", "generated", "real test tile (source)")):
         ax.set_title(title, fontsize=7, loc="left")
     fig.text(0.99, 0.003, f"map data {ATTRIBUTION}", ha="right", fontsize=5)
     fig.tight_layout()
