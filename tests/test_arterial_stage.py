@@ -141,6 +141,7 @@ def test_a_chain_takes_a_coarser_stage_only_when_it_can_redraw_it():
     from urbangen.footprints import rectangular_stage
     from urbangen.inference import GeneratorChain
     from urbangen.pretrained import read_model, shipped_file
+    from urbangen.specks import speckless_stage
 
     arterials, streets, buildings = (read_model(shipped_file(f"city_{name}_64.msgpack"))
                                      for name in ("arterials", "streets", "buildings"))
@@ -161,7 +162,8 @@ def test_a_chain_takes_a_coarser_stage_only_when_it_can_redraw_it():
     drawn = buildings.generate_tiles(z[..., around.columns(buildings)], jax.random.fold_in(key, 0), streets_given)
     given = {c: streets_given[..., i] for i, c in enumerate(("major_roads", "minor_roads", "cycle_foot"))}
     np.testing.assert_array_equal(around.generate_tiles(z, key, streets_given),
-                                  rectangular_stage(drawn, None, buildings.spec, given)[0])
+                                  rectangular_stage(*speckless_stage(drawn, None, buildings.spec), buildings.spec,
+                                                    given)[0])
     with pytest.raises(RunSpecError, match="given channels must be passed"):
         around.generate_tiles(z, key)
     from urbangen.generate.sampler import generate_layout

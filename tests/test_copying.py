@@ -38,7 +38,9 @@ def test_nearest_by_jaccard_is_a_float64_jaccard_distance_over_pixels(real):
     assert distance[-1] == 0 or not (b.reshape(len(b), -1) == 0).all(axis=1).any()
     dense = int(np.argmax(a.reshape(len(a), -1).sum(axis=1)))
     assert b[row[dense]].any()
-    with pytest.raises(ValueError, match="pixel values"):
+    from data_pipeline.errors import InvalidValueError
+
+    with pytest.raises(InvalidValueError, match="pixel values"):
         nearest_by_jaccard(a[..., :2], b)
 
 

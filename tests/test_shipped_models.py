@@ -202,6 +202,7 @@ def test_a_two_stage_chain_draws_streets_then_buildings_around_them(latent_run, 
     from urbangen.generate.run import generate
     from urbangen.inference import GeneratorChain, load_run
     from urbangen.pretrained import export_model, load_model
+    from urbangen.specks import speckless_stage
 
     files = [export_model(load_run(run, "latest"), tmp_path / f"{name}.msgpack")
              for name, run in (("streets", latent_run), ("buildings", buildings_run))]
@@ -211,14 +212,16 @@ def test_a_two_stage_chain_draws_streets_then_buildings_around_them(latent_run, 
                                           "water")
     assert chain.spec.input_channels == ()
     # The buildings stage reads what the street stage drew, thresholded: feeding it those streets by hand
-    # gives the same buildings, their footprints redrawn as the chain hands them on.
+    # gives the same buildings, without specks and their footprints redrawn as the chain hands them on.
     maps = np.zeros((2, 64, 64, len(chain.spec.parameter_names)), np.float32)
     probs = chain.generate_tiles(maps, jax.random.key(0))
     streets = (probs[..., :3] > 0.5).astype(np.uint8)
     buildings = chain.stages[1].generate_tiles(maps[..., chain.columns(chain.stages[1])],
                                                jax.random.fold_in(jax.random.key(0), 1), streets)
     drawn = {c: streets[..., i] for i, c in enumerate(("major_roads", "minor_roads", "cycle_foot"))}
-    np.testing.assert_array_equal(probs[..., 3:], rectangular_stage(buildings, None, chain.stages[1].spec, drawn)[0])
+    spec = chain.stages[1].spec
+    np.testing.assert_array_equal(probs[..., 3:], rectangular_stage(*speckless_stage(buildings, None, spec), spec,
+                                                                    drawn)[0])
 
     # One candidate: measuring each candidate of this barely trained chain's speckled tiles took half the test's
     # four minutes. Sampling by selection runs through the chain below, where the parameter file asks for 2

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from data_pipeline.errors import InvalidValueError
 from urbangen.evaluators.common import RealTiles
 
 
@@ -36,9 +37,9 @@ def nearest_by_jaccard(tiles: np.ndarray, reference: np.ndarray, chunk_bytes: in
     a = np.asarray(tiles).reshape(len(tiles), -1)
     b = np.asarray(reference).reshape(len(reference), -1)
     if a.shape[1] != b.shape[1]:
-        raise ValueError(f"tiles of {a.shape[1]} pixel values against a reference of {b.shape[1]}")
+        raise InvalidValueError(f"tiles of {a.shape[1]} pixel values against a reference of {b.shape[1]}")
     if a.shape[1] >= 2 ** 24:
-        raise ValueError("tiles too large to count their pixels exactly in float32")
+        raise InvalidValueError("tiles too large to count their pixels exactly in float32")
     rows = max(1, chunk_bytes // (4 * a.shape[1]))
     best = np.full(len(a), np.inf)
     row = np.zeros(len(a), np.int64)
