@@ -63,3 +63,51 @@ def test_copies_of_training_tiles_are_told_from_held_out_ground(real):
     noise = (np.random.default_rng(1).random(test.tiles.shape) < shares).astype(np.uint8)
     scored = Copying(train, channels).run(noise, test)
     assert scored["ratio"] > 0.95 and scored["below_every_real"] == 0.0 and scored["identical"] == 0
+
+
+def test_nearest_by_euclidean_is_scipys_distance(real):
+    """Against scipy's float64 cdist, on real tiles' per-block pixel shares, chunked finely."""
+    from scipy.spatial.distance import cdist
+
+    from data_pipeline.errors import InvalidValueError
+    from urbangen.evaluators.copying import nearest_by_euclidean
+
+    train, test = real
+    a, b = _block_shares(test.tiles[:40]), _block_shares(train.tiles[:70])
+    expected = cdist(a, b)
+    distance, row = nearest_by_euclidean(a, b, chunk=7)
+    np.testing.assert_allclose(distance, expected.min(axis=1), rtol=1e-9, atol=1e-9)
+    np.testing.assert_array_equal(row, expected.argmin(axis=1))
+    with pytest.raises(InvalidValueError, match="shape"):
+        nearest_by_euclidean(a[:, :3], b)
+
+
+def _block_shares(tiles: np.ndarray, block: int = 16) -> np.ndarray:
+    """Each tile's share of drawn pixels per channel in blocks of ``block`` px: a plain embedding of real tiles."""
+    n, h, w, c = tiles.shape
+    return tiles.reshape(n, h // block, block, w // block, block, c).mean(axis=(2, 4)).reshape(n, -1)
+
+
+class _BlockShareEncoder:
+    """An encoder's interface (``embed_tiles``) over :func:`_block_shares`."""
+
+    def embed_tiles(self, tiles: np.ndarray) -> np.ndarray:
+        return _block_shares(tiles).astype(np.float32)
+
+
+def test_copies_are_told_in_an_encoders_space_too(real):
+    """With an encoder, copies of training tiles sit at distance 0 in its space, held-out ground at a ratio of 1,
+    and each generated tile's nearest training tile there is named."""
+    train, test = real
+    channels = list(range(len(train.channels)))
+    n = min(len(test), len(train))
+    picked = np.random.default_rng(0).permutation(len(train))[:n]
+    copied = Copying(train, channels, encoder=_BlockShareEncoder()).run(train.tiles[picked], test)["encoder_space"]
+    assert copied["generated_median"] == 0 and copied["ratio"] == 0
+    # A copy's nearest is the tile it copies, or one embedded exactly as it is.
+    nearest = np.searchsorted(train.indices, copied["nearest_training_rows"])
+    embedded = _block_shares(train.tiles)
+    np.testing.assert_array_equal(embedded[nearest], embedded[picked])
+    held_out = Copying(train, channels, encoder=_BlockShareEncoder()).run(test.tiles, test)["encoder_space"]
+    assert held_out["ratio"] == pytest.approx(1.0) and held_out["real_test_median"] > 0
+    assert "encoder_space" not in Copying(train, channels).run(test.tiles, test)

@@ -259,9 +259,13 @@ def test_evaluate_reports_every_number_beside_its_floor_and_ceiling(checkpoints,
     assert cp["n"] == 24 and cp["training_tiles"] == len(meta_split.train)
     assert set(cp["nearest_training_rows"]) <= set(meta_split.train.tolist())
     assert cp["real_test_median"] > 0 and cp["ratio"] == pytest.approx(cp["generated_median"] / cp["real_test_median"])
+    # Given an encoder, the same in its space; each example's nearest training tile there is drawn beside it.
+    es = cp["encoder_space"]
+    assert set(es["nearest_training_rows"]) <= set(meta_split.train.tolist()) and len(es["generated_distances"]) == 24
+    assert es["real_test_median"] > 0 and es["ratio"] == pytest.approx(es["generated_median"] / es["real_test_median"])
     text = (tmp_path / "eval" / "report.md").read_text()
     assert "floor (real)" in text and "ceiling (noise)" in text and "© OpenStreetMap contributors" in text
-    assert "## Copying" in text and "training tiles" in text
+    assert "## Copying" in text and "training tiles" in text and "encoder's embedding space" in text
     # The same seed gives the same numbers, progress shown or not; another split seed is refused.
     again = CliRunner().invoke(app, args("again"), env={"URBANGEN_NO_PROGRESS": "0"})
     assert again.exit_code == 0 and "progress: single tiles generated" in again.output  # the log's last line

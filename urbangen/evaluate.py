@@ -156,7 +156,12 @@ def evaluate(checkpoint: str | Path | TrainedModel | GeneratorChain, dataset: st
     copy_rows = np.sort(np.random.default_rng([seed, COPYING_SEED]).choice(
         split.train, size=min(len(split.train), max(256, COPYING_BYTES // tile_bytes)), replace=False))
     drawn = [list(data.channels).index(c) for c in model.spec.output_channels]
-    copying = Copying(read_real(data, copy_rows, names), drawn).run(generated, test)
+    copy_training = read_real(data, copy_rows, names)
+    copying = Copying(copy_training, drawn, encoder=enc).run(generated, test)
+    # Beside each example, its nearest training tile in the encoder's space (by pixels a dense tile's nearest is an
+    # all-building one: see urbangen.evaluators.copying), when an encoder is given.
+    nearest_tiles = None if "encoder_space" not in copying else copy_training.tiles[
+        np.searchsorted(copy_rows, copying["encoder_space"]["nearest_training_rows"])]
     result: dict[str, Any] = {
         "checkpoint": str(checkpoint), "model": model.spec.kind, "step": model.spec.step, "dataset": str(dataset),
         "split": {"seed": split.seed, "test_tiles": int(len(split.test)), "train_tiles": int(len(split.train)),
@@ -202,7 +207,7 @@ def evaluate(checkpoint: str | Path | TrainedModel | GeneratorChain, dataset: st
     write_text_atomic(out / "evaluation.json", json.dumps(result, indent=2))
     write_text_atomic(out / "report.md", report_markdown(result))
     plot_conditioning(result["conditioning"], out / "conditioning.png")
-    _examples(test, generated, out / "examples.png")
+    _examples(test, generated, out / "examples.png", nearest_tiles)
     if wandb_mode != "disabled":
         _log_wandb(result, out, wandb_mode)
     return result
@@ -447,6 +452,13 @@ def report_markdown(result: dict[str, Any]) -> str:
                   f"the generator hands back training tiles). Generated tiles nearer a training tile than every "
                   f"real test tile: {number(cp['below_every_real'])}; identical to one: {cp['identical']} of "
                   f"{cp['n']} (real test tiles: {cp['real_identical']})."]
+        if "encoder_space" in cp:
+            es = cp["encoder_space"]
+            lines += ["", "In the encoder's embedding space (Euclidean distance to the nearest training tile), median: "
+                      f"generated {number(es['generated_median'])}, real test tiles {number(es['real_test_median'])}, "
+                      f"a ratio of {number(es['ratio'])}; generated tiles nearer a training tile than every real "
+                      f"test tile: {number(es['below_every_real'])}. The examples below show each generated tile's "
+                      "nearest training tile in this space."]
     if "streets" in result:
         st = result["streets"]
         lines += ["", "## Streets", "", f"Share of street pixels in each tile's largest connected piece: generated "
@@ -554,8 +566,11 @@ def plot_conditioning(conditioning: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def _examples(real: RealTiles, generated: np.ndarray, path: Path, n: int = 6) -> None:
-    """Rows of: the requested parameters | the tile generated for them | the real test tile they were measured on."""
+def _examples(real: RealTiles, generated: np.ndarray, path: Path, nearest: np.ndarray | None = None,
+              n: int = 6) -> None:
+    """Rows of: the requested parameters | the tile generated for them | the real test tile they were measured on
+    | with ``nearest`` (one per generated tile), the training tile nearest the generated one in the encoder's
+    space."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -567,17 +582,21 @@ def _examples(real: RealTiles, generated: np.ndarray, path: Path, n: int = 6) ->
     n = min(n, len(real))
     rows = np.linspace(0, len(real) - 1, n).round().astype(int)
     channels = list(real.channels)
-    fig, axes = plt.subplots(n, 3, figsize=(6.6, 2.1 * n), squeeze=False,
-                             gridspec_kw={"width_ratios": [1.3, 1, 1]})
+    columns = 3 if nearest is None else 4
+    fig, axes = plt.subplots(n, columns, figsize=(2.2 * columns, 2.1 * n), squeeze=False,
+                             gridspec_kw={"width_ratios": [1.3] + [1] * (columns - 1)})
     for k, i in enumerate(rows):
         text = "\n".join(f"{name.replace('_per_', ' per ').replace('_', ' ')}: {value:.3g} {PARAMETERS[name][0]}"
                          for name, value in zip(real.parameter_names, real.parameters[i]) if np.isfinite(value))
         axes[k, 0].text(0, 0.5, text, fontsize=6, va="center", family="monospace")
         axes[k, 1].imshow(tile_to_rgb(generated[i], channels), interpolation="nearest")
         axes[k, 2].imshow(tile_to_rgb(real.tiles[i], channels), interpolation="nearest")
+        if nearest is not None:
+            axes[k, 3].imshow(tile_to_rgb(nearest[i], channels), interpolation="nearest")
         for ax in axes[k]:
             ax.set_axis_off()
-    for ax, title in zip(axes[0], ("requested parameters", "generated", "real test tile (source)")):
+    titles = ("requested parameters", "generated", "real test tile (source)", "nearest training tile\n(encoder space)")
+    for ax, title in zip(axes[0], titles):
         ax.set_title(title, fontsize=7, loc="left")
     fig.text(0.99, 0.003, f"map data {ATTRIBUTION}", ha="right", fontsize=5)
     fig.tight_layout()
