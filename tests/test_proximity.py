@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -10,6 +12,7 @@ from scipy import ndimage
 from urbangen.proximity import (
     CORE_LEVEL,
     LINE_PX,
+    PATH_LEVELS,
     PATH_SPUR_PX,
     PROXIMITY_PX,
     RADIUS_PX,
@@ -81,6 +84,45 @@ def test_a_blurry_ridge_is_drawn_as_a_street_wide_line_broken_where_it_fades():
     assert not layout[:, 21:26].any()  # broken where the ridge falls below the level
     assert set(np.nonzero(layout)[0]) <= {14, 15, 16, 17}  # on the ridge
     assert CORE_LEVEL > SKELETON_LEVEL
+
+
+def _faint_paths(street_tiles: np.ndarray, n: int) -> np.ndarray:
+    """Fields of ``n`` real tiles with cycle and foot paths, the paths' ridge lowered to 0.16 at the tile's left
+    edge rising to 0.46 at its right, across the path levels: each level draws them from a column of its own."""
+    tiles = street_tiles[street_tiles[..., 2].sum(axis=(1, 2)) > 100][:n]
+    assert len(tiles) == n
+    field = np.array(proximity_field(jnp.asarray(tiles.astype(np.float32))))
+    field[..., 2] *= np.linspace(0.16, 0.46, 64)[None, None, :]
+    return field
+
+
+_STREET_SPEC = SimpleNamespace(sampling="proximity", output_channels=STREETS)
+
+
+def test_a_tiles_paths_are_decoded_at_the_level_its_scorer_rates_best(street_tiles):
+    """The lower the path level, the more of a faint path is drawn, the roads as they were; each tile keeps
+    the path level its scorer rates best (one wanting more paths, another fewer), the default on a tie."""
+    from urbangen.inference import best_path_levels, deterministic_layout
+
+    field = _faint_paths(street_tiles, 4)
+    high = np.array([SKELETON_LEVEL, SKELETON_LEVEL, 0.36])
+    assert 0 < decode_proximity(field, high)[..., 2].sum() < decode_proximity(field)[..., 2].sum()
+    np.testing.assert_array_equal(decode_proximity(field, high)[..., :2], decode_proximity(field)[..., :2])
+
+    default = deterministic_layout(field, _STREET_SPEC)
+    levels = np.stack([deterministic_layout(field, _STREET_SPEC, path_level=level) for level in PATH_LEVELS])
+    counts = levels[..., 2].sum(axis=(2, 3)).astype(int)  # (level, tile)
+    assert (counts[np.argmin(PATH_LEVELS)] > counts[np.argmax(PATH_LEVELS)]).all(), counts
+
+    def paths(stage, layouts, requested, seeds):  # more paths where asked for +1, fewer where -1
+        return -requested[:, 0] * layouts[..., 2].sum(axis=(1, 2))
+
+    stage = SimpleNamespace(spec=_STREET_SPEC)
+    chosen = best_path_levels(stage, field, default, np.array([[1.0], [1.0], [-1.0], [-1.0]]), np.zeros(4), paths)
+    for tile, best in enumerate([*np.argmax(counts[:, :2], axis=0), *np.argmin(counts[:, 2:], axis=0)]):
+        np.testing.assert_array_equal(chosen[tile], levels[best, tile])
+    tie = best_path_levels(stage, field, default, np.zeros((4, 1)), np.zeros(4), lambda *a: np.zeros(4))
+    np.testing.assert_array_equal(tie, default)
 
 
 def test_bilinear_latents_have_no_cell_borders():

@@ -10,6 +10,7 @@ import pytest
 
 from data_pipeline.errors import InvalidValueError
 from urbangen.generate.selection import UNMEASURED, by_parameters, parameter_errors
+from urbangen.proximity import PATH_LEVELS
 
 
 def _stage(names: tuple[str, ...], outputs: tuple[str, ...], mean: tuple[float, ...], std: tuple[float, ...]):
@@ -273,10 +274,11 @@ def test_selected_tiles_are_the_models_own_and_nearer_their_request(city64):
 
     streets = city64.stages[-2]  # the street stage, before the buildings
     cols = city64.columns(streets)
-    candidates = deterministic_layout(streets.generate_tiles(np.repeat(maps[..., cols], 8, axis=0),
-                                                             jax.random.fold_in(key, 0)), streets.spec)
+    fields = streets.generate_tiles(np.repeat(maps[..., cols], 8, axis=0), jax.random.fold_in(key, 0))
+    # each candidate as decoded with its paths at each level (urbangen.inference.best_path_levels)
+    candidates = np.stack([deterministic_layout(fields, streets.spec, path_level=level) for level in PATH_LEVELS])
     for i, tile in enumerate(tiles[..., :3].astype(np.uint8)):
-        assert any(np.array_equal(tile, c) for c in candidates[i * 8:(i + 1) * 8])
+        assert any(np.array_equal(tile, c) for c in candidates[:, i * 8:(i + 1) * 8].reshape(-1, *tile.shape))
     assert by_parameters(city64, 1).scorer is None
     assert chosen.scorer.keywords["scatter"] is None  # per parameter by default
     assert by_parameters(city64, 8, scatter=1.0).scorer.keywords["scatter"] == 1.0

@@ -38,7 +38,9 @@ from data_pipeline.errors import RunSpecError
 from urbangen.conditioning import ParameterScaler, channel_indices, layout_to_signed
 from urbangen.footprints import rectangular_stage
 from urbangen.proximity import (
+    PATH_LEVELS,
     ROAD_CHANNELS,
+    SKELETON_LEVEL,
     STREET_CHANNELS,
     decode_proximity,
     join_gaps,
@@ -83,7 +85,7 @@ def tile_seeds(key: jax.Array, n: int) -> np.ndarray:
 
 
 def deterministic_layout(probs: np.ndarray, spec: RunSpec, *, stitched: bool = False,
-                         window: bool = False) -> np.ndarray:
+                         window: bool = False, path_level: float | None = None) -> np.ndarray:
     """The 0/1 layout (..., H, W, C) of a ``threshold`` or ``proximity`` generator's output.
 
     A proximity stage's decoded roads run on through the paths that carry them to the next road
@@ -98,11 +100,14 @@ def deterministic_layout(probs: np.ndarray, spec: RunSpec, *, stitched: bool = F
     layout's, its streets run on into its neighbours' (tidied as tiles, the windows chosen for two 2 x 2 km
     layouts kept 0.75 of their street pixels in the largest piece of each 1 km window, against 0.80
     untidied and real 0.86).
+
+    A proximity stage's cycle and foot paths are decoded at ``path_level`` (None: the roads' level,
+    ``urbangen.proximity.SKELETON_LEVEL``): see :func:`best_path_levels`.
     """
     if spec.sampling == "threshold":
         return (np.asarray(probs) > 0.5).astype(np.uint8)
     if spec.sampling == "proximity":
-        layout = decode_proximity(probs)
+        layout = decode_proximity(probs, _channel_levels(spec, path_level))
         if window:
             return layout
         out = list(spec.output_channels)
@@ -113,6 +118,47 @@ def deterministic_layout(probs: np.ndarray, spec: RunSpec, *, stitched: bool = F
         layout = tidy_roads(run_through(layout, roads, paths), roads, paths)
         return meet_streets(layout, roads, paths) if stitched else layout
     raise RunSpecError(f"a {spec.sampling!r} generator's output needs randomness to become a layout")
+
+
+def _channel_levels(spec: RunSpec, path_level: float | None) -> float | np.ndarray:
+    """The skeleton level of each of a proximity stage's channels (C,), its paths' at ``path_level``."""
+    if path_level is None or not path_channels(spec):
+        return SKELETON_LEVEL
+    return np.array([path_level if c in STREET_CHANNELS and c not in ROAD_CHANNELS else SKELETON_LEVEL
+                     for c in spec.output_channels], np.float32)
+
+
+def path_channels(spec: RunSpec) -> bool:
+    """Whether a stage's output is a proximity stage's street network with cycle and foot paths in it."""
+    return spec.sampling == "proximity" and any(c in spec.output_channels for c in STREET_CHANNELS
+                                                 if c not in ROAD_CHANNELS)
+
+
+def best_path_levels(stage: TrainedModel, probs: np.ndarray, layout: np.ndarray, requested: np.ndarray,
+                     seeds: np.ndarray, scorer: Scorer) -> np.ndarray:
+    """Each chosen tile's layout with its cycle and foot paths decoded at the level of
+    :data:`urbangen.proximity.PATH_LEVELS` at which ``scorer`` rates it best (the first, ``layout`` as it is,
+    on a tie).
+
+    Parameters
+    ----------
+    stage
+        The proximity stage that drew ``probs``.
+    probs
+        (B, t, t, C) the chosen samples' fields.
+    layout
+        (B, t, t, C) their 0/1 layouts at the default level.
+    requested
+        (B, P) the tiles' standardized requests.
+    seeds
+        (B,) the tiles' seeds, as they were scored when chosen.
+    scorer
+        The selection's scorer.
+    """
+    layouts = np.stack([layout] + [deterministic_layout(probs, stage.spec, path_level=level)
+                                   for level in PATH_LEVELS[1:]])
+    errors = np.stack([np.asarray(scorer(stage, one, requested, seeds)) for one in layouts])
+    return layouts[np.argmin(errors, axis=0), np.arange(len(layout))]
 
 
 def stage_outputs(probs: np.ndarray, spec: RunSpec, *, stitched: bool = False, layout: np.ndarray | None = None
@@ -612,6 +658,8 @@ class GeneratorChain:
                 best = np.argmin(np.asarray(errors).reshape(-1, k), axis=1)
                 probs = probs.reshape(-1, k, *probs.shape[1:])[np.arange(len(best)), best]
                 layout = layouts.reshape(-1, k, *layouts.shape[1:])[np.arange(len(best)), best]
+                if path_channels(s):
+                    layout = best_path_levels(stage, probs, layout, z.mean(axis=(1, 2))[::k], seeds[::k], scorer)
             # The kept sample's, after its choice: the areas it was scored on stay. Specks first: a speck of
             # water is no ground a footprint must keep clear of.
             probs, layout = speckless_stage(probs, layout, s)
