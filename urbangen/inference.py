@@ -38,10 +38,10 @@ from data_pipeline.errors import RunSpecError
 from urbangen.conditioning import ParameterScaler, channel_indices, layout_to_signed
 from urbangen.footprints import rectangular_stage
 from urbangen.proximity import (
+    PATH_CHANNELS,
     PATH_LEVELS,
     ROAD_CHANNELS,
     SKELETON_LEVEL,
-    STREET_CHANNELS,
     decode_proximity,
     join_gaps,
     meet_streets,
@@ -112,7 +112,7 @@ def deterministic_layout(probs: np.ndarray, spec: RunSpec, *, stitched: bool = F
             return layout
         out = list(spec.output_channels)
         roads = [out.index(c) for c in ROAD_CHANNELS if c in out]
-        paths = [out.index(c) for c in STREET_CHANNELS if c in out and c not in ROAD_CHANNELS]
+        paths = [out.index(c) for c in PATH_CHANNELS if c in out]
         if stitched:
             layout = join_gaps(layout)
         layout = tidy_roads(run_through(layout, roads, paths), roads, paths)
@@ -122,16 +122,15 @@ def deterministic_layout(probs: np.ndarray, spec: RunSpec, *, stitched: bool = F
 
 def _channel_levels(spec: RunSpec, path_level: float | None) -> float | np.ndarray:
     """The skeleton level of each of a proximity stage's channels (C,), its paths' at ``path_level``."""
-    if path_level is None or not path_channels(spec):
+    if path_level is None or not draws_paths(spec):
         return SKELETON_LEVEL
-    return np.array([path_level if c in STREET_CHANNELS and c not in ROAD_CHANNELS else SKELETON_LEVEL
-                     for c in spec.output_channels], np.float32)
+    return np.array([path_level if c in PATH_CHANNELS else SKELETON_LEVEL for c in spec.output_channels],
+                    np.float32)
 
 
-def path_channels(spec: RunSpec) -> bool:
+def draws_paths(spec: RunSpec) -> bool:
     """Whether a stage's output is a proximity stage's street network with cycle and foot paths in it."""
-    return spec.sampling == "proximity" and any(c in spec.output_channels for c in STREET_CHANNELS
-                                                 if c not in ROAD_CHANNELS)
+    return spec.sampling == "proximity" and any(c in spec.output_channels for c in PATH_CHANNELS)
 
 
 def best_path_levels(stage: TrainedModel, probs: np.ndarray, layout: np.ndarray, requested: np.ndarray,
@@ -658,7 +657,7 @@ class GeneratorChain:
                 best = np.argmin(np.asarray(errors).reshape(-1, k), axis=1)
                 probs = probs.reshape(-1, k, *probs.shape[1:])[np.arange(len(best)), best]
                 layout = layouts.reshape(-1, k, *layouts.shape[1:])[np.arange(len(best)), best]
-                if path_channels(s):
+                if draws_paths(s):
                     layout = best_path_levels(stage, probs, layout, z.mean(axis=(1, 2))[::k], seeds[::k], scorer)
             # The kept sample's, after its choice: the areas it was scored on stay. Specks first: a speck of
             # water is no ground a footprint must keep clear of.

@@ -38,8 +38,10 @@ import numpy as np
 
 #: The channels of roads: what osmnx's drive network holds, the graph junctions and dead ends are counted on.
 ROAD_CHANNELS = ("major_roads", "minor_roads")
+#: The channels of paths: cycle and foot ways, decoded at a level of their own (PATH_LEVELS).
+PATH_CHANNELS = ("cycle_foot",)
 #: Street channels: the parameters of a street network come from these.
-STREET_CHANNELS = (*ROAD_CHANNELS, "cycle_foot")
+STREET_CHANNELS = (*ROAD_CHANNELS, *PATH_CHANNELS)
 #: A pixel's eight neighbours (row, column offsets).
 _NEIGHBOURS = [(-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)]
 #: Decay length of the field, pixels.
