@@ -96,7 +96,7 @@ def _faint_paths(street_tiles: np.ndarray, n: int) -> np.ndarray:
     return field
 
 
-_STREET_SPEC = SimpleNamespace(sampling="proximity", output_channels=STREETS)
+_STREET_SPEC = SimpleNamespace(sampling="proximity", output_channels=STREETS, tile_px=64)
 
 
 def test_a_tiles_paths_are_decoded_at_the_level_its_scorer_rates_best(street_tiles):
@@ -123,6 +123,57 @@ def test_a_tiles_paths_are_decoded_at_the_level_its_scorer_rates_best(street_til
         np.testing.assert_array_equal(chosen[tile], levels[best, tile])
     tie = best_path_levels(stage, field, default, np.zeros((4, 1)), np.zeros(4), lambda *a: np.zeros(4))
     np.testing.assert_array_equal(tie, default)
+
+
+def test_a_stitched_layouts_tiles_take_their_own_path_levels_meeting_in_a_ramp(street_tiles):
+    """Two real tiles side by side with faint paths, the left asking for more paths, the right for fewer:
+    each grid tile's window is decoded whole at every path level and scored as a complete window, and the
+    layout is decoded with each tile's best level, the two meeting in a ramp across their border."""
+    from urbangen.generate import sampler
+
+    field = np.concatenate(list(_faint_paths(street_tiles, 2)), axis=1)  # (64, 128, 3)
+    z = np.concatenate([np.ones((64, 64, 1)), -np.ones((64, 64, 1))], axis=1)
+    seen = []
+
+    def paths(stage, layouts, requested, seeds, *, weighted=None):
+        seen.append((len(layouts), seeds, weighted))
+        return -requested[:, 0] * layouts[..., 2].sum(axis=(1, 2))
+
+    layout = sampler._path_levelled(SimpleNamespace(spec=_STREET_SPEC), z, field, (8, paths), {})
+    assert seen == [(2, None, True)] * len(PATH_LEVELS)
+    ramp = 64 // 8  # the ramp's half-width
+    whole = [sampler.deterministic_layout(field, _STREET_SPEC, stitched=True, path_level=level)
+             for level in PATH_LEVELS]
+    counts = np.array([[one[:, :64, 2].sum(), one[:, 64:, 2].sum()] for one in whole], int)  # (level, tile)
+    most, fewest = whole[int(np.argmax(counts[:, 0]))], whole[int(np.argmin(counts[:, 1]))]
+    assert counts[:, 1].min() < counts[0, 1] and counts[:, 0].max() > counts[0, 0]  # neither the default
+    np.testing.assert_array_equal(layout[:, :64 - ramp, 2], most[:, :64 - ramp, 2])
+    np.testing.assert_array_equal(layout[:, 64 + ramp:, 2], fewest[:, 64 + ramp:, 2])
+    assert sampler._path_levelled(SimpleNamespace(spec=_STREET_SPEC), z[:32], field[:32], (8, paths), {}) is None
+
+
+def test_a_stitched_tiles_path_level_that_breaks_its_network_apart_is_not_taken(monkeypatch):
+    """Two tiles under one road, each with a faint path, both tiles' scorers wanting fewer paths: the left's path
+    joins the road to a second road, the right's is a spur. A level above the paths' ridge decodes both away, and
+    the left's window falls into two pieces: the right tile takes that level, the left keeps its path, unless
+    the tolerance lets a window lose its largest piece."""
+    from urbangen.generate import sampler
+
+    lines = np.zeros((1, 64, 128, 3), np.float32)
+    lines[0, 8, :, 1] = lines[0, 56, :64, 1] = 1  # minor roads: one across both tiles, one across the left
+    lines[0, 9:56, 30, 2] = 1  # left: a path from one road to the other
+    lines[0, 9:50, 96, 2] = 1  # right: a path off the road, ending
+    field = np.array(proximity_field(jnp.asarray(lines)))[0]
+    field[..., 2] *= 0.33  # the paths' ridge between the default level and the highest
+
+    def paths(stage, layouts, requested, seeds, *, weighted=None):  # fewer paths score better
+        return layouts[..., 2].sum(axis=(1, 2)).astype(float)
+
+    stage, z = SimpleNamespace(spec=_STREET_SPEC), np.zeros((64, 128, 1))
+    layout = sampler._path_levelled(stage, z, field, (8, paths), {})
+    assert layout[:, :64, 2].sum() > 40 and layout[:, 64:, 2].sum() == 0
+    monkeypatch.setattr(sampler, "PATH_LEVEL_PIECE_TOLERANCE", 1.0)
+    assert sampler._path_levelled(stage, z, field, (8, paths), {})[..., 2].sum() == 0
 
 
 def test_bilinear_latents_have_no_cell_borders():

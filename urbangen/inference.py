@@ -85,7 +85,7 @@ def tile_seeds(key: jax.Array, n: int) -> np.ndarray:
 
 
 def deterministic_layout(probs: np.ndarray, spec: RunSpec, *, stitched: bool = False,
-                         window: bool = False, path_level: float | None = None) -> np.ndarray:
+                         window: bool = False, path_level: float | np.ndarray | None = None) -> np.ndarray:
     """The 0/1 layout (..., H, W, C) of a ``threshold`` or ``proximity`` generator's output.
 
     A proximity stage's decoded roads run on through the paths that carry them to the next road
@@ -102,7 +102,7 @@ def deterministic_layout(probs: np.ndarray, spec: RunSpec, *, stitched: bool = F
     untidied and real 0.86).
 
     A proximity stage's cycle and foot paths are decoded at ``path_level`` (None: the roads' level,
-    ``urbangen.proximity.SKELETON_LEVEL``): see :func:`best_path_levels`.
+    ``urbangen.proximity.SKELETON_LEVEL``; a map (H, W): each pixel's): see :func:`best_path_levels`.
     """
     if spec.sampling == "threshold":
         return (np.asarray(probs) > 0.5).astype(np.uint8)
@@ -120,12 +120,13 @@ def deterministic_layout(probs: np.ndarray, spec: RunSpec, *, stitched: bool = F
     raise RunSpecError(f"a {spec.sampling!r} generator's output needs randomness to become a layout")
 
 
-def _channel_levels(spec: RunSpec, path_level: float | None) -> float | np.ndarray:
-    """The skeleton level of each of a proximity stage's channels (C,), its paths' at ``path_level``."""
+def _channel_levels(spec: RunSpec, path_level: float | np.ndarray | None) -> float | np.ndarray:
+    """The skeleton level of each of a proximity stage's channels (C,), its paths' at ``path_level``; with a map
+    of path levels (H, W), one for each pixel and channel (H, W, C)."""
     if path_level is None or not draws_paths(spec):
         return SKELETON_LEVEL
-    return np.array([path_level if c in PATH_CHANNELS else SKELETON_LEVEL for c in spec.output_channels],
-                    np.float32)
+    level = np.asarray(path_level, np.float32)[..., None]
+    return np.where(np.isin(list(spec.output_channels), PATH_CHANNELS), level, np.float32(SKELETON_LEVEL))
 
 
 def draws_paths(spec: RunSpec) -> bool:

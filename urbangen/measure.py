@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 from affine import Affine
 from rasterio.transform import from_origin
+from scipy import ndimage
 
 from data_pipeline.config import TilingConfig
 from data_pipeline.features import LAYERS, OSMFeatures
@@ -43,6 +44,8 @@ PARAMETER_CHANNELS: dict[str, tuple[str, ...]] = {
 CUT_END_PX = 2.0
 #: A metric CRS for layouts with no place on Earth; near its origin it is conformal (bearings hold).
 FREE_CRS = "EPSG:3857"
+#: 8-connectivity: diagonal street pixels touch, as a diagonal street is drawn.
+EIGHT_NEIGHBOURS = np.ones((3, 3), bool)
 
 
 def vectorize(layout: np.ndarray, channels: list[str], transform: Affine, crs: str,
@@ -125,3 +128,17 @@ def measure_tiles(tiles: np.ndarray, channels: list[str], mpp: float, *, min_bui
         vectors = vectorize(mosaic, channels, transform, FREE_CRS, min_building_area_m2)
         rows.append(measure_windows(vectors, channels, np.array(bounds), mpp, t, FREE_CRS, layouts=np.array(bounds)))
     return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
+
+
+def largest_component_share(tiles: np.ndarray, channels: list[str]) -> np.ndarray:
+    """Per tile, street pixels in the largest connected component / all street pixels (NaN without streets)."""
+    idx = [channels.index(c) for c in STREET_CHANNELS if c in channels]
+    out = np.full(len(tiles), np.nan)
+    for i, tile in enumerate(tiles):
+        mask = tile[..., idx].any(axis=-1)
+        total = int(mask.sum())
+        if total == 0:
+            continue
+        labels, n = ndimage.label(mask, structure=EIGHT_NEIGHBOURS)
+        out[i] = np.bincount(labels.ravel())[1:].max() / total
+    return out

@@ -28,30 +28,14 @@ import numpy as np
 from scipy import ndimage
 
 from urbangen.evaluators.common import RealTiles
-from urbangen.measure import STREET_CHANNELS
+from urbangen.measure import EIGHT_NEIGHBOURS, largest_component_share
 
-#: 8-connectivity: diagonal street pixels touch, as a diagonal street is drawn.
-_EIGHT = np.ones((3, 3), bool)
 #: A piece of major road this long (its bounding box's diagonal) runs through a district, not along a block.
 REACH_M = 500.0
 #: Windows with fewer major-road pixels than this have no major road to judge (NaN).
 MIN_MAJOR_PX = 20
 #: The reach's target gap is twice the floor's, but never below this (as the connectivity target).
 MIN_TARGET_GAP = 0.10
-
-
-def largest_component_share(tiles: np.ndarray, channels: list[str]) -> np.ndarray:
-    """Per tile, street pixels in the largest connected component / all street pixels (NaN without streets)."""
-    idx = [channels.index(c) for c in STREET_CHANNELS if c in channels]
-    out = np.full(len(tiles), np.nan)
-    for i, tile in enumerate(tiles):
-        mask = tile[..., idx].any(axis=-1)
-        total = int(mask.sum())
-        if total == 0:
-            continue
-        labels, n = ndimage.label(mask, structure=_EIGHT)
-        out[i] = np.bincount(labels.ravel())[1:].max() / total
-    return out
 
 
 class StreetConnectivity:
@@ -113,7 +97,7 @@ def major_road_reach(windows: np.ndarray, channels: list[str], meters_per_pixel:
         total = int(mask.sum())
         if total < MIN_MAJOR_PX:
             continue
-        labels, _ = ndimage.label(mask, structure=_EIGHT)
+        labels, _ = ndimage.label(mask, structure=EIGHT_NEIGHBOURS)
         sizes = np.bincount(labels.ravel())
         reaching = sum(int(sizes[j + 1]) for j, box in enumerate(ndimage.find_objects(labels))
                        if np.hypot(box[0].stop - box[0].start, box[1].stop - box[1].start) * meters_per_pixel
