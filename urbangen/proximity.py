@@ -58,10 +58,11 @@ SKELETON_LEVEL = 0.3
 #: The levels a generated network's cycle and foot paths may be decoded at, the default first: a generated
 #: path's ridge is lower than a road's, and where the decoder is unsure of a path the level decides whether it
 #: is drawn, so a generated single tile takes the level at which its network measures nearest its request
-#: (:func:`urbangen.inference.best_path_levels`; not yet the tiles of a stitched layout: see
-#: docs/model_development.md). On 128 validation tiles asking for a cycle/foot share above 0.2, the street
-#: stage's chosen samples (16 candidates) missed it by 0.068 at the default level alone and by 0.048 choosing
-#: among these five, the other street parameters unchanged (real tiles through the same path: 0.031).
+#: (:func:`urbangen.inference.best_path_levels`), and so does each grid tile of a stitched layout where its
+#: network stays in one piece (:func:`urbangen.generate.sampler._path_levelled`). On 128 validation tiles asking
+#: for a cycle/foot share above 0.2, the street stage's chosen samples (16 candidates) missed it by 0.068 at the
+#: default level alone and by 0.048 choosing among these five, the other street parameters unchanged (real tiles
+#: through the same path: 0.031).
 PATH_LEVELS = (SKELETON_LEVEL, 0.24, 0.36, 0.18, 0.42)
 #: Width, pixels, of a centre line drawn where the field has no core (a blurry ridge).
 LINE_PX = 2
@@ -448,7 +449,8 @@ def tidy_roads(layout: np.ndarray, roads: list[int], paths: list[int] | tuple[in
 
 def decode_proximity(field: np.ndarray, level: float | np.ndarray = SKELETON_LEVEL) -> np.ndarray:
     """A 0/1 layout (..., H, W, C) from proximity fields: the streets' cores and centre lines (see the module),
-    centre lines through the ground above ``level`` (one for every channel, or one per channel, (C,))."""
+    centre lines through the ground above ``level`` (one for every channel, one per channel (C,), or one per
+    pixel and channel (H, W, C))."""
     from scipy import ndimage
     from skimage.morphology import skeletonize
 

@@ -198,12 +198,13 @@ def generate_layout(model: TrainedModel | GeneratorChain, fields: np.ndarray, ke
                 merge_stage(drawn, out, *stage_outputs(lines.astype(np.float32), stage.spec, layout=lines))
                 coarse.update({c: lines[..., j] for j, c in enumerate(stage.spec.output_channels)})
                 continue
-            probs = _blend(stage, model.stage_maps(stage, z), jax.random.fold_in(key, tile_stage), stage_given,
-                           batch_size, model.selection, coarse)
+            maps = model.stage_maps(stage, z)
+            probs = _blend(stage, maps, jax.random.fold_in(key, tile_stage), stage_given, batch_size,
+                           model.selection, coarse)
             tile_stage += 1
             layout = None
             if model.selection is not None and draws_paths(stage.spec):
-                layout = _path_levelled(stage, model.stage_maps(stage, z), probs, model.selection, coarse)
+                layout = _path_levelled(stage, maps, probs, model.selection, coarse)
             probs, layout = speckless_stage(probs, layout, stage.spec)  # the blended layout's, as a single tile's
             if model.rectangular_footprints:
                 probs, layout = rectangular_stage(probs, layout, stage.spec, drawn)
