@@ -97,8 +97,11 @@ def test_quickstart_runs_every_stage_on_the_embedded_cities_and_a_place_then_res
     # Two candidates per tile, not 16: generating took half of this test's seven minutes. CI's main job runs
     # the quickstart as the README gives it, with the shipped generator's own setting.
     # And each stitched street window drawn from 8 samples, not 32: decoding them was most of the generate
-    # stage (100 of its 150 s). What the sampler chooses is tested in tests/test_proximity.py.
+    # stage (100 of its 150 s). What the sampler chooses is tested in tests/test_proximity.py. The chosen tiles
+    # kept as drawn, their latents not moved to continue the tiles before them: moving was most of what was
+    # left (tests/test_proximity.py checks it too).
     monkeypatch.setattr("urbangen.generate.sampler.CANDIDATES", 8)
+    monkeypatch.setattr("urbangen.generate.sampler.CONTINUE_STEPS", 0)
     args = ["quickstart", "--out", str(out), "--place", "Østerbro, Copenhagen", "--group", "østerbro=micromobility",
             "--steps", "6", "--candidates", "2"]
     result = CliRunner().invoke(app, args)
