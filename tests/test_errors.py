@@ -54,8 +54,10 @@ def test_too_few_tiles_to_evaluate_is_one_line(tiles, tmp_path):
                             capture_output=True, text=True, timeout=300)
     output = (result.stdout + result.stderr).strip()
     assert result.returncode == 2 and "Traceback" not in output and "--tiles" in output
-    with pytest.raises(InvalidValueError, match="at least 2 test tiles"):
+    with pytest.raises(InvalidValueError, match="at least 2 held-out tiles"):
         evaluate("no-such-model", tmp_path, tmp_path / "out", max_tiles=int(tiles))
+    with pytest.raises(InvalidValueError, match="regions is 'val': choose test .* or validation"):
+        evaluate("no-such-model", tmp_path, tmp_path / "out", regions="val")  # before the model loads
     assert not (tmp_path / "out").exists()
 
 

@@ -234,7 +234,9 @@ def test_evaluate_reports_every_number_beside_its_floor_and_ceiling(checkpoints,
     data = open_dataset(small_tiles)
     meta_split = check_split(load_run(checkpoints["vae"]).spec.split, data.tiles)
     assert report["n"] == 24 == report["realism"]["n"] == report["conditioning"]["n"] == report["diversity"]["n"]
-    assert report["split"]["test_tiles"] == len(meta_split.test)
+    assert report["split"]["regions"] == "test" and report["split"]["held_out_tiles"] == len(meta_split.test)
+    assert len(report["split"]["tile_rows"]) == 24
+    assert set(report["split"]["tile_rows"]) <= set(meta_split.test.tolist())
     for name, m in report["realism"]["metrics"].items():
         lad = m["ladder"]
         rising = lad["real"] < lad["blurred"] < lad["shuffled"] < lad["noise"]
@@ -272,6 +274,26 @@ def test_evaluate_reports_every_number_beside_its_floor_and_ceiling(checkpoints,
     assert json.loads((tmp_path / "again" / "evaluation.json").read_text()) == report
     refused = CliRunner().invoke(app, args("other", "--split-seed", "7"))
     assert refused.exit_code == 2 and "seed" in refused.output and not (tmp_path / "other").exists()
+
+    # The validation regions, for choosing a setting: only their tiles (none of the test regions'), the report
+    # says so, and a comparison with the test regions' evaluation is refused: their tiles do not pair up.
+    from data_pipeline.errors import InvalidValueError
+    from urbangen.compare import compare_evaluations
+
+    validation = CliRunner().invoke(app, ["evaluate", "--checkpoint", str(checkpoints["vae"]), "--dataset",
+                                          str(small_tiles), "--out", str(tmp_path / "val"), "--tiles", "8",
+                                          "--stitched-mosaics", "0", "--regions", "validation"])
+    assert validation.exit_code == 0, validation.output
+    on_validation = json.loads((tmp_path / "val" / "evaluation.json").read_text())
+    rows = set(on_validation["split"]["tile_rows"])
+    assert on_validation["split"]["regions"] == "validation" and len(rows) == 8
+    assert rows <= set(meta_split.val.tolist()) and not rows & set(meta_split.test.tolist())
+    assert on_validation["split"]["held_out_tiles"] == len(meta_split.val)
+    assert "**Validation regions**" in (tmp_path / "val" / "report.md").read_text()
+    with pytest.raises(InvalidValueError, match="A was evaluated on the test regions and B on the validation"):
+        compare_evaluations(report, on_validation)
+    unknown = CliRunner().invoke(app, args("unknown", "--regions", "train"))
+    assert unknown.exit_code == 2 and "choose test" in unknown.output and not (tmp_path / "unknown").exists()
 
 
 def test_buildings_around_a_given_real_street_network(small_tiles, osm_path, tmp_path):

@@ -173,13 +173,14 @@ def generate_command(
 def evaluate_command(
     checkpoint: Annotated[str, typer.Option(help="A generator: a shipped model's name (city-64), a model file, or "
                                                  "a training run directory.")],
-    dataset: Annotated[Path, typer.Option(help="The dataset the run was trained on (its test regions are used).")],
+    dataset: Annotated[Path, typer.Option(help="The dataset the run was trained on (its test regions, or with "
+                                               "--regions validation its validation regions, are used).")],
     out: Annotated[Path, typer.Option(
         "--out", help="Directory for evaluation.json, report.md and plots.")] = Path("evaluation"),
     encoder: Annotated[str | None, typer.Option(help="Encoder (shipped name, model file or run): realism in its "
                                                         "embedding space (Frechet, KID).")] = None,
     tiles: Annotated[int, typer.Option(
-        min=2, help="Test tiles to evaluate on (as many real training tiles are the floor).")] = 128,
+        min=2, help="Held-out tiles to evaluate on (as many real training tiles are the floor).")] = 128,
     seed: Annotated[int, typer.Option(help="Seed of the tile choice and the samples.")] = 0,
     split_seed: Annotated[int | None, typer.Option(help="Check that the run's split was drawn with this seed.")] = None,
     candidates: Annotated[int | None, typer.Option(
@@ -190,15 +191,19 @@ def evaluate_command(
         "target takes: 0, the fit alone, follows requests most closely; 1 spreads like real tiles "
         "[default: per parameter, 1 where the request explains less than R² 0.6 of it, else 0].")] = None,
     stitched_mosaics: Annotated[int, typer.Option(
-        min=0, help="Real test mosaics whose tiles' parameters are requested as one field, the stitched layout "
-        "measured tile by tile (0: skip).")] = 8,
+        min=0, help="Real held-out mosaics whose tiles' parameters are requested as one field, the stitched "
+        "layout measured tile by tile (0: skip).")] = 8,
     footprints_as_drawn: Annotated[bool, typer.Option(
         "--footprints-as-drawn", help="Judge a chain's buildings as its model drew them, not with compact, "
         "house-sized footprints redrawn as rectangles (urbangen.footprints), as urbangen generate hands them on.")
     ] = False,
+    regions: Annotated[str, typer.Option(
+        help="The run's held-out regions to evaluate on: test (the bar is judged there) or validation (for "
+        "choosing a model or a sampler setting without looking at the test regions).")] = "test",
     wandb_mode: Annotated[str, typer.Option(help="online, offline or disabled.")] = "disabled",
 ) -> None:
-    """Realism, conditioning and diversity of a generator on its test regions, each beside its floor and ceiling."""
+    """Realism, conditioning and diversity of a generator on its test (or validation) regions, each beside its
+    floor and ceiling."""
     from urbangen.evaluate import evaluate
 
     # Options left unset keep evaluate()'s defaults (urbangen.generate.selection's).
@@ -207,8 +212,8 @@ def evaluate_command(
     with progress.shown(console, disable=progress_disabled()):
         result = evaluate(checkpoint, dataset, out, encoder=encoder, max_tiles=tiles, seed=seed,
                           split_seed=split_seed, stitched_mosaics=stitched_mosaics,
-                          rectangular_footprints=False if footprints_as_drawn else None, wandb_mode=wandb_mode,
-                          **chosen)
+                          rectangular_footprints=False if footprints_as_drawn else None, regions=regions,
+                          wandb_mode=wandb_mode, **chosen)
     console.print(f"wrote [bold]{out / 'report.md'}[/], {out / 'evaluation.json'} and plots")
     for name, m in result["realism"]["metrics"].items():
         shown = f"{m['generated']:.3g}" if m["reported"] else "withheld (fails the sanity ladder)"

@@ -58,6 +58,11 @@ def compare_evaluations(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     InvalidValueError
         If the two evaluations asked for different parameters, on different tiles, regions or mosaics.
     """
+    # Evaluations from before regions were recorded (2026-12-07) took the test regions.
+    regions = [e.get("split", {}).get("regions", "test") for e in (a, b)]
+    if regions[0] != regions[1]:
+        raise InvalidValueError(f"A was evaluated on the {regions[0]} regions and B on the {regions[1]} regions: "
+                                "evaluate both on the same regions (`urbangen evaluate --regions`)")
     out: dict[str, Any] = {}
     for section, (_, units) in PAIRED_SECTIONS.items():
         if section not in a and section not in b:

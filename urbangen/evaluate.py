@@ -2,7 +2,9 @@
 
 Every number is taken on the run's **test** regions (never the validation
 regions its best checkpoint and early stopping were chosen on), which a
-buffer of at least one tile keeps off the training ground (:mod:`urbangen.splits`).
+buffer of at least one tile keeps off the training ground (:mod:`urbangen.splits`);
+or, with ``regions="validation"``, on the validation regions, for choosing a
+model or a sampler setting without looking at the test regions the bar is judged on.
 The evaluators (:mod:`urbangen.evaluators`) are fed the run's predict functions.
 """
 
@@ -42,6 +44,11 @@ from urbangen.measure import PARAMETER_CHANNELS, STREET_CHANNELS
 from urbangen.pretrained import load_model, load_one_model
 from urbangen.splits import Split, check_split
 
+#: The held-out regions an evaluation may take, and the run's split each names (:class:`urbangen.splits.Split`):
+#: the test regions judge a generator against the bar; the validation regions are for choosing among models and
+#: settings, so that the choice does not fit the test regions' noise.
+REGIONS = {"test": "test", "validation": "val"}
+
 
 def check_compatible(spec: RunSpec, data: TileDataset, what: str) -> None:
     """Raise a clear error when ``data`` is not the kind of tiles the run was trained on."""
@@ -73,8 +80,9 @@ def evaluate(checkpoint: str | Path | TrainedModel | GeneratorChain, dataset: st
              encoder: str | Path | None = None, max_tiles: int = 128, seed: int = 0, split_seed: int | None = None,
              n_boot: int = 200, seams_m: float = 2048.0, stitched_mosaics: int = 8, candidates: int = CANDIDATES,
              target_scatter: float | None = TARGET_SCATTER, rectangular_footprints: bool | None = None,
-             wandb_mode: str = "disabled") -> dict[str, Any]:
-    """Evaluate a generator run on its test regions; write ``evaluation.json``, ``report.md`` and plots.
+             regions: str = "test", wandb_mode: str = "disabled") -> dict[str, Any]:
+    """Evaluate a generator run on its test (or validation) regions; write ``evaluation.json``, ``report.md`` and
+    plots.
 
     Parameters
     ----------
@@ -82,7 +90,7 @@ def evaluate(checkpoint: str | Path | TrainedModel | GeneratorChain, dataset: st
         The generator: a shipped model's name, a model file, a run folder
         (see :func:`urbangen.pretrained.load_model`), or a loaded model.
     max_tiles
-        Test tiles to evaluate on (all when fewer); as many real training
+        Held-out tiles to evaluate on (all when fewer); as many real training
         tiles are the floor, and each comparison is at this one sample size.
     seed
         Seed of the tile choice and of the generated samples.
@@ -93,7 +101,7 @@ def evaluate(checkpoint: str | Path | TrainedModel | GeneratorChain, dataset: st
         Side of the stitched layout whose tile borders the seam evaluator
         inspects (0: skip it).
     stitched_mosaics
-        Real test mosaics (4 x 4 tiles where the test regions have them, else
+        Real held-out mosaics (4 x 4 tiles where the regions have them, else
         2 x 2) whose tiles' parameters are requested as one spatial field, the
         stitched layout measured tile by tile
         (:mod:`urbangen.evaluators.stitched_conditioning`; 0: skip it).
@@ -110,16 +118,24 @@ def evaluate(checkpoint: str | Path | TrainedModel | GeneratorChain, dataset: st
         rectangles, as ``urbangen generate`` does (:mod:`urbangen.footprints`);
         False: the buildings as the model drew them; None: as the chain is
         set (a shipped one redraws). A single model never redraws.
+    regions
+        The run's held-out regions to evaluate on (:data:`REGIONS`): ``"test"``,
+        those the bar is judged on, or ``"validation"``, for choosing a model or a
+        setting. The floors are taken on the same regions.
 
     Raises
     ------
     SplitMismatchError
         If the dataset is not the one the run was trained on, or ``split_seed`` differs.
     InvalidValueError
-        If ``max_tiles`` is under 2 (a floor compares two sets of real tiles).
+        If ``max_tiles`` is under 2 (a floor compares two sets of real tiles), or ``regions`` is not one of
+        :data:`REGIONS`.
     """
     if max_tiles < 2:
-        raise InvalidValueError(f"max_tiles is {max_tiles}: evaluation needs at least 2 test tiles")
+        raise InvalidValueError(f"max_tiles is {max_tiles}: evaluation needs at least 2 held-out tiles")
+    if regions not in REGIONS:
+        raise InvalidValueError(f"regions is {regions!r}: choose test (the regions the bar is judged on) or "
+                                "validation (for choosing a model or a setting)")
     model = checkpoint if isinstance(checkpoint, (TrainedModel, GeneratorChain)) else load_model(checkpoint)
     checkpoint = model.spec.workdir if checkpoint is model else checkpoint
     model = by_parameters(model, candidates, scatter=target_scatter)
@@ -134,22 +150,25 @@ def evaluate(checkpoint: str | Path | TrainedModel | GeneratorChain, dataset: st
     if encoder is not None:
         enc = load_one_model(encoder, "the encoder")
         check_compatible(enc.spec, data, "the encoder")
-    test_rows, train_rows = split.test, split.train
+    held_out_rows, train_rows = split.indices(REGIONS[regions]), split.train
     if "buildings" in model.spec.output_channels:
         # A model that draws buildings is judged where the source mapped them (not on streets-only cities).
         known = data.tiles["buildings_known"].to_numpy(bool)
-        test_rows, train_rows = test_rows[known[test_rows]], train_rows[known[train_rows]]
-    if len(test_rows) < 2 or len(train_rows) < 2:
-        raise InvalidValueError(f"{dataset}: the run's split has {len(test_rows)} test and {len(train_rows)} training "
-                         "tiles; evaluation needs at least two of each (more regions, or a larger test_fraction)")
+        held_out_rows, train_rows = held_out_rows[known[held_out_rows]], train_rows[known[train_rows]]
+    if len(held_out_rows) < 2 or len(train_rows) < 2:
+        fraction = "test_fraction" if regions == "test" else "val_fraction"
+        raise InvalidValueError(f"{dataset}: the run's split has {len(held_out_rows)} {regions} and {len(train_rows)} "
+                                f"training tiles; evaluation needs at least two of each (more regions, or a larger "
+                                f"{fraction})")
     rng = np.random.default_rng(seed)
-    n = min(max_tiles, len(test_rows), len(train_rows))
+    n = min(max_tiles, len(held_out_rows), len(train_rows))
     names = model.spec.parameter_names
-    test = read_real(data, test_rows[sample_rows(len(test_rows), n, rng)], names)
+    held_out_sample = held_out_rows[sample_rows(len(held_out_rows), n, rng)]
+    held_out = read_real(data, held_out_sample, names)
     train = read_real(data, train_rows[sample_rows(len(train_rows), n, rng)], names)
 
-    generated = generate_for(model, test, seed=seed)
-    generated_measured = test.measure(generated)  # once, for realism and conditioning
+    generated = generate_for(model, held_out, seed=seed)
+    generated_measured = held_out.measure(generated)  # once, for realism and conditioning
     # Every training tile of the split, streets-only cities' included: what a generator might recall (as many as
     # COPYING_BYTES hold, drawn with a generator of their own, so that the tiles above stay every run's before).
     tile_bytes = data.tile_px ** 2 * len(data.channels)
@@ -157,31 +176,33 @@ def evaluate(checkpoint: str | Path | TrainedModel | GeneratorChain, dataset: st
         split.train, size=min(len(split.train), max(256, COPYING_BYTES // tile_bytes)), replace=False))
     drawn = [list(data.channels).index(c) for c in model.spec.output_channels]
     copy_training = read_real(data, copy_rows, names)
-    copying = Copying(copy_training, drawn, encoder=enc).run(generated, test)
+    copying = Copying(copy_training, drawn, encoder=enc).run(generated, held_out)
     # Beside each example, its nearest training tile in the encoder's space (by pixels a dense tile's nearest is an
     # all-building one: see urbangen.evaluators.copying), when an encoder is given.
     nearest_tiles = None if "encoder_space" not in copying else copy_training.tiles[
         np.searchsorted(copy_rows, copying["encoder_space"]["nearest_training_rows"])]
     result: dict[str, Any] = {
         "checkpoint": str(checkpoint), "model": model.spec.kind, "step": model.spec.step, "dataset": str(dataset),
-        "split": {"seed": split.seed, "test_tiles": int(len(split.test)), "train_tiles": int(len(split.train)),
-                  "buffer_m": split.buffer_m, "test_regions": split.regions.get("test", [])},
+        "split": {"seed": split.seed, "regions": regions, "held_out_tiles": int(len(split.indices(REGIONS[regions]))),
+                  "train_tiles": int(len(split.train)), "buffer_m": split.buffer_m,
+                  "held_out_regions": split.regions.get(REGIONS[regions], []),
+                  "tile_rows": [int(i) for i in held_out_sample]},
         "n": int(n), "seed": seed, "candidates": candidates_of(model), "target_scatter": target_scatter,
         "footprints": footprints_of(model),
         "encoder": None if encoder is None else str(encoder), "given_channels": list(model.spec.input_channels),
-        "realism": Realism(test, encoder=enc, n_boot=n_boot, seed=seed).run(
-            generated, test.regions, train, generated_measured),
-        "conditioning": Conditioning(test, seed=seed).run(model, generated, generated_measured),
-        "diversity": Diversity(test, encoder=enc, seed=seed).run(model, generated),
+        "realism": Realism(held_out, encoder=enc, n_boot=n_boot, seed=seed).run(
+            generated, held_out.regions, train, generated_measured),
+        "conditioning": Conditioning(held_out, seed=seed).run(model, generated, generated_measured),
+        "diversity": Diversity(held_out, encoder=enc, seed=seed).run(model, generated),
         "copying": copying, "attribution": ATTRIBUTION}
     if any(c in model.spec.output_channels for c in ("major_roads", "minor_roads", "cycle_foot")):
-        result["streets"] = StreetConnectivity(test).run(generated, train)
+        result["streets"] = StreetConnectivity(held_out).run(generated, train)
     if "buildings" in model.spec.output_channels and any(c in data.channels for c in STREET_CHANNELS):
-        result["building_street_interface"] = BuildingStreetInterface(test).run(generated, train, seed=seed)
+        result["building_street_interface"] = BuildingStreetInterface(held_out).run(generated, train, seed=seed)
         draws_streets = any(c in model.spec.output_channels for c in STREET_CHANNELS)
-        result["footprint_and_street_form"] = FootprintAndStreetForm(test, draws_streets).run(generated, train,
+        result["footprint_and_street_form"] = FootprintAndStreetForm(held_out, draws_streets).run(generated, train,
                                                                                                seed=seed)
-    seams = _seams(model, data, test_rows, test, seed, seams_m) if seams_m else None
+    seams = _seams(model, data, held_out_rows, held_out, seed, seams_m) if seams_m else None
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if seams is not None:
@@ -197,17 +218,17 @@ def evaluate(checkpoint: str | Path | TrainedModel | GeneratorChain, dataset: st
                 result["major_roads_stitched"] = stitched_major_road_reach(
                     layouts, mosaics, floor_mosaics, list(data.channels), data.meters_per_pixel)
     if stitched_mosaics and not model.spec.input_channels:
-        blocks = mosaic_rows(data, test_rows, mosaic_side(data, test_rows), limit=stitched_mosaics)
+        blocks = mosaic_rows(data, held_out_rows, mosaic_side(data, held_out_rows), limit=stitched_mosaics)
         if blocks:
             sc = StitchedConditioning(data, blocks, names).run(model, seed=seed)
             _write_pairs_png(sc.pop("real_mosaics"), sc.pop("layouts"), list(data.channels),
-                             out / "stitched_conditioning.png", data.meters_per_pixel)
+                             out / "stitched_conditioning.png", data.meters_per_pixel, regions)
             result["stitched_conditioning"] = sc
     result["acceptance"] = acceptance(result)
     write_text_atomic(out / "evaluation.json", json.dumps(result, indent=2))
     write_text_atomic(out / "report.md", report_markdown(result))
     plot_conditioning(result["conditioning"], out / "conditioning.png")
-    _examples(test, generated, out / "examples.png", nearest_tiles)
+    _examples(held_out, generated, out / "examples.png", regions, nearest_tiles)
     if wandb_mode != "disabled":
         _log_wandb(result, out, wandb_mode)
     return result
@@ -317,26 +338,26 @@ def acceptance_rows(rows: list[dict[str, Any]]) -> list[str]:
 
 
 
-def _seams(model: TrainedModel | GeneratorChain, data: TileDataset, test_rows: np.ndarray, test: Any,
+def _seams(model: TrainedModel | GeneratorChain, data: TileDataset, held_out_rows: np.ndarray, held_out: Any,
            seed: int, side_m: float = 2048.0) -> dict[str, Any] | None:
-    """The seam evaluator on a stitched ``side_m`` layout of the test tiles' mean parameters; its result also
+    """The seam evaluator on a stitched ``side_m`` layout of the held-out tiles' mean parameters; its result also
     holds the ``layouts`` and the real ``mosaics`` it compared, for the caller to take out."""
     if model.spec.input_channels:
         return None  # it draws around given streets: there is no stitched layout of its own to judge
-    mosaics = real_mosaics(data, test_rows, mosaic_side(data, test_rows))
+    mosaics = real_mosaics(data, held_out_rows, mosaic_side(data, held_out_rows))
     if not mosaics:
         return None
     px = int(round(side_m / data.meters_per_pixel))
-    mean = np.nanmean(np.where(np.isfinite(test.parameters), test.parameters, np.nan), axis=0)
+    mean = np.nanmean(np.where(np.isfinite(held_out.parameters), held_out.parameters, np.nan), axis=0)
     fields = np.broadcast_to(mean, (px, px, len(mean))).copy()
     return Seams(mosaics, list(data.channels), data.tile_px // 2).run(model, fields, samples=2, seed=seed) | {
         "mosaics": mosaics}
 
 
 def _write_pairs_png(real: list[np.ndarray], generated: list[np.ndarray], channels: list[str], path: Path,
-                     mpp: float, n: int = 4) -> None:
-    """Rows of: the layout generated for a real test mosaic's tile parameters as one field | that mosaic (the
-    first ``n``)."""
+                     mpp: float, regions: str = "test", n: int = 4) -> None:
+    """Rows of: the layout generated for a real held-out mosaic's tile parameters as one field | that mosaic (the
+    first ``n``), of the ``regions`` evaluated."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -348,7 +369,7 @@ def _write_pairs_png(real: list[np.ndarray], generated: list[np.ndarray], channe
     fig, axes = plt.subplots(n, 2, figsize=(8, 4 * n + 0.4), squeeze=False)
     for k in range(n):
         for ax, image, what in ((axes[k, 0], generated[k], "generated for the tiles' parameters"),
-                                (axes[k, 1], real[k], "real test mosaic")):
+                                (axes[k, 1], real[k], f"real {regions} mosaic")):
             ax.imshow(tile_to_rgb(image, channels), interpolation="nearest")
             ax.set_axis_off()
             ax.set_title(f"{what} ({image.shape[0] * mpp:g} m)", fontsize=9)
@@ -364,9 +385,10 @@ def _write_layout_png(layout: np.ndarray, channels: list[str], path: Path, mpp: 
     write_png(layout, channels, path, mpp, title="stitched layout (seam evaluator)")
 
 
-def _per_tile_table(section: dict[str, Any]) -> list[str]:
-    """The report's table of an evaluator of per-tile statistics (:mod:`urbangen.evaluators.per_tile`)."""
-    return table(["statistic", "generated mean", "real test mean", "real training mean", "W1 (× floor)",
+def _per_tile_table(section: dict[str, Any], held: str = "test") -> list[str]:
+    """The report's table of an evaluator of per-tile statistics (:mod:`urbangen.evaluators.per_tile`), against
+    the real tiles of the ``held``-out regions."""
+    return table(["statistic", "generated mean", f"real {held} mean", "real training mean", "W1 (× floor)",
                   "shuffled, noise (× floor)"],
                  [[name, number(m["generated_mean"]), number(m["real_test_mean"]), number(m["real_train_mean"]),
                    number(m["w1_ratio"]),
@@ -412,10 +434,14 @@ def _with_interval(errors: dict[str, Any]) -> str:
 
 def report_markdown(result: dict[str, Any]) -> str:
     s, r, c, d = result["split"], result["realism"], result["conditioning"], result["diversity"]
+    held = s["regions"]  # the held-out regions every real tile below comes from: test, or validation
     lines = [f"# Evaluation of `{result['checkpoint']}` ({result['model']}, step {result['step']})", "",
-             f"{result['n']} tiles of the run's test regions ({s['test_tiles']} test tiles in all, split seed "
-             f"{s['seed']}, a {s['buffer_m']:.0f} m buffer from training ground) and as many real training tiles. "
-             "Each comparison is at this one sample size. "
+             f"{result['n']} tiles of the run's {held} regions ({s['held_out_tiles']} {held} tiles in all, split "
+             f"seed {s['seed']}, a {s['buffer_m']:.0f} m buffer from training ground) and as many real training "
+             "tiles. "
+             + ("" if held == "test" else "**Validation regions**: for choosing a model or a setting; the bar is "
+                "judged on the test regions (`--regions test`). ")
+             + "Each comparison is at this one sample size. "
              f"Each generated tile is the best of {result.get('candidates', 1)} sample(s) of each stage at "
              "matching its request (sampling by selection, `--candidates`), each target taking "
              f"{_scatter_words(result.get('target_scatter', 0.0))} (`--target-scatter`). "
@@ -425,11 +451,11 @@ def report_markdown(result: dict[str, Any]) -> str:
              "", "## Realism", "",
              "Lower is more real. Each metric scores real tiles (the floor), the same tiles blurred, shuffled "
              "within each tile, and per-pixel noise with the real channel shares (the ceiling), against the same "
-             "real test tiles; a metric whose scores do not rise in that order is withheld. "
+             f"real {held} tiles; a metric whose scores do not rise in that order is withheld. "
              "`position` places the generator between real (0) and noise (1).", ""]
     lines += realism_rows(r)
     lines += ["", "## Conditioning", "",
-              "Each test tile's parameters requested; generated and real tiles measured through the same "
+              f"Each {held} tile's parameters requested; generated and real tiles measured through the same "
               "raster → vector → parameters path. Floor: the real tiles themselves; unconditional: the training "
               f"mean requested. Failures (not measurable) are counted, not dropped: {number(c['failure_rate'], 2)} "
               "of conditioned values failed.", ""]
@@ -437,7 +463,7 @@ def report_markdown(result: dict[str, Any]) -> str:
     lines += ["", "![requested against achieved](conditioning.png)", "", "## Diversity", "",
               "Pixels differing between two samples of one request: "
               f"{number(d['pixel_disagreement_between_samples'])}; "
-              f"between real test tiles and their nearest neighbour in parameters (another region): "
+              f"between real {held} tiles and their nearest neighbour in parameters (another region): "
               f"{number(d['pixel_disagreement_between_real_neighbours'])}."]
     if "embedding_distance_between_samples" in d:
         lines += ["", f"Encoder embedding distance between samples: {number(d['embedding_distance_between_samples'])}; "
@@ -447,28 +473,28 @@ def report_markdown(result: dict[str, Any]) -> str:
         lines += ["", "## Copying", "",
                   f"Jaccard distance (over the pixels of the channels generated) to the nearest of "
                   f"{cp['training_tiles']} training tiles, median: generated {number(cp['generated_median'])}, real "
-                  "test tiles (the floor: "
+                  f"{held} tiles (the floor: "
                   f"held-out ground) {number(cp['real_test_median'])}, a ratio of {number(cp['ratio'])} (near 0: "
                   f"the generator hands back training tiles). Generated tiles nearer a training tile than every "
-                  f"real test tile: {number(cp['below_every_real'])}; identical to one: {cp['identical']} of "
-                  f"{cp['n']} (real test tiles: {cp['real_identical']})."]
+                  f"real {held} tile: {number(cp['below_every_real'])}; identical to one: {cp['identical']} of "
+                  f"{cp['n']} (real {held} tiles: {cp['real_identical']})."]
         if "encoder_space" in cp:
             es = cp["encoder_space"]
             lines += ["", "In the encoder's embedding space (Euclidean distance to the nearest training tile), median: "
-                      f"generated {number(es['generated_median'])}, real test tiles {number(es['real_test_median'])}, "
-                      f"a ratio of {number(es['ratio'])}; generated tiles nearer a training tile than every real "
-                      f"test tile: {number(es['below_every_real'])}. The examples below show each generated tile's "
-                      "nearest training tile in this space."]
+                      f"generated {number(es['generated_median'])}, real {held} tiles "
+                      f"{number(es['real_test_median'])}, a ratio of {number(es['ratio'])}; generated tiles nearer a "
+                      f"training tile than every real {held} tile: {number(es['below_every_real'])}. The examples "
+                      "below show each generated tile's nearest training tile in this space."]
     if "streets" in result:
         st = result["streets"]
         lines += ["", "## Streets", "", f"Share of street pixels in each tile's largest connected piece: generated "
-                  f"{number(st['generated'])}, real test {number(st['real_test'])}, "
+                  f"{number(st['generated'])}, real {held} {number(st['real_test'])}, "
                   f"real training {number(st['real_train'])}; "
                   f"{st['generated_tiles_without_streets']} generated tiles have no street."]
     if "streets_stitched" in result:
         st = result["streets_stitched"]
         lines += ["", f"The same over the stitched layouts below, cut into {st['windows']} windows of "
-                  f"{st['window_px']} px: generated {number(st['generated'])}, real test mosaics of that size "
+                  f"{st['window_px']} px: generated {number(st['generated'])}, real {held} mosaics of that size "
                   f"{number(st['real_test'])} ({st['real_test_mosaics']}), real training mosaics "
                   f"{number(st['real_train'])} ({st['real_train_mosaics']})."]
     if "major_roads_stitched" in result:
@@ -476,7 +502,7 @@ def report_markdown(result: dict[str, Any]) -> str:
         lines += ["", f"Major roads that run through a district (`urbangen.evaluators.streets.major_road_reach`): the "
                   f"share of major-road pixels in pieces whose extent reaches {st['reach_m']:g} m, in the same "
                   f"windows: generated {number(st['generated'])} ({st['windows_without_major_roads']} of "
-                  f"{st['windows']} windows without major roads), real test mosaics {number(st['real_test'])}, real "
+                  f"{st['windows']} windows without major roads), real {held} mosaics {number(st['real_test'])}, real "
                   f"training mosaics {number(st['real_train'])}."]
     if "building_street_interface" in result:
         bs = result["building_street_interface"]
@@ -485,9 +511,9 @@ def report_markdown(result: dict[str, Any]) -> str:
                   f"share of building pixels within {bs['near_m']:g} m of a street over the share of land there "
                   "(about 1 for buildings placed without regard to the streets; real buildings keep back, below 1). "
                   "Setback: the median distance from a footprint to its nearest street. Each W1 is against the real "
-                  "test tiles, over the floor (real training tiles against them); the ladder's shuffled and noise "
+                  f"{held} tiles, over the floor (real training tiles against them); the ladder's shuffled and noise "
                   "rungs are ceilings.", ""]
-        lines += _per_tile_table(bs)
+        lines += _per_tile_table(bs, held)
     if "footprint_and_street_form" in result:
         fs = result["footprint_and_street_form"]
         lines += ["", "## Form of footprints and streets", "",
@@ -496,9 +522,9 @@ def report_markdown(result: dict[str, Any]) -> str:
                   f"enclosing rectangle's, weighted by area (footprints of {fs['min_footprint_m2']:g} m² or more). "
                   "Building alignment: the four-fold order of those rectangles' directions, weighted by area; "
                   "street alignment: of the street centre lines' bearings, weighted by length (1: one grid; near 0: "
-                  "every direction). Each W1 is against the real test tiles, over the floor; the ladder's shuffled "
+                  f"every direction). Each W1 is against the real {held} tiles, over the floor; the ladder's shuffled "
                   "and noise rungs are ceilings.", ""]
-        lines += _per_tile_table(fs)
+        lines += _per_tile_table(fs, held)
     if "seams" in result:
         sm = result["seams"]
         lines += ["", "## Seams", "", f"A stitched {sm['layout_px'][0]} px layout (2 samples), lines every "
@@ -511,7 +537,7 @@ def report_markdown(result: dict[str, Any]) -> str:
     if "stitched_conditioning" in result:
         sc = result["stitched_conditioning"]
         lines += ["", "## Conditioning over stitched layouts", "",
-                  f"Each of {sc['mosaics']} real test mosaics of {sc['mosaic_tiles'][0][0]} x "
+                  f"Each of {sc['mosaics']} real {held} mosaics of {sc['mosaic_tiles'][0][0]} x "
                   f"{sc['mosaic_tiles'][0][1]} tiles: its tiles' parameters requested as one spatial field, the "
                   "layout generated for it cut back into the tiles' windows, each measured through the same path as "
                   f"the real tile ({sc['tiles']} windows; `urbangen.evaluators.stitched_conditioning`). Floor: the "
@@ -525,10 +551,14 @@ def report_markdown(result: dict[str, Any]) -> str:
                          number(p["floor"]["mae"]), number(p["generated"]["r2"], 2), number(p["single_tiles"]["r2"], 2),
                          number(p["floor"]["r2"], 2), f"{p['generated']['failures']}/{p['generated']['n']}"]
                         for name, p in sc["parameters"].items()])
-        lines += ["", "![layouts generated for real test mosaics' fields, and the mosaics (the first four)]"
+        lines += ["", f"![layouts generated for real {held} mosaics' fields, and the mosaics (the first four)]"
                       "(stitched_conditioning.png)"]
-    lines += ["", "## Against the bar", ""] + acceptance_rows(result["acceptance"])
-    lines += ["", "![real test tiles and generated tiles for their parameters](examples.png)", "",
+    lines += ["", "## Against the bar", ""]
+    if held != "test":
+        lines += ["Measured on the validation regions: a guide for choosing, not the bar's verdict (that is on the "
+                  "test regions).", ""]
+    lines += acceptance_rows(result["acceptance"])
+    lines += ["", f"![real {held} tiles and generated tiles for their parameters](examples.png)", "",
               result["attribution"], ""]
     return "\n".join(lines)
 
@@ -566,9 +596,10 @@ def plot_conditioning(conditioning: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def _examples(real: RealTiles, generated: np.ndarray, path: Path, nearest: np.ndarray | None = None,
-              n: int = 6) -> None:
-    """Rows of: the requested parameters | the tile generated for them | the real test tile they were measured on
+def _examples(real: RealTiles, generated: np.ndarray, path: Path, regions: str = "test",
+              nearest: np.ndarray | None = None, n: int = 6) -> None:
+    """Rows of: the requested parameters | the tile generated for them | the real held-out tile (of the
+    ``regions`` evaluated) they were measured on
     | with ``nearest`` (one per generated tile), the training tile nearest the generated one in the encoder's
     space."""
     import matplotlib
@@ -595,7 +626,8 @@ def _examples(real: RealTiles, generated: np.ndarray, path: Path, nearest: np.nd
             axes[k, 3].imshow(tile_to_rgb(nearest[i], channels), interpolation="nearest")
         for ax in axes[k]:
             ax.set_axis_off()
-    titles = ("requested parameters", "generated", "real test tile (source)", "nearest training tile\n(encoder space)")
+    titles = ("requested parameters", "generated", f"real {regions} tile (source)",
+              "nearest training tile\n(encoder space)")
     for ax, title in zip(axes[0], titles):
         ax.set_title(title, fontsize=7, loc="left")
     fig.text(0.99, 0.003, f"map data {ATTRIBUTION}", ha="right", fontsize=5)
@@ -607,7 +639,8 @@ def _examples(real: RealTiles, generated: np.ndarray, path: Path, nearest: np.nd
 def _log_wandb(result: dict[str, Any], out: Path, mode: str) -> None:
     from urbangen.training.logging import RunLogger
 
-    logger = RunLogger(out, {"checkpoint": result["checkpoint"], "dataset": result["dataset"]}, {"mode": mode})
+    logger = RunLogger(out, {"checkpoint": result["checkpoint"], "dataset": result["dataset"],
+                             "regions": result["split"]["regions"]}, {"mode": mode})
     flat = {f"eval/realism/{k}": m["generated"] for k, m in result["realism"]["metrics"].items() if m["reported"]}
     flat.update({f"eval/realism_floor/{k}": m["floor"] for k, m in result["realism"]["metrics"].items()})
     flat.update({f"eval/conditioning_r2/{k}": p["generated"]["r2"]
