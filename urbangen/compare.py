@@ -78,14 +78,14 @@ def compare_evaluations(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
         requested = np.array(sa["requested"], np.float64)
         if requested.shape != np.shape(sb["requested"]) or not np.array_equal(
                 requested, np.array(sb["requested"], np.float64), equal_nan=True):
-            raise InvalidValueError(f"{section}: the evaluations asked for different tiles (test tiles, seed or "
+            raise InvalidValueError(f"{section}: the evaluations asked for different tiles (held-out tiles, seed or "
                                     "mosaics differ): their errors do not pair up")
         if units not in sa or units not in sb:
             out[section] = {"skipped": f"an evaluation records no {units} per tile (evaluated before 2026-12-05, "
                                        "evening): evaluate it again to pair it"}
             continue
         if sa[units] != sb[units]:
-            raise InvalidValueError(f"{section}: the evaluations' {units} differ: not the same test tiles")
+            raise InvalidValueError(f"{section}: the evaluations' {units} differ: not the same held-out tiles")
         groups = np.asarray(sa[units])
         achieved_a, achieved_b = (np.array(x["achieved"], np.float64) for x in (sa, sb))
         out[section] = {"units": units, "parameters": {
