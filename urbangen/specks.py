@@ -33,6 +33,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy import ndimage
 
+from urbangen.measure import EIGHT_NEIGHBOURS
+
 if TYPE_CHECKING:
     from urbangen.inference import RunSpec
 
@@ -40,13 +42,12 @@ if TYPE_CHECKING:
 MAX_SPECK_M2 = {"water": 160.0, "open_space": 64.0}
 #: Channels whose specks are taken out.
 SPECK_CHANNELS = tuple(MAX_SPECK_M2)
-_EIGHT_NEIGHBOURS = np.ones((3, 3), bool)
 
 
 def without_specks(mask: np.ndarray, meters_per_pixel: float, max_m2: float) -> np.ndarray:
     """``mask`` (H, W) with every 8-connected piece of at most ``max_m2`` made 0 (uint8 0/1)."""
     mask = np.asarray(mask).astype(bool)
-    labels, n = ndimage.label(mask, structure=_EIGHT_NEIGHBOURS)
+    labels, n = ndimage.label(mask, structure=EIGHT_NEIGHBOURS)
     if n == 0:
         return mask.astype(np.uint8)
     sizes = np.bincount(labels.ravel())
