@@ -355,7 +355,7 @@ def _seams(model: TrainedModel | GeneratorChain, data: TileDataset, held_out_row
 
 
 def _write_pairs_png(real: list[np.ndarray], generated: list[np.ndarray], channels: list[str], path: Path,
-                     mpp: float, regions: str = "test", n: int = 4) -> None:
+                     mpp: float, regions: str, n: int = 4) -> None:
     """Rows of: the layout generated for a real held-out mosaic's tile parameters as one field | that mosaic (the
     first ``n``), of the ``regions`` evaluated."""
     import matplotlib
@@ -385,10 +385,10 @@ def _write_layout_png(layout: np.ndarray, channels: list[str], path: Path, mpp: 
     write_png(layout, channels, path, mpp, title="stitched layout (seam evaluator)")
 
 
-def _per_tile_table(section: dict[str, Any], held: str = "test") -> list[str]:
+def _per_tile_table(section: dict[str, Any], regions: str) -> list[str]:
     """The report's table of an evaluator of per-tile statistics (:mod:`urbangen.evaluators.per_tile`), against
-    the real tiles of the ``held``-out regions."""
-    return table(["statistic", "generated mean", f"real {held} mean", "real training mean", "W1 (× floor)",
+    the real tiles of the held-out ``regions``."""
+    return table(["statistic", "generated mean", f"real {regions} mean", "real training mean", "W1 (× floor)",
                   "shuffled, noise (× floor)"],
                  [[name, number(m["generated_mean"]), number(m["real_test_mean"]), number(m["real_train_mean"]),
                    number(m["w1_ratio"]),
@@ -596,7 +596,7 @@ def plot_conditioning(conditioning: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def _examples(real: RealTiles, generated: np.ndarray, path: Path, regions: str = "test",
+def _examples(real: RealTiles, generated: np.ndarray, path: Path, regions: str,
               nearest: np.ndarray | None = None, n: int = 6) -> None:
     """Rows of: the requested parameters | the tile generated for them | the real held-out tile (of the
     ``regions`` evaluated) they were measured on
