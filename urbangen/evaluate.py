@@ -150,7 +150,8 @@ def evaluate(checkpoint: str | Path | TrainedModel | GeneratorChain, dataset: st
     if encoder is not None:
         enc = load_one_model(encoder, "the encoder")
         check_compatible(enc.spec, data, "the encoder")
-    held_out_rows, train_rows = split.indices(REGIONS[regions]), split.train
+    held_out_split = REGIONS[regions]
+    held_out_rows, train_rows = split.indices(held_out_split), split.train
     if "buildings" in model.spec.output_channels:
         # A model that draws buildings is judged where the source mapped them (not on streets-only cities).
         known = data.tiles["buildings_known"].to_numpy(bool)
@@ -183,9 +184,9 @@ def evaluate(checkpoint: str | Path | TrainedModel | GeneratorChain, dataset: st
         np.searchsorted(copy_rows, copying["encoder_space"]["nearest_training_rows"])]
     result: dict[str, Any] = {
         "checkpoint": str(checkpoint), "model": model.spec.kind, "step": model.spec.step, "dataset": str(dataset),
-        "split": {"seed": split.seed, "regions": regions, "held_out_tiles": int(len(split.indices(REGIONS[regions]))),
+        "split": {"seed": split.seed, "regions": regions, "held_out_tiles": int(len(split.indices(held_out_split))),
                   "train_tiles": int(len(split.train)), "buffer_m": split.buffer_m,
-                  "held_out_regions": split.regions.get(REGIONS[regions], []),
+                  "held_out_regions": split.regions.get(held_out_split, []),
                   "tile_rows": [int(i) for i in held_out_sample]},
         "n": int(n), "seed": seed, "candidates": candidates_of(model), "target_scatter": target_scatter,
         "footprints": footprints_of(model),

@@ -238,13 +238,14 @@ def _path_levelled(stage: TrainedModel, z: np.ndarray, probs: np.ndarray, select
         return None
     starts = [(r, c) for r in tile_offsets(h, t, t) for c in tile_offsets(w, t, t)]
     asked = np.stack([z[r:r + t, c:c + t].mean(axis=(0, 1)) for r, c in starts])
-    layouts, errors, pieces = [], [], []
+    errors, pieces = [], []
     for i, level in enumerate(PATH_LEVELS):
         layout = deterministic_layout(probs, spec, stitched=True, path_level=level)
+        if i == 0:
+            default = layout  # PATH_LEVELS' first: what every window keeps unless another level is better
         windows = np.concatenate([_with_lines(layout[None, r:r + t, c:c + t], spec,
                                               {ch: m[r:r + t, c:c + t] for ch, m in coarse.items()})
                                   for r, c in starts])
-        layouts.append(layout)
         errors.append(np.asarray(selection[1](stage, windows, asked, None, weighted=True), float))
         pieces.append(np.nan_to_num(largest_component_share(windows, list(spec.output_channels)), nan=1.0))
         progress.report(f"{_drawing(spec)}: path levels tried", i + 1, len(PATH_LEVELS))
@@ -253,7 +254,7 @@ def _path_levelled(stage: TrainedModel, z: np.ndarray, probs: np.ndarray, select
     kept = np.stack(pieces) >= pieces[0] - PATH_LEVEL_PIECE_TOLERANCE
     best = np.argmin(np.where(kept, np.stack(errors), np.inf), axis=0)
     if not best.any():
-        return layouts[0]
+        return default
     levels = np.full((h, w), SKELETON_LEVEL, np.float32)
     for (r, c), b in zip(starts, best):
         levels[r:r + t, c:c + t] = PATH_LEVELS[b]
