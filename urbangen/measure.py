@@ -26,7 +26,7 @@ from data_pipeline.config import TilingConfig
 from data_pipeline.features import LAYERS, OSMFeatures
 from data_pipeline.parameters import drive_graph, tile_parameters
 from data_pipeline.street_graph import StreetGraph
-from urbangen.proximity import STREET_CHANNELS
+from urbangen.proximity import EIGHT_NEIGHBOURS, STREET_CHANNELS
 from urbangen.vectorize import polygons, street_frame
 
 #: The layout channels each parameter is measured from.
@@ -44,8 +44,6 @@ PARAMETER_CHANNELS: dict[str, tuple[str, ...]] = {
 CUT_END_PX = 2.0
 #: A metric CRS for layouts with no place on Earth; near its origin it is conformal (bearings hold).
 FREE_CRS = "EPSG:3857"
-#: 8-connectivity: diagonal street pixels touch, as a diagonal street is drawn.
-EIGHT_NEIGHBOURS = np.ones((3, 3), bool)
 
 
 def vectorize(layout: np.ndarray, channels: list[str], transform: Affine, crs: str,

@@ -44,6 +44,8 @@ PATH_CHANNELS = ("cycle_foot",)
 STREET_CHANNELS = (*ROAD_CHANNELS, *PATH_CHANNELS)
 #: A pixel's eight neighbours (row, column offsets).
 _NEIGHBOURS = [(-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)]
+#: 8-connectivity for labelling pieces: diagonal pixels touch, as a diagonal street is drawn.
+EIGHT_NEIGHBOURS = np.ones((3, 3), bool)
 #: Decay length of the field, pixels.
 PROXIMITY_PX = 1.5
 #: Beyond this distance, pixels, the field is 0.

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy import ndimage
 
-from urbangen.measure import EIGHT_NEIGHBOURS
+from urbangen.proximity import EIGHT_NEIGHBOURS
 
 if TYPE_CHECKING:
     from urbangen.inference import RunSpec

@@ -28,7 +28,8 @@ import numpy as np
 from scipy import ndimage
 
 from urbangen.evaluators.common import RealTiles
-from urbangen.measure import EIGHT_NEIGHBOURS, largest_component_share
+from urbangen.measure import largest_component_share
+from urbangen.proximity import EIGHT_NEIGHBOURS
 
 #: A piece of major road this long (its bounding box's diagonal) runs through a district, not along a block.
 REACH_M = 500.0
