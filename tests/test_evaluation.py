@@ -125,6 +125,74 @@ def test_a_metric_that_fails_the_ladder_is_withheld(held_out):
     assert not ladder_holds_when_inverted(morphology["ladder"])
 
 
+def _floor_pool(data):
+    """Every training tile of ``held_out``'s split: what its floor was drawn from."""
+    from urbangen.evaluators.common import FloorPool
+    from urbangen.splits import region_split
+
+    split = region_split(data.tiles, val_fraction=0.2, test_fraction=0.25, seed=0, buffer_m=256.0)
+    return FloorPool(data, split.train, chunk=50)
+
+
+def test_w1_ratios_over_floor_draws_match_a_plain_loop_and_hold_1_for_real_tiles(held_out):
+    """The morphology ratios over many draws of the floor from its pool (every training tile): against a plain
+    loop over the same draws with scipy's distance; for real training tiles as the generated ones (one such
+    draw) the ratio's middle 95 % over draws holds 1."""
+    from scipy.stats import wasserstein_distance
+
+    from urbangen.evaluators.realism import Realism
+    from urbangen.evaluators.stats import w1_ratios_over_floor_draws
+
+    data, test, train = held_out
+    pool = _floor_pool(data)
+    assert len(pool) > len(test)
+    names = list(test.parameter_names)
+    pooled = test.measure(data.read_tiles(np.sort(pool.rows)))[names].to_numpy(np.float64)
+    assert np.allclose(pool.values(lambda t: test.measure(t)[names].to_numpy(np.float64)), pooled, equal_nan=True)
+
+    realism = Realism(test, encoder=None)
+    real = realism.run(train.tiles, train.regions, train, floor_pool=pool)["metrics"]["morphology"]
+    over = real["per_parameter_w1_ratio_over_floor_draws"]
+    held = {p: d for p, d in over.items() if d is not None}
+    assert len(held) >= 10, over
+    for p, d in held.items():
+        assert d["draws"] == 20 and d["range95"][0] <= 1.0 <= d["range95"][1], (p, d)
+
+    gen, ref = train.measured[names].to_numpy(np.float64), test.measured[names].to_numpy(np.float64)
+    rng = np.random.default_rng(0)
+    picks = [np.sort(rng.choice(len(pooled), len(ref), replace=False)) for _ in range(20)]
+    j = names.index("intersection_density_per_km2")
+
+    def w1(x, y):
+        return wasserstein_distance(x[np.isfinite(x)], y[np.isfinite(y)])
+
+    ratios = [w1(gen[:, j], ref[:, j]) / w1(pooled[rows, j], ref[:, j]) for rows in picks]
+    assert over[names[j]]["median"] == pytest.approx(np.median(ratios))
+    assert over[names[j]]["range95"] == pytest.approx(list(np.quantile(ratios, [0.025, 0.975])))
+    with pytest.raises(InvalidValueError, match="cannot be drawn from a pool of 3"):
+        w1_ratios_over_floor_draws(gen, ref, pooled[:3])
+
+
+def test_the_bar_shows_each_w1_ratio_over_other_floor_draws():
+    from urbangen.evaluate import acceptance, acceptance_rows
+
+    morphology = {"reported": True,
+                  "per_parameter_w1_ratio": {"intersection_density_per_km2": 2.72, "dead_end_share": 1.5},
+                  "per_parameter_w1_ratio_over_floor_draws": {
+                      "intersection_density_per_km2": {"median": 2.2, "range95": [1.6, 3.1], "draws": 20},
+                      "dead_end_share": None}}
+    result = {"realism": {"metrics": {"morphology": morphology}},
+              "conditioning": {"failure_rate": 0.0, "parameters": {}},
+              "diversity": {"pixel_disagreement_between_samples": 0.1,
+                            "pixel_disagreement_between_real_neighbours": 0.1}}
+    rows = acceptance(result)
+    table = "\n".join(acceptance_rows(rows))
+    assert "| met | ratio over 20 floor draws: median [middle 95 %] |" in table
+    assert ("| W1 intersection_density_per_km2 (× floor) | 2.72 |  | 1 | ≤ 2 × floor | **no** | 2.2 [1.6, 3.1] |"
+            in table)
+    assert "| W1 dead_end_share (× floor) | 1.5 |  | 1 | ≤ 2 × floor | yes |  |" in table
+
+
 def ladder_holds_when_inverted(scores: dict[str, float]) -> bool:
     from urbangen.evaluators import ladder
 
@@ -480,7 +548,7 @@ def test_buildings_moved_off_their_streets_fail_the_building_street_interface(he
     tiles lie further still."""
     from urbangen.evaluators.frontage import BuildingStreetInterface
 
-    _, test, train = held_out
+    data, test, train = held_out
     channels = list(train.channels)
     moved = train.tiles.copy()
     b = channels.index("buildings")
@@ -491,6 +559,13 @@ def test_buildings_moved_off_their_streets_fail_the_building_street_interface(he
     assert all(real[s]["meets_target"] for s in real)  # its own floor: a check of the bookkeeping only
     assert off["street_enrichment"]["generated_mean"] > real["street_enrichment"]["generated_mean"]
     assert off["street_enrichment"]["w1_ratio"] > 2 and not off["street_enrichment"]["meets_target"]
+    # Over many draws of the floor from every training tile: real tiles' ratios around 1, the moved ones' beyond 2.
+    pool = _floor_pool(data)
+    real = evaluator.run(train.tiles, train, pool=pool)["statistics"]
+    off = evaluator.run(moved, train, pool=pool)["statistics"]
+    assert all(real[s]["w1_ratio_over_floor_draws"]["range95"][0] <= 1 <= real[s]["w1_ratio_over_floor_draws"][
+        "range95"][1] for s in real), real
+    assert off["street_enrichment"]["w1_ratio_over_floor_draws"]["median"] > 2
     assert real["street_enrichment"]["ladder_w1"]["shuffled"] > 2 * real["street_enrichment"]["floor_w1"]
 
 

@@ -7,6 +7,7 @@ Evaluators are fed predict functions through a :class:`urbangen.inference.Traine
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -45,6 +46,30 @@ class RealTiles:
     def measured(self) -> pd.DataFrame:
         """These tiles' parameters through the raster path, measured once for every evaluator."""
         return self.measure(self.tiles)
+
+
+@dataclass(frozen=True)
+class FloorPool:
+    """Every real tile a floor could have been drawn from (the split's training tiles), read a chunk at a time.
+
+    A floor is one draw of as many real tiles as the reference; evaluators measure
+    the whole pool once and draw many floors from it
+    (:func:`urbangen.evaluators.stats.w1_ratios_over_floor_draws`).
+    """
+
+    dataset: TileDataset
+    rows: np.ndarray
+    #: Tiles read and measured at once: what the pool holds in memory at a time.
+    chunk: int = 256
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def values(self, statistics: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+        """``statistics(tiles)`` (per-tile rows) of every tile of the pool, in ``rows``' order."""
+        rows = np.sort(np.asarray(self.rows, dtype=np.int64))
+        return np.concatenate([np.asarray(statistics(self.dataset.read_tiles(rows[i:i + self.chunk])), np.float64)
+                               for i in range(0, len(rows), self.chunk)])
 
 
 def read_real(dataset: TileDataset, indices: np.ndarray, parameter_names: tuple[str, ...]) -> RealTiles:

@@ -44,7 +44,7 @@ import numpy as np
 import shapely
 
 from data_pipeline.errors import InvalidValueError
-from urbangen.evaluators.common import RealTiles
+from urbangen.evaluators.common import FloorPool, RealTiles
 from urbangen.evaluators.per_tile import compare
 from urbangen.footprints import footprint_envelopes
 from urbangen.proximity import STREET_CHANNELS
@@ -179,11 +179,13 @@ class FootprintAndStreetForm:
         self.reference = reference
         self.names = STATISTICS if draws_streets else STATISTICS[:2]
 
-    def run(self, generated: np.ndarray, real: RealTiles, seed: int = 0, tolerance: float = 2.0) -> dict[str, Any]:
+    def run(self, generated: np.ndarray, real: RealTiles, seed: int = 0, tolerance: float = 2.0,
+            pool: FloorPool | None = None) -> dict[str, Any]:
         """``real``: as many real tiles from other ground (training regions), the floor; ``tolerance``: the
-        target, in floors, for each statistic's W1 (see :func:`urbangen.evaluators.per_tile.compare`)."""
+        target, in floors, for each statistic's W1; ``pool``: the tiles ``real`` was drawn from (see
+        :func:`urbangen.evaluators.per_tile.compare`)."""
         channels, mpp = list(self.reference.channels), self.reference.meters_per_pixel
         columns = [STATISTICS.index(name) for name in self.names]
         statistics = compare(lambda tiles: form_statistics(tiles, channels, mpp)[:, columns], self.names,
-                             self.reference, generated, real, seed=seed, tolerance=tolerance)
+                             self.reference, generated, real, seed=seed, tolerance=tolerance, pool=pool)
         return {"n": int(len(generated)), "min_footprint_m2": MIN_FOOTPRINT_M2, "statistics": statistics}

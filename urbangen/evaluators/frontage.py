@@ -36,7 +36,7 @@ import numpy as np
 from scipy import ndimage
 
 from data_pipeline.errors import InvalidValueError
-from urbangen.evaluators.common import RealTiles
+from urbangen.evaluators.common import FloorPool, RealTiles
 from urbangen.evaluators.per_tile import compare
 from urbangen.measure import STREET_CHANNELS
 
@@ -126,10 +126,12 @@ class BuildingStreetInterface:
     def __init__(self, reference: RealTiles) -> None:
         self.reference = reference
 
-    def run(self, generated: np.ndarray, real: RealTiles, seed: int = 0, tolerance: float = 2.0) -> dict[str, Any]:
+    def run(self, generated: np.ndarray, real: RealTiles, seed: int = 0, tolerance: float = 2.0,
+            pool: FloorPool | None = None) -> dict[str, Any]:
         """``real``: as many real tiles from other ground (training regions), the floor; ``tolerance``: the
-        target, in floors, for each statistic's W1 (see :func:`urbangen.evaluators.per_tile.compare`)."""
+        target, in floors, for each statistic's W1; ``pool``: the tiles ``real`` was drawn from (see
+        :func:`urbangen.evaluators.per_tile.compare`)."""
         channels, mpp = list(self.reference.channels), self.reference.meters_per_pixel
         statistics = compare(lambda tiles: interface_statistics(tiles, channels, mpp), STATISTICS, self.reference,
-                             generated, real, seed=seed, tolerance=tolerance)
+                             generated, real, seed=seed, tolerance=tolerance, pool=pool)
         return {"n": int(len(generated)), "near_m": NEAR_M, "statistics": statistics}

@@ -6,11 +6,12 @@ Evaluators that measure something per tile (how buildings front the streets,
 compares parameters: the Wasserstein-1 distance between generated tiles and
 the reference (real test tiles), divided by the same distance between other
 real tiles (training regions) and the reference, with the sanity ladder's
-degraded rungs as ceilings. All three sets hold as many tiles, and each
-distance is over the tiles with a value. A generator that drew the measured
-thing on few tiles would be judged on those few, so the target also asks
-that at least ``MEASURED_SHARE`` as many generated tiles as reference tiles
-have a value.
+degraded rungs as ceilings; given the pool the floor was drawn from, also
+over many draws of the floor (:func:`urbangen.evaluators.stats.w1_ratios_over_floor_draws`).
+All three sets hold as many tiles, and each distance is over the tiles with
+a value. A generator that drew the measured thing on few tiles would be
+judged on those few, so the target also asks that at least
+``MEASURED_SHARE`` as many generated tiles as reference tiles have a value.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ import numpy as np
 
 from data_pipeline.errors import InvalidValueError
 from urbangen.evaluators import ladder
-from urbangen.evaluators.common import RealTiles
-from urbangen.evaluators.stats import wasserstein_columns
+from urbangen.evaluators.common import FloorPool, RealTiles
+from urbangen.evaluators.stats import w1_ratios_over_floor_draws, wasserstein_columns
 
 #: The target also asks for a value on at least this share of as many generated tiles as real test tiles have one.
 MEASURED_SHARE = 0.9
@@ -33,7 +34,8 @@ Statistics = Callable[[np.ndarray], np.ndarray]
 
 
 def compare(statistics: Statistics, names: tuple[str, ...], reference: RealTiles, generated: np.ndarray,
-            real: RealTiles, *, seed: int = 0, tolerance: float = 2.0) -> dict[str, Any]:
+            real: RealTiles, *, seed: int = 0, tolerance: float = 2.0, pool: FloorPool | None = None
+            ) -> dict[str, Any]:
     """Each statistic of ``generated`` against ``reference``, over the floor ``real`` sets.
 
     Parameters
@@ -47,9 +49,11 @@ def compare(statistics: Statistics, names: tuple[str, ...], reference: RealTiles
     generated
         As many generated tiles, in the reference's channels.
     seed
-        The sanity ladder's seed.
+        The sanity ladder's seed, and the floor draws'.
     tolerance
         The target, in floors, for each statistic's W1.
+    pool
+        The tiles ``real`` was drawn from: each ratio is also taken over many draws of the floor from them.
 
     Raises
     ------
@@ -64,6 +68,8 @@ def compare(statistics: Statistics, names: tuple[str, ...], reference: RealTiles
     floor = wasserstein_columns(real_stats, ref_stats)
     rungs = {name: wasserstein_columns(statistics(tiles), ref_stats)
              for name, tiles in ladder.rungs(real.tiles, seed).items() if name != "real"}
+    over_draws = [None] * len(names) if pool is None else w1_ratios_over_floor_draws(
+        gen_stats, ref_stats, pool.values(statistics), seed=seed)
     out: dict[str, Any] = {}
     for j, name in enumerate(names):
         ratio = float(w1[j] / floor[j]) if np.isfinite(w1[j]) and floor[j] > 0 else None
@@ -76,6 +82,7 @@ def compare(statistics: Statistics, names: tuple[str, ...], reference: RealTiles
             "generated_tiles_measured": measured,
             "real_test_tiles_measured": int(np.isfinite(ref_stats[:, j]).sum()),
             "w1": float(w1[j]), "floor_w1": float(floor[j]), "w1_ratio": ratio,
+            "w1_ratio_over_floor_draws": over_draws[j] if ratio is not None else None,
             "ladder_w1": {"real": float(floor[j]), **{k: float(v[j]) for k, v in rungs.items()}},
             "target_ratio": tolerance,
             "meets_target": None if ratio is None else bool(ratio <= tolerance and enough)}

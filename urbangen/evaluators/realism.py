@@ -11,7 +11,9 @@ always at equal sample sizes on both sides:
   all tiles measured through the same raster → vector → parameters path
   (:func:`urbangen.measure.measure_tiles`), divided by the same distance
   between real tiles and the reference; the mean over parameters.
-  Real tiles score 1 by construction.
+  Real tiles score 1 by construction. The floor is one draw of real tiles;
+  given the pool it was drawn from, each parameter's ratio is also taken
+  over many draws (:func:`urbangen.evaluators.stats.w1_ratios_over_floor_draws`).
 
 Every metric is scored on the sanity ladder (:mod:`urbangen.evaluators.ladder`)
 too: its ``real`` rung is the floor, its ``noise`` rung the ceiling, and a
@@ -27,8 +29,14 @@ import pandas as pd
 
 from data_pipeline.errors import InvalidValueError
 from urbangen.evaluators import ladder
-from urbangen.evaluators.common import RealTiles
-from urbangen.evaluators.stats import frechet_distance, frechet_interval, kid, wasserstein_columns
+from urbangen.evaluators.common import FloorPool, RealTiles
+from urbangen.evaluators.stats import (
+    frechet_distance,
+    frechet_interval,
+    kid,
+    w1_ratios_over_floor_draws,
+    wasserstein_columns,
+)
 from urbangen.inference import TrainedModel
 
 
@@ -87,22 +95,35 @@ class Realism:
                                                         for j, p in enumerate(self.parameter_names)}}
         return out
 
+    def w1_ratios_over_floor_draws(self, measured: pd.DataFrame, pool: FloorPool) -> dict[str, dict | None]:
+        """Per parameter, the Wasserstein-1 ratio of tiles ``measured`` over floors drawn again and again from
+        ``pool`` (:func:`urbangen.evaluators.stats.w1_ratios_over_floor_draws`): how far it moves with the
+        floor's draw."""
+        names = list(self.parameter_names)
+        pooled = pool.values(lambda tiles: self.reference.measure(tiles)[names].to_numpy(dtype=np.float64))
+        ratios = w1_ratios_over_floor_draws(measured[names].to_numpy(dtype=np.float64), self.reference_measured,
+                                            pooled, seed=self.seed)
+        return dict(zip(names, ratios))
+
     def set_floor(self, real: RealTiles) -> None:
         """Real tiles (not the reference's) whose parameter distances are the morphology denominators."""
         self._floor_w1 = self._w1(real.measured[list(self.parameter_names)].to_numpy(dtype=np.float64))
 
     def run(self, generated: np.ndarray, generated_regions: np.ndarray, real: RealTiles,
-            generated_measured: pd.DataFrame | None = None) -> dict[str, Any]:
+            generated_measured: pd.DataFrame | None = None, floor_pool: FloorPool | None = None) -> dict[str, Any]:
         """Generated tiles scored beside the ladder made from ``real`` tiles (floor and ceiling).
 
         ``real`` holds as many real tiles as the reference, from other ground
         (training regions): its ``real`` rung is the floor. ``generated_measured``:
-        the generated tiles' parameters, when the caller has them.
+        the generated tiles' parameters, when the caller has them. ``floor_pool``:
+        the tiles ``real`` was drawn from, for the morphology ratios over other draws.
         """
         self.set_floor(real)
         rung_scores = {name: self.score(tiles, real.regions if name == "real" else None, interval=name == "real",
                                         measured=real.measured if name == "real" else None)
                        for name, tiles in ladder.rungs(real.tiles, self.seed).items()}
+        if generated_measured is None:
+            generated_measured = self.reference.measure(generated)
         gen = self.score(generated, generated_regions, interval=True, measured=generated_measured)
         metrics: dict[str, Any] = {}
         for metric in gen:
@@ -119,6 +140,9 @@ class Realism:
                 # Where the generator sits between real (0) and noise (1): comparable across metrics.
                 entry["position_real_to_noise"] = float((gen[metric]["value"] - scores["real"]) / span)
                 entry["verdict"] = verdict(gen[metric]["value"], scores)
+                if metric == "morphology" and floor_pool is not None:
+                    entry["per_parameter_w1_ratio_over_floor_draws"] = self.w1_ratios_over_floor_draws(
+                        generated_measured, floor_pool)
             else:
                 entry["generated"] = None
                 entry["withheld"] = "fails the sanity ladder (real < blurred < shuffled < noise does not hold)"

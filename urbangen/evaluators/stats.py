@@ -82,6 +82,53 @@ def wasserstein_columns(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return out
 
 
+def w1_ratios_over_floor_draws(generated: np.ndarray, reference: np.ndarray, pool: np.ndarray, *, draws: int = 20,
+                               seed: int = 0) -> list[dict[str, Any] | None]:
+    """Per column, the Wasserstein-1 ratio ``W1(generated, reference) / W1(floor, reference)`` over ``draws``
+    floors, each as many rows of ``pool`` as ``reference`` has, drawn without replacement.
+
+    A floor is one draw of real tiles, and its distance moves from draw to draw (intersection density's 3.64
+    /km² at one tile-choice seed of ``city-64``'s bar, 2.15 at another): the ratio to one floor moves with
+    it. Over many draws of the same pool, the ratio's median and the range of its middle 95 % say how far.
+
+    Parameters
+    ----------
+    generated, reference : array_like, shape (n, k)
+        Values per tile (NaN: none).
+    pool : array_like, shape (m, k), m >= n
+        Every real tile the floor could have been drawn from.
+    draws : int
+        Floors drawn.
+    seed : int
+        Seed of the draws.
+
+    Returns
+    -------
+    list
+        Per column ``{"median": ..., "range95": [q2.5, q97.5], "draws": ...}``, or None where a floor's or
+        the generated tiles' distance is 0 or undefined.
+    """
+    generated, reference, pool = (np.asarray(x, np.float64) for x in (generated, reference, pool))
+    n = len(reference)
+    if len(pool) < n:
+        raise InvalidValueError(f"a floor of {n} tiles cannot be drawn from a pool of {len(pool)}")
+    if draws < 2:
+        raise InvalidValueError(f"draws must be at least 2, got {draws}")
+    above = wasserstein_columns(generated, reference)
+    rng = np.random.default_rng(seed)
+    below = np.stack([wasserstein_columns(pool[np.sort(rng.choice(len(pool), n, replace=False))], reference)
+                      for _ in range(draws)])
+    out: list[dict[str, Any] | None] = []
+    for j in range(reference.shape[1]):
+        if not (np.isfinite(above[j]) and np.isfinite(below[:, j]).all() and (below[:, j] > 0).all()):
+            out.append(None)
+            continue
+        ratios = above[j] / below[:, j]
+        lo, hi = np.quantile(ratios, [0.025, 0.975])
+        out.append({"median": float(np.median(ratios)), "range95": [float(lo), float(hi)], "draws": int(draws)})
+    return out
+
+
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     """Fréchet distance between Gaussians fitted to two sets of embeddings, as FID computes it.
 
