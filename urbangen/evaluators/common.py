@@ -66,7 +66,7 @@ class FloorPool:
         return len(self.rows)
 
     def values(self, statistics: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
-        """``statistics(tiles)`` (per-tile rows) of every tile of the pool, in ``rows``' order."""
+        """``statistics(tiles)`` (per-tile rows) of every tile of the pool, in ascending row order."""
         rows = np.sort(np.asarray(self.rows, dtype=np.int64))
         return np.concatenate([np.asarray(statistics(self.dataset.read_tiles(rows[i:i + self.chunk])), np.float64)
                                for i in range(0, len(rows), self.chunk)])

@@ -95,7 +95,7 @@ class Realism:
                                                         for j, p in enumerate(self.parameter_names)}}
         return out
 
-    def w1_ratios_over_floor_draws(self, measured: pd.DataFrame, pool: FloorPool) -> dict[str, dict | None]:
+    def ratios_over_floor_draws(self, measured: pd.DataFrame, pool: FloorPool) -> dict[str, dict | None]:
         """Per parameter, the Wasserstein-1 ratio of tiles ``measured`` over floors drawn again and again from
         ``pool`` (:func:`urbangen.evaluators.stats.w1_ratios_over_floor_draws`): how far it moves with the
         floor's draw."""
@@ -141,7 +141,7 @@ class Realism:
                 entry["position_real_to_noise"] = float((gen[metric]["value"] - scores["real"]) / span)
                 entry["verdict"] = verdict(gen[metric]["value"], scores)
                 if metric == "morphology" and floor_pool is not None:
-                    entry["per_parameter_w1_ratio_over_floor_draws"] = self.w1_ratios_over_floor_draws(
+                    entry["per_parameter_w1_ratio_over_floor_draws"] = self.ratios_over_floor_draws(
                         generated_measured, floor_pool)
             else:
                 entry["generated"] = None

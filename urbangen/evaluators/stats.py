@@ -105,8 +105,8 @@ def w1_ratios_over_floor_draws(generated: np.ndarray, reference: np.ndarray, poo
     Returns
     -------
     list
-        Per column ``{"median": ..., "range95": [q2.5, q97.5], "draws": ...}``, or None where a floor's or
-        the generated tiles' distance is 0 or undefined.
+        Per column ``{"median": ..., "range95": [q2.5, q97.5], "draws": ...}``, or None where the generated
+        tiles' distance is undefined or a floor's is 0 or undefined.
     """
     generated, reference, pool = (np.asarray(x, np.float64) for x in (generated, reference, pool))
     n = len(reference)
