@@ -116,8 +116,7 @@ def w1_ratios_over_floor_draws(generated: np.ndarray, reference: np.ndarray, poo
         raise InvalidValueError(f"draws must be at least 2, got {draws}")
     above = wasserstein_columns(generated, reference)
     rng = np.random.default_rng(seed)
-    below = np.stack([wasserstein_columns(pool[np.sort(rng.choice(len(pool), n, replace=False))], reference)
-                      for _ in range(draws)])
+    below = np.stack([wasserstein_columns(_subsample(pool, n, rng), reference) for _ in range(draws)])
     out: list[dict[str, Any] | None] = []
     for j in range(reference.shape[1]):
         if not (np.isfinite(above[j]) and np.isfinite(below[:, j]).all() and (below[:, j] > 0).all()):
