@@ -135,15 +135,15 @@ def test_a_stitched_layouts_tiles_take_their_own_path_levels_meeting_in_a_ramp(s
     z = np.concatenate([np.ones((64, 64, 1)), -np.ones((64, 64, 1))], axis=1)
     seen = []
 
-    def paths(stage, layouts, requested, seeds, *, weighted=None):
-        seen.append((len(layouts), seeds, weighted))
+    def paths(stage, layouts, requested, seeds, *, weighted=None, weights=None):
+        seen.append((len(layouts), seeds, weighted, weights))
         return -requested[:, 0] * layouts[..., 2].sum(axis=(1, 2))
 
     layout = sampler._path_levelled(SimpleNamespace(spec=_STREET_SPEC), z, field, (8, paths), {})
-    assert seen == [(2, None, True)] * len(PATH_LEVELS)
+    assert seen == [(2, None, True, sampler.PATH_LEVEL_WEIGHTS)] * len(sampler.STITCHED_PATH_LEVELS)
     ramp = 64 // 8  # the ramp's half-width
     whole = [sampler.deterministic_layout(field, _STREET_SPEC, stitched=True, path_level=level)
-             for level in PATH_LEVELS]
+             for level in sampler.STITCHED_PATH_LEVELS]
     counts = np.array([[one[:, :64, 2].sum(), one[:, 64:, 2].sum()] for one in whole], int)  # (level, tile)
     most, fewest = whole[int(np.argmax(counts[:, 0]))], whole[int(np.argmin(counts[:, 1]))]
     assert counts[:, 1].min() < counts[0, 1] and counts[:, 0].max() > counts[0, 0]  # neither the default
@@ -166,7 +166,7 @@ def test_a_stitched_tiles_path_level_that_breaks_its_network_apart_is_not_taken(
     field = np.array(proximity_field(jnp.asarray(lines)))[0]
     field[..., 2] *= 0.33  # the paths' ridge between the default level and the highest
 
-    def paths(stage, layouts, requested, seeds, *, weighted=None):  # fewer paths score better
+    def paths(stage, layouts, requested, seeds, *, weighted=None, weights=None):  # fewer paths score better
         return layouts[..., 2].sum(axis=(1, 2)).astype(float)
 
     stage, z = SimpleNamespace(spec=_STREET_SPEC), np.zeros((64, 128, 1))
@@ -286,7 +286,7 @@ def test_a_stitched_layouts_street_windows_are_scored_against_the_fit_alone():
 
     seen = []
 
-    def lowest_street(stage, layouts, requested, seeds, *, weighted=None):
+    def lowest_street(stage, layouts, requested, seeds, *, weighted=None, weights=None):
         seen.append((seeds, weighted))
         return -np.array([np.nonzero(layout.any(axis=(1, 2)))[0].max() for layout in layouts], float)
 
@@ -655,7 +655,7 @@ def test_a_stitched_windows_best_candidates_are_scored_again_as_moved(monkeypatc
     monkeypatch.setattr(sampler, "REDRAWN_GRID_TILES", False)  # the grid tiles drawn again: the next test
     calls = []
 
-    def row_50(stage, layouts, requested, seeds, *, weighted=None):  # the street's row at the far end, best at 50
+    def row_50(stage, layouts, requested, seeds, **_):  # the street's row at the far end, best at 50
         rows = np.array([int(np.argmax(w[:, -1, 0])) if w[:, -1, 0].any() else -100 for w in layouts])
         calls.append(rows)
         return np.abs(rows - 50.0)
@@ -684,7 +684,7 @@ def test_a_tile_across_a_grid_border_is_scored_by_the_grid_windows_drawn_before_
     monkeypatch.setattr(sampler, "CANDIDATES", 8)
     calls, reports = [], []
 
-    def recorder(stage, layouts, requested, seeds, *, weighted=None):
+    def recorder(stage, layouts, requested, seeds, *, weighted=None, weights=None):
         calls.append((float(requested[0, 0]), layouts.copy(), weighted))
         return np.zeros(len(layouts))
 
@@ -724,7 +724,7 @@ def test_a_stitched_layouts_grid_tiles_are_drawn_again_in_their_windows_as_the_l
     monkeypatch.setattr(sampler, "CANDIDATES", 8)
     calls = []
 
-    def row_20(stage, layouts, requested, seeds, *, weighted=None):  # the street's row at column 0, best at 20
+    def row_20(stage, layouts, requested, seeds, **_):  # the street's row at column 0, best at 20
         rows = np.array([int(np.argmax(w[:, 0, 0])) if w[:, 0, 0].any() else -100 for w in layouts])
         calls.append((layouts.copy(), np.abs(rows - 20.0)))
         return np.abs(rows - 20.0)
@@ -748,7 +748,7 @@ def test_a_stitched_layouts_grid_tiles_are_drawn_again_in_their_windows_as_the_l
     # scored again, is the one window of its call): the layout ends as first drawn.
     sizes = []
 
-    def first_draw_best(stage, layouts, requested, seeds, *, weighted=None):
+    def first_draw_best(stage, layouts, requested, seeds, *, weighted=None, weights=None):
         sizes.append(len(layouts))
         return row_20(stage, layouts, requested, seeds) if len(sizes) <= 7 else np.full(len(layouts),
                                                                                         float(len(layouts) > 1))

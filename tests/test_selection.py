@@ -37,7 +37,7 @@ def test_errors_weigh_each_parameter_by_its_weight(monkeypatch):
     """Coverage weighing 3 and buildings per hectare 1: a tile's error is (3 e_coverage + e_count) / 4, each e
     counted by hand (one 32 x 32 px building on a 256 m square tile: a share 0.25, 1 / 6.5536 ha). Scored with
     no seeds (a stitched layout's window), (e_coverage + e_count) / 2, unless asked to weigh them (a complete
-    window), and seeds asked not to weigh them weigh the same."""
+    window), and seeds asked not to weigh them weigh the same; weights given replace WEIGHTS."""
     import urbangen.generate.selection as selection
     from urbangen.measure import PARAMETER_CHANNELS
 
@@ -54,6 +54,14 @@ def test_errors_weigh_each_parameter_by_its_weight(monkeypatch):
     np.testing.assert_allclose(parameter_errors(stage, layouts, requested, weighted=True),
                                [(3 * e_coverage + e_count) / 4], rtol=1e-6)
     np.testing.assert_allclose(parameter_errors(stage, layouts, requested, np.zeros(1, np.int64), weighted=False),
+                               [(e_coverage + e_count) / 2], rtol=1e-6)
+    # Weights of its own (a stitched tile's path level: urbangen.generate.sampler.PATH_LEVEL_WEIGHTS) replace
+    # WEIGHTS where weighted, a parameter not named weighing 1, and weigh nothing where not weighted.
+    np.testing.assert_allclose(parameter_errors(stage, layouts, requested, weighted=True,
+                                                weights={"buildings_per_ha": 5.0}),
+                               [(e_coverage + 5 * e_count) / 6], rtol=1e-6)
+    np.testing.assert_allclose(parameter_errors(stage, layouts, requested, weighted=False,
+                                                weights={"buildings_per_ha": 5.0}),
                                [(e_coverage + e_count) / 2], rtol=1e-6)
 
 

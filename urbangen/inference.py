@@ -22,7 +22,7 @@ between model kinds lives here, in :data:`_BUILDERS`, and nowhere else.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -61,10 +61,12 @@ DETERMINISTIC = ("threshold", "proximity")
 class Scorer(Protocol):
     """Rates layouts (M, t, t, C) for their standardized requests (M, P) and tiles' seeds (M,; None: no real
     tile's scatter in the targets), lower better; the street network's form weighs more where ``weighted``
-    (None: where seeds are given). See :func:`urbangen.generate.selection.parameter_errors`."""
+    (None: where seeds are given), by ``weights`` where given (by parameter name, the rest 1). See
+    :func:`urbangen.generate.selection.parameter_errors`."""
 
     def __call__(self, stage: TrainedModel, layouts: np.ndarray, requested: np.ndarray,
-                 seeds: np.ndarray | None = None, /, *, weighted: bool | None = None) -> np.ndarray: ...
+                 seeds: np.ndarray | None = None, /, *, weighted: bool | None = None,
+                 weights: Mapping[str, float] | None = None) -> np.ndarray: ...
 
 
 #: A chain's sampling by selection: (samples per tile, scorer); see :mod:`urbangen.generate.selection`.

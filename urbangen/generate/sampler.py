@@ -39,6 +39,7 @@ import numpy as np
 
 from urbangen import progress
 from urbangen.footprints import rectangular_stage
+from urbangen.generate.selection import WEIGHTS
 from urbangen.inference import (
     GeneratorChain,
     RunSpec,
@@ -51,7 +52,7 @@ from urbangen.inference import (
     tile_seeds,
 )
 from urbangen.measure import largest_component_share
-from urbangen.proximity import PATH_LEVELS, SKELETON_LEVEL, proximity_field
+from urbangen.proximity import SKELETON_LEVEL, proximity_field
 from urbangen.specks import speckless_stage
 from urbangen.upscale import MAJOR_ROAD_WIDTH_M, upscale_lines
 
@@ -96,6 +97,16 @@ REDRAWN_GRID_TILES = True
 #: from 0.076 to 0.057 but the two 2 x 2 km layouts' largest piece in 1 km windows from 0.928 to 0.869 (real
 #: 0.976); with it, 0.059 and 0.961.
 PATH_LEVEL_PIECE_TOLERANCE = 0.0
+#: The path levels a stitched street layout's grid tiles choose among (see _path_levelled), the default first:
+#: urbangen.proximity.PATH_LEVELS' range in steps of 0.03, not 0.06. A window's level changes its paths at its
+#: borders, where the levels meet in a ramp, so a window scored at one level throughout measures only roughly as
+#: it ends; finer steps let it take a level near the one it scored best at.
+STITCHED_PATH_LEVELS = (SKELETON_LEVEL, 0.27, 0.24, 0.21, 0.18, 0.33, 0.36, 0.39, 0.42)
+#: The weights of a stitched grid tile's path-level choice (selection.WEIGHTS, the rest 1): cycle and foot share
+#: 12 where a tile's draw weighs it 3, intersection density 6. A level changes a window's paths and the junctions
+#: they make, little else; weighed as a tile's draw, the lengths and the rest of the network's form outweighed the
+#: share of paths a window asks for.
+PATH_LEVEL_WEIGHTS = {**WEIGHTS, "cycle_foot_share": 12.0, "intersection_density_per_km2": 6.0}
 #: Whether a grid tile drawn again (REDRAWN_GRID_TILES) is scored with the street network's form weighing more
 #: (selection.WEIGHTS: intersection density, dead-end and cycle/foot share 3, the rest 1), as single tiles are.
 #: The first draws weigh every parameter the same (see _blended_errors): their windows' streets are broken where
@@ -220,10 +231,11 @@ def generate_layout(model: TrainedModel | GeneratorChain, fields: np.ndarray, ke
 def _path_levelled(stage: TrainedModel, z: np.ndarray, probs: np.ndarray, selection: Selection,
                    coarse: dict[str, np.ndarray]) -> np.ndarray | None:
     """A stitched street layout's 0/1 layout with each grid tile's cycle and foot paths decoded at the level of
-    :data:`urbangen.proximity.PATH_LEVELS` at which its window, decoded whole (joined and tidied) and with the
+    :data:`STITCHED_PATH_LEVELS` at which its window, decoded whole (joined and tidied) and with the
     ``coarse`` lines merged, measures nearest its request ``z`` (standardized maps, (H, W, P)), the street
-    network's form weighing more as in a complete window (:data:`WEIGHTED_SECOND_DRAW`); as a single tile's
-    level is chosen (:func:`urbangen.inference.best_path_levels`). The levels meet in a ramp across each
+    network's form weighing more as in a complete window and cycle and foot share most
+    (:data:`PATH_LEVEL_WEIGHTS`); as a single tile's level is chosen
+    (:func:`urbangen.inference.best_path_levels`), among finer levels. The levels meet in a ramp across each
     border, not a step, so that a path is not cut where two tiles' levels differ. A level is open to a window
     only where the window's street pixels in its largest piece stay at their share at the default level
     (within :data:`PATH_LEVEL_PIECE_TOLERANCE`): a path decoded away where it joined two pieces, or faint
@@ -239,16 +251,17 @@ def _path_levelled(stage: TrainedModel, z: np.ndarray, probs: np.ndarray, select
     starts = [(r, c) for r in tile_offsets(h, t, t) for c in tile_offsets(w, t, t)]
     asked = np.stack([z[r:r + t, c:c + t].mean(axis=(0, 1)) for r, c in starts])
     errors, pieces = [], []
-    for i, level in enumerate(PATH_LEVELS):
+    for i, level in enumerate(STITCHED_PATH_LEVELS):
         layout = deterministic_layout(probs, spec, stitched=True, path_level=level)
         if i == 0:
-            default = layout  # PATH_LEVELS' first: what every window keeps unless another level is better
+            default = layout  # the default level: what every window keeps unless another level is better
         windows = np.concatenate([_with_lines(layout[None, r:r + t, c:c + t], spec,
                                               {ch: m[r:r + t, c:c + t] for ch, m in coarse.items()})
                                   for r, c in starts])
-        errors.append(np.asarray(selection[1](stage, windows, asked, None, weighted=True), float))
+        errors.append(np.asarray(selection[1](stage, windows, asked, None, weighted=True, weights=PATH_LEVEL_WEIGHTS),
+                                 float))
         pieces.append(np.nan_to_num(largest_component_share(windows, list(spec.output_channels)), nan=1.0))
-        progress.report(f"{_drawing(spec)}: path levels tried", i + 1, len(PATH_LEVELS))
+        progress.report(f"{_drawing(spec)}: path levels tried", i + 1, len(STITCHED_PATH_LEVELS))
     # A level that breaks a window's network apart (a path decoded away where it joined two pieces, faint
     # fragments drawn on their own) is not a better window, whatever it measures.
     kept = np.stack(pieces) >= pieces[0] - PATH_LEVEL_PIECE_TOLERANCE
@@ -257,7 +270,7 @@ def _path_levelled(stage: TrainedModel, z: np.ndarray, probs: np.ndarray, select
         return default
     levels = np.full((h, w), SKELETON_LEVEL, np.float32)
     for (r, c), b in zip(starts, best):
-        levels[r:r + t, c:c + t] = PATH_LEVELS[b]
+        levels[r:r + t, c:c + t] = STITCHED_PATH_LEVELS[b]
     return deterministic_layout(probs, spec, stitched=True,
                                 path_level=ndimage.uniform_filter(levels, t // 4, mode="nearest"))
 

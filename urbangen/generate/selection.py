@@ -76,6 +76,7 @@ stage's, drawn around the chosen streets, by the building parameters.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
 
@@ -264,8 +265,8 @@ def fit_calibration(requested: np.ndarray, measured: np.ndarray, names: list[str
 
 
 def parameter_errors(stage: TrainedModel, layouts: np.ndarray, requested: np.ndarray, seeds: np.ndarray | None = None,
-                     *, weighted: bool | None = None, calibration: Calibration | None = None,
-                     scatter: float | None = TARGET_SCATTER) -> np.ndarray:
+                     *, weighted: bool | None = None, weights: Mapping[str, float] | None = None,
+                     calibration: Calibration | None = None, scatter: float | None = TARGET_SCATTER) -> np.ndarray:
     """Mean distance, in training spreads, of each 0/1 layout's measured parameters from what real tiles measure,
     weighted by :data:`WEIGHTS` where ``weighted`` (by default when ``seeds`` are given); without them every
     parameter weighs the same (the street stage's windows of a stitched layout are scored so while the tiles
@@ -286,6 +287,9 @@ def parameter_errors(stage: TrainedModel, layouts: np.ndarray, requested: np.nda
     weighted
         Whether the parameters weigh :data:`WEIGHTS` (None: where ``seeds``
         are given).
+    weights
+        The weights where ``weighted``, by parameter name (the rest weigh 1),
+        instead of :data:`WEIGHTS`.
     calibration
         What real tiles measure for a request; without one, the request
         itself is the target.
@@ -308,8 +312,9 @@ def parameter_errors(stage: TrainedModel, layouts: np.ndarray, requested: np.nda
     # Without seeds (the street stage's windows of a stitched layout, scored untidied: urbangen.generate.sampler)
     # every parameter weighs the same unless asked.
     weighted = seeds is not None if weighted is None else weighted
-    weights = np.array([WEIGHTS.get(p, 1.0) if weighted else 1.0 for p in names])
-    return np.where(np.isnan(errors), UNMEASURED, errors) @ weights / weights.sum()
+    by_name = WEIGHTS if weights is None else weights
+    weight = np.array([by_name.get(p, 1.0) if weighted else 1.0 for p in names])
+    return np.where(np.isnan(errors), UNMEASURED, errors) @ weight / weight.sum()
 
 
 def candidates_of(model: TrainedModel | GeneratorChain) -> int:
