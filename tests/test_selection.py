@@ -39,9 +39,10 @@ def test_errors_weigh_each_parameter_by_its_weight(monkeypatch):
     no seeds (a stitched layout's window), (e_coverage + e_count) / 2, unless asked to weigh them (a complete
     window), and seeds asked not to weigh them weigh the same; weights given replace WEIGHTS."""
     import urbangen.generate.selection as selection
+    from urbangen.generate.sampler import PATH_LEVEL_WEIGHTS
     from urbangen.measure import PARAMETER_CHANNELS
 
-    assert set(selection.WEIGHTS) <= set(PARAMETER_CHANNELS)  # a misspelt name would weigh nothing
+    assert set(selection.WEIGHTS) | set(PATH_LEVEL_WEIGHTS) <= set(PARAMETER_CHANNELS)  # a misspelt name: weight 1
     monkeypatch.setattr(selection, "WEIGHTS", {"building_coverage": 3.0})
     layouts = np.zeros((1, 64, 64, 1), np.uint8)
     layouts[0, 16:48, 16:48] = 1
@@ -56,7 +57,7 @@ def test_errors_weigh_each_parameter_by_its_weight(monkeypatch):
     np.testing.assert_allclose(parameter_errors(stage, layouts, requested, np.zeros(1, np.int64), weighted=False),
                                [(e_coverage + e_count) / 2], rtol=1e-6)
     # Weights of its own (a stitched tile's path level: urbangen.generate.sampler.PATH_LEVEL_WEIGHTS) replace
-    # WEIGHTS where weighted, a parameter not named weighing 1, and weigh nothing where not weighted.
+    # WEIGHTS where weighted, a parameter not named weighing 1, and change nothing where not weighted.
     np.testing.assert_allclose(parameter_errors(stage, layouts, requested, weighted=True,
                                                 weights={"buildings_per_ha": 5.0}),
                                [(e_coverage + 5 * e_count) / 6], rtol=1e-6)
