@@ -472,15 +472,33 @@ def _matched(model: TrainedModel, z: np.ndarray, key: jax.Array, batch_size: int
               for r in tile_offsets(h, t) for c in tile_offsets(w, t)}
     windows = list(across)  # in raster order: each tile continues those before it
     latents, decode = model.fn("latents"), model.fn("decode")
+    weights = {start: np.outer(*(_seam_profile(t, a) for a in across[start]))[..., None] for start in windows}
+    redrawn = selection is not None and REDRAWN_GRID_TILES and CONTINUE_STEPS and len(windows) > 1
+    # Every draw in its order, (i, r, c): the first pass over the windows, then the grid tiles drawn again.
+    schedule = list(enumerate(windows))
+    if redrawn:
+        schedule += [(len(windows) + i, start) for i, start in enumerate(windows) if not any(across[start])]
+    following = {i: schedule[k + 1] for k, (i, _) in enumerate(schedule[:-1])}
+    dispatched: dict[int, tuple[np.ndarray, jax.Array, jax.Array]] = {}
+
+    def candidates(i: int, r: int, c: int) -> tuple[np.ndarray, jax.Array, jax.Array]:
+        """The ``i``-th draw's parameters, latents and decoded candidates, dispatched and not waited for: they
+        depend on nothing drawn, so JAX decodes the next draw's while this thread measures the current one's."""
+        params = np.repeat(z[None, r:r + t, c:c + t].mean(axis=(1, 2)), CANDIDATES, axis=0)
+        # The same latents and fields as model.generate_tiles(key) draws, kept to move the chosen one.
+        codes = jnp.concatenate([latents(jax.random.fold_in(key, i * 1000 + j), min(batch_size, CANDIDATES - j))
+                                 for j in range(0, CANDIDATES, batch_size)])
+        return params, codes, decode(codes, params)
+
     def draw(i: int, r: int, c: int, weight: np.ndarray, incumbent: np.ndarray | None = None) -> np.ndarray:
         """The tile kept for the window at (r, c) (the ``i``-th draw): the best of its candidates, moved; with an
         ``incumbent`` tile (a grid tile drawn again, its window complete), that one where it scores no worse
         than each of them."""
-        params = np.repeat(z[None, r:r + t, c:c + t].mean(axis=(1, 2)), CANDIDATES, axis=0)
-        # The same latents and fields as model.generate_tiles(key) draws, kept to move the chosen one.
-        codes = np.concatenate([latents(jax.random.fold_in(key, i * 1000 + j), min(batch_size, CANDIDATES - j))
-                                for j in range(0, CANDIDATES, batch_size)])
-        samples = np.asarray(decode(codes, params))
+        params, codes_dispatched, samples_dispatched = dispatched.pop(i) if i in dispatched else candidates(i, r, c)
+        if i in following:
+            j, (rj, cj) = following[i]
+            dispatched[j] = candidates(j, rj, cj)
+        codes, samples = np.asarray(codes_dispatched), np.asarray(samples_dispatched)
         drawn_sum, known = drawn_under(r, c)
         drawn = drawn_sum / np.maximum(known, 1e-12)
         # Soft Dice of the fields under the blend so far: a squared error would prefer empty tiles (a
@@ -512,9 +530,7 @@ def _matched(model: TrainedModel, z: np.ndarray, key: jax.Array, batch_size: int
                                          params[:1]))[0]
         return tile
 
-    weights = {start: np.outer(*(_seam_profile(t, a) for a in across[start]))[..., None] for start in windows}
-    redrawn = selection is not None and REDRAWN_GRID_TILES and CONTINUE_STEPS and len(windows) > 1
-    draws = len(windows) + (sum(not any(a) for a in across.values()) if redrawn else 0)
+    draws = len(schedule)
     stage = f"{_drawing(spec)}: tiles drawn"
     kept = {}
     for i, (r, c) in enumerate(windows):
