@@ -125,11 +125,14 @@ def test_a_tiles_paths_are_decoded_at_the_level_its_scorer_rates_best(street_til
     np.testing.assert_array_equal(tie, default)
 
 
-def test_a_stitched_layouts_tiles_take_their_own_path_levels_meeting_in_a_ramp(street_tiles):
+def test_a_stitched_layouts_tiles_take_their_own_path_levels_meeting_in_a_ramp(street_tiles, monkeypatch):
     """Two real tiles side by side with faint paths, the left asking for more paths, the right for fewer:
     each grid tile's window is decoded whole at every path level and scored as a complete window, and the
-    layout is decoded with each tile's best level, the two meeting in a ramp across their border."""
+    layout is decoded with each tile's best level, the two meeting in a ramp across their border (the roads
+    at their default level: their own levels are the next test's)."""
     from urbangen.generate import sampler
+
+    monkeypatch.setattr(sampler, "STITCHED_ROAD_LEVELS", (SKELETON_LEVEL,))
 
     field = np.concatenate(list(_faint_paths(street_tiles, 2)), axis=1)  # (64, 128, 3)
     z = np.concatenate([np.ones((64, 64, 1)), -np.ones((64, 64, 1))], axis=1)
@@ -139,7 +142,7 @@ def test_a_stitched_layouts_tiles_take_their_own_path_levels_meeting_in_a_ramp(s
         seen.append((len(layouts), seeds, weighted, weights))
         return -requested[:, 0] * layouts[..., 2].sum(axis=(1, 2))
 
-    layout = sampler._path_levelled(SimpleNamespace(spec=_STREET_SPEC), z, field, (8, paths), {})
+    layout = sampler._street_levelled(SimpleNamespace(spec=_STREET_SPEC), z, field, (8, paths), {})
     assert seen == [(2, None, True, sampler.PATH_LEVEL_WEIGHTS)] * len(sampler.STITCHED_PATH_LEVELS)
     ramp = 64 // 8  # the ramp's half-width
     whole = [sampler.deterministic_layout(field, _STREET_SPEC, stitched=True, path_level=level)
@@ -149,7 +152,40 @@ def test_a_stitched_layouts_tiles_take_their_own_path_levels_meeting_in_a_ramp(s
     assert counts[:, 1].min() < counts[0, 1] and counts[:, 0].max() > counts[0, 0]  # neither the default
     np.testing.assert_array_equal(layout[:, :64 - ramp, 2], most[:, :64 - ramp, 2])
     np.testing.assert_array_equal(layout[:, 64 + ramp:, 2], fewest[:, 64 + ramp:, 2])
-    assert sampler._path_levelled(SimpleNamespace(spec=_STREET_SPEC), z[:32], field[:32], (8, paths), {}) is None
+    assert sampler._street_levelled(SimpleNamespace(spec=_STREET_SPEC), z[:32], field[:32], (8, paths), {}) is None
+
+
+def test_a_stitched_layouts_tiles_take_their_own_road_levels(street_tiles):
+    """Two real tiles side by side with faint minor roads, the left asking for more road, the right for less:
+    every pair of road and path levels is scored in each grid tile's window, and each tile's roads are those of
+    the whole layout decoded at one pair, more than at the default levels on the left; on the right no more (the
+    pairs drawing fewer break its network apart, and the guard keeps it whole)."""
+    from urbangen.generate import sampler
+
+    tiles = street_tiles[street_tiles[..., 1].sum(axis=(1, 2)) > 300][:2]
+    assert len(tiles) == 2
+    field = np.array(proximity_field(jnp.asarray(tiles.astype(np.float32))))
+    field[..., 1] *= np.linspace(0.16, 0.46, 64)[None, None, :]  # minor roads faint across the road levels
+    field = np.concatenate(list(field), axis=1)  # (64, 128, 3)
+    z = np.concatenate([np.ones((64, 64, 1)), -np.ones((64, 64, 1))], axis=1)
+    seen = []
+
+    def roads(stage, layouts, requested, seeds, *, weighted=None, weights=None):
+        seen.append(weights)
+        return -requested[:, 0] * layouts[..., :2].sum(axis=(1, 2, 3))
+
+    layout = sampler._street_levelled(SimpleNamespace(spec=_STREET_SPEC), z, field, (8, roads), {})
+    pairs = [(road, path) for road in sampler.STITCHED_ROAD_LEVELS for path in sampler.STITCHED_PATH_LEVELS]
+    assert seen == [sampler.PATH_LEVEL_WEIGHTS] * len(pairs)
+    whole = [sampler.deterministic_layout(field, _STREET_SPEC, stitched=True, road_level=road, path_level=path)
+             for road, path in pairs]
+    ramp = 64 // 8
+    left, right = (slice(None, 64 - ramp), slice(64 + ramp, None))
+    assert any(np.array_equal(layout[:, left, :2], one[:, left, :2]) for one in whole)
+    assert any(np.array_equal(layout[:, right, :2], one[:, right, :2]) for one in whole)
+    assert layout[:, left, :2].sum() > whole[0][:, left, :2].sum()
+    assert layout[:, right, :2].sum() <= whole[0][:, right, :2].sum()
+    assert min(one[:, right, :2].sum() for one in whole) < whole[0][:, right, :2].sum()  # fewer were on offer
 
 
 def test_a_stitched_tiles_path_level_that_breaks_its_network_apart_is_not_taken(monkeypatch):
@@ -170,10 +206,10 @@ def test_a_stitched_tiles_path_level_that_breaks_its_network_apart_is_not_taken(
         return layouts[..., 2].sum(axis=(1, 2)).astype(float)
 
     stage, z = SimpleNamespace(spec=_STREET_SPEC), np.zeros((64, 128, 1))
-    layout = sampler._path_levelled(stage, z, field, (8, paths), {})
+    layout = sampler._street_levelled(stage, z, field, (8, paths), {})
     assert layout[:, :64, 2].sum() > 40 and layout[:, 64:, 2].sum() == 0
     monkeypatch.setattr(sampler, "PATH_LEVEL_PIECE_TOLERANCE", 1.0)
-    assert sampler._path_levelled(stage, z, field, (8, paths), {})[..., 2].sum() == 0
+    assert sampler._street_levelled(stage, z, field, (8, paths), {})[..., 2].sum() == 0
 
 
 def test_bilinear_latents_have_no_cell_borders():
@@ -655,7 +691,8 @@ def test_a_stitched_windows_best_candidates_are_scored_again_as_moved(monkeypatc
     monkeypatch.setattr(sampler, "REDRAWN_GRID_TILES", False)  # the grid tiles drawn again: the next test
     calls = []
 
-    def row_50(stage, layouts, requested, seeds, **_):  # the street's row at the far end, best at 50
+    def row_50(stage, layouts, requested, seeds, *, weighted=None, weights=None):
+        # the street's row at the far end, best at 50
         rows = np.array([int(np.argmax(w[:, -1, 0])) if w[:, -1, 0].any() else -100 for w in layouts])
         calls.append(rows)
         return np.abs(rows - 50.0)
@@ -724,7 +761,8 @@ def test_a_stitched_layouts_grid_tiles_are_drawn_again_in_their_windows_as_the_l
     monkeypatch.setattr(sampler, "CANDIDATES", 8)
     calls = []
 
-    def row_20(stage, layouts, requested, seeds, **_):  # the street's row at column 0, best at 20
+    def row_20(stage, layouts, requested, seeds, *, weighted=None, weights=None):
+        # the street's row at column 0, best at 20
         rows = np.array([int(np.argmax(w[:, 0, 0])) if w[:, 0, 0].any() else -100 for w in layouts])
         calls.append((layouts.copy(), np.abs(rows - 20.0)))
         return np.abs(rows - 20.0)

@@ -87,7 +87,8 @@ def tile_seeds(key: jax.Array, n: int) -> np.ndarray:
 
 
 def deterministic_layout(probs: np.ndarray, spec: RunSpec, *, stitched: bool = False,
-                         window: bool = False, path_level: float | np.ndarray | None = None) -> np.ndarray:
+                         window: bool = False, path_level: float | np.ndarray | None = None,
+                         road_level: float | np.ndarray | None = None) -> np.ndarray:
     """The 0/1 layout (..., H, W, C) of a ``threshold`` or ``proximity`` generator's output.
 
     A proximity stage's decoded roads run on through the paths that carry them to the next road
@@ -103,13 +104,14 @@ def deterministic_layout(probs: np.ndarray, spec: RunSpec, *, stitched: bool = F
     layouts kept 0.75 of their street pixels in the largest piece of each 1 km window, against 0.80
     untidied and real 0.86).
 
-    A proximity stage's cycle and foot paths are decoded at ``path_level`` (None: the roads' level,
-    ``urbangen.proximity.SKELETON_LEVEL``; a map (H, W): each pixel's): see :func:`best_path_levels`.
+    A proximity stage's cycle and foot paths are decoded at ``path_level`` and its roads at ``road_level``
+    (None: ``urbangen.proximity.SKELETON_LEVEL``; a map (H, W): each pixel's): see :func:`best_path_levels` and
+    :func:`urbangen.generate.sampler._street_levelled`.
     """
     if spec.sampling == "threshold":
         return (np.asarray(probs) > 0.5).astype(np.uint8)
     if spec.sampling == "proximity":
-        layout = decode_proximity(probs, _channel_levels(spec, path_level))
+        layout = decode_proximity(probs, _channel_levels(spec, path_level, road_level))
         if window:
             return layout
         out = list(spec.output_channels)
@@ -122,13 +124,19 @@ def deterministic_layout(probs: np.ndarray, spec: RunSpec, *, stitched: bool = F
     raise RunSpecError(f"a {spec.sampling!r} generator's output needs randomness to become a layout")
 
 
-def _channel_levels(spec: RunSpec, path_level: float | np.ndarray | None) -> float | np.ndarray:
-    """The skeleton level of each of a proximity stage's channels (C,), its paths' at ``path_level``; with a map
-    of path levels (H, W), one for each pixel and channel (H, W, C)."""
-    if path_level is None or not draws_paths(spec):
+def _channel_levels(spec: RunSpec, path_level: float | np.ndarray | None,
+                    road_level: float | np.ndarray | None = None) -> float | np.ndarray:
+    """The skeleton level of each of a proximity stage's channels (C,), its paths' at ``path_level`` and its
+    roads' at ``road_level`` (None: the default); with maps of levels (H, W), one for each pixel and channel
+    (H, W, C)."""
+    paths = path_level if path_level is not None and draws_paths(spec) else None
+    if paths is None and road_level is None:
         return SKELETON_LEVEL
-    level = np.asarray(path_level, np.float32)[..., None]
-    return np.where(np.isin(list(spec.output_channels), PATH_CHANNELS), level, np.float32(SKELETON_LEVEL))
+    out = list(spec.output_channels)
+    path = np.asarray(SKELETON_LEVEL if paths is None else paths, np.float32)[..., None]
+    road = np.asarray(SKELETON_LEVEL if road_level is None else road_level, np.float32)[..., None]
+    return np.where(np.isin(out, PATH_CHANNELS), path,
+                    np.where(np.isin(out, ROAD_CHANNELS), road, np.float32(SKELETON_LEVEL)))
 
 
 def draws_paths(spec: RunSpec) -> bool:

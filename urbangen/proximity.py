@@ -61,7 +61,7 @@ SKELETON_LEVEL = 0.3
 #: path's ridge is lower than a road's, and where the decoder is unsure of a path the level decides whether it
 #: is drawn, so a generated single tile takes the level at which its network measures nearest its request
 #: (:func:`urbangen.inference.best_path_levels`), and so does each grid tile of a stitched layout where its
-#: network stays in one piece (:func:`urbangen.generate.sampler._path_levelled`). On 128 validation tiles asking
+#: network stays in one piece (:func:`urbangen.generate.sampler._street_levelled`). On 128 validation tiles asking
 #: for a cycle/foot share above 0.2, the street stage's chosen samples (16 candidates) missed it by 0.068 at the
 #: default level alone and by 0.048 choosing among these five, the other street parameters unchanged (real tiles
 #: through the same path: 0.031).
