@@ -91,8 +91,8 @@ CONTINUED_CANDIDATES = 4
 #: window in three). (Re-chosen by its first scoring alone, without moving or keeping the tile it was, an
 #: earlier sampler measured worse: 26.8 against 23.8.)
 REDRAWN_GRID_TILES = True
-#: A stitched street layout's grid tile takes a path level other than the default only where its window's
-#: street pixels in the largest piece fall by at most this share against the default level's (see
+#: A stitched street layout's grid tile takes road and path levels other than the default only where its window's
+#: street pixels in the largest piece fall by at most this share against the default levels' (see
 #: _street_levelled). Without this guard the levels took the bar's 8 stitched test mosaics' cycle/foot share MAE
 #: from 0.076 to 0.057 but the two 2 x 2 km layouts' largest piece in 1 km windows from 0.928 to 0.869 (real
 #: 0.976); with it, 0.059 and 0.961.
@@ -112,7 +112,7 @@ STITCHED_PATH_LEVELS = (SKELETON_LEVEL, 0.27, 0.24, 0.21, 0.18, 0.33, 0.36, 0.39
 #: 0.047 / 0.050 / 0.052, intersection density 16.1 / 18.8 / 16.8 -> 13.0 / 17.6 / 15.0. Six times the
 #: decodings of the path levels alone.
 STITCHED_ROAD_LEVELS = (SKELETON_LEVEL, 0.27, 0.24, 0.21, 0.33, 0.36)
-#: The weights of a stitched grid tile's path-level choice (selection.WEIGHTS, the rest 1): cycle and foot share
+#: The weights of a stitched grid tile's choice of levels (selection.WEIGHTS, the rest 1): cycle and foot share
 #: 12 where a tile's draw weighs it 3, intersection density 6. A level changes a window's paths and the junctions
 #: they make, little else; weighed as a tile's draw, the lengths and the rest of the network's form outweighed the
 #: share of paths a window asks for. With the finer levels, on the validation split's 12 mosaics (sampler seed 0)
