@@ -572,6 +572,37 @@ def test_tidying_and_running_on_take_any_layout():
     assert np.all(run_through(speckle, [0, 1], [2]) >= speckle)
 
 
+def test_the_pieces_left_without_some_pixels_are_those_a_whole_count_finds(street_tiles):
+    """Tidying asks, for each spur it might cut, how many pieces the network would have without it: counted
+    around the spur where it can be, it must be the count scipy's labelling of the whole network finds, for
+    cuts that split a piece, remove a piece whole, or leave the network as it was."""
+    from urbangen.proximity import EIGHT_NEIGHBOURS, _pieces_without
+
+    rng = np.random.default_rng(0)
+    nets = street_tiles.any(axis=-1)
+    # 2 x 2 real tiles side by side, so that the pixels removed lie well inside a larger layout
+    layouts = [np.block([[nets[i], nets[i + 1]], [nets[i + 2], nets[i + 3]]]) for i in range(0, len(nets) - 3, 4)]
+    outcomes = {"split": 0, "piece gone": 0, "same": 0}
+    for net in layouts[:12]:
+        pieces, n = ndimage.label(net, structure=EIGHT_NEIGHBOURS)
+        on = np.flatnonzero(net)
+        small = [k for k in range(1, n + 1) if (pieces == k).sum() <= 40]
+        cuts = [rng.choice(on, size=rng.integers(1, 30), replace=False) for _ in range(8)]
+        cuts += [np.flatnonzero(pieces == k) for k in small[:2]]  # a whole piece
+        for centre in rng.choice(on, size=8, replace=False):  # a square across a street: cuts it or not
+            y, x = np.unravel_index(centre, net.shape)
+            box = np.zeros_like(net)
+            box[max(y - 2, 0):y + 3, max(x - 2, 0):x + 3] = True
+            cuts.append(np.flatnonzero(box))  # some of these pixels are not streets
+        for cut in cuts:
+            left = net.copy()
+            left.ravel()[cut] = False
+            expected = ndimage.label(left, structure=EIGHT_NEIGHBOURS)[1]
+            assert _pieces_without(net, n, cut) == expected
+            outcomes["split" if expected > n else "piece gone" if expected < n else "same"] += 1
+    assert min(outcomes.values()) >= 3, outcomes
+
+
 def test_a_street_tiles_latent_moves_to_continue_the_streets_drawn_under_it(street_tiles):
     """The shipped street stage's latent, moved as a stitched layout moves each tile's (``continue_drawn``),
     decodes fields that match real streets where they are drawn (each tile's west half) much better than the

@@ -131,12 +131,13 @@ def skeleton_paths(mask: np.ndarray, min_pixels: int = 3) -> list[list[tuple[int
     degree = ndimage.convolve(skel.astype(np.int32), np.ones((3, 3), np.int32), mode="constant") - 1
     degree[~skel] = 0
     h, w = skel.shape
+    # Looked up as nested lists, a frame of False around: tracing asks for every pixel it passes.
+    framed = np.pad(skel, 1).tolist()
 
     def neighbours(r: int, c: int) -> list[tuple[int, int]]:
-        return [(r + dr, c + dc) for dr, dc in _NEIGHBOURS
-                if 0 <= r + dr < h and 0 <= c + dc < w and skel[r + dr, c + dc]]
+        return [(r + dr, c + dc) for dr, dc in _NEIGHBOURS if framed[r + 1 + dr][c + 1 + dc]]
 
-    is_node = skel & (degree != 2)
+    nodes = set(zip(*(np.nonzero(skel & (degree != 2))[k].tolist() for k in range(2))))
     seen_steps: set[tuple[tuple[int, int], tuple[int, int]]] = set()
     paths: list[list[tuple[int, int]]] = []
 
@@ -145,7 +146,7 @@ def skeleton_paths(mask: np.ndarray, min_pixels: int = 3) -> list[list[tuple[int
             return
         path, prev, cur = [start, first], start, first
         seen_steps.add((start, first))
-        while not is_node[cur] and cur != start:
+        while cur not in nodes and cur != start:
             nxt = [p for p in neighbours(*cur) if p != prev and (cur, p) not in seen_steps]
             if not nxt:
                 break
@@ -155,22 +156,20 @@ def skeleton_paths(mask: np.ndarray, min_pixels: int = 3) -> list[list[tuple[int
         seen_steps.add((path[-1], path[-2]))
         paths.append(path)
 
-    for r, c in zip(*np.nonzero(is_node)):
-        for p in neighbours(r, c):
-            trace((r, c), p)
+    for node in sorted(nodes):  # row by row, as np.nonzero lists them
+        for p in neighbours(*node):
+            trace(node, p)
     # Closed loops have no node: start each at any of its pixels.
     on_path = np.zeros_like(skel)
     for path in paths:
-        for p in path:
-            on_path[p] = True
+        on_path[tuple(np.array(path).T)] = True
     for r, c in zip(*np.nonzero(skel & ~on_path)):
         if not on_path[r, c]:
-            nb = neighbours(r, c)
+            nb = neighbours(int(r), int(c))
             if nb:
-                is_node[r, c] = True
-                trace((r, c), nb[0])
-                for p in paths[-1]:
-                    on_path[p] = True
+                nodes.add((int(r), int(c)))
+                trace((int(r), int(c)), nb[0])
+                on_path[tuple(np.array(paths[-1]).T)] = True
     junction = skel & (degree >= 3)
     return [path for path in paths if len(path) >= min_pixels or (junction[path[0]] and junction[path[-1]])]
 
@@ -403,19 +402,26 @@ def tidy_roads(layout: np.ndarray, roads: list[int], paths: list[int] | tuple[in
         n_pieces = ndimage.label(network, structure=eight)[1]
         paths_of = skeleton_paths(mask)
         degree = _end_degrees(paths_of)
-        cover = np.zeros((h, w), int)  # how many paths run through each pixel
-        for path in paths_of:
-            rows, cols = np.unique(np.array(path), axis=0).T
-            cover[rows, cols] += 1
-        # Each road pixel belongs to its nearest centre-line pixel (a wide road's tip lies beyond its skeleton's end).
-        nearest = ndimage.distance_transform_edt(cover == 0, return_distances=False, return_indices=True) \
-            if paths_of else None
+        on_lines = [np.ravel_multi_index(np.array(path).T, (h, w)) for path in paths_of]
+        # how many paths run through each pixel (flat), each path counted once where it runs
+        cover = _paths_through(on_lines, h * w)
+        if paths_of:
+            # Each road pixel belongs to its nearest centre-line pixel (a wide road's tip lies beyond its
+            # skeleton's end): the road pixels (flat) sorted by their nearest centre-line pixel, to find a
+            # spur's by bisection.
+            nearest = ndimage.distance_transform_edt(cover.reshape(h, w) == 0, return_distances=False,
+                                                     return_indices=True)
+            owner = (nearest[0] * w + nearest[1]).ravel()
+            road_px = np.flatnonzero(mask)
+            by_owner = road_px[np.argsort(owner[road_px], kind="stable")]
+            owners = owner[by_owner]
         runs = np.zeros((h, w, len(roads)), bool)
-        spurs = np.zeros((h, w), bool)
-        to_path = np.zeros((h, w), bool)
+        spurs = np.zeros(h * w, bool)
+        to_path = np.zeros(h * w, bool)
+        kept, kept_pieces = network.copy(), n_pieces  # the network without the spurs removed so far
         on_path = tile[..., list(paths)].any(axis=-1)  # all False without paths
-        for path in paths_of:
-            for track in (path, path[::-1]):
+        for path, line_px in zip(paths_of, on_lines):
+            for track, track_px in ((path, line_px), (path[::-1], line_px[::-1])):
                 (y, x), start = track[-1], track[0]
                 if degree[(y, x)] != 1:
                     continue
@@ -427,16 +433,21 @@ def tidy_roads(layout: np.ndarray, roads: list[int], paths: list[int] | tuple[in
                     runs[rows, cols, int(np.argmax(tile[y, x, roads]))] = True
                 elif to_edge[side] > EDGE_RUN_PX and 2 < len(track) < max(SPUR_PX, PATH_SPUR_PX) \
                         and degree[start] >= 3:
-                    assert nearest is not None
-                    own = np.zeros((h, w), bool)
-                    rows, cols = np.array(track[2:]).T  # the junction's side stays
-                    own[rows, cols] = True
-                    own &= cover == 1  # not the pixels it shares with another path
-                    spur = mask & own[nearest[0], nearest[1]]
-                    if len(track) < SPUR_PX and ndimage.label(network & ~spurs & ~spur, structure=eight)[1] <= n_pieces:
-                        spurs |= spur
-                    elif len(track) < PATH_SPUR_PX and on_path[max(0, y - 1):y + 2, max(0, x - 1):x + 2].any():
-                        to_path |= spur
+                    own = np.unique(track_px[2:])  # the junction's side stays
+                    own = own[cover[own] == 1]  # not the pixels it shares with another path
+                    # the road pixels nearest to those
+                    spans = zip(np.searchsorted(owners, own, "left"), np.searchsorted(owners, own, "right"))
+                    spur = by_owner[np.concatenate([np.arange(a, b) for a, b in spans] or [np.empty(0, int)])]
+                    if len(track) < SPUR_PX:
+                        pieces_left = _pieces_without(kept, kept_pieces, spur)
+                        if pieces_left <= n_pieces:  # cut only where it splits no piece of the network
+                            spurs[spur] = True
+                            kept.ravel()[spur] = False
+                            kept_pieces = pieces_left
+                            continue
+                    if len(track) < PATH_SPUR_PX and on_path[max(0, y - 1):y + 2, max(0, x - 1):x + 2].any():
+                        to_path[spur] = True
+        spurs, to_path = spurs.reshape(h, w), to_path.reshape(h, w)
         drop = floating | spurs | to_path
         for j, c in enumerate(roads):
             channel = tile[..., c]
@@ -447,6 +458,49 @@ def tidy_roads(layout: np.ndarray, roads: list[int], paths: list[int] | tuple[in
         if paths:
             tile[..., paths[0]][to_path] = 1
     return flat.reshape(layout.shape)
+
+
+def _paths_through(paths: list[np.ndarray], size: int) -> np.ndarray:
+    """How many of ``paths`` (each its pixels' flat indices) run through each of ``size`` pixels, a path
+    counted once at a pixel it passes more than once."""
+    if not paths:
+        return np.zeros(size, int)
+    which = np.repeat(np.arange(len(paths)), [len(p) for p in paths])
+    visits = np.unique(which * size + np.concatenate(paths))
+    return np.bincount(visits % size, minlength=size)
+
+
+def _pieces_without(network: np.ndarray, pieces: int, removed: np.ndarray, margin: int = 16) -> int:
+    """How many 8-connected pieces a mask ``network`` (H, W) with ``pieces`` pieces has without the pixels
+    ``removed`` (flat indices).
+
+    Looked at first within ``margin`` pixels of them: where the pixels left beside them are joined there,
+    the pieces they touch stay whole, and only those made of removed pixels alone are gone (as counting
+    the whole mask again would find, in a fraction of its time); otherwise the whole mask is counted.
+    """
+    from scipy import ndimage
+
+    h, w = network.shape
+    removed = removed[network.ravel()[removed]]
+    if not removed.size:
+        return pieces
+    rows, cols = np.unravel_index(removed, (h, w))
+    r0, c0 = max(int(rows.min()) - margin, 0), max(int(cols.min()) - margin, 0)
+    box = network[r0:int(rows.max()) + margin + 1, c0:int(cols.max()) + margin + 1]
+    gone = np.zeros_like(box)
+    gone[rows - r0, cols - c0] = True
+    rest = box & ~gone
+    parts, n_parts = ndimage.label(gone, structure=EIGHT_NEIGHBOURS)
+    # removed pixels next to the rest: the parts that touch none were pieces of their own
+    touching = gone & ndimage.binary_dilation(rest, structure=EIGHT_NEIGHBOURS)
+    alone = n_parts - len(np.unique(parts[touching]))
+    beside = rest & ndimage.binary_dilation(gone, structure=EIGHT_NEIGHBOURS)
+    around = ndimage.label(rest, structure=EIGHT_NEIGHBOURS)[0]
+    if len(np.unique(around[beside])) <= 1:
+        return pieces - alone
+    left = network.copy()
+    left.ravel()[removed] = False
+    return int(ndimage.label(left, structure=EIGHT_NEIGHBOURS)[1])
 
 
 def decode_proximity(field: np.ndarray, level: float | np.ndarray = SKELETON_LEVEL) -> np.ndarray:
