@@ -130,14 +130,14 @@ def skeleton_paths(mask: np.ndarray, min_pixels: int = 3) -> list[list[tuple[int
         return []
     degree = ndimage.convolve(skel.astype(np.int32), np.ones((3, 3), np.int32), mode="constant") - 1
     degree[~skel] = 0
-    h, w = skel.shape
     # Looked up as nested lists, a frame of False around: tracing asks for every pixel it passes.
     framed = np.pad(skel, 1).tolist()
 
     def neighbours(r: int, c: int) -> list[tuple[int, int]]:
         return [(r + dr, c + dc) for dr, dc in _NEIGHBOURS if framed[r + 1 + dr][c + 1 + dc]]
 
-    nodes = set(zip(*(np.nonzero(skel & (degree != 2))[k].tolist() for k in range(2))))
+    node_rows, node_cols = np.nonzero(skel & (degree != 2))
+    nodes = set(zip(node_rows.tolist(), node_cols.tolist()))
     seen_steps: set[tuple[tuple[int, int], tuple[int, int]]] = set()
     paths: list[list[tuple[int, int]]] = []
 
@@ -165,10 +165,11 @@ def skeleton_paths(mask: np.ndarray, min_pixels: int = 3) -> list[list[tuple[int
         on_path[tuple(np.array(path).T)] = True
     for r, c in zip(*np.nonzero(skel & ~on_path)):
         if not on_path[r, c]:
-            nb = neighbours(int(r), int(c))
+            start = (int(r), int(c))
+            nb = neighbours(*start)
             if nb:
-                nodes.add((int(r), int(c)))
-                trace((int(r), int(c)), nb[0])
+                nodes.add(start)
+                trace(start, nb[0])
                 on_path[tuple(np.array(paths[-1]).T)] = True
     junction = skel & (degree >= 3)
     return [path for path in paths if len(path) >= min_pixels or (junction[path[0]] and junction[path[-1]])]
