@@ -133,6 +133,7 @@ def test_a_stitched_layouts_tiles_take_their_own_path_levels_meeting_in_a_ramp(s
     from urbangen.generate import sampler
 
     monkeypatch.setattr(sampler, "STITCHED_ROAD_LEVELS", (SKELETON_LEVEL,))
+    monkeypatch.setattr(sampler, "LEVEL_STEPS_IN_CONTEXT", 0)  # the moves in context: a test of their own
 
     field = np.concatenate(list(_faint_paths(street_tiles, 2)), axis=1)  # (64, 128, 3)
     z = np.concatenate([np.ones((64, 64, 1)), -np.ones((64, 64, 1))], axis=1)
@@ -155,13 +156,14 @@ def test_a_stitched_layouts_tiles_take_their_own_path_levels_meeting_in_a_ramp(s
     assert sampler._street_levelled(SimpleNamespace(spec=_STREET_SPEC), z[:32], field[:32], (8, paths), {}) is None
 
 
-def test_a_stitched_layouts_tiles_take_their_own_road_levels(street_tiles):
+def test_a_stitched_layouts_tiles_take_their_own_road_levels(street_tiles, monkeypatch):
     """Two real tiles side by side with faint minor roads, the left asking for more road, the right for less:
     every pair of road and path levels is scored in each grid tile's window, and each tile's roads are those of
     the whole layout decoded at one pair, more than at the default levels on the left; on the right no more (the
     pairs drawing fewer break its network apart, and the guard keeps it whole)."""
     from urbangen.generate import sampler
 
+    monkeypatch.setattr(sampler, "LEVEL_STEPS_IN_CONTEXT", 0)  # the moves in context: a test of their own
     tiles = street_tiles[street_tiles[..., 1].sum(axis=(1, 2)) > 300][:2]
     assert len(tiles) == 2
     field = np.array(proximity_field(jnp.asarray(tiles.astype(np.float32))))
@@ -186,6 +188,50 @@ def test_a_stitched_layouts_tiles_take_their_own_road_levels(street_tiles):
     assert layout[:, left, :2].sum() > whole[0][:, left, :2].sum()
     assert layout[:, right, :2].sum() <= whole[0][:, right, :2].sum()
     assert min(one[:, right, :2].sum() for one in whole) < whole[0][:, right, :2].sum()  # fewer were on offer
+
+
+def test_a_stitched_tiles_levels_move_a_step_where_its_window_beside_its_neighbour_measures_nearer(street_tiles,
+                                                                                                  monkeypatch):
+    """Two real tiles side by side with faint paths, each asking for a number of path pixels. Chosen alone, a
+    tile's level is the one at which the layout decoded whole measures nearest in its window; beside its
+    neighbour, the levels meeting in a ramp, the window measures otherwise. The levels then move by a step where
+    a window measures nearer as the layout ends: the windows' error falls, and the layout is the ramped decode of
+    levels a step from those chosen alone (built here from the decoder and scipy's filter)."""
+    from urbangen.generate import sampler
+
+    monkeypatch.setattr(sampler, "STITCHED_ROAD_LEVELS", (SKELETON_LEVEL,))
+    field = np.concatenate(list(_faint_paths(street_tiles, 2)), axis=1)  # (64, 128, 3)
+    asked = (130, 340)  # path pixels, left and right
+    z = np.concatenate([np.full((64, 64, 1), asked[0]), np.full((64, 64, 1), asked[1])], axis=1)
+
+    def path_pixels(stage, layouts, requested, seeds, *, weighted=None, weights=None):
+        return np.abs(layouts[..., 2].sum(axis=(1, 2)) - requested[:, 0])
+
+    def error(layout: np.ndarray) -> int:
+        return sum(abs(int(layout[:, 64 * k:64 * (k + 1), 2].sum()) - a) for k, a in enumerate(asked))
+
+    levels = sorted(sampler.STITCHED_PATH_LEVELS)
+
+    def ramped(left: int, right: int) -> np.ndarray:
+        paths = np.repeat(np.float32([levels[left], levels[right]]), 64)[None, :].repeat(64, axis=0)
+        return sampler.deterministic_layout(field, _STREET_SPEC, stitched=True,
+                                            path_level=ndimage.uniform_filter(paths, 16, mode="nearest"),
+                                            road_level=np.full((64, 128), SKELETON_LEVEL, np.float32))
+
+    whole = np.array([[one[:, :64, 2].sum(), one[:, 64:, 2].sum()] for one in
+                      (sampler.deterministic_layout(field, _STREET_SPEC, stitched=True, path_level=level)
+                       for level in sampler.STITCHED_PATH_LEVELS)], int)  # (level, tile), the default first
+    alone = [levels.index(sampler.STITCHED_PATH_LEVELS[i]) for i in np.argmin(np.abs(whole - asked), axis=0)]
+    stage = SimpleNamespace(spec=_STREET_SPEC)
+    monkeypatch.setattr(sampler, "LEVEL_STEPS_IN_CONTEXT", 0)
+    before = sampler._street_levelled(stage, z, field, (8, path_pixels), {})
+    np.testing.assert_array_equal(before, ramped(*alone))
+    monkeypatch.setattr(sampler, "LEVEL_STEPS_IN_CONTEXT", 1)
+    after = sampler._street_levelled(stage, z, field, (8, path_pixels), {})
+    assert error(after) < error(before)
+    steps = [(alone[0] + a, alone[1] + b) for a in (-1, 0, 1) for b in (-1, 0, 1)
+             if (a, b) != (0, 0) and 0 <= alone[0] + a < len(levels) and 0 <= alone[1] + b < len(levels)]
+    assert any(np.array_equal(after, ramped(*pair)) for pair in steps)
 
 
 def test_a_stitched_tiles_path_level_that_breaks_its_network_apart_is_not_taken(monkeypatch):
