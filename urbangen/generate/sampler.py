@@ -278,7 +278,7 @@ def _street_levelled(stage: TrainedModel, z: np.ndarray, probs: np.ndarray, sele
     # (road level, path level), the default first; on a tie the earlier pair, so the default road level
     pairs = [(road, path) for road in STITCHED_ROAD_LEVELS for path in STITCHED_PATH_LEVELS]
     errors, pieces = [], []
-    steps = len(pairs) + (2 * ((2 * LEVEL_STEPS_IN_CONTEXT + 1) ** 2 - 1) if LEVEL_STEPS_IN_CONTEXT else 0)
+    steps = len(pairs) + 2 * len(_level_moves())
     for i, (road, path) in enumerate(pairs):
         layout = deterministic_layout(probs, spec, stitched=True, path_level=path, road_level=road)
         if i == 0:
@@ -292,32 +292,37 @@ def _street_levelled(stage: TrainedModel, z: np.ndarray, probs: np.ndarray, sele
     kept = np.stack(pieces) >= pieces[0] - PATH_LEVEL_PIECE_TOLERANCE
     best = np.argmin(np.where(kept, np.stack(errors), np.inf), axis=0)
     levels = [pairs[b] for b in best]
+    layout = _levels_decoded(probs, spec, starts, levels) if best.any() else default_layout
     if not LEVEL_STEPS_IN_CONTEXT:
-        return _levels_decoded(probs, spec, starts, levels) if best.any() else default_layout
-    return _levels_in_context(stage, probs, starts, levels, asked, selection, coarse, pieces[0],
+        return layout
+    return _levels_in_context(stage, probs, layout, starts, levels, asked, selection, coarse, pieces[0],
                               partial(progress.report, f"{_drawing(spec)}: street levels tried", total=steps),
                               done=len(pairs))
 
 
-def _levels_in_context(stage: TrainedModel, probs: np.ndarray, starts: list[tuple[int, int]],
+def _level_moves() -> list[tuple[int, int]]:
+    """The (road, path) steps a grid tile's levels may move in context: up to :data:`LEVEL_STEPS_IN_CONTEXT`
+    in either or both, not none."""
+    n = LEVEL_STEPS_IN_CONTEXT
+    return [(dr, dp) for dr in range(-n, n + 1) for dp in range(-n, n + 1) if (dr, dp) != (0, 0)]
+
+
+def _levels_in_context(stage: TrainedModel, probs: np.ndarray, layout: np.ndarray, starts: list[tuple[int, int]],
                        levels: list[tuple[float, float]], asked: np.ndarray, selection: Selection,
                        coarse: dict[str, np.ndarray], default_pieces: np.ndarray, report: Callable[..., None],
                        done: int) -> np.ndarray:
-    """The stitched street layout of :func:`_street_levelled` with each grid tile's (road, path) ``levels``
-    moved up to :data:`LEVEL_STEPS_IN_CONTEXT` steps where its window then measures nearer its request, the
-    tiles around it at their levels: a checkerboard's one colour of tiles at a time, each of its tiles keeping
-    the move that scores best (or none), then the other colour's on the layout that leaves. A move that takes
-    a window's street pixels in its largest piece below the default pair's share (``default_pieces``) and below
-    what they are before it is not taken."""
+    """The stitched street ``layout`` of :func:`_street_levelled`, decoded at ``levels``, with each grid tile's
+    (road, path) levels moved up to :data:`LEVEL_STEPS_IN_CONTEXT` steps where its window then measures nearer
+    its request, the tiles around it at their levels: a checkerboard's one colour of tiles at a time, each of its
+    tiles keeping the move that scores best (or none), then the other colour's on the layout that leaves. A move
+    that takes a window's street pixels in its largest piece below the default pair's share (``default_pieces``)
+    and below what they are before it is not taken."""
     spec, t = stage.spec, stage.spec.tile_px
     h, w = probs.shape[:2]
     rows, cols = tile_offsets(h, t, t), tile_offsets(w, t, t)
     colours = [(rows.index(r) + cols.index(c)) % 2 for r, c in starts]
     roads, paths = sorted(STITCHED_ROAD_LEVELS), sorted(STITCHED_PATH_LEVELS)
-    n = LEVEL_STEPS_IN_CONTEXT
-    moves = [(dr, dp) for dr in range(-n, n + 1) for dp in range(-n, n + 1) if (dr, dp) != (0, 0)]
     levels = list(levels)
-    layout = _levels_decoded(probs, spec, starts, levels)
     for colour in (0, 1):
         members = [i for i, k in enumerate(colours) if k == colour]
         if not members:  # a layout of one tile
@@ -326,7 +331,7 @@ def _levels_in_context(stage: TrainedModel, probs: np.ndarray, starts: list[tupl
                                            coarse)
         floor = np.minimum(default_pieces[members], piece)
         chosen = [levels[i] for i in members]
-        for dr, dp in moves:
+        for dr, dp in _level_moves():
             done += 1
             report(done)
             trial, moved = list(levels), []
