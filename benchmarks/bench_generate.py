@@ -54,7 +54,7 @@ def make_generator(precision: str = "float32"):
     spec = {"channels": CHANNELS, "tile_px": 256, "parameters": names, "meters_per_pixel": 2.0,
             "scaler": scaler.to_dict()}
     task = Pix2PixTask(config, spec)
-    state = task.init_state(jax.random.key(0))
+    state = task.initial_state(jax.random.key(0))
     return model_from_state(config, spec, jax.device_get(state))
 
 

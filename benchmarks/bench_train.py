@@ -69,7 +69,7 @@ def jax_step(batch: int, steps: int, precision: str, upsample: str = "subpixel")
     spec = {"channels": CHANNELS, "tile_px": 256, "parameters": [f"p{i}" for i in range(N_PARAMS)],
             "meters_per_pixel": 2.0}
     task = Pix2PixTask(config, spec)
-    state = task.init_state(jax.random.key(0))
+    state = task.initial_state(jax.random.key(0))
     rng = np.random.default_rng(0)
     data = {"tile": jnp.asarray(rng.integers(0, 2, (batch, 256, 256, len(CHANNELS)), dtype=np.uint8)),
             "params": jnp.asarray(rng.normal(size=(batch, N_PARAMS)).astype(np.float32))}
@@ -129,7 +129,7 @@ def loader_step(dataset: str, batch: int, steps: int, threads: int, prefetch: in
     config = experiment_config("pix2pix", precision=precision)
     data = TrainingData.open(dataset)
     task = Pix2PixTask(config, data.spec)
-    state = task.init_state(jax.random.key(0))
+    state = task.initial_state(jax.random.key(0))
     batches = data.batches("train", batch, seed=0, training=True)
     on_device = jax.device_put(batches[0])
     compiled = jax.jit(task.train_step, donate_argnums=0).lower(state, on_device).compile()

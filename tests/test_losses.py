@@ -57,7 +57,7 @@ def test_vae_reconstruction_is_the_per_tile_summed_cross_entropy_averaged_over_t
     config = load_config("vae", **{"vae.target": target})
     channels = ["buildings", "major_roads", "minor_roads"]
     task = VAETask(config, {"channels": channels, "tile_px": 16, "parameters": ["p0", "p1"]})
-    state = task.init_state(jax.random.key(0))
+    state = task.initial_state(jax.random.key(0))
     rng = np.random.default_rng(1)
     tiles = (rng.random((3, 16, 16, 3)) < 0.2).astype(np.uint8)
     params = rng.normal(size=(3, 2)).astype(np.float32)

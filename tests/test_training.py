@@ -66,6 +66,27 @@ def test_subpixel_upsampling_spans_the_transposed_convolution():
 # --- data split and checkpoints -------------------------------------------------------------------------------
 
 
+def test_the_compiled_initial_state_equals_flax_init_run_op_by_op():
+    """``Task.initial_state`` (one program, XLA's backend optimizations off) against ``init_state`` run eagerly,
+    op by op: the same leaves, shapes and dtypes, the values to float32 rounding (pix2pix, 32 px tiles)."""
+    from urbangen.training.pix2pix import Pix2PixTask
+
+    config = load_config("pix2pix")
+    spec = {"channels": ["buildings", "major_roads", "minor_roads"], "tile_px": 32, "parameters": ["p0", "p1"]}
+    task = Pix2PixTask(config, spec)
+    compiled = jax.tree_util.tree_leaves_with_path(task.initial_state(jax.random.key(5)))
+    eager = dict(jax.tree_util.tree_leaves_with_path(task.init_state(jax.random.key(5))))
+    assert [path for path, _ in compiled] == list(eager) and len(eager) > 50
+    for path, leaf in compiled:
+        want = np.asarray(eager[path])
+        got = np.asarray(leaf)
+        assert got.shape == want.shape and got.dtype == want.dtype, jax.tree_util.keystr(path)
+        if np.issubdtype(want.dtype, np.floating):
+            np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7, err_msg=jax.tree_util.keystr(path))
+        else:
+            np.testing.assert_array_equal(got, want, err_msg=jax.tree_util.keystr(path))
+
+
 def test_checkpoints_record_the_split_and_a_resume_must_keep_it(small_tiles, tmp_path):
     """meta["split"] is the run's train/val/test split; resuming with settings that split otherwise fails clearly."""
     from data_pipeline.errors import SplitMismatchError
@@ -140,7 +161,7 @@ def flat(tree):
 for step in (1, 3):
     task, state, _ = load_trained(workdir, step)
     np.savez(f'{workdir}/step{step}.npz', **flat(state))
-np.savez(workdir + '/init.npz', **flat(task.init_state(jax.random.key(config.seed))))
+np.savez(workdir + '/init.npz', **flat(task.initial_state(jax.random.key(config.seed))))
 print(json.dumps({'devices': jax.device_count()}))
 """
     from urbangen.training.logging import read_metrics
@@ -349,7 +370,7 @@ def test_two_hosts_assemble_the_global_batch_from_their_shards(small_tiles, tmp_
               for i in range(2)]
     batch = {k: np.concatenate([s[k] for s in shards]) for k in shards[0]}
     task = Pix2PixTask(config, data.spec)
-    _, metrics = jax.jit(task.train_step)(task.init_state(jax.random.key(config.seed)), batch)
+    _, metrics = jax.jit(task.train_step)(task.initial_state(jax.random.key(config.seed)), batch)
     for k, v in jax.device_get(metrics).items():
         np.testing.assert_allclose(step1[f"train/{k}"], float(v), rtol=2e-4, atol=1e-5, err_msg=k)
 
@@ -367,7 +388,7 @@ def test_the_discriminator_steps_at_its_own_learning_rate(small_tiles):
         data = TrainingData.open(config.dataset, parameters=config.parameters, seed=config.seed)
         batch = data.batches("train", 4, seed=0, training=True)[0]
         task = Pix2PixTask(config, data.spec)
-        state = task.init_state(jax.random.key(0))
+        state = task.initial_state(jax.random.key(0))
         new, _ = jax.jit(task.train_step)(state, batch)
         moves[scale] = {net: max(float(np.abs(a - b).max()) for a, b in
                                  zip(jax.tree.leaves(new[net]["params"]), jax.tree.leaves(state[net]["params"])))

@@ -53,6 +53,10 @@ ValScorer = Callable[[Any, dict[str, Any], int], dict[str, float]]
 ValScorerFactory = Callable[[ml_collections.ConfigDict, TrainingData], ValScorer | None]
 
 
+#: XLA compiler options for programs that run once (``Task.initial_state``): its backend optimizations off.
+_UNOPTIMIZED = {"xla_backend_optimization_level": 0}
+
+
 class Task:
     """What a model's trainer provides to :func:`fit`; subclasses build the model in ``__init__``.
 
@@ -83,6 +87,17 @@ class Task:
         if method not in cache:
             cache[method] = jax.jit(getattr(self, method), **jit_kwargs)
         return cache[method]
+
+    def initial_state(self, rng: jax.Array) -> dict[str, Any]:
+        """``init_state`` as one program, compiled without XLA's backend optimizations.
+
+        Run op by op, Flax's init compiled each of some 250 small ops on its own (17 s of a 2-step pix2pix
+        run's 34 s on a 2-core CPU), none long enough for the persistent compilation cache to keep. As one
+        program it compiles in 9 s with XLA's optimizations, in 1-2 s without; initializing runs once, so
+        the slower code costs nothing (0.07 s). The parameters equal the op-by-op ones to float32 rounding
+        (at most 2e-8 apart).
+        """
+        return self.jit("init_state", compiler_options=_UNOPTIMIZED)(rng)
 
     def step_rng(self, state: dict[str, Any]) -> jax.Array:
         """This step's key: the run's key folded with the step, so a resumed run draws the same numbers."""
@@ -275,7 +290,7 @@ class _Run:
         task = task_cls(config, data.spec)
 
         # State: fresh, or restored with its step, RNG key and optimizer state.
-        state = replicate(task.init_state(jax.random.key(config.seed)), mesh)
+        state = replicate(task.initial_state(jax.random.key(config.seed)), mesh)
         start = 0
         if resumed_meta is not None:
             try:
