@@ -371,12 +371,12 @@ def intersection_clusters(graph: StreetGraph, tolerance_m: float, min_streets: i
     return sums / counts
 
 
-#: Metres added to the merging distance. Nodes exactly twice the tolerance apart are common in drawn layouts
-#: (their nodes lie on the pixel grid) and merge, but their coordinates come out of the projection a few 1e-13 m
-#: off, by an amount that depends on where the layout lies: without the slack, such a pair merged or not with
-#: the tile's place in a batch (:func:`urbangen.measure.measure_tiles`). Real OSM nodes that close to a tie are
-#: a chance in millions.
-_TIE_SLACK_M = 1e-6
+#: Metres short of ``2 * tolerance_m`` that nodes must lie to merge. osmnx's buffers of two nodes exactly that far
+#: apart only touch, and stay two clusters. Such pairs are common in drawn layouts (their nodes lie on the pixel
+#: grid), and their coordinates come out of the projection a few 1e-13 m off, by an amount that depends on where
+#: the layout lies: linked within ``2 * tolerance_m`` itself, a pair merged or not with the tile's place in a
+#: batch (:func:`urbangen.measure.measure_tiles`). Real OSM nodes that close to a tie are a chance in millions.
+_TIE_MARGIN_M = 1e-6
 
 
 def intersection_members(graph: StreetGraph, tolerance_m: float, min_streets: int = 3
@@ -386,7 +386,7 @@ def intersection_members(graph: StreetGraph, tolerance_m: float, min_streets: in
     pts = graph.node_xy[graph.street_count >= min_streets]
     if len(pts) == 0:
         return np.zeros((0, 2)), np.zeros(0, dtype=np.int64)
-    pairs = cKDTree(pts).query_pairs(r=2.0 * tolerance_m + _TIE_SLACK_M, output_type="ndarray")
+    pairs = cKDTree(pts).query_pairs(r=2.0 * tolerance_m - _TIE_MARGIN_M, output_type="ndarray")
     adjacency = sparse.coo_matrix(
         (np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(len(pts), len(pts))
     )
